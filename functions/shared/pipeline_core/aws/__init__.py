@@ -1,0 +1,1 @@
+"""One small wrapper per AWS service, speaking the pipeline's domain verbs."""

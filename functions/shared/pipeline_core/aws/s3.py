@@ -1,0 +1,115 @@
+"""S3 as the pipeline's object store: URIs in, bytes and files out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
+
+from pipeline_core.aws.clients import client, transient_errors_as
+from pipeline_core.errors import DatasetNotFoundError, InputValidationError
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        """Split ``s3://bucket/key``; anything else is an InputValidationError naming the value."""
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise InputValidationError(f"expected an S3 URI like s3://bucket/key, got {uri!r}")
+        return cls(parsed.netloc, parsed.path.lstrip("/"))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def child(self, *parts: str) -> S3Uri:
+        key = "/".join([self.key.rstrip("/"), *(p.strip("/") for p in parts)]).lstrip("/")
+        return S3Uri(self.bucket, key)
+
+
+class ObjectStore:
+    """Domain verbs over S3; the client is injected (tests pass a moto-backed one)."""
+
+    def __init__(self, s3_client: Any | None = None) -> None:
+        self._s3 = s3_client or client("s3")
+
+    def read_bytes(self, uri: str) -> bytes:
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"reading {uri}"):
+            try:
+                body: bytes = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
+                    raise DatasetNotFoundError(f"no object at {uri}") from error
+                raise
+        return body
+
+    def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"writing {uri}"):
+            self._s3.put_object(Bucket=location.bucket, Key=location.key, Body=data, ContentType=content_type)
+        return uri
+
+    def download(self, uri: str, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.read_bytes(uri))
+        return path
+
+    def upload(self, path: Path, uri: str, content_type: str = "application/octet-stream") -> str:
+        return self.write_bytes(uri, path.read_bytes(), content_type)
+
+    def copy(self, source_uri: str, destination_uri: str) -> str:
+        source, destination = S3Uri.parse(source_uri), S3Uri.parse(destination_uri)
+        with transient_errors_as(f"copying {source_uri} to {destination_uri}"):
+            try:
+                self._s3.copy_object(
+                    Bucket=destination.bucket,
+                    Key=destination.key,
+                    CopySource={"Bucket": source.bucket, "Key": source.key},
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
+                    raise DatasetNotFoundError(f"no object at {source_uri}") from error
+                raise
+        return destination_uri
+
+    def exists(self, uri: str) -> bool:
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"checking {uri}"):
+            try:
+                self._s3.head_object(Bucket=location.bucket, Key=location.key)
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}:
+                    return False
+                raise
+        return True
+
+    def list_uris(self, prefix_uri: str) -> list[str]:
+        location = S3Uri.parse(prefix_uri)
+        uris: list[str] = []
+        with transient_errors_as(f"listing {prefix_uri}"):
+            paginator = self._s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=location.bucket, Prefix=location.key):
+                uris.extend(f"s3://{location.bucket}/{item['Key']}" for item in page.get("Contents", []))
+        return uris
+
+    def download_prefix(self, prefix_uri: str, directory: Path) -> list[Path]:
+        """Download every object under ``prefix_uri`` into ``directory`` (what a SageMaker channel does)."""
+        prefix = S3Uri.parse(prefix_uri).key
+        paths = []
+        for uri in self.list_uris(prefix_uri):
+            relative = S3Uri.parse(uri).key[len(prefix) :].lstrip("/") or Path(uri).name
+            paths.append(self.download(uri, directory / relative))
+        return paths
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,51 @@
+"""Exceptions raised by the pipeline's stages.
+
+The class name is the error name a Step Functions Retry or Catch matches (Lambda reports ``errorType``
+as the exception's class name), so renaming a class is a change to ``statemachine/pipeline.asl.json``.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error a stage raises on purpose."""
+
+
+class PermanentError(PipelineError):
+    """An error that another attempt cannot fix; the state machine does not retry it."""
+
+
+class TransientError(PipelineError):
+    """An error worth retrying (a throttled or briefly unavailable dependency)."""
+
+
+class ConfigurationError(PermanentError):
+    """A required setting (environment variable, resource name) is missing or invalid."""
+
+
+class InputValidationError(PermanentError):
+    """The execution input is not what the pipeline accepts."""
+
+
+class DataValidationError(PermanentError):
+    """The dataset cannot be used for training; the message names the column, row and problem."""
+
+
+class DatasetNotFoundError(PermanentError):
+    """The dataset named in the input does not exist."""
+
+
+class TrainingFailedError(PermanentError):
+    """The training script failed; the cause carries the script's own error."""
+
+
+class EvaluationError(PermanentError):
+    """The trained model's evaluation could not be produced."""
+
+
+class RegistryConflictError(TransientError):
+    """Another run took the model version this run tried to register; registering again resolves it."""
+
+
+class TransientStoreError(TransientError):
+    """S3 or DynamoDB answered with a throttling or service error."""

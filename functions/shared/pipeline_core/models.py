@@ -1,0 +1,166 @@
+"""Typed contracts between the states of ``statemachine/pipeline.asl.json``.
+
+Each stage returns one of these models (as JSON) and the state machine stores it under a ResultPath:
+
+    $.config       RunConfig            ValidateInput
+    $.ingest       IngestResult         Ingest
+    $.data         DataProfile          ValidateData
+    $.prep         PreprocessResult     Preprocess
+    $.training     TrainingSummary      Train (ResultSelector over DescribeTrainingJob)
+    $.evaluation   EvaluationResult     Evaluate
+    $.registration RegistrationResult   Register / RegisterRejected
+
+Only S3 URIs and small summaries travel in the state (Step Functions caps a state's data at 256 KiB).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ProblemType = Literal["binary_classification", "multiclass_classification", "regression"]
+RequestedProblemType = Literal["classification", "regression"]
+
+
+class Contract(BaseModel):
+    """Base of the state contracts: unknown fields are ignored so a state can read a subset."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RunConfig(Contract):
+    """The execution input after ValidateInput filled in every default (stored at ``$.config``)."""
+
+    run_id: str
+    dataset: str
+    target: str | None
+    problem_type: RequestedProblemType | None
+    model_name: str
+    quality_threshold: float | None
+    hyperparameters: dict[str, str]
+    test_size: float
+    validation_size: float
+    seed: int
+    deploy: bool
+    endpoint_poll_seconds: int
+    data_bucket: str
+    training_job_name: str
+    sagemaker_model_name: str
+    endpoint_config_name: str
+    endpoint_name: str
+    raw_prefix: str
+    processed_prefix: str
+    models_prefix: str
+
+
+class IngestResult(Contract):
+    """Where the raw dataset was put and its content hash (``$.ingest``)."""
+
+    raw_uri: str
+    source_uri: str
+    sha256: str
+    size_bytes: int
+    format: Literal["csv", "parquet"]
+
+
+class ColumnProfile(Contract):
+    name: str
+    dtype: Literal["numeric", "categorical", "boolean"]
+    missing: int
+
+
+class DataProfile(Contract):
+    """What ValidateData learned about the dataset (``$.data``)."""
+
+    n_rows: int
+    n_columns: int
+    target: str
+    target_chosen_by: Literal["input", "last_column"]
+    problem_type: ProblemType
+    problem_type_chosen_by: Literal["input", "inferred"]
+    problem_type_reason: str
+    class_labels: list[str] = Field(default_factory=list)
+    feature_columns: list[str]
+    columns: list[ColumnProfile]
+
+
+class PreprocessResult(Contract):
+    """The processed splits, one S3 prefix per SageMaker channel (``$.prep``)."""
+
+    train_uri: str
+    validation_uri: str
+    test_uri: str
+    n_train: int
+    n_validation: int
+    n_test: int
+    feature_columns: list[str]
+    dropped_rows: int
+
+
+class TrainingSummary(Contract):
+    """The part of DescribeTrainingJob the later states use (``$.training``)."""
+
+    TrainingJobName: str
+    TrainingJobStatus: str
+    ModelArtifacts: str
+    OutputDataUri: str | None = None
+
+
+class EvaluationResult(Contract):
+    """Metrics, report locations and the quality gate's inputs (``$.evaluation``)."""
+
+    metrics: dict[str, float]
+    primary_metric: str
+    primary_value: float
+    threshold: float
+    champion_version: int | None
+    champion_value: float
+    passed: bool
+    reason: str
+    evaluation_uri: str
+    report_uri: str
+
+
+class RegistrationResult(Contract):
+    """The registry record written for this run (``$.registration``)."""
+
+    model_name: str
+    version: int
+    status: Literal["approved", "rejected"]
+    endpoint_name: str | None
+    model_artifact: str
+
+
+class RegistryRecord(Contract):
+    """One model version in the DynamoDB model registry."""
+
+    model_name: str
+    version: int
+    status: Literal["approved", "rejected", "rolled_back"]
+    problem_type: ProblemType
+    target: str
+    feature_columns: list[str]
+    class_labels: list[str] = Field(default_factory=list)
+    metrics: dict[str, float]
+    primary_metric: str
+    model_artifact: str
+    dataset_uri: str
+    dataset_sha256: str
+    training_job_name: str
+    endpoint_name: str | None
+    execution_arn: str
+    evaluation_uri: str
+    report_uri: str
+    created_at: str
+
+
+class FailureRecord(Contract):
+    """What RecordFailure writes to the run record when any state fails."""
+
+    run_id: str
+    failed_state: str
+    error: str
+    cause: str
+    execution_arn: str | None = None
+    input_pointers: dict[str, Any] = Field(default_factory=dict)

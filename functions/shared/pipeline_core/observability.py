@@ -1,0 +1,65 @@
+"""Powertools Logger, Metrics and Tracer for the pipeline's functions, built once per process.
+
+Every handler is wrapped by :func:`stage_handler`, which logs the event with the execution name as the
+correlation id, flushes metrics (EMF) and traces the call, then turns the stage's pydantic result into
+the JSON the next state reads.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel
+
+# Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE set by
+# infra/template.yaml; Powertools reads them when these objects are first used, not at import.
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+
+def correlation_id_of(event: dict[str, Any]) -> str | None:
+    """The execution name a state passed in (``execution_name`` or ``config.run_id``)."""
+    if isinstance(event.get("execution_name"), str):
+        return str(event["execution_name"])
+    config = event.get("config")
+    if isinstance(config, dict) and isinstance(config.get("run_id"), str):
+        return str(config["run_id"])
+    return None
+
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def stage_handler(stage: str) -> Callable[[Callable[[dict[str, Any], Any], BaseModel | dict[str, Any]]], Handler]:
+    """Wrap a stage's handler with logging, metrics and tracing; the result is returned as JSON."""
+
+    def decorate(func: Callable[[dict[str, Any], Any], BaseModel | dict[str, Any]]) -> Handler:
+        @functools.wraps(func)
+        def handler(event: dict[str, Any], context: Any) -> Any:
+            logger.set_correlation_id(correlation_id_of(event))
+            logger.append_keys(stage=stage)
+            started = time.perf_counter()
+            try:
+                with tracer.provider.in_subsegment(f"## {stage}"):
+                    result = func(event, context)
+            except Exception as error:
+                logger.exception("stage failed", extra={"error_type": type(error).__name__})
+                metrics.add_metric(name=f"{stage}Failed", unit=MetricUnit.Count, value=1)
+                raise
+            finally:
+                metrics.add_metric(
+                    name=f"{stage}Duration", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+                )
+                metrics.flush_metrics(raise_on_empty_metrics=False)
+            logger.info("stage succeeded")
+            return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+        return handler
+
+    return decorate

@@ -1,0 +1,91 @@
+"""Shared fixtures: a moto-backed AWS with the pipeline's bucket and tables, and sample events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+EVENTS = Path(__file__).parent / "events"
+REGION = "us-east-1"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample event from tests/events/<name>.json."""
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+class FakeAws:
+    """Names and clients of the resources the unit tests' moto account holds."""
+
+    bucket = "stepml-test-data"
+    registry_table = "stepml-test-registry"
+    runs_table = "stepml-test-runs"
+
+    def __init__(self) -> None:
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.dynamodb.create_table(
+            TableName=self.registry_table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "model_name", "AttributeType": "S"},
+                {"AttributeName": "version", "AttributeType": "N"},
+            ],
+            KeySchema=[
+                {"AttributeName": "model_name", "KeyType": "HASH"},
+                {"AttributeName": "version", "KeyType": "RANGE"},
+            ],
+        )
+        self.dynamodb.create_table(
+            TableName=self.runs_table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
+        )
+
+    def put(self, key: str, data: bytes) -> str:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        return f"s3://{self.bucket}/{key}"
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def env(self) -> dict[str, str]:
+        """The environment infra/template.yaml gives every function, pointed at these resources."""
+        return {
+            "DATA_BUCKET": self.bucket,
+            "MODEL_REGISTRY_TABLE": self.registry_table,
+            "RUNS_TABLE": self.runs_table,
+            "ENDPOINT_NAME_PREFIX": "stepml-test",
+            "SAGEMAKER_BACKEND": "standin",
+            "POWERTOOLS_SERVICE_NAME": "stepml-test",
+            "POWERTOOLS_METRICS_NAMESPACE": "stepml-test",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
+    """A fresh moto account with the pipeline's bucket and tables; function env vars set."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        fake = FakeAws()
+        for key, value in fake.env().items():
+            monkeypatch.setenv(key, value)
+        # clients are cached per process; a new moto account needs new clients
+        from pipeline_core.aws.clients import client
+
+        client.cache_clear()
+        yield fake
+        client.cache_clear()
