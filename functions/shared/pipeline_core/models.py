@@ -42,7 +42,6 @@ class RunConfig(Contract):
     test_size: float
     validation_size: float
     seed: int
-    deploy: bool
     endpoint_poll_seconds: int
     data_bucket: str
     training_job_name: str
@@ -96,6 +95,7 @@ class PreprocessResult(Contract):
     n_test: int
     feature_columns: list[str]
     dropped_rows: int
+    hyperparameters: dict[str, str]
 
 
 class TrainingSummary(Contract):
@@ -149,6 +149,7 @@ class RegistryRecord(Contract):
     dataset_sha256: str
     training_job_name: str
     endpoint_name: str | None
+    endpoint_config_name: str | None = None
     execution_arn: str
     evaluation_uri: str
     report_uri: str
