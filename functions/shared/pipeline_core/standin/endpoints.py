@@ -1,0 +1,186 @@
+"""CreateModel, CreateEndpointConfig, CreateEndpoint, UpdateEndpoint, DescribeEndpoint, ListEndpoints
+and DeleteEndpoint of the stand-in, with SageMaker's validation rules.
+
+Endpoints go to ``InService`` at once: nothing is provisioned, the runtime (``runtime.py``) loads the model
+on the first request. The create calls are idempotent for an identical request: Step Functions retries a
+task whose Lambda timed out or was throttled after the first attempt had already written its record, and
+that retry must succeed rather than fail with "already exists" (a different request with the same name
+still fails, as on SageMaker).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline_core.standin.errors import ValidationException
+from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
+
+
+def create_model(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """CreateModel: record the model (container image, artifact, environment); returns ``ModelArn``."""
+    validate_request("CreateModel", request)
+    name = check_name("models", request["ModelName"])
+    if "PrimaryContainer" not in request:
+        raise ValidationException(f"model {name}: the stand-in needs a PrimaryContainer with a ModelDataUrl")
+    arn = store.arn("models", name)
+    existing = store.get("models", name)
+    if existing is not None:
+        if same_request(existing, request):
+            return {"ModelArn": existing["ModelArn"]}
+        raise ValidationException(f'Cannot create already existing model "{arn}".')
+    record = {key: value for key, value in request.items() if key != "Tags"}
+    store.put("models", name, {**record, "ModelArn": arn, "CreationTime": now_iso()})
+    return {"ModelArn": arn}
+
+
+def describe_model(store: RecordStore, name: str) -> dict[str, Any]:
+    """DescribeModel; a missing model is a ValidationException, as on SageMaker."""
+    record = store.get("models", name)
+    if record is None:
+        raise ValidationException(f'Could not find model "{store.arn("models", name)}".')
+    return record
+
+
+def create_endpoint_config(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """CreateEndpointConfig: every variant must name an existing model; returns ``EndpointConfigArn``."""
+    validate_request("CreateEndpointConfig", request)
+    name = check_name("endpoint-configs", request["EndpointConfigName"])
+    arn = store.arn("endpoint-configs", name)
+    existing = store.get("endpoint-configs", name)
+    if existing is not None:
+        if same_request(existing, request):
+            return {"EndpointConfigArn": existing["EndpointConfigArn"]}
+        raise ValidationException(f'Cannot create already existing endpoint configuration "{arn}".')
+    for variant in request["ProductionVariants"]:
+        describe_model(store, variant["ModelName"])
+    record = {key: value for key, value in request.items() if key != "Tags"}
+    store.put("endpoint-configs", name, {**record, "EndpointConfigArn": arn, "CreationTime": now_iso()})
+    return {"EndpointConfigArn": arn}
+
+
+def describe_endpoint_config(store: RecordStore, name: str) -> dict[str, Any]:
+    """DescribeEndpointConfig; a missing config is a ValidationException, as on SageMaker."""
+    record = store.get("endpoint-configs", name)
+    if record is None:
+        raise ValidationException(
+            f'Could not find endpoint configuration "{store.arn("endpoint-configs", name)}".'
+        )
+    return record
+
+
+def _variant_summaries(store: RecordStore, config: dict[str, Any], at: str) -> list[dict[str, Any]]:
+    """DescribeEndpoint's ProductionVariants for ``config``, as they are once deployed."""
+    summaries = []
+    for variant in config["ProductionVariants"]:
+        image = describe_model(store, variant["ModelName"]).get("PrimaryContainer", {}).get("Image", "")
+        count = variant.get("InitialInstanceCount", 1)
+        weight = variant.get("InitialVariantWeight", 1.0)
+        summaries.append(
+            {
+                "VariantName": variant["VariantName"],
+                "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": at}],
+                "CurrentWeight": weight,
+                "DesiredWeight": weight,
+                "CurrentInstanceCount": count,
+                "DesiredInstanceCount": count,
+            }
+        )
+    return summaries
+
+
+def create_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """CreateEndpoint: the endpoint is InService immediately; returns ``EndpointArn``."""
+    validate_request("CreateEndpoint", request)
+    name = check_name("endpoints", request["EndpointName"])
+    arn = store.arn("endpoints", name)
+    existing = store.get("endpoints", name)
+    if existing is not None:
+        # Only the creating request is idempotent: once updated, the record names another config.
+        if existing["EndpointConfigName"] == request["EndpointConfigName"] and not existing.get(
+            "PreviousEndpointConfigNames"
+        ):
+            return {"EndpointArn": existing["EndpointArn"]}
+        raise ValidationException(f'Cannot create already existing endpoint "{arn}".')
+    config = describe_endpoint_config(store, request["EndpointConfigName"])
+    at = now_iso()
+    record = {
+        "EndpointName": name,
+        "EndpointArn": arn,
+        "EndpointConfigName": config["EndpointConfigName"],
+        "ProductionVariants": _variant_summaries(store, config, at),
+        "EndpointStatus": "InService",
+        "CreationTime": at,
+        "LastModifiedTime": at,
+        "PreviousEndpointConfigNames": [],
+    }
+    store.put("endpoints", name, record)
+    return {"EndpointArn": arn}
+
+
+def describe_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """DescribeEndpoint; a missing endpoint is SageMaker's ValidationException "Could not find endpoint"."""
+    validate_request("DescribeEndpoint", request)
+    name = request["EndpointName"]
+    record = store.get("endpoints", check_name("endpoints", name))
+    if record is None:
+        raise ValidationException(f'Could not find endpoint "{store.arn("endpoints", name)}".')
+    return record
+
+
+def update_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """UpdateEndpoint: point the endpoint at another config, InService at once; returns ``EndpointArn``.
+
+    The replaced config's name is appended to ``PreviousEndpointConfigNames`` (oldest first), which is
+    what a rollback needs. Updating to the config already deployed changes nothing (a retried update).
+    """
+    validate_request("UpdateEndpoint", request)
+    record = describe_endpoint(store, {"EndpointName": request["EndpointName"]})
+    config = describe_endpoint_config(store, request["EndpointConfigName"])
+    if record["EndpointConfigName"] == config["EndpointConfigName"]:
+        return {"EndpointArn": record["EndpointArn"]}
+    at = now_iso()
+    updated = {
+        **record,
+        "EndpointConfigName": config["EndpointConfigName"],
+        "ProductionVariants": _variant_summaries(store, config, at),
+        "EndpointStatus": "InService",
+        "LastModifiedTime": at,
+        "PreviousEndpointConfigNames": [
+            *record.get("PreviousEndpointConfigNames", []),
+            record["EndpointConfigName"],
+        ],
+    }
+    store.put("endpoints", record["EndpointName"], updated)
+    return {"EndpointArn": record["EndpointArn"]}
+
+
+def delete_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """DeleteEndpoint; a missing endpoint is a ValidationException, as on SageMaker."""
+    validate_request("DeleteEndpoint", request)
+    record = describe_endpoint(store, {"EndpointName": request["EndpointName"]})
+    store.delete("endpoints", record["EndpointName"])
+    return {}
+
+
+def list_endpoints(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """ListEndpoints with NameContains and StatusEquals, newest first by default (no paging: a local
+    target holds a handful of endpoints, so MaxResults only truncates)."""
+    validate_request("ListEndpoints", request)
+    unsupported = sorted(set(request) - {"NameContains", "StatusEquals", "SortBy", "SortOrder", "MaxResults"})
+    if unsupported:
+        raise ValidationException(f"the SageMaker stand-in's ListEndpoints does not support {unsupported}")
+    wanted = request.get("NameContains", "").lower()
+    status = request.get("StatusEquals")
+    summaries = [
+        {key: record[key] for key in ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime")}
+        | {"EndpointStatus": record["EndpointStatus"]}
+        for record in store.list("endpoints")
+        # SageMaker endpoint names are case-insensitive, and so is this filter.
+        if wanted in record["EndpointName"].lower() and (status is None or record["EndpointStatus"] == status)
+    ]
+    sort_by = request.get("SortBy", "CreationTime")
+    sort_key = {"Name": "EndpointName", "Status": "EndpointStatus"}.get(sort_by, "CreationTime")
+    summaries.sort(key=lambda s: s[sort_key], reverse=request.get("SortOrder", "Descending") == "Descending")
+    if "MaxResults" in request:
+        summaries = summaries[: request["MaxResults"]]
+    return {"Endpoints": summaries}
