@@ -1,0 +1,228 @@
+"""The ``stepml`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from stepml.project import ProjectLayout, ProjectLayoutError, project_layout
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _embedded(layout: ProjectLayout, port: int | None = None) -> Any:
+    from stepml.embedded.runtime import EmbeddedAws
+
+    return EmbeddedAws(layout, port=port)
+
+
+def _dataset_path(layout: ProjectLayout, data: str | None) -> Path:
+    path = Path(data).expanduser() if data else layout.sample_data_dir / "iris.csv"
+    if not path.is_file():
+        raise CliError(f"--data {path}: no such file")
+    return path.resolve()
+
+
+def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
+    execution_input: dict[str, Any] = {"dataset": dataset_uri}
+    for option, key in (("target", "target"), ("problem_type", "problem_type"), ("model_name", "model_name")):
+        if getattr(args, option, None):
+            execution_input[key] = getattr(args, option)
+    if getattr(args, "threshold", None) is not None:
+        execution_input["quality_threshold"] = args.threshold
+    return execution_input
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the whole pipeline on the embedded target and print what it produced."""
+    from stepml.session import execution_name_for, print_summary, start_and_follow
+
+    layout = project_layout()
+    dataset = _dataset_path(layout, args.data)
+    name = args.name or execution_name_for(dataset)
+    progress = None if args.json else out
+    with _embedded(layout) as aws:
+        key = f"datasets/{name}/{dataset.name}"
+        aws.client("s3").put_object(Bucket=aws.stack.data_bucket, Key=key, Body=dataset.read_bytes())
+        execution_input = _run_input(args, f"s3://{aws.stack.data_bucket}/{key}")
+        if progress:
+            print(
+                f"stepml run on the embedded target: {dataset.name} → {aws.stack.state_machine_name}",
+                file=out,
+            )
+        outcome, _ = start_and_follow(
+            aws.client("stepfunctions"), aws.stack.state_machine_arn, name, execution_input, progress
+        )
+        aws.save_execution(outcome.execution_arn)
+        if outcome.status == "SUCCEEDED":
+            _attach_registry_record(aws, outcome)
+            outcome.report_path = _download_report(aws, layout, name, outcome.report_uri)
+    if args.json:
+        print(json.dumps(outcome.to_json(), default=str), file=out)
+    else:
+        print_summary(outcome, out)
+    return 0 if outcome.status == "SUCCEEDED" else 1
+
+
+def _attach_registry_record(aws: Any, outcome: Any) -> None:
+    from pipeline_core.aws.registry import ModelRegistry
+
+    if outcome.model_name and outcome.model_version:
+        table = aws.stack.tables["ModelRegistryTable"].name
+        record = ModelRegistry(table, aws.client("dynamodb")).get(outcome.model_name, outcome.model_version)
+        outcome.registry_record = record.model_dump(mode="json") if record else None
+
+
+def _download_report(aws: Any, layout: ProjectLayout, name: str, report_uri: str | None) -> str | None:
+    """Copy the HTML report out of the embedded S3 so a browser can open it."""
+    if not report_uri:
+        return None
+    bucket, key = report_uri.removeprefix("s3://").split("/", 1)
+    target = layout.state_dir / "reports" / name / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    return str(target)
+
+
+def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    """List the executions the embedded target has run, newest first."""
+    from stepml.embedded.state_store import StateStore
+
+    layout = project_layout()
+    records = StateStore(layout.state_dir / "state").executions()
+    rows = [
+        {
+            "name": r["name"],
+            "status": r["status"],
+            "started": str(r.get("startDate", "")),
+            "seconds": _seconds(r),
+            "execution_arn": r["executionArn"],
+        }
+        for r in records
+    ]
+    if args.json:
+        print(json.dumps(rows), file=out)
+        return 0
+    if not rows:
+        print("No runs yet: start one with `stepml run`.", file=out)
+        return 0
+    print(f"{'NAME':<48} {'STATUS':<10} {'SECONDS':>8}  STARTED", file=out)
+    for row in rows:
+        print(f"{row['name']:<48} {row['status']:<10} {row['seconds']:>8}  {row['started']}", file=out)
+    return 0
+
+
+def _seconds(record: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(str(record["startDate"]))
+        stop = datetime.fromisoformat(str(record["stopDate"]))
+    except (KeyError, ValueError):
+        return "-"
+    return f"{(stop - start).total_seconds():.1f}"
+
+
+def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
+    """List the model registry (every version, newest first)."""
+    from pipeline_core.aws.dynamo import from_item
+    from pipeline_core.models import RegistryRecord
+
+    layout = project_layout()
+    from stepml.embedded.template import stack_model
+
+    stack = stack_model(layout.template, "stepml-local", {"Target": "local"})
+    path = layout.state_dir / "state" / "dynamodb" / f"{stack.tables['ModelRegistryTable'].name}.json"
+    items = json.loads(path.read_text()) if path.exists() else []
+    records = sorted(
+        (RegistryRecord.model_validate(from_item(i)) for i in items), key=lambda r: (r.model_name, -r.version)
+    )
+    if args.model:
+        records = [r for r in records if r.model_name == args.model]
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in records]), file=out)
+        return 0
+    if not records:
+        print("The registry is empty: run `stepml run` first.", file=out)
+        return 0
+    print(f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'PRIMARY':<20} {'ENDPOINT':<28} CREATED", file=out)
+    for r in records:
+        primary = f"{r.primary_metric}={r.metrics.get(r.primary_metric, float('nan')):.4f}"
+        endpoint = r.endpoint_name or "-"
+        print(
+            f"{r.model_name:<20} {r.version:>4} {r.status:<11} {primary:<20} {endpoint:<28} {r.created_at}",
+            file=out,
+        )
+    return 0
+
+
+def cmd_local_up(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the embedded AWS on 127.0.0.1 with the stack deployed, until interrupted."""
+    layout = project_layout()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with _embedded(layout, port=args.port) as aws:
+        print(f"Embedded AWS listening on {aws.endpoint_url} (stack {aws.stack.stack_name})", file=out)
+        print(f"  state machine  {aws.stack.state_machine_arn}", file=out)
+        print(f"  data bucket    s3://{aws.stack.data_bucket}", file=out)
+        print(f"  try: aws --endpoint-url {aws.endpoint_url} stepfunctions list-state-machines", file=out)
+        print("Press Ctrl-C to stop; the state is saved on exit.", file=out, flush=True)
+        try:
+            while not stop.wait(5):
+                aws.save()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepml", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the whole pipeline on the embedded target")
+    run.add_argument("--data", help="CSV or Parquet file (default: the bundled iris.csv)")
+    run.add_argument("--target", help="target column (default: the last column)")
+    run.add_argument("--problem-type", choices=["classification", "regression"], help="default: inferred")
+    run.add_argument("--model-name", help="registry model name (default: from the file name)")
+    run.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
+    run.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
+    run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    run.set_defaults(func=cmd_run)
+
+    runs = commands.add_parser("runs", help="list executions")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
+
+    models = commands.add_parser("models", help="list the model registry")
+    models.add_argument("--model", help="only this model")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    up = local_commands.add_parser("up", help="serve the embedded AWS with the stack deployed")
+    up.add_argument("--port", type=int, default=4566)
+    up.set_defaults(func=cmd_local_up)
+    return parser
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``stepml`` command."""
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args, out))
+    except (CliError, ProjectLayoutError) as error:
+        print(f"stepml: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Run the project's Lambda handlers for the embedded target.
+
+Each function gets warm worker processes of its own, like Lambda's execution environments: the
+function's own environment variables (Lambda functions do not share them), its code directory on
+``sys.path`` and its handler imported once. A busy function gets another worker, so concurrent
+invocations (Map states, parallel runs) never share a process. Workers are forked from a forkserver that
+has already imported the heavy libraries, so a cold start costs milliseconds, not seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.forkserver import ensure_running
+from pathlib import Path
+from typing import Any
+
+from stepml.embedded.template import REGION, FunctionSpec
+
+# Imported once by the forkserver so that every worker starts with them already loaded.
+PRELOAD = [
+    "json",
+    "boto3",
+    "botocore.session",
+    "pydantic",
+    "numpy",
+    "pandas",
+    "aws_lambda_powertools",
+    "aws_lambda_powertools.metrics",
+    "aws_lambda_powertools.tracing",
+    "pipeline_core.models",
+    "pipeline_core.aws.clients",
+]
+
+_context = multiprocessing.get_context("forkserver")
+_context.set_forkserver_preload(PRELOAD)
+
+
+def warm_up() -> None:
+    """Start the forkserver (and its imports) now, e.g. in a thread while other work goes on."""
+    ensure_running()
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    function_name: str
+    payload: Any
+    error_type: str | None
+    duration_ms: float
+    request_id: str
+
+    @property
+    def failed(self) -> bool:
+        return self.error_type is not None
+
+
+@dataclass
+class InvocationLog:
+    """Every invocation's function and duration, for progress output and the benchmark."""
+
+    entries: list[InvocationResult] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, result: InvocationResult) -> None:
+        with self.lock:
+            self.entries.append(result)
+
+
+class _LambdaContext:
+    """The parts of Lambda's context object handlers and Powertools read."""
+
+    def __init__(self, spec_name: str, arn: str, memory_mb: int, timeout_s: int, request_id: str) -> None:
+        self.function_name = spec_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = arn
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = request_id
+        self.log_group_name = f"/aws/lambda/{spec_name}"
+        self.log_stream_name = "embedded"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec, env: dict[str, str]) -> None:
+    log_path = env.get("STEPML_FUNCTION_LOG")
+    if log_path:
+        # Handler output goes to a per-function log file, as it would to CloudWatch Logs.
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path.insert(0, str(spec.code_dir))
+    module_name, _, attribute = spec.handler.rpartition(".")
+    handler: Callable[[Any, Any], Any] | None = None
+    import_error: BaseException | None = None
+    try:
+        handler = getattr(importlib.import_module(module_name), attribute)
+    except BaseException as error:  # reported on every invocation, as Lambda reports Runtime.ImportModuleError
+        import_error = error
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        request_id, event = message
+        context = _LambdaContext(spec.name, spec.arn, spec.memory_mb, spec.timeout_seconds, request_id)
+        started = time.perf_counter()
+        try:
+            if handler is None:
+                raise RuntimeError(f"Unable to import module '{module_name}': {import_error}")
+            outcome: tuple[Any, str | None] = (handler(event, context), None)
+        except Exception as error:
+            outcome = (
+                {
+                    "errorMessage": str(error),
+                    "errorType": type(error).__name__,
+                    "requestId": request_id,
+                    "stackTrace": traceback.format_exception(error)[-8:],
+                },
+                type(error).__name__,
+            )
+            traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        payload, error_type = outcome
+        try:
+            body = json.dumps(payload, default=str)
+        except (TypeError, ValueError) as error:
+            body = json.dumps({"errorMessage": f"result is not JSON: {error}", "errorType": "Runtime.MarshalError"})
+            error_type = "Runtime.MarshalError"
+        conn.send((body, error_type, (time.perf_counter() - started) * 1000))
+
+
+class _Worker:
+    def __init__(self, spec: FunctionSpec, env: dict[str, str]) -> None:
+        self.conn, child_conn = _context.Pipe()
+        self.process = _context.Process(
+            target=_worker_main, args=(child_conn, spec, env), name=f"lambda:{spec.name}", daemon=True
+        )
+        self.process.start()
+        child_conn.close()
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+class LambdaRunner:
+    """Invoke functions by name or ARN; one pool of warm workers per function."""
+
+    def __init__(self, functions: dict[str, FunctionSpec], base_env: dict[str, str], log_dir: Path) -> None:
+        self._functions = {spec.name: spec for spec in functions.values()}
+        self._base_env = base_env
+        self._log_dir = log_dir
+        self._idle: dict[str, list[_Worker]] = {name: [] for name in self._functions}
+        self._lock = threading.Lock()
+        self.log = InvocationLog()
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def spec(self, name_or_arn: str) -> FunctionSpec | None:
+        name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        return self._functions.get(name)
+
+    def _environment(self, spec: FunctionSpec) -> dict[str, str]:
+        return {
+            **self._base_env,
+            **spec.environment,
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "STEPML_FUNCTION_LOG": str(self._log_dir / f"{spec.name}.log"),
+        }
+
+    def _checkout(self, spec: FunctionSpec) -> _Worker:
+        with self._lock:
+            idle = self._idle[spec.name]
+            while idle:
+                worker = idle.pop()
+                if worker.process.is_alive():
+                    return worker
+        return _Worker(spec, self._environment(spec))
+
+    def invoke(self, name_or_arn: str, event: Any) -> InvocationResult:
+        """Run the function's handler on ``event`` in one of its workers and return what it returned."""
+        spec = self.spec(name_or_arn)
+        if spec is None:
+            raise KeyError(f"no function {name_or_arn!r} in the embedded stack")
+        request_id = str(uuid.uuid4())
+        worker = self._checkout(spec)
+        started = time.perf_counter()
+        worker.conn.send((request_id, event))
+        answered = worker.conn.poll(spec.timeout_seconds)
+        try:
+            reply = worker.conn.recv() if answered else None
+        except EOFError:  # the worker died mid-invocation (os._exit, a crash in native code)
+            worker.process.join(timeout=2)
+            reply = (
+                json.dumps(
+                    {
+                        "errorType": "Runtime.ExitError",
+                        "errorMessage": f"RequestId: {request_id} Error: Runtime exited with "
+                        f"exit code {worker.process.exitcode}",
+                    }
+                ),
+                "Runtime.ExitError",
+                (time.perf_counter() - started) * 1000,
+            )
+        if reply is not None:
+            body, error_type, duration_ms = reply
+            if error_type != "Runtime.ExitError":
+                with self._lock:
+                    self._idle[spec.name].append(worker)
+            result = InvocationResult(spec.name, json.loads(body), error_type, duration_ms, request_id)
+        else:
+            # Lambda kills an execution environment that runs past its timeout; so do we.
+            worker.process.kill()
+            elapsed = time.perf_counter() - started
+            result = InvocationResult(
+                spec.name,
+                {
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": f"Task timed out after {elapsed:.2f} seconds",
+                },
+                "Sandbox.Timedout",
+                elapsed * 1000,
+                request_id,
+            )
+        self.log.add(result)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            workers = [w for pool in self._idle.values() for w in pool]
+            for pool in self._idle.values():
+                pool.clear()
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,329 @@
+"""The embedded target: AWS emulated in this process, with the project's own code doing the work.
+
+moto serves the AWS APIs on 127.0.0.1 (its Step Functions engine executes the real definition); a small
+WSGI layer in front of it runs Lambda invocations in the project's workers (moto alone would need Docker)
+and turns uploads under ``incoming/`` into the S3 "Object Created" event AWS would deliver through
+EventBridge (moto does not deliver it to Step Functions). Everything is provisioned from
+``infra/template.yaml`` evaluated with ``Target=local``, and the state is kept on disk between commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from stepml.embedded import lambda_runner
+from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
+from stepml.embedded.state_store import StateStore
+from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
+from stepml.project import ProjectLayout
+
+STACK_NAME = "stepml-local"
+STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fake_credentials() -> dict[str, str]:
+    """Credentials for the emulated account; never real ones, so nothing can reach real AWS by mistake."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+
+
+def object_created_event(bucket: str, key: str, size: int, etag: str, version_id: str | None) -> dict[str, Any]:
+    """The EventBridge event S3 sends for a new object (AWS's documented "Object Created" shape)."""
+    detail: dict[str, Any] = {
+        "version": "0",
+        "bucket": {"name": bucket},
+        "object": {"key": key, "size": size, "etag": etag.strip('"'), "sequencer": f"{time.time_ns():X}"},
+        "request-id": uuid.uuid4().hex[:16].upper(),
+        "requester": ACCOUNT_ID,
+        "source-ip-address": "127.0.0.1",
+        "reason": "PutObject",
+    }
+    if version_id and version_id != "null":
+        detail["object"]["version-id"] = version_id
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": ACCOUNT_ID,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": detail,
+    }
+
+
+class _Gateway:
+    """WSGI layer in front of moto: Lambda invocations run here, S3 uploads raise events."""
+
+    def __init__(self, moto_app: WsgiApp, runtime: EmbeddedAws) -> None:
+        self._moto_app = moto_app
+        self._runtime = runtime
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        match = _INVOKE_PATH.match(path)
+        if match and method == "POST" and self._runtime.runner.spec(_unquote(match.group("name"))):
+            return self._invoke(environ, start_response, _unquote(match.group("name")))
+        if method in {"PUT", "POST"} and self._runtime.notifications_enabled:
+            return self._watch_upload(environ, start_response)
+        return self._moto_app(environ, start_response)
+
+    def _invoke(self, environ: dict[str, Any], start_response: Callable[..., Any], name: str) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        event = json.loads(raw) if raw.strip() else {}
+        if environ.get("HTTP_X_AMZ_INVOCATION_TYPE") == "Event":
+            threading.Thread(target=self._runtime.runner.invoke, args=(name, event), daemon=True).start()
+            start_response("202 Accepted", [("Content-Length", "0")])
+            return [b""]
+        result = self._runtime.runner.invoke(name, event)
+        body = json.dumps(result.payload).encode()
+        headers = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", "$LATEST")]
+        if result.failed:
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+
+    def _watch_upload(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, dict(headers)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        body = list(self._moto_app(environ, capture))
+        if captured.get("status", "").startswith("200"):
+            self._runtime.notice_upload(environ, captured["headers"])
+        return body
+
+
+def _unquote(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text)
+
+
+class EmbeddedAws:
+    """Start, provision and stop the embedded AWS; hand out clients; persist state.
+
+    Use as a context manager. ``port=None`` picks a free port (``stepml run``); ``stepml local up``
+    passes 4566 so the AWS CLI and boto3 can reach it as they would LocalStack.
+    """
+
+    def __init__(self, layout: ProjectLayout, port: int | None = None, persist: bool = True) -> None:
+        self.layout = layout
+        self.port = port or free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.persist = persist
+        self.stack: StackModel = stack_model(layout.template, STACK_NAME, {"Target": "local"})
+        self.store = StateStore(layout.state_dir / "state")
+        self.notifications_enabled = False
+        self.upload_listeners: list[Callable[[dict[str, Any]], None]] = []
+        base_env = {
+            **fake_credentials(),
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8",
+            # X-Ray has no daemon here; traces are off on the embedded target.
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.runner = LambdaRunner(self.stack.functions, base_env, layout.state_dir / "logs")
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._clients: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> EmbeddedAws:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        warm = threading.Thread(target=lambda_runner.warm_up, daemon=True)
+        warm.start()
+        for name, value in fake_credentials().items():
+            os.environ.setdefault(name, value)
+        # moto's Step Functions engine calls the other services at localhost:MOTO_PORT when not mocked.
+        os.environ["MOTO_PORT"] = str(self.port)
+        from moto.core.config import default_user_config
+
+        default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+        self._serve()
+        self.provision()
+        if self.persist:
+            self.restore()
+        self.notifications_enabled = True
+        warm.join()
+
+    def _serve(self) -> None:
+        from moto.moto_server.threaded_moto_server import MotoRequestHandler
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = _Gateway(DomainDispatcherApplication(create_backend_app), self)
+        self._server = make_server(
+            "127.0.0.1",
+            self.port,
+            app,
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.notifications_enabled = False
+        if self.persist:
+            self.save()
+        self.runner.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # -- clients ---------------------------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        """A boto3 client for the embedded AWS (cached per service)."""
+        if service not in self._clients:
+            self._clients[service] = boto3.session.Session().client(
+                service,
+                endpoint_url=self.endpoint_url,
+                region_name=REGION,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(retries={"max_attempts": 2}),
+            )
+        return self._clients[service]
+
+    # -- provisioning ----------------------------------------------------------------------------------
+    def provision(self) -> None:
+        """Create what the template declares: bucket, tables, topic, training source, state machine."""
+        s3, ddb = self.client("s3"), self.client("dynamodb")
+        for bucket in self.stack.buckets.values():
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        for table in self.stack.tables.values():
+            ddb.create_table(
+                TableName=table.name,
+                KeySchema=table.key_schema,
+                AttributeDefinitions=table.attribute_definitions,
+                BillingMode="PAY_PER_REQUEST",
+            )
+            if table.ttl_attribute:
+                ddb.update_time_to_live(
+                    TableName=table.name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
+                )
+        for topic_arn in self.stack.topics.values():
+            self.client("sns").create_topic(Name=topic_arn.rsplit(":", 1)[1])
+        self.upload_training_source()
+        assert self.stack.state_machine_definition is not None
+        definition = substitute_definition(self.stack.state_machine_definition.read_text(), self.stack.substitutions)
+        self.client("stepfunctions").create_state_machine(
+            name=self.stack.state_machine_name, definition=definition, roleArn=STATE_MACHINE_ROLE
+        )
+
+    def upload_training_source(self) -> str:
+        """Put training/ where the definition's TrainingSourceUri points (what a deploy step does on AWS)."""
+        from pipeline_core.standin.training import package_training_source
+
+        uri = self.stack.substitutions["TrainingSourceUri"]
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        self.client("s3").put_object(Bucket=bucket, Key=key, Body=package_training_source(self.layout.training_dir))
+        return uri
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def restore(self) -> None:
+        s3, ddb = self.client("s3"), self.client("dynamodb")
+        for bucket in self.stack.buckets.values():
+            self.store.restore_bucket(s3, bucket)
+        self.upload_training_source()  # the checkout's training code wins over a stored copy
+        for table in self.stack.tables.values():
+            self.store.restore_table(ddb, table.name)
+
+    def save(self) -> None:
+        s3, ddb = self.client("s3"), self.client("dynamodb")
+        for bucket in self.stack.buckets.values():
+            self.store.save_bucket(s3, bucket)
+        for table in self.stack.tables.values():
+            self.store.save_table(ddb, table.name)
+
+    def save_execution(self, execution_arn: str) -> dict[str, Any]:
+        """Store an execution's description and history so later commands can show it."""
+        sfn = self.client("stepfunctions")
+        description = sfn.describe_execution(executionArn=execution_arn)
+        description.pop("ResponseMetadata", None)
+        events = []
+        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+            events.extend(page["events"])
+        record = {**description, "events": events}
+        if self.persist:
+            self.store.save_execution(description["name"], record)
+        return record
+
+    # -- S3 events -------------------------------------------------------------------------------------
+    def notice_upload(self, environ: dict[str, Any], headers: dict[str, str]) -> None:
+        """Deliver "Object Created" for a finished upload into one of the stack's buckets."""
+        query = environ.get("QUERY_STRING", "")
+        method = environ["REQUEST_METHOD"]
+        subresources = ("partNumber=", "tagging", "acl", "versioning", "uploads", "retention", "legal-hold")
+        if method == "PUT" and any(s in query for s in subresources):
+            return  # a part of a multipart upload or a sub-resource, not a finished object
+        if method == "POST" and "uploadId=" not in query:
+            return  # only CompleteMultipartUpload finishes an object by POST
+        host = environ.get("HTTP_HOST", "")
+        key = _unquote(environ.get("PATH_INFO", "")).lstrip("/")
+        buckets = set(self.stack.buckets.values())
+        bucket = next((b for b in buckets if host.startswith(f"{b}.")), None)
+        if bucket is None:
+            first, _, key = key.partition("/")
+            bucket = first if first in buckets else None
+        if bucket is None or not key:
+            return
+        head = self.client("s3").head_object(Bucket=bucket, Key=key)
+        event = object_created_event(bucket, key, int(head["ContentLength"]), head["ETag"], head.get("VersionId"))
+        for listener in list(self.upload_listeners):
+            threading.Thread(target=listener, args=(event,), daemon=True).start()
+
+    def invoke(self, function_logical_id: str, event: Any) -> InvocationResult:
+        return self.runner.invoke(self.stack.functions[function_logical_id].name, event)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,264 @@
+"""Read infra/template.yaml and evaluate what the embedded target needs from it.
+
+The embedded runtime provisions exactly what the SAM template declares for ``Target=local``: the same
+functions (code, handler, environment), tables, bucket, topic and the state machine's
+DefinitionSubstitutions. Only the intrinsic functions used there are evaluated (Ref, Fn::GetAtt,
+Fn::Sub, Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or); anything else is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+
+
+class TemplateError(ValueError):
+    """The template uses something the embedded target cannot evaluate."""
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns CloudFormation short tags (!Ref, !GetAtt …) into their long form."""
+
+
+def _construct_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = tag_suffix if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if name == "Fn::GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """The template as plain data, intrinsic functions in their long form."""
+    loaded = yaml.load(path.read_text(), Loader=_CfnLoader)
+    if not isinstance(loaded, dict) or "Resources" not in loaded:
+        raise TemplateError(f"{path} is not a CloudFormation template (no Resources)")
+    return loaded
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    code_dir: Path
+    handler: str
+    timeout_seconds: int
+    memory_mb: int
+    environment: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    logical_id: str
+    name: str
+    key_schema: list[dict[str, str]]
+    attribute_definitions: list[dict[str, str]]
+    ttl_attribute: str | None = None
+
+
+@dataclass
+class StackModel:
+    """What the embedded target provisions, evaluated from the template."""
+
+    stack_name: str
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    tables: dict[str, TableSpec] = field(default_factory=dict)
+    buckets: dict[str, str] = field(default_factory=dict)
+    topics: dict[str, str] = field(default_factory=dict)
+    state_machine_name: str = ""
+    state_machine_definition: Path | None = None
+    substitutions: dict[str, str] = field(default_factory=dict)
+
+    def function_by_name_or_arn(self, name_or_arn: str) -> FunctionSpec | None:
+        # Lambda accepts a name, a full ARN or a partial ARN, optionally with a :qualifier
+        name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        return next((f for f in self.functions.values() if f.name == name), None)
+
+    @property
+    def data_bucket(self) -> str:
+        return self.buckets["DataBucket"]
+
+    @property
+    def state_machine_arn(self) -> str:
+        return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{self.state_machine_name}"
+
+
+class _Evaluator:
+    def __init__(self, template: dict[str, Any], stack_name: str, parameters: dict[str, str]) -> None:
+        self.template = template
+        self.stack_name = stack_name
+        self.parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+        self.parameters.update(parameters)
+        self.resources: dict[str, dict[str, Any]] = template["Resources"]
+        self.conditions: dict[str, bool] = {}
+        for name, expr in template.get("Conditions", {}).items():
+            self.conditions[name] = bool(self.evaluate(expr))
+
+    def physical_name(self, logical_id: str) -> str:
+        resource_type = self.resources[logical_id]["Type"]
+        if resource_type == "AWS::S3::Bucket":
+            return f"{self.stack_name}-{logical_id}".lower()[:63]
+        return f"{self.stack_name}-{logical_id}"[:64]
+
+    def ref(self, name: str) -> str:
+        pseudo = {
+            "AWS::StackName": self.stack_name,
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": "",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name not in self.resources:
+            raise TemplateError(f"Ref to unknown name {name!r}")
+        resource_type = self.resources[name]["Type"]
+        if resource_type == "AWS::SNS::Topic":
+            return f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:{self.physical_name(name)}"
+        if resource_type == "AWS::Serverless::StateMachine":
+            return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{self.physical_name(name)}"
+        return self.physical_name(name)
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        if logical_id not in self.resources:
+            raise TemplateError(f"Fn::GetAtt on unknown resource {logical_id!r}")
+        resource_type = self.resources[logical_id]["Type"]
+        name = self.physical_name(logical_id)
+        arns = {
+            "AWS::Serverless::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}",
+            "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}",
+            "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}",
+            "AWS::S3::Bucket": f"arn:aws:s3:::{name}",
+        }
+        if attribute == "Arn" and resource_type in arns:
+            return arns[resource_type]
+        if attribute == "Name":
+            return name
+        raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} is not supported by the embedded target")
+
+    def sub(self, value: Any) -> str:
+        text, variables = (value, {}) if isinstance(value, str) else (value[0], value[1])
+
+        def replace(match: re.Match[str]) -> str:
+            token = match.group(1)
+            if token in variables:
+                return str(self.evaluate(variables[token]))
+            if "." in token and not token.startswith("AWS::"):
+                logical_id, attribute = token.split(".", 1)
+                return self.get_att(logical_id, attribute)
+            return self.ref(token)
+
+        return re.sub(r"\$\{([^}!]+)\}", replace, text)
+
+    def evaluate(self, expr: Any) -> Any:
+        if isinstance(expr, list):
+            return [self.evaluate(e) for e in expr]
+        if not isinstance(expr, dict):
+            return expr
+        if len(expr) == 1:
+            ((key, arg),) = expr.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                parts = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.get_att(parts[0], parts[1])
+            if key == "Fn::Sub":
+                return self.sub(arg)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.evaluate(when_true if self.conditions[condition] else when_false)
+            if key == "Fn::Equals":
+                left, right = (self.evaluate(a) for a in arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                return not self.evaluate(arg[0])
+            if key == "Fn::And":
+                return all(self.evaluate(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self.evaluate(a) for a in arg)
+            if key == "Condition":
+                return self.conditions[arg]
+            if key.startswith("Fn::"):
+                raise TemplateError(f"{key} is not supported by the embedded target")
+        return {k: self.evaluate(v) for k, v in expr.items()}
+
+    def is_enabled(self, resource: dict[str, Any]) -> bool:
+        condition = resource.get("Condition")
+        return condition is None or self.conditions[condition]
+
+
+def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]) -> StackModel:
+    """Evaluate the template for the embedded target (``parameters`` override the defaults)."""
+    template = load_template(template_path)
+    evaluator = _Evaluator(template, stack_name, parameters)
+    base = template_path.parent
+    global_function = template.get("Globals", {}).get("Function", {})
+    global_env = evaluator.evaluate(global_function.get("Environment", {}).get("Variables", {}))
+    model = StackModel(stack_name=stack_name)
+    for logical_id, resource in evaluator.resources.items():
+        if not evaluator.is_enabled(resource):
+            continue
+        properties = resource.get("Properties", {})
+        resource_type = resource["Type"]
+        if resource_type == "AWS::Serverless::Function":
+            env = {**global_env, **evaluator.evaluate(properties.get("Environment", {}).get("Variables", {}))}
+            name = evaluator.physical_name(logical_id)
+            model.functions[logical_id] = FunctionSpec(
+                logical_id=logical_id,
+                name=name,
+                arn=evaluator.get_att(logical_id, "Arn"),
+                code_dir=(base / properties["CodeUri"]).resolve(),
+                handler=properties.get("Handler", global_function.get("Handler", "")),
+                timeout_seconds=int(properties.get("Timeout", global_function.get("Timeout", 3))),
+                memory_mb=int(properties.get("MemorySize", global_function.get("MemorySize", 128))),
+                environment={k: str(v) for k, v in env.items()},
+            )
+        elif resource_type == "AWS::DynamoDB::Table":
+            ttl = properties.get("TimeToLiveSpecification", {})
+            model.tables[logical_id] = TableSpec(
+                logical_id=logical_id,
+                name=evaluator.physical_name(logical_id),
+                key_schema=properties["KeySchema"],
+                attribute_definitions=properties["AttributeDefinitions"],
+                ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None,
+            )
+        elif resource_type == "AWS::S3::Bucket":
+            model.buckets[logical_id] = evaluator.physical_name(logical_id)
+        elif resource_type == "AWS::SNS::Topic":
+            model.topics[logical_id] = evaluator.ref(logical_id)
+        elif resource_type == "AWS::Serverless::StateMachine":
+            model.state_machine_name = evaluator.physical_name(logical_id)
+            model.state_machine_definition = (base / properties["DefinitionUri"]).resolve()
+            model.substitutions = {
+                k: str(evaluator.evaluate(v)) for k, v in properties.get("DefinitionSubstitutions", {}).items()
+            }
+    if model.state_machine_definition is None:
+        raise TemplateError(f"{template_path} declares no AWS::Serverless::StateMachine")
+    return model
+
+
+def substitute_definition(definition: str, substitutions: dict[str, str]) -> str:
+    """The definition with every ``${Name}`` replaced; an unknown placeholder is an error."""
+    missing = sorted(set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", definition)) - set(substitutions))
+    if missing:
+        raise TemplateError(f"DefinitionSubstitutions lacks {', '.join(missing)}")
+    return re.sub(r"\$\{([A-Za-z0-9_]+)\}", lambda m: substitutions[m.group(1)], definition)

@@ -1,0 +1,140 @@
+"""Follow a Step Functions execution's history and report it state by state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+_SCHEDULED = {"TaskScheduled", "LambdaFunctionScheduled"}
+_FAILED = {"TaskFailed", "LambdaFunctionFailed", "TaskTimedOut", "LambdaFunctionTimedOut"}
+
+
+@dataclass
+class StateVisit:
+    """One visit of one state: when it ran, how it ended, how often its task was retried."""
+
+    name: str
+    kind: str
+    entered: datetime
+    exited: datetime | None = None
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    output: str | None = None
+    input: str | None = None
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.exited - self.entered).total_seconds() if self.exited else None
+
+
+def _details(event: dict[str, Any]) -> dict[str, Any]:
+    return next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+
+
+class HistoryReader:
+    """Turn history events (in order, possibly arriving in batches) into state visits."""
+
+    def __init__(self) -> None:
+        self.visits: list[StateVisit] = []
+        self.seen_ids: set[int] = set()
+        self._open: StateVisit | None = None
+
+    def feed(self, events: list[dict[str, Any]]) -> list[tuple[str, StateVisit]]:
+        """Consume new events; return (``entered``|``retry``|``exited``, visit) changes in order."""
+        changes: list[tuple[str, StateVisit]] = []
+        for event in sorted(events, key=lambda e: e["id"]):
+            if event["id"] in self.seen_ids:
+                continue
+            self.seen_ids.add(event["id"])
+            kind, details = event["type"], _details(event)
+            if kind.endswith("StateEntered"):
+                visit = StateVisit(
+                    details["name"],
+                    kind.removesuffix("StateEntered"),
+                    event["timestamp"],
+                    input=details.get("input"),
+                )
+                self.visits.append(visit)
+                self._open = visit
+                changes.append(("entered", visit))
+            elif kind in _SCHEDULED and self._open:
+                self._open.attempts += 1
+                if self._open.attempts > 1:
+                    changes.append(("retry", self._open))
+            elif kind in _FAILED and self._open:
+                self._open.errors.append(str(details.get("error", kind)))
+            elif kind.endswith("StateExited") and self._open:
+                self._open.exited = event["timestamp"]
+                self._open.output = details.get("output")
+                changes.append(("exited", self._open))
+                self._open = None
+        return changes
+
+
+def _line(status: str, visit: StateVisit) -> str:
+    seconds = f"{visit.seconds:6.2f} s" if visit.seconds is not None else "        "
+    retries = f"  {visit.retries} retr{'y' if visit.retries == 1 else 'ies'}" if visit.retries else ""
+    errors = f"  errors: {', '.join(visit.errors)}" if visit.errors else ""
+    return f"  {status} {visit.name:<28} {visit.kind:<8} {seconds}{retries}{errors}"
+
+
+def follow(
+    sfn: Any,
+    execution_arn: str,
+    out: TextIO | None,
+    poll_seconds: float = 0.1,
+    timeout_seconds: float = 7200,
+    on_change: Callable[[str, StateVisit], None] | None = None,
+) -> tuple[dict[str, Any], HistoryReader]:
+    """Poll until the execution ends, printing each state as it starts and ends; return its description."""
+    reader = HistoryReader()
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        description = sfn.describe_execution(executionArn=execution_arn)
+        events: list[dict[str, Any]] = []
+        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+            events.extend(page["events"])
+        for change, visit in reader.feed(events):
+            if on_change:
+                on_change(change, visit)
+            if out is None:
+                continue
+            if change == "entered" and visit.kind in {"Task", "Wait"}:
+                print(f"  … {visit.name} running", file=out, flush=True)
+            elif change == "retry":
+                print(
+                    f"  ↻ {visit.name} retrying after {visit.errors[-1] if visit.errors else 'an error'}",
+                    file=out,
+                )
+            elif change == "exited":
+                mark = "✗" if visit.name.endswith("Failed") or visit.name == "RecordFailure" else "✓"
+                print(_line(mark, visit), file=out, flush=True)
+        if description["status"] in TERMINAL:
+            return description, reader
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout_seconds} s")
+        time.sleep(poll_seconds)
+
+
+def failure_details(reader: HistoryReader, description: dict[str, Any]) -> dict[str, Any]:
+    """The failed state, error and cause of a failed execution (from what RecordFailure received)."""
+    details: dict[str, Any] = {"error": description.get("error"), "cause": description.get("cause")}
+    for visit in reversed(reader.visits):
+        if visit.name == "RecordFailure" and visit.input:
+            failure = json.loads(visit.input).get("failure", {})
+            details.update(
+                state=failure.get("state"),
+                error=failure.get("error") or details["error"],
+                cause=failure.get("cause") or details["cause"],
+            )
+            break
+    return details

@@ -1,0 +1,147 @@
+"""Start a pipeline run on a running target and collect its outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from stepml.progress import HistoryReader, failure_details, follow
+
+
+def execution_name_for(dataset: Path | str, now: datetime | None = None) -> str:
+    """A readable, unique execution name: ``<dataset>-<UTC time>-<random>`` within AWS's 80 characters."""
+    stem = re.sub(r"[^A-Za-z0-9-]+", "-", Path(str(dataset)).stem).strip("-")[:40] or "run"
+    moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    salt = hashlib.sha256(f"{stem}{time.time_ns()}".encode()).hexdigest()[:6]
+    return f"{stem}-{moment}-{salt}"
+
+
+@dataclass
+class RunOutcome:
+    """What a finished execution produced, in the shape ``stepml run --json`` prints."""
+
+    execution_arn: str
+    status: str
+    duration_seconds: float
+    error: str | None = None
+    cause: str | None = None
+    failed_state: str | None = None
+    model_name: str | None = None
+    model_version: int | None = None
+    registry_status: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_artifact: str | None = None
+    endpoint_name: str | None = None
+    evaluation_uri: str | None = None
+    report_uri: str | None = None
+    report_path: str | None = None
+    gate_reason: str | None = None
+    problem_type: str | None = None
+    problem_type_note: str | None = None
+    registry_record: dict[str, Any] | None = None
+    states: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "execution_arn": self.execution_arn,
+            "status": self.status,
+            "error": self.error,
+            "cause": self.cause,
+            "failed_state": self.failed_state,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "metrics": self.metrics,
+            "model_artifact": self.model_artifact,
+            "endpoint_name": self.endpoint_name,
+            "report_uri": self.report_uri,
+            "report_path": self.report_path,
+            "registry": self.registry_record,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "states": self.states,
+        }
+
+
+def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome:
+    """Summarise a finished execution from its description and history."""
+    stop, start = description.get("stopDate"), description["startDate"]
+    outcome = RunOutcome(
+        execution_arn=description["executionArn"],
+        status=description["status"],
+        duration_seconds=(stop - start).total_seconds() if stop else 0.0,
+        states=[
+            {"name": v.name, "type": v.kind, "seconds": v.seconds, "retries": v.retries, "errors": v.errors}
+            for v in reader.visits
+        ],
+    )
+    if description["status"] != "SUCCEEDED":
+        details = failure_details(reader, description)
+        outcome.error, outcome.cause, outcome.failed_state = (
+            details["error"],
+            details["cause"],
+            details.get("state"),
+        )
+        return outcome
+    output = json.loads(description.get("output") or "{}")
+    registration = output.get("registration", {})
+    evaluation = output.get("evaluation", {})
+    data = output.get("data", {})
+    outcome.model_name = registration.get("model_name")
+    outcome.model_version = registration.get("version")
+    outcome.registry_status = registration.get("status")
+    outcome.endpoint_name = registration.get("endpoint_name")
+    outcome.model_artifact = registration.get("model_artifact") or output.get("training", {}).get("ModelArtifacts")
+    outcome.metrics = evaluation.get("metrics", {})
+    outcome.evaluation_uri = evaluation.get("evaluation_uri")
+    outcome.report_uri = evaluation.get("report_uri")
+    outcome.gate_reason = evaluation.get("reason")
+    outcome.problem_type = data.get("problem_type")
+    if data:
+        outcome.problem_type_note = (
+            f"target '{data.get('target')}' ({data.get('target_chosen_by')}), "
+            f"{data.get('problem_type')} ({data.get('problem_type_chosen_by')}: {data.get('problem_type_reason')})"
+        )
+    return outcome
+
+
+def start_and_follow(
+    sfn: Any, state_machine_arn: str, name: str, execution_input: dict[str, Any], out: TextIO | None
+) -> tuple[RunOutcome, dict[str, Any]]:
+    """Start an execution, report its states live, and return its outcome and description."""
+    arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input))[
+        "executionArn"
+    ]
+    if out:
+        print(f"Started {arn}", file=out, flush=True)
+    description, reader = follow(sfn, arn, out)
+    return outcome_of(description, reader), description
+
+
+def print_summary(outcome: RunOutcome, out: TextIO) -> None:
+    """The human summary at the end of a run."""
+    print("", file=out)
+    print(f"Execution   {outcome.status} in {outcome.duration_seconds:.1f} s", file=out)
+    print(f"            {outcome.execution_arn}", file=out)
+    if outcome.status != "SUCCEEDED":
+        print(f"Failed in   {outcome.failed_state or '?'}", file=out)
+        print(f"Error       {outcome.error}", file=out)
+        print(f"Cause       {outcome.cause}", file=out)
+        return
+    if outcome.problem_type_note:
+        print(f"Problem     {outcome.problem_type_note}", file=out)
+    status = outcome.registry_status or "?"
+    print(f"Model       {outcome.model_name} v{outcome.model_version} ({status})", file=out)
+    if outcome.gate_reason:
+        print(f"Gate        {outcome.gate_reason}", file=out)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))
+    print(f"Metrics     {metrics}", file=out)
+    print(f"Artifact    {outcome.model_artifact}", file=out)
+    print(f"Endpoint    {outcome.endpoint_name or '(not deployed: the model did not pass the gate)'}", file=out)
+    print(f"Report      {outcome.report_uri}", file=out)
+    if outcome.report_path:
+        print(f"            open {outcome.report_path}", file=out)
