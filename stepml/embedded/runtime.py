@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -181,6 +182,8 @@ class EmbeddedAws:
 
         default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
         self._serve()
+        # moto's backends live in this process: start from a clean account, then provision and restore.
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")).close()
         self.provision()
         if self.persist:
             self.restore()

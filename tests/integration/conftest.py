@@ -1,0 +1,50 @@
+"""Integration fixtures: real pipeline runs on the embedded target, in a private state directory."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepml.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class PipelineRun:
+    exit_code: int
+    result: dict[str, Any]
+    output: str
+
+
+def run_cli(*args: str) -> PipelineRun:
+    """``stepml run --json ...`` in this process; the last output line is the JSON result."""
+    out = io.StringIO()
+    code = main(["run", "--json", *args], out=out)
+    text = out.getvalue()
+    return PipelineRun(code, json.loads(text.strip().splitlines()[-1]), text)
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("stepml-state")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STEPML_STATE_DIR", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def iris_run(state_dir: Path) -> PipelineRun:
+    return run_cli("--data", str(REPO / "data" / "iris.csv"))
+
+
+@pytest.fixture(scope="session")
+def diabetes_run(state_dir: Path, iris_run: PipelineRun) -> PipelineRun:
+    return run_cli("--data", str(REPO / "data" / "diabetes.csv"), "--target", "target")
