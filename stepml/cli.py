@@ -61,6 +61,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             aws.client("stepfunctions"), aws.stack.state_machine_arn, name, execution_input, progress
         )
         aws.save_execution(outcome.execution_arn)
+        outcome.invocations = [
+            {"function": e.function_name, "ms": round(e.duration_ms, 2), "error": e.error_type}
+            for e in aws.runner.log.entries
+        ]
         if outcome.status == "SUCCEEDED":
             _attach_registry_record(aws, outcome)
             outcome.report_path = _download_report(aws, layout, name, outcome.report_uri)

@@ -46,6 +46,7 @@ class RunOutcome:
     problem_type_note: str | None = None
     registry_record: dict[str, Any] | None = None
     states: list[dict[str, Any]] = field(default_factory=list)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class RunOutcome:
             "registry": self.registry_record,
             "duration_seconds": round(self.duration_seconds, 3),
             "states": self.states,
+            "invocations": self.invocations,
         }
 
 
