@@ -9,6 +9,7 @@ EventBridge (moto does not deliver it to Step Functions). Everything is provisio
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import boto3
 from botocore.config import Config
 
 from stepml.embedded import lambda_runner
+from stepml.embedded.faults import FaultPlan, Throw, running_state
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
 from stepml.embedded.state_store import StateStore
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
@@ -92,6 +94,10 @@ class _Gateway:
         match = _INVOKE_PATH.match(path)
         if match and method == "POST" and self._runtime.runner.spec(_unquote(match.group("name"))):
             return self._invoke(environ, start_response, _unquote(match.group("name")))
+        if method == "POST" and path == "/" and self._runtime.faults:
+            injected = self._sns_fault(environ, start_response)
+            if injected is not None:
+                return injected
         if method in {"PUT", "POST"} and self._runtime.notifications_enabled:
             return self._watch_upload(environ, start_response)
         return self._moto_app(environ, start_response)
@@ -100,6 +106,20 @@ class _Gateway:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""
         event = json.loads(raw) if raw.strip() else {}
+        spec = self._runtime.runner.spec(name)
+        assert spec is not None
+        throw = self._runtime.injected_fault(lambda d: d.get("resource") in {spec.arn, spec.name})
+        if throw is not None:
+            body = json.dumps({"errorType": throw.error, "errorMessage": throw.cause}).encode()
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", "application/json"),
+                    ("X-Amz-Function-Error", "Unhandled"),
+                    ("Content-Length", str(len(body))),
+                ],
+            )
+            return [body]
         if environ.get("HTTP_X_AMZ_INVOCATION_TYPE") == "Event":
             threading.Thread(target=self._runtime.runner.invoke, args=(name, event), daemon=True).start()
             start_response("202 Accepted", [("Content-Length", "0")])
@@ -111,6 +131,24 @@ class _Gateway:
             headers.append(("X-Amz-Function-Error", "Unhandled"))
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
+        return [body]
+
+    def _sns_fault(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes] | None:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)  # moto reads the body again
+        if b"Action=Publish" not in raw:
+            return None
+        throw = self._runtime.injected_fault(lambda d: d.get("resourceType") == "sns")
+        if throw is None:
+            return None
+        # Step Functions names an SNS error "SNS.<Code>Exception"; inject the code that yields the asked name.
+        code = throw.error.removeprefix("SNS.").removesuffix("Exception") or throw.error
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+            f"<Message>{throw.cause}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        ).encode()
+        start_response("400 Bad Request", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
         return [body]
 
     def _watch_upload(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -147,6 +185,7 @@ class EmbeddedAws:
         self.stack: StackModel = stack_model(layout.template, STACK_NAME, {"Target": "local"})
         self.store = StateStore(layout.state_dir / "state")
         self.notifications_enabled = False
+        self.faults = FaultPlan()
         self.upload_listeners: list[Callable[[dict[str, Any]], None]] = []
         base_env = {
             **fake_credentials(),
@@ -318,6 +357,13 @@ class EmbeddedAws:
         event = object_created_event(bucket, key, int(head["ContentLength"]), head["ETag"], head.get("VersionId"))
         for listener in list(self.upload_listeners):
             threading.Thread(target=listener, args=(event,), daemon=True).start()
+
+    def injected_fault(self, resource_matches: Callable[[dict[str, Any]], bool]) -> Throw | None:
+        """The fault planned for the state whose task is calling now, if any (only when a plan exists)."""
+        if not self.faults:
+            return None
+        found = running_state(self.client("stepfunctions"), self.stack.state_machine_arn, resource_matches)
+        return self.faults.next_fault(*found) if found else None
 
     def invoke(self, function_logical_id: str, event: Any) -> InvocationResult:
         return self.runner.invoke(self.stack.functions[function_logical_id].name, event)

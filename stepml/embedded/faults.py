@@ -1,0 +1,146 @@
+"""Fault injection for the embedded target, in the spirit of Step Functions' mock configuration.
+
+AWS's Step Functions Local reads a mock-config file whose mocked responses ``Throw`` an error for a range
+of attempts ("0", "1-2"). moto does not load those files, and a mocked state would not run the real
+handler anyway. Here a fault plan names a state and the attempts that fail; every other attempt runs the
+real code, so a user can watch a Retry happen and succeed, or a Catch record the failure:
+
+    stepml run --inject-fault Preprocess=TransientStoreError:2        # attempts 0 and 1 fail
+    stepml run --fault-config faults.json
+
+``faults.json``: ``{"Preprocess": {"0-1": {"Throw": {"Error": "TransientStoreError", "Cause": "..."}}}}``
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SPEC = re.compile(r"^(?P<state>[A-Za-z0-9_-]+)=(?P<error>[A-Za-z0-9_.]+)(?::(?P<count>\d+))?$")
+_RANGE = re.compile(r"^(?P<start>\d+)(?:-(?P<end>\d+))?$")
+
+
+class FaultSpecError(ValueError):
+    """A fault specification that cannot be understood; the message shows the accepted forms."""
+
+
+@dataclass(frozen=True)
+class Throw:
+    error: str
+    cause: str
+    first_attempt: int
+    last_attempt: int
+
+    def covers(self, attempt: int) -> bool:
+        return self.first_attempt <= attempt <= self.last_attempt
+
+
+@dataclass
+class FaultPlan:
+    """Which attempts of which states fail, and how; counts attempts per execution and state."""
+
+    throws: dict[str, list[Throw]] = field(default_factory=dict)
+    _attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __bool__(self) -> bool:
+        return bool(self.throws)
+
+    def add(self, state: str, throw: Throw) -> None:
+        self.throws.setdefault(state, []).append(throw)
+
+    def next_fault(self, execution_name: str, state: str) -> Throw | None:
+        """Count one attempt of ``state`` in ``execution_name``; the Throw that applies to it, if any."""
+        if state not in self.throws:
+            return None
+        with self._lock:
+            attempt = self._attempts.get((execution_name, state), 0)
+            self._attempts[(execution_name, state)] = attempt + 1
+        return next((t for t in self.throws[state] if t.covers(attempt)), None)
+
+    @classmethod
+    def from_specs(cls, specs: list[str]) -> FaultPlan:
+        """Parse ``STATE=ERROR[:COUNT]`` (COUNT attempts fail, default 1)."""
+        plan = cls()
+        for spec in specs:
+            match = _SPEC.match(spec.strip())
+            if not match:
+                raise FaultSpecError(
+                    f"--inject-fault {spec!r}: expected STATE=ERROR[:COUNT], e.g. Preprocess=TransientStoreError:2"
+                )
+            count = int(match.group("count") or 1)
+            if count < 1:
+                raise FaultSpecError(f"--inject-fault {spec!r}: COUNT must be at least 1")
+            plan.add(
+                match.group("state"),
+                Throw(match.group("error"), f"fault injected by stepml ({spec})", 0, count - 1),
+            )
+        return plan
+
+    @classmethod
+    def from_file(cls, path: Path) -> FaultPlan:
+        """Read a fault-config file (state → attempt range → Throw)."""
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise FaultSpecError(f"fault config {path}: {error}") from error
+        plan = cls()
+        if not isinstance(document, dict):
+            raise FaultSpecError(f"fault config {path}: expected an object of state names")
+        for state, ranges in document.items():
+            if not isinstance(ranges, dict):
+                raise FaultSpecError(f"fault config {path}: {state}: expected an object of attempt ranges")
+            for attempt_range, response in ranges.items():
+                match = _RANGE.match(str(attempt_range))
+                throw = response.get("Throw") if isinstance(response, dict) else None
+                if not match or not isinstance(throw, dict) or "Error" not in throw:
+                    raise FaultSpecError(
+                        f'fault config {path}: {state}: {attempt_range!r} must be an attempt range like "0" or '
+                        f'"0-2" mapping to {{"Throw": {{"Error": ..., "Cause": ...}}}}'
+                    )
+                start = int(match.group("start"))
+                end = int(match.group("end") or start)
+                if end < start:
+                    raise FaultSpecError(f"fault config {path}: {state}: range {attempt_range!r} ends before it starts")
+                plan.add(
+                    state, Throw(str(throw["Error"]), str(throw.get("Cause", "fault injected by stepml")), start, end)
+                )
+        return plan
+
+    def merge(self, other: FaultPlan) -> FaultPlan:
+        for state, throws in other.throws.items():
+            for throw in throws:
+                self.add(state, throw)
+        return self
+
+
+_IN_FLIGHT = {"LambdaFunctionScheduled", "TaskScheduled", "LambdaFunctionStarted", "TaskStarted"}
+
+
+def running_state(sfn: Any, state_machine_arn: str, resource_matches: Any) -> tuple[str, str] | None:
+    """The (execution name, state name) whose task is being scheduled now on a resource that matches.
+
+    The gateway sees a Lambda invocation or an SNS publish, not the state that made it; the execution
+    history says which state scheduled it (the newest ``*Scheduled`` event, and the state entered before it).
+    """
+    running = sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter="RUNNING")["executions"]
+    for execution in running:
+        events = sfn.get_execution_history(executionArn=execution["executionArn"], reverseOrder=True, maxResults=40)[
+            "events"
+        ]
+        # The task being invoked right now is the newest event, or followed only by its Started event.
+        newest = [e for e in events[:2] if e["type"] in _IN_FLIGHT]
+        scheduled = next((e for e in newest if e["type"] in {"LambdaFunctionScheduled", "TaskScheduled"}), None)
+        if scheduled is None:
+            continue
+        details: dict[str, Any] = next((v for k, v in scheduled.items() if k.endswith("EventDetails")), {})
+        if not resource_matches(details):
+            continue
+        entered = next((e for e in events if e["type"].endswith("StateEntered") and e["id"] < scheduled["id"]), None)
+        if entered is not None:
+            return execution["name"], entered["stateEnteredEventDetails"]["name"]
+    return None
