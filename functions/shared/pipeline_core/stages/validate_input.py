@@ -1,0 +1,287 @@
+"""ValidateInput: check the execution input, fill in every default and derive the run's resource names.
+
+What a console user pastes is checked by :class:`PipelineInput` (unknown fields rejected). Every problem is
+reported at once in one :class:`InputValidationError`, followed by the list of accepted fields, because the
+error's message is all a console user sees of a failed execution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline_core.aws.s3 import S3Uri
+from pipeline_core.errors import ConfigurationError, InputValidationError
+from pipeline_core.models import RunConfig
+from pipeline_core.settings import require_env
+
+MODEL_NAME_PATTERN = r"^[a-z0-9](-?[a-z0-9])*$"
+MODEL_NAME_MAX = 40
+# SageMaker names (training job, model, endpoint config, endpoint) are at most 63 characters.
+SAGEMAKER_NAME_MAX = 63
+_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+RESERVED_PREFIX = "stepml-"
+TOKEN_SLUG_MAX = 30
+
+
+class Hyperparameters(BaseModel):
+    """Estimator settings passed to training/train.py (HistGradientBoosting); all optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    learning_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="shrinkage, > 0")
+    max_iter: int | None = Field(default=None, ge=1, le=10000, description="boosting iterations, 1..10000")
+    max_depth: int | None = Field(default=None, ge=1, description="maximum tree depth, >= 1")
+    max_leaf_nodes: int | None = Field(default=None, ge=2, description="maximum leaves per tree, >= 2")
+    min_samples_leaf: int | None = Field(default=None, ge=1, description="minimum samples per leaf, >= 1")
+    l2_regularization: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=">= 0")
+
+
+class PipelineInput(BaseModel):
+    """The execution input a user gives the state machine; only ``dataset`` is required."""
+
+    # strict: "42" is not silently taken for 42, so a typo in a console paste is reported, not guessed.
+    model_config = ConfigDict(extra="forbid", strict=True, title="stepml execution input")
+
+    dataset: str = Field(description="S3 URI of a .csv or .parquet file: s3://bucket/key")
+    target: str | None = Field(default=None, min_length=1, description="target column; default: the last column")
+    problem_type: Literal["classification", "regression"] | None = Field(
+        default=None, description="default: inferred from the target column"
+    )
+    model_name: str | None = Field(
+        default=None,
+        max_length=MODEL_NAME_MAX,
+        json_schema_extra={"pattern": MODEL_NAME_PATTERN},
+        description="registry name: lowercase letters, digits and single dashes, no 'stepml-'; "
+        "default: the dataset's file name",
+    )
+    quality_threshold: float | None = Field(
+        default=None,
+        le=1.0,
+        allow_inf_nan=False,
+        description="minimum primary metric to deploy; default 0.6 (f1_macro) or 0.3 (r2)",
+    )
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="estimator settings")
+    test_size: float = Field(default=0.2, ge=0.05, le=0.4, description="share of rows for the test split")
+    validation_size: float = Field(default=0.2, ge=0.05, le=0.4, description="share of rows for the validation split")
+    seed: int = Field(default=42, ge=0, le=2**32 - 1, description="random seed of the split and the estimator")
+    endpoint_poll_seconds: int = Field(default=30, ge=1, le=600, description="wait between endpoint status checks")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_is_s3_object(cls, value: str) -> str:
+        if not value.startswith("s3://"):
+            raise ValueError("must be an S3 URI like s3://bucket/incoming/data.csv")
+        try:
+            location = S3Uri.parse(value)
+        except InputValidationError as error:
+            raise ValueError(str(error)) from None
+        if not location.key or location.key.endswith("/"):
+            raise ValueError("must name an object (s3://bucket/key), not a bucket or a folder")
+        return value
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_is_a_slug(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(MODEL_NAME_PATTERN, value):
+            raise ValueError(
+                "must be lowercase letters and digits, optionally separated by single dashes "
+                f"(e.g. {slugify(value) or 'my-model'!r})"
+            )
+        if value is not None and RESERVED_PREFIX in value:
+            raise ValueError(f"must not contain {RESERVED_PREFIX!r} (reserved for the pipeline's own names)")
+        return value
+
+    @model_validator(mode="after")
+    def _splits_leave_enough_for_training(self) -> PipelineInput:
+        if self.test_size + self.validation_size > 0.6 + 1e-9:
+            raise ValueError(
+                f"test_size + validation_size is {self.test_size + self.validation_size:g}; "
+                "it must be at most 0.6 so at least 40% of the rows are left for training"
+            )
+        return self
+
+
+class ValidateInputResult(BaseModel):
+    """ValidateInput's result; the ASL stores it at ``$`` so the state becomes ``{"config": ...}``."""
+
+    config: RunConfig
+
+
+class ValidateInputEvent(BaseModel):
+    """What the ValidateInput state passes (see its Parameters in the ASL)."""
+
+    input: Any
+    execution_name: str = Field(min_length=1)
+    execution_arn: str = ""
+    start_time: str | None = None
+
+
+def input_json_schema() -> dict[str, Any]:
+    """The JSON schema of the execution input (used to document what a console user may paste)."""
+    return PipelineInput.model_json_schema()
+
+
+def slugify(text: str) -> str:
+    """Lowercase, every run of characters outside [a-z0-9] becomes one '-', no leading/trailing '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def run_token(execution_name: str) -> str:
+    """First 30 chars of the slugged execution name + '-' + 8 hex of its sha256: unique and short."""
+    digest = hashlib.sha256(execution_name.encode("utf-8")).hexdigest()[:8]
+    prefix = slugify(execution_name)[:TOKEN_SLUG_MAX].rstrip("-")
+    # A name with no letters or digits slugs to "": the hash alone keeps the name valid.
+    return f"{prefix}-{digest}" if prefix else digest
+
+
+def default_model_name(dataset_uri: str) -> str:
+    """The slug of the dataset's file name stem, at most 40 characters ('model' if nothing is left)."""
+    stem = PurePosixPath(S3Uri.parse(dataset_uri).key).stem
+    slug = slugify(stem).replace(RESERVED_PREFIX, "")
+    slug = re.sub(r"-+", "-", slug).strip("-")[:MODEL_NAME_MAX].rstrip("-")
+    return slug or "model"
+
+
+def _describe_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        return _describe_schema(definitions[schema["$ref"].split("/")[-1]], definitions)
+    if "anyOf" in schema:
+        return " or ".join(_describe_schema(option, definitions) for option in schema["anyOf"])
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    kind = str(schema.get("type", "any"))
+    kind = {"number": "number", "integer": "integer", "string": "string", "null": "null"}.get(kind, kind)
+    if kind == "object" and "properties" in schema:
+        keys = ", ".join(f"{k} ({_describe_schema(v, definitions)})" for k, v in schema["properties"].items())
+        return f"object with optional keys {keys}"
+    bounds = []
+    for key, symbol in (("exclusiveMinimum", ">"), ("minimum", ">="), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in schema:
+            bounds.append(f"{symbol} {schema[key]}")
+    if "maxLength" in schema:
+        bounds.append(f"at most {schema['maxLength']} characters")
+    return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def allowed_fields_text() -> str:
+    """One line per accepted field: name, type and default (appended to every input error)."""
+    schema = input_json_schema()
+    definitions = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    lines = []
+    for name, prop in schema["properties"].items():
+        options = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
+        kind = " or ".join(_describe_schema(p, definitions) for p in options)
+        if prop.get("anyOf") and len(options) < len(prop["anyOf"]):
+            kind += " or null"
+        if name in required:
+            default = "required"
+        elif "default" in prop and prop["default"] is not None:
+            default = f"default {json.dumps(prop['default'])}"
+        else:
+            default = "optional"
+        lines.append(f"  {name}: {kind}; {default} - {prop.get('description', '')}")
+    return "\n".join(lines)
+
+
+def _value_text(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _problem_text(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "input"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown field (value {_value_text(error['input'])})"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["loc"]:
+        return f"{where}: {message} (got {_value_text(error['input'])})"
+    return f"{where}: {message}"
+
+
+def parse_input(raw: Any) -> PipelineInput:
+    """The execution input as a :class:`PipelineInput`; every problem reported in one error."""
+    if not isinstance(raw, dict):
+        problems = [f"input: must be a JSON object, got {type(raw).__name__} {_value_text(raw)}"]
+    else:
+        try:
+            return PipelineInput.model_validate(raw)
+        except ValidationError as error:
+            problems = [_problem_text(dict(e)) for e in error.errors()]
+    raise InputValidationError(
+        f"the execution input is not valid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n"
+        + "\n".join(f"- {p}" for p in problems)
+        + "\nAllowed fields (only dataset is required; unknown fields are rejected):\n"
+        + allowed_fields_text()
+    )
+
+
+def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endpoint_name_prefix: str) -> RunConfig:
+    """Validate ``raw_input`` and return the complete run configuration with derived names and prefixes."""
+    request = parse_input(raw_input)
+    if not _SAGEMAKER_NAME.match(endpoint_name_prefix):
+        raise ConfigurationError(
+            f"ENDPOINT_NAME_PREFIX {endpoint_name_prefix!r} is not a valid SageMaker name prefix "
+            "(letters, digits and dashes, starting and ending with a letter or digit)"
+        )
+    # endpoint_name = prefix + "-" + model_name + "-ep" must fit SageMaker's 63 characters.
+    room = SAGEMAKER_NAME_MAX - len(endpoint_name_prefix) - len("-") - len("-ep")
+    if request.model_name is not None:
+        model_name = request.model_name
+        if len(model_name) > room:
+            raise InputValidationError(
+                f"model_name {model_name!r} is {len(model_name)} characters; with the endpoint prefix "
+                f"{endpoint_name_prefix!r} the endpoint name allows at most {room} (SageMaker's limit is 63)"
+            )
+    else:
+        model_name = default_model_name(request.dataset)[: max(room, 1)].rstrip("-") or "model"
+
+    token = run_token(execution_name)
+    job_name = f"{RESERVED_PREFIX}{token}"
+    hyperparameters = {key: str(value) for key, value in request.hyperparameters.model_dump(exclude_none=True).items()}
+    run_id = execution_name
+    return RunConfig(
+        run_id=run_id,
+        dataset=request.dataset,
+        target=request.target,
+        problem_type=request.problem_type,
+        model_name=model_name,
+        quality_threshold=request.quality_threshold,
+        hyperparameters=hyperparameters,
+        test_size=request.test_size,
+        validation_size=request.validation_size,
+        seed=request.seed,
+        endpoint_poll_seconds=request.endpoint_poll_seconds,
+        data_bucket=data_bucket,
+        training_job_name=job_name,
+        sagemaker_model_name=job_name,
+        endpoint_config_name=job_name,
+        endpoint_name=f"{endpoint_name_prefix}-{model_name}-ep",
+        raw_prefix=f"s3://{data_bucket}/raw/{run_id}/",
+        processed_prefix=f"s3://{data_bucket}/processed/{run_id}/",
+        # No trailing slash: this is SageMaker's S3OutputPath; it appends /<job>/output/model.tar.gz.
+        models_prefix=f"s3://{data_bucket}/models",
+    )
+
+
+def validate_input(event: dict[str, Any], environ: dict[str, str] | None = None) -> ValidateInputResult:
+    """The ValidateInput state: ``{"config": RunConfig}`` from the state's event."""
+    parsed = ValidateInputEvent.model_validate(event)
+    config = build_run_config(
+        parsed.input,
+        parsed.execution_name,
+        data_bucket=require_env("DATA_BUCKET", environ),
+        endpoint_name_prefix=require_env("ENDPOINT_NAME_PREFIX", environ),
+    )
+    return ValidateInputResult(config=config)
