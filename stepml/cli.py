@@ -48,7 +48,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     dataset = _dataset_path(layout, args.data)
     name = args.name or execution_name_for(dataset)
     progress = None if args.json else out
+    faults = _fault_plan(args)
     with _embedded(layout) as aws:
+        aws.faults = faults
         key = f"datasets/{name}/{dataset.name}"
         aws.client("s3").put_object(Bucket=aws.stack.data_bucket, Key=key, Body=dataset.read_bytes())
         execution_input = _run_input(args, f"s3://{aws.stack.data_bucket}/{key}")
@@ -73,6 +75,18 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print_summary(outcome, out)
     return 0 if outcome.status == "SUCCEEDED" else 1
+
+
+def _fault_plan(args: argparse.Namespace) -> Any:
+    from stepml.embedded.faults import FaultPlan, FaultSpecError
+
+    try:
+        plan = FaultPlan.from_specs(args.inject_fault or [])
+        if args.fault_config:
+            plan.merge(FaultPlan.from_file(Path(args.fault_config)))
+    except FaultSpecError as error:
+        raise CliError(str(error)) from error
+    return plan
 
 
 def _attach_registry_record(aws: Any, outcome: Any) -> None:
@@ -198,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     run.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    run.add_argument(
+        "--inject-fault",
+        action="append",
+        metavar="STATE=ERROR[:COUNT]",
+        help="make STATE's task fail COUNT times (default 1) with ERROR, e.g. Preprocess=TransientStoreError:2",
+    )
+    run.add_argument(
+        "--fault-config",
+        metavar="FILE",
+        help='faults as JSON: {"State": {"0-1": {"Throw": {"Error": "...", "Cause": "..."}}}}',
+    )
     run.set_defaults(func=cmd_run)
 
     runs = commands.add_parser("runs", help="list executions")

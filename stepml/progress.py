@@ -125,6 +125,19 @@ def follow(
         time.sleep(poll_seconds)
 
 
+def readable_cause(cause: str | None) -> str | None:
+    """A Lambda error's cause is its whole error payload as JSON; the message is what a person needs."""
+    if not cause:
+        return cause
+    try:
+        payload = json.loads(cause)
+    except ValueError:
+        return cause
+    if isinstance(payload, dict) and "errorMessage" in payload:
+        return str(payload["errorMessage"])
+    return cause
+
+
 def failure_details(reader: HistoryReader, description: dict[str, Any]) -> dict[str, Any]:
     """The failed state, error and cause of a failed execution (from what RecordFailure received)."""
     details: dict[str, Any] = {"error": description.get("error"), "cause": description.get("cause")}
@@ -137,4 +150,5 @@ def failure_details(reader: HistoryReader, description: dict[str, Any]) -> dict[
                 cause=failure.get("cause") or details["cause"],
             )
             break
+    details["cause"] = readable_cause(details["cause"])
     return details

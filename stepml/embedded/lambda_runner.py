@@ -93,6 +93,14 @@ class _LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class _ImportModuleError(Exception):
+    """The handler module could not be imported (Lambda reports it as Runtime.ImportModuleError)."""
+
+
+def _error_type(error: BaseException) -> str:
+    return "Runtime.ImportModuleError" if isinstance(error, _ImportModuleError) else type(error).__name__
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec, env: dict[str, str]) -> None:
     log_path = env.get("STEPML_FUNCTION_LOG")
     if log_path:
@@ -121,17 +129,17 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec
         started = time.perf_counter()
         try:
             if handler is None:
-                raise RuntimeError(f"Unable to import module '{module_name}': {import_error}")
+                raise _ImportModuleError(f"Unable to import module '{module_name}': {import_error}")
             outcome: tuple[Any, str | None] = (handler(event, context), None)
         except Exception as error:
             outcome = (
                 {
                     "errorMessage": str(error),
-                    "errorType": type(error).__name__,
+                    "errorType": _error_type(error),
                     "requestId": request_id,
                     "stackTrace": traceback.format_exception(error)[-8:],
                 },
-                type(error).__name__,
+                _error_type(error),
             )
             traceback.print_exc()
         sys.stdout.flush()
