@@ -148,7 +148,8 @@ class RegistryRecord(Contract):
     dataset_uri: str
     dataset_sha256: str
     training_job_name: str
-    endpoint_name: str | None
+    # None for a rejected model; the registry leaves None attributes out of the item, so it needs a default
+    endpoint_name: str | None = None
     endpoint_config_name: str | None = None
     execution_arn: str
     evaluation_uri: str
