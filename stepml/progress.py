@@ -87,11 +87,27 @@ def _line(status: str, visit: StateVisit) -> str:
     return f"  {status} {visit.name:<28} {visit.kind:<8} {seconds}{retries}{errors}"
 
 
+def _new_events(sfn: Any, execution_arn: str, seen: set[int]) -> list[dict[str, Any]]:
+    """Events not seen yet, read newest first so a long history is not fetched again on every poll."""
+    events: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"executionArn": execution_arn, "reverseOrder": True, "maxResults": 25}
+        if token:
+            kwargs["nextToken"] = token
+        page = sfn.get_execution_history(**kwargs)
+        fresh = [e for e in page["events"] if e["id"] not in seen]
+        events.extend(fresh)
+        token = page.get("nextToken")
+        if not token or len(fresh) < len(page["events"]):
+            return events
+
+
 def follow(
     sfn: Any,
     execution_arn: str,
     out: TextIO | None,
-    poll_seconds: float = 0.1,
+    poll_seconds: float = 0.2,
     timeout_seconds: float = 7200,
     on_change: Callable[[str, StateVisit], None] | None = None,
 ) -> tuple[dict[str, Any], HistoryReader]:
@@ -100,9 +116,7 @@ def follow(
     deadline = time.monotonic() + timeout_seconds
     while True:
         description = sfn.describe_execution(executionArn=execution_arn)
-        events: list[dict[str, Any]] = []
-        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
-            events.extend(page["events"])
+        events = _new_events(sfn, execution_arn, reader.seen_ids)
         for change, visit in reader.feed(events):
             if on_change:
                 on_change(change, visit)

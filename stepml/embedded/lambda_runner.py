@@ -38,8 +38,7 @@ PRELOAD = [
     "aws_lambda_powertools",
     "aws_lambda_powertools.metrics",
     "aws_lambda_powertools.tracing",
-    "pipeline_core.models",
-    "pipeline_core.aws.clients",
+    "stepml.embedded.prewarm",
 ]
 
 _context = multiprocessing.get_context("forkserver")

@@ -28,7 +28,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _construct_tag(loader: _CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = tag_suffix if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    name = tag_suffix if tag_suffix in {"Ref", "Condition"} else f"Fn::{tag_suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if name == "Fn::GetAtt":
@@ -106,9 +106,16 @@ class _Evaluator:
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
         self.parameters.update(parameters)
         self.resources: dict[str, dict[str, Any]] = template["Resources"]
-        self.conditions: dict[str, bool] = {}
-        for name, expr in template.get("Conditions", {}).items():
-            self.conditions[name] = bool(self.evaluate(expr))
+        self._condition_exprs: dict[str, Any] = template.get("Conditions", {})
+        self._conditions: dict[str, bool] = {}
+
+    def condition(self, name: str) -> bool:
+        """A condition's value, evaluated on first use (conditions may refer to later ones)."""
+        if name not in self._conditions:
+            if name not in self._condition_exprs:
+                raise TemplateError(f"unknown condition {name!r}")
+            self._conditions[name] = bool(self.evaluate(self._condition_exprs[name]))
+        return self._conditions[name]
 
     def physical_name(self, logical_id: str) -> str:
         resource_type = self.resources[logical_id]["Type"]
@@ -185,7 +192,7 @@ class _Evaluator:
                 return self.sub(arg)
             if key == "Fn::If":
                 condition, when_true, when_false = arg
-                return self.evaluate(when_true if self.conditions[condition] else when_false)
+                return self.evaluate(when_true if self.condition(condition) else when_false)
             if key == "Fn::Equals":
                 left, right = (self.evaluate(a) for a in arg)
                 return str(left) == str(right)
@@ -196,14 +203,14 @@ class _Evaluator:
             if key == "Fn::Or":
                 return any(self.evaluate(a) for a in arg)
             if key == "Condition":
-                return self.conditions[arg]
+                return self.condition(arg)
             if key.startswith("Fn::"):
                 raise TemplateError(f"{key} is not supported by the embedded target")
         return {k: self.evaluate(v) for k, v in expr.items()}
 
     def is_enabled(self, resource: dict[str, Any]) -> bool:
         condition = resource.get("Condition")
-        return condition is None or self.conditions[condition]
+        return condition is None or self.condition(condition)
 
 
 def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]) -> StackModel:

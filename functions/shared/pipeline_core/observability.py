@@ -8,19 +8,40 @@ the JSON the next state reads.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
+T = TypeVar("T")
+
+
+class _Lazy:
+    """Build a Powertools object on first use: its constructor reads the environment (service name,
+    metrics namespace, log level), and a module must not read the environment at import time."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._instance: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._instance is None:
+            with self._lock:
+                if self._instance is None:
+                    self._instance = self._factory()
+        return getattr(self._instance, name)
+
+
 # Service name and namespace come from POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE set by
-# infra/template.yaml; Powertools reads them when these objects are first used, not at import.
-logger = Logger()
-metrics = Metrics()
-tracer = Tracer()
+# infra/template.yaml.
+logger = cast(Logger, _Lazy(Logger))
+metrics = cast(Metrics, _Lazy(Metrics))
+tracer = cast(Tracer, _Lazy(Tracer))
 
 
 def correlation_id_of(event: dict[str, Any]) -> str | None:
