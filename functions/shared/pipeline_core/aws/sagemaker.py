@@ -59,9 +59,7 @@ def _json_ready(value: Any) -> Any:
 def _is_missing_endpoint(error: ClientError) -> bool:
     # SageMaker answers a missing endpoint with ValidationException "Could not find endpoint ...".
     details = error.response.get("Error", {})
-    return details.get("Code") == "ValidationException" and "Could not find endpoint" in details.get(
-        "Message", ""
-    )
+    return details.get("Code") == "ValidationException" and "Could not find endpoint" in details.get("Message", "")
 
 
 class SageMakerEndpoints:
@@ -97,9 +95,7 @@ class SageMakerEndpoints:
     def update_endpoint(self, endpoint_name: str, endpoint_config_name: str) -> None:
         with transient_errors_as(f"updating endpoint {endpoint_name} to {endpoint_config_name}"):
             try:
-                self.sagemaker.update_endpoint(
-                    EndpointName=endpoint_name, EndpointConfigName=endpoint_config_name
-                )
+                self.sagemaker.update_endpoint(EndpointName=endpoint_name, EndpointConfigName=endpoint_config_name)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") == "ValidationException":
                     raise ValidationException(str(error)) from error

@@ -62,9 +62,7 @@ def describe_endpoint_config(store: RecordStore, name: str) -> dict[str, Any]:
     """DescribeEndpointConfig; a missing config is a ValidationException, as on SageMaker."""
     record = store.get("endpoint-configs", name)
     if record is None:
-        raise ValidationException(
-            f'Could not find endpoint configuration "{store.arn("endpoint-configs", name)}".'
-        )
+        raise ValidationException(f'Could not find endpoint configuration "{store.arn("endpoint-configs", name)}".')
     return record
 
 

@@ -1,0 +1,407 @@
+"""CreateTrainingJob of the stand-in: run ``train.py`` in its own process under SageMaker's script-mode
+contract, then upload ``model.tar.gz`` and ``output.tar.gz`` where SageMaker would.
+
+What the scikit-learn container does, reproduced on local targets:
+
+* the channels' S3 prefixes are downloaded to ``input/data/<channel>/`` of a directory laid out like
+  ``/opt/ml``; ``input/config/hyperparameters.json`` holds the request's hyperparameters;
+* the ``sagemaker_submit_directory`` tarball is extracted to ``code/`` and ``sagemaker_program`` is run
+  from there with this interpreter, hyperparameters as ``--name value`` arguments and in ``SM_HPS``, paths
+  in ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``SM_CHANNEL_<NAME>`` (as the SageMaker training toolkit);
+* ``model/`` becomes ``<S3OutputPath>/<job>/output/model.tar.gz`` and ``output/data/`` becomes
+  ``output.tar.gz`` beside it; a non-zero exit fails the job with ``output/failure`` as the reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline_core.aws.s3 import S3Uri
+from pipeline_core.errors import DatasetNotFoundError, TrainingFailedError
+from pipeline_core.observability import logger
+from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
+from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
+
+# How much of the script's stdout/stderr the job record keeps (the whole output goes to the log).
+LOG_TAIL_BYTES = 4096
+# A failure reason longer than this is cut to its end, where a traceback's last line is.
+FAILURE_REASON_BYTES = 8192
+# 1980-01-01: a fixed mtime so the same training/ folder always packs to the same bytes (zip-safe too).
+_FIXED_MTIME = 315532800
+_SKIPPED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints"})
+_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+_CURRENT_HOST = "algo-1"
+
+
+def _tar_gz(files: Iterable[tuple[str, Path]]) -> bytes:
+    """A tar.gz of ``(name in archive, file)`` pairs with normalised metadata and no gzip timestamp."""
+    buffer = io.BytesIO()
+    with (
+        # mtime=0 and no file name keep the gzip header, and so the bytes, reproducible
+        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, path in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = path.stat().st_size
+            info.mtime = _FIXED_MTIME
+            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def _files_under(directory: Path) -> list[tuple[str, Path]]:
+    """Every regular file under ``directory`` as ``(relative posix name, path)``, skipping caches."""
+    found = []
+    for path in directory.rglob("*"):
+        relative = path.relative_to(directory)
+        if any(part in _SKIPPED_DIRS for part in relative.parts) or path.suffix in _SKIPPED_SUFFIXES:
+            continue
+        if path.is_file():
+            found.append((relative.as_posix(), path))
+    return found
+
+
+def package_training_source(training_dir: Path) -> bytes:
+    """``training_dir`` as the deterministic tar.gz SageMaker takes as ``sagemaker_submit_directory``:
+    files at the archive's root, sorted, fixed mtimes and owners, without ``__pycache__``."""
+    if not training_dir.is_dir():
+        raise FileNotFoundError(f"no training source folder at {training_dir}")
+    return _tar_gz(_files_under(training_dir))
+
+
+def extract_tar_gz(data: bytes, directory: Path, what: str) -> Path:
+    """Extract ``data`` into ``directory``; the "data" filter refuses absolute paths and ``..`` entries."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(directory, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise TrainingFailedError(f"{what} is not a readable tar.gz: {error}") from error
+    return directory
+
+
+def decode_hyperparameter(value: str) -> Any:
+    """A hyperparameter as the training toolkit reads it: JSON if it parses, else the string itself
+    (the SageMaker SDK JSON-encodes values, the ASL passes plain strings; both work)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def split_hyperparameters(raw: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(user hyperparameters, ``sagemaker_*`` framework parameters), decoded."""
+    decoded = {name: decode_hyperparameter(value) for name, value in raw.items()}
+    user = {name: value for name, value in decoded.items() if not name.startswith("sagemaker_")}
+    framework = {name: value for name, value in decoded.items() if name.startswith("sagemaker_")}
+    return user, framework
+
+
+def _arg_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in sorted(value.items()))
+    return str(value)
+
+
+def to_cmd_args(hyperparameters: Mapping[str, Any]) -> list[str]:
+    """``--name value`` per hyperparameter in name order (``-n`` for one-letter names), as the toolkit."""
+    args: list[str] = []
+    for name in sorted(hyperparameters):
+        args += [f"--{name}" if len(name) > 1 else f"-{name}", _arg_value(hyperparameters[name])]
+    return args
+
+
+def _env_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _tail(path: Path, limit: int) -> str:
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - limit))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+class _Layout:
+    """A directory laid out like the container's ``/opt/ml``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.input = root / "input"
+        self.config = self.input / "config"
+        self.data = self.input / "data"
+        self.model = root / "model"
+        self.output = root / "output"
+        self.output_data = self.output / "data"
+        self.code = root / "code"
+        self.logs = root / "logs"  # the process's stdout/stderr, outside what the script sees
+        for directory in (self.config, self.data, self.model, self.output_data, self.code, self.logs):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def channel(self, name: str) -> Path:
+        return self.data / name
+
+
+def script_environment(
+    layout: _Layout,
+    channels: list[str],
+    hyperparameters: Mapping[str, Any],
+    framework: Mapping[str, Any],
+    input_data_config: Any,
+    resource_config: Any,
+    base: Mapping[str, str],
+) -> dict[str, str]:
+    """The environment the training toolkit gives the script (``SM_*``), on top of ``base``."""
+    program = str(framework["sagemaker_program"])
+    env = dict(base)
+    env.update(
+        {
+            "SM_MODEL_DIR": str(layout.model),
+            "SM_OUTPUT_DATA_DIR": str(layout.output_data),
+            "SM_OUTPUT_DIR": str(layout.output),
+            "SM_INPUT_DIR": str(layout.input),
+            "SM_INPUT_CONFIG_DIR": str(layout.config),
+            "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HPS": json.dumps(dict(hyperparameters), sort_keys=True),
+            "SM_USER_ARGS": json.dumps(to_cmd_args(hyperparameters)),
+            "SM_INPUT_DATA_CONFIG": json.dumps(input_data_config, sort_keys=True),
+            "SM_RESOURCE_CONFIG": json.dumps(resource_config, sort_keys=True),
+            "SM_CURRENT_HOST": _CURRENT_HOST,
+            "SM_HOSTS": json.dumps([_CURRENT_HOST]),
+            "SM_NUM_GPUS": "0",
+            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_MODULE_DIR": str(framework.get("sagemaker_submit_directory", "")),
+            "SM_USER_ENTRY_POINT": program,
+            "SM_MODULE_NAME": program.removesuffix(".py"),
+            "SM_LOG_LEVEL": str(framework.get("sagemaker_container_log_level", 20)),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    for name in channels:
+        env[f"SM_CHANNEL_{name.upper()}"] = str(layout.channel(name))
+    for name, value in hyperparameters.items():
+        env[f"SM_HP_{name.upper()}"] = _env_value(value)
+    return env
+
+
+def _run_script(
+    command: list[str], cwd: Path, env: dict[str, str], layout: _Layout, time_limit: float
+) -> tuple[int | None, Path, Path]:
+    """Run ``command``; the exit status, or None if it ran out of time and was killed."""
+    stdout_path, stderr_path = layout.logs / "stdout.log", layout.logs / "stderr.log"
+    posix = os.name == "posix"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        # Its own session, so a timeout kills whatever the script started too (joblib workers).
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=posix)
+        try:
+            return process.wait(timeout=time_limit), stdout_path, stderr_path
+        except subprocess.TimeoutExpired:
+            if posix:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:  # pragma: no cover - Windows has no process groups to kill
+                process.kill()
+            process.wait()
+            return None, stdout_path, stderr_path
+
+
+def _failure_reason(layout: _Layout, stderr_tail: str, stdout_tail: str, program: str, status: int) -> str:
+    """What the script said went wrong: ``output/failure`` if written, else the end of its stderr."""
+    failure = layout.output / "failure"
+    if failure.is_file() and failure.stat().st_size:
+        return _tail(failure, FAILURE_REASON_BYTES).strip()
+    if stderr_tail.strip():
+        return stderr_tail.strip()
+    return f"{program} exited with status {status} without an error message; its output ended: {stdout_tail}"
+
+
+def _download_channels(store: RecordStore, request: Mapping[str, Any], layout: _Layout) -> list[str]:
+    channels = []
+    for channel in request.get("InputDataConfig", []):
+        name = channel["ChannelName"]
+        uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+        files = store.objects.download_prefix(uri, layout.channel(name))
+        if not files:
+            raise TrainingFailedError(f"ClientError: no S3 objects found under {uri} for channel {name!r}")
+        channels.append(name)
+    return channels
+
+
+def _check_channels(request: Mapping[str, Any]) -> None:
+    for channel in request.get("InputDataConfig", []):
+        source = channel.get("DataSource", {}).get("S3DataSource")
+        if source is None:
+            raise ValidationException(f"channel {channel['ChannelName']!r}: the stand-in reads only S3 sources")
+        if source.get("S3DataType", "S3Prefix") != "S3Prefix":
+            raise ValidationException(
+                f"channel {channel['ChannelName']!r}: the stand-in supports S3DataType S3Prefix, "
+                f"not {source['S3DataType']}"
+            )
+        if channel.get("InputMode", request["AlgorithmSpecification"].get("TrainingInputMode")) != "File":
+            raise ValidationException(f"channel {channel['ChannelName']!r}: the stand-in supports InputMode File")
+
+
+def artifact_uris(request: Mapping[str, Any]) -> tuple[str, str]:
+    """Where SageMaker puts a job's model.tar.gz and output.tar.gz."""
+    output = S3Uri.parse(request["OutputDataConfig"]["S3OutputPath"]).child(request["TrainingJobName"], "output")
+    return str(output.child("model.tar.gz")), str(output.child("output.tar.gz"))
+
+
+def create_training_job(
+    store: RecordStore,
+    request: dict[str, Any],
+    time_budget_seconds: float | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """CreateTrainingJob run to the end: returns DescribeTrainingJob with status ``Completed`` (what the
+    ``createTrainingJob.sync`` integration returns), or raises TrainingFailedError with the script's reason.
+
+    ``time_budget_seconds`` caps the run below ``StoppingCondition.MaxRuntimeInSeconds`` (the handler
+    passes what is left of the Lambda's own timeout). A Completed job with the same name and request whose
+    model artifact exists is returned as it is: a retry of the task must not train again.
+    """
+    validate_request("CreateTrainingJob", request)
+    name = check_name("training-jobs", request["TrainingJobName"])
+    _check_channels(request)
+    user_hps, framework = split_hyperparameters(request.get("HyperParameters", {}))
+    for required in ("sagemaker_program", "sagemaker_submit_directory"):
+        if not framework.get(required):
+            raise ValidationException(
+                f"training job {name}: HyperParameters has no {required}; the stand-in runs script mode only"
+            )
+    model_uri, output_uri = artifact_uris(request)
+
+    existing = store.get("training-jobs", name)
+    if existing is not None:
+        if not same_request(existing, request):
+            raise ResourceInUse(f"Training job names must be unique within an AWS account and region: {name}")
+        if existing["TrainingJobStatus"] == "Completed" and store.objects.exists(model_uri):
+            logger.info("training job already completed; returning it", extra={"training_job": name})
+            return existing
+        # Otherwise an earlier attempt was cut off or failed: run it again under the same name.
+
+    created = existing["CreationTime"] if existing else now_iso()
+    record: dict[str, Any] = {
+        **{key: value for key, value in request.items() if key != "Tags"},
+        "TrainingJobArn": store.arn("training-jobs", name),
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Starting",
+        "CreationTime": created,
+        "LastModifiedTime": created,
+    }
+    store.put("training-jobs", name, record)
+
+    max_runtime = float(request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400))
+    time_limit = max_runtime if time_budget_seconds is None else min(max_runtime, time_budget_seconds)
+    started_at, started = now_iso(), time.monotonic()
+    record.update(TrainingStartTime=started_at, SecondaryStatus="Downloading", LastModifiedTime=started_at)
+
+    def finish(status: str, secondary: str, **fields: Any) -> dict[str, Any]:
+        ended = now_iso()
+        seconds = max(1, round(time.monotonic() - started))
+        record.update(
+            TrainingJobStatus=status,
+            SecondaryStatus=secondary,
+            TrainingEndTime=ended,
+            LastModifiedTime=ended,
+            TrainingTimeInSeconds=seconds,
+            BillableTimeInSeconds=seconds,
+            **fields,
+        )
+        return store.put("training-jobs", name, record)
+
+    with tempfile.TemporaryDirectory(prefix=f"standin-{name}-") as temp:
+        layout = _Layout(Path(temp))
+        try:
+            try:
+                source = store.objects.read_bytes(str(framework["sagemaker_submit_directory"]))
+            except DatasetNotFoundError as error:
+                raise TrainingFailedError(
+                    f"sagemaker_submit_directory {framework['sagemaker_submit_directory']} does not exist"
+                ) from error
+            extract_tar_gz(source, layout.code, f"sagemaker_submit_directory of {name}")
+            program = str(framework["sagemaker_program"])
+            if not (layout.code / program).is_file():
+                raise TrainingFailedError(
+                    f"sagemaker_program {program} is not in {framework['sagemaker_submit_directory']}"
+                )
+            channels = _download_channels(store, request, layout)
+        except TrainingFailedError as error:
+            finish("Failed", "Failed", FailureReason=str(error))
+            raise
+
+        input_data_config = {
+            c["ChannelName"]: {k: v for k, v in c.items() if k not in {"ChannelName", "DataSource"}}
+            for c in request.get("InputDataConfig", [])
+        }
+        resource_config = {"current_host": _CURRENT_HOST, "hosts": [_CURRENT_HOST]}
+        (layout.config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
+        (layout.config / "inputdataconfig.json").write_text(json.dumps(input_data_config))
+        (layout.config / "resourceconfig.json").write_text(json.dumps(resource_config))
+        env = script_environment(
+            layout,
+            channels,
+            user_hps,
+            framework,
+            input_data_config,
+            resource_config,
+            os.environ if base_env is None else base_env,
+        )
+        command = [sys.executable, program, *to_cmd_args(user_hps)]
+        logger.info("training started", extra={"training_job": name, "command": command})
+        record.update(SecondaryStatus="Training", LastModifiedTime=now_iso())
+        elapsed_before = time.monotonic() - started
+        status, stdout_path, stderr_path = _run_script(
+            command, layout.code, env, layout, max(1.0, time_limit - elapsed_before)
+        )
+        logs = {"stdout": _tail(stdout_path, LOG_TAIL_BYTES), "stderr": _tail(stderr_path, LOG_TAIL_BYTES)}
+        logger.info("training process output", extra={"training_job": name, "exit_status": status, **logs})
+
+        if status is None:
+            limit = (
+                f"StoppingCondition.MaxRuntimeInSeconds={max_runtime:g}"
+                if time_limit == max_runtime
+                else f"the {time_limit:g} s left to the stand-in's Lambda"
+            )
+            reason = f"training job {name} ran out of time: {program} was stopped after {time_limit:g} s ({limit})"
+            finish("Stopped", "MaxRuntimeExceeded", FailureReason=reason, StandInLogs=logs)
+            raise TrainingFailedError(reason)
+        if status != 0:
+            reason = _failure_reason(layout, logs["stderr"], logs["stdout"], program, status)
+            finish("Failed", "Failed", FailureReason=reason, StandInLogs=logs)
+            raise TrainingFailedError(reason)
+        if not _files_under(layout.model):
+            reason = f"{program} exited successfully but wrote nothing to SM_MODEL_DIR"
+            finish("Failed", "Failed", FailureReason=reason, StandInLogs=logs)
+            raise TrainingFailedError(reason)
+
+        record.update(SecondaryStatus="Uploading", LastModifiedTime=now_iso())
+        store.objects.write_bytes(model_uri, _tar_gz(_files_under(layout.model)), "application/x-gzip")
+        store.objects.write_bytes(output_uri, _tar_gz(_files_under(layout.output_data)), "application/x-gzip")
+    described = finish("Completed", "Completed", ModelArtifacts={"S3ModelArtifacts": model_uri}, StandInLogs=logs)
+    logger.info("training completed", extra={"training_job": name, "model_artifacts": model_uri})
+    return described
+
+
+def describe_training_job(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
+    """DescribeTrainingJob; a missing job is SageMaker's ResourceNotFound."""
+    validate_request("DescribeTrainingJob", request)
+    record = store.get("training-jobs", request["TrainingJobName"])
+    if record is None:
+        raise ResourceNotFound(f"Requested resource not found: training job {request['TrainingJobName']}")
+    return record
