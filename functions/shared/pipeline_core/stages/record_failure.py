@@ -1,0 +1,217 @@
+"""RecordFailure: write a failed run's record and undo an endpoint change the run had already made.
+
+The state data reaching this stage is whatever the run had built when it failed: a failure in
+ValidateInput carries only the raw execution input, later ones carry ``config`` and the results of the
+states that ran. Every read here tolerates a missing or oddly typed key, because raising would lose the
+record of the original failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pipeline_core.aws.registry import ModelRegistry
+from pipeline_core.aws.runs import RunLog, utc_now
+from pipeline_core.aws.sagemaker import EndpointControl
+from pipeline_core.errors import TransientError
+from pipeline_core.models import FailureRecord, RegistryRecord
+from pipeline_core.observability import logger
+
+# Step Functions caps a Cause at 32,768 characters and DynamoDB an item at 400 KB; the run record also
+# travels back into the state (256 KiB). 8,000 characters (at most 32 KB of UTF-8) keeps the error's
+# message (the head) and where it was raised (the tail of a stack trace).
+MAX_CAUSE_CHARS = 8000
+_CAUSE_TAIL_CHARS = 2000
+
+# States that run once the endpoint may have been created or switched to this run's endpoint config.
+# EndpointDeployFailed reports itself as DescribeEndpoint; Notify catches its own errors, so it never
+# arrives here, but it is after the change too.
+ENDPOINT_CHANGING_STATES = frozenset(
+    {"CreateEndpoint", "UpdateEndpoint", "DescribeEndpoint", "EndpointDeployFailed", "Register", "Notify"}
+)
+
+
+class FailureSummary(FailureRecord):
+    """What RecordFailure returns (stored at ``$.failure_record``): the record plus rollback outcome."""
+
+    status: str = "FAILED"
+    failed_at: str
+    rollback: str | None = None
+
+
+def truncate_cause(cause: str, limit: int = MAX_CAUSE_CHARS) -> str:
+    """``cause`` cut to ``limit`` characters, keeping its head and tail and saying how much was cut."""
+    if len(cause) <= limit:
+        return cause
+    cut = len(cause) - limit
+    marker = f"\n… [{cut} characters cut to fit the run record] …\n"
+    head = limit - _CAUSE_TAIL_CHARS - len(marker)
+    return cause[:head] + marker + cause[-_CAUSE_TAIL_CHARS:]
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _as_text(value: Any, default: str) -> str:
+    if value is None or value == "":
+        return default
+    return value if isinstance(value, str) else repr(value)
+
+
+def input_pointers(state: Mapping[str, Any]) -> dict[str, str]:
+    """Where the failed run's inputs and outputs are, from whatever the state data holds."""
+    config, ingest, prep = _mapping(state.get("config")), _mapping(state.get("ingest")), _mapping(state.get("prep"))
+    training, evaluation = _mapping(state.get("training")), _mapping(state.get("evaluation"))
+    raw_input = _mapping(state.get("input"))  # ValidateInput's own event shape, should it ever arrive here
+    candidates = {
+        "dataset": config.get("dataset") or state.get("dataset") or raw_input.get("dataset"),
+        "model_name": config.get("model_name") or state.get("model_name"),
+        "raw_uri": ingest.get("raw_uri"),
+        "dataset_sha256": ingest.get("sha256"),
+        "processed_prefix": config.get("processed_prefix"),
+        "train_uri": prep.get("train_uri"),
+        "validation_uri": prep.get("validation_uri"),
+        "test_uri": prep.get("test_uri"),
+        "training_job_name": training.get("TrainingJobName") or config.get("training_job_name"),
+        "model_artifact": training.get("ModelArtifacts"),
+        "evaluation_uri": evaluation.get("evaluation_uri"),
+        "report_uri": evaluation.get("report_uri"),
+        "endpoint_name": config.get("endpoint_name"),
+        "endpoint_config_name": config.get("endpoint_config_name"),
+    }
+    return {key: text for key, value in candidates.items() if (text := _text(value))}
+
+
+def endpoint_was_touched(state: Mapping[str, Any], failed_state: str) -> bool:
+    """Whether the run may have created the endpoint or switched it to its own endpoint config."""
+    if isinstance(state.get("endpoint"), Mapping):
+        return True  # only DescribeEndpoint, after Create/UpdateEndpoint, sets $.endpoint
+    return "existing" in state and failed_state in ENDPOINT_CHANGING_STATES
+
+
+def previous_champion(
+    registry: ModelRegistry, model_name: str, execution_arn: str | None, endpoint_config: str | None
+) -> RegistryRecord | None:
+    """The newest approved version deployed by another execution (this run's own one does not count;
+    endpoint config names are unique per execution, so either key identifies it)."""
+    return next(
+        (
+            r
+            for r in registry.versions(model_name)
+            if r.status == "approved"
+            and (execution_arn is None or r.execution_arn != execution_arn)
+            and (endpoint_config is None or r.endpoint_config_name != endpoint_config)
+        ),
+        None,
+    )
+
+
+def roll_back_endpoint(
+    endpoints: EndpointControl,
+    registry: ModelRegistry,
+    *,
+    model_name: str,
+    endpoint_name: str,
+    run_endpoint_config: str | None,
+    execution_arn: str | None,
+) -> str:
+    """Point ``endpoint_name`` back at the champion's endpoint config, or delete it if there is none.
+
+    Returns a sentence saying what was done. The endpoint is left alone when it no longer serves this
+    run's endpoint config: a failed UpdateEndpoint keeps the old config, and another execution of the
+    same model may own what is there now.
+    """
+    described = endpoints.describe_endpoint(endpoint_name)
+    if described is None:
+        return f"endpoint {endpoint_name} does not exist: nothing to roll back"
+    serving = _text(described.get("EndpointConfigName"))
+    if serving and run_endpoint_config and serving != run_endpoint_config:
+        return f"endpoint {endpoint_name} serves {serving}, not this run's {run_endpoint_config}: left as it is"
+
+    # this run may have registered itself as approved before failing (e.g. on the run record)
+    for record in registry.versions(model_name):
+        if execution_arn and record.execution_arn == execution_arn and record.status == "approved":
+            registry.set_status(model_name, record.version, "rolled_back")
+    champion = previous_champion(registry, model_name, execution_arn, run_endpoint_config)
+    status = described.get("EndpointStatus")
+    if champion is None:
+        endpoints.delete_endpoint(endpoint_name)
+        return f"endpoint {endpoint_name} deleted: no earlier approved model"
+    if not champion.endpoint_config_name:
+        return (
+            f"endpoint {endpoint_name} not rolled back: champion v{champion.version} has no endpoint config "
+            "recorded; redeploy it by hand"
+        )
+    if status == "Failed":
+        # SageMaker allows only DeleteEndpoint on a Failed endpoint
+        endpoints.delete_endpoint(endpoint_name)
+        return (
+            f"endpoint {endpoint_name} deleted: it was Failed, which SageMaker cannot update; champion "
+            f"v{champion.version} ({champion.endpoint_config_name}) must be redeployed"
+        )
+    endpoints.update_endpoint(endpoint_name, champion.endpoint_config_name)
+    return f"endpoint {endpoint_name} rolled back to model v{champion.version} ({champion.endpoint_config_name})"
+
+
+def record_failure(
+    event: Mapping[str, Any],
+    *,
+    runs: RunLog,
+    registry: Callable[[], ModelRegistry],
+    endpoints: Callable[[], EndpointControl],
+) -> FailureSummary:
+    """Record the failure on the run and roll back the endpoint if the run had changed it.
+
+    ``registry`` and ``endpoints`` are factories: they are built only when a rollback is needed, so an
+    early failure needs neither the registry table nor SageMaker.
+    """
+    failure = _mapping(event.get("failure"))
+    state = _mapping(event.get("state"))
+    config = _mapping(state.get("config"))
+    execution_arn = _text(event.get("execution_arn"))
+    run_id = (
+        _text(config.get("run_id"))
+        or _text(event.get("execution_name"))
+        or (execution_arn.rsplit(":", 1)[-1] if execution_arn else None)
+        or "unknown-run"
+    )
+    failed_state = _as_text(failure.get("state"), "unknown state")
+    summary = FailureSummary(
+        run_id=run_id,
+        failed_state=failed_state,
+        error=_as_text(failure.get("error"), "UnknownError"),
+        cause=truncate_cause(_as_text(failure.get("cause"), "no cause given")),
+        execution_arn=execution_arn,
+        input_pointers=input_pointers(state),
+        failed_at=utc_now(),
+    )
+    # the failure itself is on record before any rollback is attempted
+    record_fields = summary.model_dump(exclude={"run_id", "rollback"})
+    runs.update_run(run_id, **record_fields, finished_at=summary.failed_at)
+
+    endpoint_name, model_name = _text(config.get("endpoint_name")), _text(config.get("model_name"))
+    if not (endpoint_name and model_name and endpoint_was_touched(state, failed_state)):
+        return summary
+    try:
+        rollback = roll_back_endpoint(
+            endpoints(),
+            registry(),
+            model_name=model_name,
+            endpoint_name=endpoint_name,
+            run_endpoint_config=_text(config.get("endpoint_config_name")),
+            execution_arn=execution_arn,
+        )
+    except TransientError:
+        raise  # the state machine retries RecordFailure; the record above is an idempotent upsert
+    except Exception as error:  # a failed rollback must not hide the run's own failure
+        logger.exception("rollback failed", extra={"endpoint_name": endpoint_name})
+        rollback = f"rollback of endpoint {endpoint_name} failed: {type(error).__name__}: {error}"
+    runs.update_run(run_id, rollback=rollback)
+    logger.info("rollback", extra={"rollback": rollback})
+    return summary.model_copy(update={"rollback": rollback})

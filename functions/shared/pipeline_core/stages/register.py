@@ -1,0 +1,107 @@
+"""Register: write this run's model as the next version in the registry and close the run record."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pipeline_core.aws.registry import ModelRegistry
+from pipeline_core.aws.runs import RunLog, utc_now
+from pipeline_core.models import (
+    DataProfile,
+    EvaluationResult,
+    IngestResult,
+    PreprocessResult,
+    RegistrationResult,
+    RegistryRecord,
+    RunConfig,
+    TrainingSummary,
+)
+
+
+def registry_entry(
+    config: RunConfig,
+    ingest: IngestResult,
+    data: DataProfile,
+    prep: PreprocessResult,
+    training: TrainingSummary,
+    evaluation: EvaluationResult,
+    execution_arn: str,
+    status: Literal["approved", "rejected"],
+) -> dict[str, object]:
+    """The registry record for this run, without its version (the registry assigns it)."""
+    approved = status == "approved"
+    return {
+        "model_name": config.model_name,
+        "status": status,
+        "problem_type": data.problem_type,
+        "target": data.target,
+        # the columns training saw, after Preprocess (what an inference request must carry)
+        "feature_columns": prep.feature_columns,
+        "class_labels": data.class_labels,
+        "metrics": evaluation.metrics,
+        "primary_metric": evaluation.primary_metric,
+        "model_artifact": training.ModelArtifacts,
+        # the immutable raw copy: dataset_sha256 is the hash of exactly these bytes
+        "dataset_uri": ingest.raw_uri,
+        "dataset_sha256": ingest.sha256,
+        "training_job_name": training.TrainingJobName,
+        "endpoint_name": config.endpoint_name if approved else None,
+        "endpoint_config_name": config.endpoint_config_name if approved else None,
+        "execution_arn": execution_arn,
+        "evaluation_uri": evaluation.evaluation_uri,
+        "report_uri": evaluation.report_uri,
+        "created_at": utc_now(),
+    }
+
+
+def find_registration(registry: ModelRegistry, model_name: str, execution_arn: str) -> RegistryRecord | None:
+    """The version this execution already registered, if any."""
+    return next((r for r in registry.versions(model_name) if r.execution_arn == execution_arn), None)
+
+
+def register(
+    config: RunConfig,
+    ingest: IngestResult,
+    data: DataProfile,
+    prep: PreprocessResult,
+    training: TrainingSummary,
+    evaluation: EvaluationResult,
+    execution_arn: str,
+    status: Literal["approved", "rejected"],
+    *,
+    registry: ModelRegistry,
+    runs: RunLog,
+) -> RegistrationResult:
+    """Register the model (once per execution) and mark the run SUCCEEDED.
+
+    Idempotent under the state machine's Retry: a version already written by this execution is returned
+    instead of a second one. Checking before writing is enough because one execution's attempts at this
+    state never overlap (Step Functions starts a retry only after the previous attempt has ended), so an
+    earlier attempt's write is always visible to the check; writes from *other* executions are kept apart
+    by the registry's conditional put, whose RegistryConflictError the state machine retries.
+    """
+    record = find_registration(registry, config.model_name, execution_arn)
+    if record is None:
+        entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status)
+        record = registry.register_model(entry)
+    runs.update_run(
+        config.run_id,
+        status="SUCCEEDED",
+        model_name=record.model_name,
+        model_version=record.version,
+        registry_status=record.status,
+        endpoint_name=record.endpoint_name,
+        primary_metric=evaluation.primary_metric,
+        primary_value=evaluation.primary_value,
+        gate_reason=evaluation.reason,
+        report_uri=evaluation.report_uri,
+        execution_arn=execution_arn,
+        finished_at=utc_now(),
+    )
+    return RegistrationResult(
+        model_name=record.model_name,
+        version=record.version,
+        status="approved" if record.status == "approved" else "rejected",
+        endpoint_name=record.endpoint_name,
+        model_artifact=record.model_artifact,
+    )
