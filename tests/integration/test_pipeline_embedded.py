@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import json
 import tarfile
 import tempfile
@@ -46,6 +47,7 @@ def _load_model(aws: EmbeddedAws, artifact: str) -> object:
     spec = importlib.util.spec_from_file_location("stepml_inference_test", REPO / "training" / "inference.py")
     assert spec and spec.loader
     inference = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = inference  # dataclasses in the module look themselves up there
     spec.loader.exec_module(inference)
     with tempfile.TemporaryDirectory() as model_dir:
         with tarfile.open(fileobj=io.BytesIO(blob)) as archive:
