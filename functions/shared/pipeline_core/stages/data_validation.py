@@ -111,8 +111,8 @@ class Table:
         return f"row {position + 1}"
 
 
-def _mib(n: int) -> str:
-    return f"{n / MIB:.1f} MiB"
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < MIB else f"{n / MIB:.1f} MiB ({n} bytes)"
 
 
 def _quote_list(names: Sequence[object], limit: int = 30) -> str:
@@ -132,7 +132,7 @@ def check_size(size: int, limits: Limits) -> None:
     """Reject a dataset larger than the configured limit before reading it."""
     if size > limits.max_dataset_bytes:
         raise DataValidationError(
-            f"the dataset is {_mib(size)} ({size} bytes); the limit is {_mib(limits.max_dataset_bytes)} "
+            f"the dataset is {_size(size)}; the limit is {_size(limits.max_dataset_bytes)} "
             "(MAX_DATASET_BYTES): use a sample, or raise the limit and the function's memory"
         )
 
@@ -199,7 +199,7 @@ def decode_csv_bytes(data: bytes, limits: Limits) -> str:
         line, length = long_line
         raise DataValidationError(
             f"line {line} is {length} bytes long; the limit is {limits.max_line_bytes} bytes per line "
-            f"(MAX_LINE_BYTES, {_mib(limits.max_line_bytes)}). A file without '\\n' line breaks (old Mac "
+            "(MAX_LINE_BYTES). A file without '\\n' line breaks (old Mac "
             "'\\r' endings?) or a runaway field would cause this"
         )
     return text
@@ -549,7 +549,7 @@ def _check_classes(table: Table, target: str, labels: pd.Series) -> None:
         details = []
         for label, count in list(small.items())[:MAX_EXAMPLES]:
             rows = [table.where(int(i)) for i in labels.index[labels == label][:3]]
-            details.append(f"class {label!r} has {count} row{'s' if count != 1 else ''} ({', '.join(rows)})")
+            details.append(f"class {label!r} has {count} row{'s' if count != 1 else ''}: {', '.join(rows)}")
         raise DataValidationError(
             f"target {target!r}: {len(small)} of {len(counts)} classes have fewer than {MIN_ROWS_PER_CLASS} rows, "
             f"too few to appear in both training and evaluation: {'; '.join(details)}"

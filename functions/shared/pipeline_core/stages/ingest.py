@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Literal
 
+from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from pipeline_core.aws.runs import RunLog, utc_now
@@ -42,7 +43,14 @@ def detect_format(uri: str) -> Literal["csv", "parquet"]:
 def ingest(config: RunConfig, execution_arn: str, store: ObjectStore, runs: RunLog) -> IngestResult:
     """Copy ``config.dataset`` to ``config.raw_prefix``, record the run as RUNNING and describe the copy."""
     source = config.dataset
-    if not store.exists(source):
+    try:
+        found = store.exists(source)
+    except ClientError as error:
+        # ObjectStore.exists answers False for a missing key; a missing bucket surfaces as NoSuchBucket.
+        if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+        found = False
+    if not found:
         raise DatasetNotFoundError(f"dataset {source} does not exist (no object at that bucket and key)")
     file_format = detect_format(source)
 

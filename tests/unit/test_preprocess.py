@@ -1,0 +1,176 @@
+"""Preprocess: cleaned, seeded, (stratified) train/validation/test CSV splits for the SageMaker channels."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pipeline_core.aws.s3 import ObjectStore
+from pipeline_core.models import DataProfile, IngestResult, PreprocessResult, RunConfig
+from pipeline_core.stages.data_validation import Limits, validate_data
+from pipeline_core.stages.preprocess import preprocess, split_rows
+from sklearn.datasets import load_diabetes
+
+from functions.ingest.app import lambda_handler as ingest_handler
+from functions.preprocess.app import lambda_handler as preprocess_handler
+from functions.validate_data.app import lambda_handler as validate_data_handler
+from functions.validate_input.app import lambda_handler as validate_input_handler
+from tests.unit.test_data_validation import aws, csv_bytes, iris_frame, raw_key, run_ingest
+
+__all__ = ["aws"]  # the module-scoped moto account, used here by name
+
+SPLITS = ("train", "validation", "test")
+
+
+def run(
+    aws: Any, name: str, data: bytes, **given: Any
+) -> tuple[RunConfig, IngestResult, DataProfile, PreprocessResult]:
+    config, ingested = run_ingest(aws, name, data, **given)
+    store = ObjectStore(aws.s3)
+    profile = validate_data(config, ingested, store, Limits())
+    return config, ingested, profile, preprocess(config, ingested, profile, store, Limits())
+
+
+def read_split(aws: Any, prefix: str, name: str) -> pd.DataFrame:
+    assert prefix.endswith(f"/{name}/")
+    body = aws.get(prefix.removeprefix(f"s3://{aws.bucket}/") + f"{name}.csv")
+    return pd.read_csv(io.BytesIO(body))
+
+
+def splits(aws: Any, result: PreprocessResult) -> dict[str, pd.DataFrame]:
+    uris = {"train": result.train_uri, "validation": result.validation_uri, "test": result.test_uri}
+    return {name: read_split(aws, uris[name], name) for name in SPLITS}
+
+
+def test_iris_splits_are_stratified_complete_and_typed(aws: Any) -> None:
+    frame = iris_frame()
+    config, _, profile, result = run(aws, "iris.csv", csv_bytes(frame), seed=7)
+    parts = splits(aws, result)
+
+    assert result.train_uri == f"{config.processed_prefix}train/"
+    assert result.validation_uri == f"{config.processed_prefix}validation/"
+    assert result.test_uri == f"{config.processed_prefix}test/"
+    assert (result.n_train, result.n_validation, result.n_test) == (90, 30, 30)
+    assert {name: len(part) for name, part in parts.items()} == {"train": 90, "validation": 30, "test": 30}
+    assert result.dropped_rows == 0
+    assert result.feature_columns == profile.feature_columns
+    for part in parts.values():
+        assert list(part.columns) == list(frame.columns)  # header row, target included
+        assert all(pd.api.types.is_float_dtype(part[c]) for c in result.feature_columns)
+        # stratified: each class keeps its share (1/3) in every split
+        assert part["species"].value_counts().to_dict() == dict.fromkeys(profile.class_labels, len(part) // 3)
+    # together the splits are exactly the dataset's rows (as a multiset: iris has duplicate rows)
+    together = pd.concat(parts.values()).sort_values(list(frame.columns)).reset_index(drop=True)
+    assert together.equals(frame.sort_values(list(frame.columns)).reset_index(drop=True))
+
+
+def test_hyperparameters_are_all_strings_with_target_problem_type_and_seed(aws: Any) -> None:
+    _, _, _, result = run(
+        aws, "iris.csv", csv_bytes(iris_frame()), seed=11, hyperparameters={"max_iter": 50, "learning_rate": 0.1}
+    )
+    assert result.hyperparameters == {
+        "target": "species",
+        "problem_type": "multiclass_classification",
+        "seed": "11",
+        "max_iter": "50",
+        "learning_rate": "0.1",
+    }
+
+
+def test_the_split_depends_on_the_seed_only(aws: Any) -> None:
+    data = csv_bytes(iris_frame())
+    first = splits(aws, run(aws, "iris.csv", data, seed=3)[3])
+    again = splits(aws, run(aws, "iris.csv", data, seed=3)[3])
+    other = splits(aws, run(aws, "iris.csv", data, seed=4)[3])
+
+    for name in SPLITS:
+        assert first[name].equals(again[name])
+    assert not first["test"].equals(other["test"])
+
+
+def test_empty_targets_are_dropped_and_text_is_cleaned(aws: Any) -> None:
+    frame = iris_frame().astype(str)
+    frame.loc[[0, 60, 120], "species"] = ["", "NA", "  "]
+    frame.loc[5, "sepal_length"] = "  6.25 "
+    frame.loc[6, "sepal_width"] = "?"
+    frame["colour"] = np.where(np.arange(150) % 2 == 0, " red", "blue ")
+    frame = frame[["sepal_length", "sepal_width", "petal_length", "petal_width", "colour", "species"]]
+
+    _, _, profile, result = run(aws, "iris.csv", csv_bytes(frame))
+    parts = splits(aws, result)
+    together = pd.concat(parts.values())
+
+    assert result.dropped_rows == 3
+    assert result.n_train + result.n_validation + result.n_test == 147 == len(together)
+    assert set(together["species"]) == {"setosa", "versicolor", "virginica"}
+    assert set(together["colour"]) == {"red", "blue"}
+    assert 6.25 in set(together["sepal_length"])
+    assert together["sepal_width"].isna().sum() == 1  # "?" is a missing value, written as an empty cell
+    assert next(c for c in profile.columns if c.name == "colour").dtype == "categorical"
+
+
+def test_regression_split_is_plain_with_float_target(aws: Any) -> None:
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    _, _, profile, result = run(aws, "diabetes.csv", csv_bytes(frame), test_size=0.1, validation_size=0.15)
+    parts = splits(aws, result)
+
+    assert profile.problem_type == "regression"
+    assert (result.n_train, result.n_validation, result.n_test) == (332, 66, 44)  # 442 rows: round(44.2), round(66.3)
+    assert result.hyperparameters["problem_type"] == "regression"
+    assert sorted(pd.concat(parts.values())["target"]) == sorted(frame["target"])
+
+
+def test_integer_class_labels_are_written_as_the_profiled_labels(aws: Any) -> None:
+    frame = iris_frame()
+    frame["species"] = frame["species"].map({"setosa": "0.0", "versicolor": "1.0", "virginica": "2.0"})
+    _, _, profile, result = run(aws, "iris.csv", csv_bytes(frame))
+    test = read_split(aws, result.test_uri, "test")
+
+    assert profile.class_labels == ["0", "1", "2"]
+    assert sorted(test["species"].astype(str).unique()) == profile.class_labels
+
+
+def test_stratification_falls_back_to_plain_when_a_class_is_too_small() -> None:
+    labels = pd.Series(["a"] * 40 + ["b"] * 5)  # b gets 1 test row: cannot have 2 in each split
+    split = split_rows(45, 0.2, 0.2, seed=1, labels=labels)
+
+    assert not split.stratified
+    assert split.reason == "plain (not stratified): classes b cannot have 2 rows in each split"
+    positions = np.concatenate([split.train, split.validation, split.test])
+    assert sorted(positions) == list(range(45))
+    assert (len(split.train), len(split.validation), len(split.test)) == (27, 9, 9)
+
+    balanced = pd.Series(["a"] * 30 + ["b"] * 15)
+    stratified = split_rows(45, 0.2, 0.2, seed=1, labels=balanced)
+    assert stratified.stratified
+    assert balanced.iloc[stratified.test].value_counts().to_dict() == {"a": 6, "b": 3}
+    assert balanced.iloc[stratified.train].value_counts().to_dict() == {"a": 18, "b": 9}
+
+
+def test_the_four_handlers_chain_like_the_state_machine(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline_core import observability
+
+    if observability.metrics.provider.namespace is None:
+        monkeypatch.setattr(observability.metrics.provider, "namespace", "stepml-test")
+    data = csv_bytes(iris_frame())
+    source = aws.put("incoming/chain/iris.csv", data)
+    name = "chain-run-0001"
+    arn = f"arn:aws:states:us-east-1:123456789012:execution:stepml:{name}"
+
+    state: dict[str, Any] = validate_input_handler(
+        {"input": {"dataset": source}, "execution_name": name, "execution_arn": arn, "start_time": "now"}, None
+    )
+    state["ingest"] = ingest_handler({"config": state["config"], "execution_arn": arn}, None)
+    state["data"] = validate_data_handler({"config": state["config"], "ingest": state["ingest"]}, None)
+    state["prep"] = preprocess_handler(
+        {"config": state["config"], "ingest": state["ingest"], "data": state["data"]}, None
+    )
+
+    prep = PreprocessResult.model_validate(state["prep"])
+    assert prep.n_train + prep.n_validation + prep.n_test == 150
+    assert all(isinstance(v, str) for v in prep.hyperparameters.values())
+    assert aws.get(raw_key(IngestResult.model_validate(state["ingest"]))) == data
+    assert aws.get("incoming/chain/iris.csv") == data

@@ -1,0 +1,225 @@
+"""ValidateInput: the execution input is checked, defaults filled, and names derived within SageMaker's limits."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from pipeline_core.errors import ConfigurationError, InputValidationError
+from pipeline_core.models import RunConfig
+from pipeline_core.stages.validate_input import (
+    build_run_config,
+    default_model_name,
+    input_json_schema,
+    parse_input,
+    run_token,
+    slugify,
+)
+
+from functions.validate_input.app import lambda_handler
+
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def event(execution_input: Any, name: str = "run-2026-11-24") -> dict[str, Any]:
+    """The event the ValidateInput state builds from its Parameters."""
+    return {
+        "input": execution_input,
+        "execution_name": name,
+        "execution_arn": f"arn:aws:states:us-east-1:123456789012:execution:stepml:{name}",
+        "start_time": "2026-11-24T10:00:00.000Z",
+    }
+
+
+@pytest.fixture
+def env(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The function's environment (the aws fixture sets what infra/template.yaml gives every function)."""
+    from pipeline_core import observability
+
+    # Powertools Metrics reads POWERTOOLS_METRICS_NAMESPACE when built (at import), before the fixture ran.
+    if observability.metrics.provider.namespace is None:
+        monkeypatch.setattr(observability.metrics.provider, "namespace", "stepml-test")
+
+
+def config_of(result: dict[str, Any]) -> RunConfig:
+    assert set(result) == {"config"}  # ResultPath "$": the whole state becomes {"config": ...}
+    return RunConfig.model_validate(result["config"])
+
+
+def test_only_dataset_given_fills_every_default(env: None) -> None:
+    config = config_of(lambda_handler(event({"dataset": "s3://stepml-test-data/incoming/Iris Data.csv"}), None))
+
+    assert config.model_name == "iris-data"
+    assert (config.target, config.problem_type, config.quality_threshold) == (None, None, None)
+    assert (config.test_size, config.validation_size, config.seed, config.endpoint_poll_seconds) == (0.2, 0.2, 42, 30)
+    assert config.hyperparameters == {}
+    assert config.run_id == "run-2026-11-24"
+    assert config.data_bucket == "stepml-test-data"
+    assert config.raw_prefix == "s3://stepml-test-data/raw/run-2026-11-24/"
+    assert config.processed_prefix == "s3://stepml-test-data/processed/run-2026-11-24/"
+    assert config.models_prefix == "s3://stepml-test-data/models"
+    assert config.endpoint_name == "stepml-test-iris-data-ep"
+
+
+def test_full_input_is_kept_and_hyperparameters_become_strings(env: None) -> None:
+    given = {
+        "dataset": "s3://bucket/incoming/iris.csv",
+        "target": "species",
+        "problem_type": "classification",
+        "model_name": "iris",
+        "quality_threshold": 0.8,
+        "hyperparameters": {"max_iter": 200, "learning_rate": 0.05, "l2_regularization": 0},
+        "test_size": 0.25,
+        "validation_size": 0.15,
+        "seed": 7,
+        "endpoint_poll_seconds": 5,
+    }
+    config = config_of(lambda_handler(event(given), None))
+
+    assert config.hyperparameters == {"max_iter": "200", "learning_rate": "0.05", "l2_regularization": "0.0"}
+    assert all(isinstance(v, str) for v in config.hyperparameters.values())
+    assert (config.target, config.problem_type, config.model_name) == ("species", "classification", "iris")
+    assert (config.quality_threshold, config.test_size, config.validation_size) == (0.8, 0.25, 0.15)
+    assert (config.seed, config.endpoint_poll_seconds) == (7, 5)
+
+
+def test_unknown_field_wrong_type_and_missing_dataset_are_reported_together(env: None) -> None:
+    bad = {"datset": "s3://bucket/iris.csv", "seed": "forty-two", "test_size": "0.2"}
+    with pytest.raises(InputValidationError) as caught:
+        lambda_handler(event(bad), None)
+    message = str(caught.value)
+
+    assert "(4 problems)" in message
+    assert "- dataset: required field is missing" in message
+    assert "- datset: unknown field" in message
+    assert "- seed: Input should be a valid integer (got 'forty-two')" in message
+    assert "- test_size: Input should be a valid number (got '0.2')" in message
+    # ...followed by every allowed field with its type and default
+    assert "Allowed fields" in message
+    assert "dataset: string; required" in message
+    assert "seed: integer (>= 0, <= 4294967295); default 42" in message
+    assert "endpoint_poll_seconds: integer (>= 1, <= 600); default 30" in message
+    assert 'problem_type: "classification" | "regression" or null; optional' in message
+    assert "max_iter (integer (>= 1, <= 10000) or null)" in message
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"hyperparameters": {"max_iter": 0}}, "hyperparameters.max_iter: Input should be greater than or equal to 1"),
+        ({"hyperparameters": {"max_iter": 20000}}, "hyperparameters.max_iter: Input should be less than or equal"),
+        ({"hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate: Input should be greater than 0"),
+        ({"hyperparameters": {"max_leaf_nodes": 1}}, "hyperparameters.max_leaf_nodes: Input should be greater"),
+        ({"hyperparameters": {"n_estimators": 10}}, "hyperparameters.n_estimators: unknown field (value 10)"),
+        ({"hyperparameters": {"max_depth": 2.5}}, "hyperparameters.max_depth: Input should be a valid integer"),
+        ({"seed": True}, "seed: Input should be a valid integer (got true)"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"test_size": 0.5}, "test_size: Input should be less than or equal to 0.4"),
+        ({"test_size": 0.4, "validation_size": 0.3}, "test_size + validation_size is 0.7; it must be at most 0.6"),
+        ({"endpoint_poll_seconds": 0}, "endpoint_poll_seconds: Input should be greater than or equal to 1"),
+        ({"problem_type": "clustering"}, "problem_type: Input should be 'classification' or 'regression'"),
+        ({"quality_threshold": "high"}, "quality_threshold: Input should be a valid number (got 'high')"),
+        ({"model_name": "Iris_Model"}, "model_name: must be lowercase letters and digits, optionally separated"),
+        ({"model_name": "my-stepml-model"}, "model_name: must not contain 'stepml-'"),
+        ({"model_name": "a" * 41}, "model_name: String should have at most 40 characters"),
+        ({"dataset": "https://bucket/iris.csv"}, "dataset: must be an S3 URI like s3://bucket/"),
+        ({"dataset": "s3://bucket/folder/"}, "dataset: must name an object (s3://bucket/key), not a bucket"),
+    ],
+)
+def test_each_bad_value_is_named(given: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        parse_input({"dataset": "s3://bucket/iris.csv", **given})
+    assert expected in str(caught.value)
+    assert "Allowed fields" in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", [None, "s3://bucket/iris.csv", ["s3://bucket/iris.csv"]])
+def test_input_that_is_not_an_object_is_rejected(raw: Any) -> None:
+    with pytest.raises(InputValidationError, match="input: must be a JSON object"):
+        parse_input(raw)
+
+
+def test_names_for_an_80_character_execution_name_are_deterministic_and_within_limits() -> None:
+    long_name = "Nightly_Retrain_" + "x" * 40 + "_2026-11-24T10-00-00Z_" + "abc"
+    long_name = long_name[:80]
+    assert len(long_name) == 80
+    same_start = long_name[:-1] + "d"  # differs only after the first 30 characters
+
+    first = build_run_config({"dataset": "s3://b/iris.csv"}, long_name, "b", "stepml-test")
+    again = build_run_config({"dataset": "s3://b/iris.csv"}, long_name, "b", "stepml-test")
+    other = build_run_config({"dataset": "s3://b/iris.csv"}, same_start, "b", "stepml-test")
+
+    assert first == again
+    assert first.training_job_name == first.sagemaker_model_name == first.endpoint_config_name
+    assert first.training_job_name.startswith("stepml-nightly-retrain-xxxxxxxxxxxxxx-")
+    assert other.training_job_name != first.training_job_name
+    for config in (first, other):
+        for name in (config.training_job_name, config.endpoint_name):
+            assert len(name) <= 63
+            assert SAGEMAKER_NAME.match(name), name
+
+
+def test_run_token_follows_the_documented_recipe() -> None:
+    import hashlib
+
+    name = "My Run__2026"
+    assert run_token(name) == "my-run-2026-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    # the slug is cut at 30 characters, then a trailing dash is dropped
+    cut = "a" * 29 + "-b"
+    assert run_token(cut).startswith("a" * 29 + "-") and not run_token(cut).startswith("a" * 29 + "--")
+    assert re.fullmatch(r"[0-9a-f]{8}", run_token("___"))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        ("s3://b/incoming/Iris Data.CSV", "iris-data"),
+        ("s3://b/x/__Sales--2026__.parquet", "sales-2026"),
+        ("s3://b/x/stepml-iris.csv", "iris"),
+        ("s3://b/x/___.csv", "model"),
+        ("s3://b/x/" + "Very Long Dataset Name " * 4 + ".csv", "very-long-dataset-name-very-long-dataset"),
+    ],
+)
+def test_default_model_name_is_the_file_name_slug(dataset: str, expected: str) -> None:
+    name = default_model_name(dataset)
+    assert name == expected
+    assert len(name) <= 40 and re.fullmatch(r"[a-z0-9](-?[a-z0-9])*", name)
+
+
+def test_model_name_too_long_for_the_endpoint_prefix_is_rejected() -> None:
+    long_prefix = "stepml-a-very-long-stage-prefix"  # leaves 28 characters for the model name
+    with pytest.raises(InputValidationError, match="allows at most 28"):
+        build_run_config({"dataset": "s3://b/iris.csv", "model_name": "m" * 40}, "run", "b", long_prefix)
+    derived = build_run_config({"dataset": "s3://b/" + "d" * 60 + ".csv"}, "run", "b", long_prefix)
+    assert len(derived.endpoint_name) <= 63
+
+
+def test_missing_data_bucket_is_a_configuration_error(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATA_BUCKET")
+    with pytest.raises(ConfigurationError, match="DATA_BUCKET"):
+        lambda_handler(event({"dataset": "s3://b/iris.csv"}), None)
+
+
+def test_json_schema_documents_the_console_input() -> None:
+    schema = input_json_schema()
+    assert schema["required"] == ["dataset"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {
+        "dataset",
+        "target",
+        "problem_type",
+        "model_name",
+        "quality_threshold",
+        "hyperparameters",
+        "test_size",
+        "validation_size",
+        "seed",
+        "endpoint_poll_seconds",
+    }
+    assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
+
+
+def test_slugify() -> None:
+    assert slugify("  Hello, World!! 2026 ") == "hello-world-2026"
+    assert slugify("ÄÖÜ") == ""
