@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -110,10 +113,16 @@ def _download_report(aws: Any, layout: ProjectLayout, name: str, report_uri: str
 
 
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
-    """List the executions the embedded target has run, newest first."""
+    """List the executions on a target, newest first."""
     from stepml.embedded.state_store import StateStore
 
     layout = project_layout()
+    if _is_remote(args, layout):
+        from stepml.remote import list_runs
+
+        with _open_target(args, layout) as target:
+            rows = sorted(list_runs(target), key=lambda r: r["started"], reverse=True)
+        return _print_runs(rows, args.json, out)
     records = StateStore(layout.state_dir / "state").executions()
     rows = [
         {
@@ -125,7 +134,11 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         }
         for r in records
     ]
-    if args.json:
+    return _print_runs(rows, args.json, out)
+
+
+def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
+    if as_json:
         print(json.dumps(rows), file=out)
         return 0
     if not rows:
@@ -154,14 +167,20 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     from pipeline_core.models import RegistryRecord
 
     layout = project_layout()
-    from stepml.embedded.template import stack_model
+    if _is_remote(args, layout):
+        from stepml.remote import list_models
 
-    stack = stack_model(layout.template, "stepml-local", {"Target": "local"})
-    path = layout.state_dir / "state" / "dynamodb" / f"{stack.tables['ModelRegistryTable'].name}.json"
-    items = json.loads(path.read_text()) if path.exists() else []
-    records = sorted(
-        (RegistryRecord.model_validate(from_item(i)) for i in items), key=lambda r: (r.model_name, -r.version)
-    )
+        with _open_target(args, layout) as target:
+            records = list_models(target)
+    else:
+        from stepml.embedded.template import stack_model
+
+        stack = stack_model(layout.template, "stepml-local", {"Target": "local"})
+        path = layout.state_dir / "state" / "dynamodb" / f"{stack.tables['ModelRegistryTable'].name}.json"
+        items = json.loads(path.read_text()) if path.exists() else []
+        records = sorted(
+            (RegistryRecord.model_validate(from_item(i)) for i in items), key=lambda r: (r.model_name, -r.version)
+        )
     if args.model:
         records = [r for r in records if r.model_name == args.model]
     if args.json:
@@ -181,12 +200,113 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _is_remote(args: argparse.Namespace, layout: ProjectLayout) -> bool:
+    """Whether the command talks to a live endpoint (LocalStack, AWS, or a serving `stepml local up`)."""
+    from stepml.targets import running_local_server
+
+    return args.target != "embedded" or running_local_server(layout) is not None
+
+
+@contextlib.contextmanager
+def _open_target(args: argparse.Namespace, layout: ProjectLayout) -> Iterator[Any]:
+    from stepml.targets import TargetError, embedded_target, remote_target
+
+    try:
+        if args.target == "embedded":
+            with embedded_target(layout) as target:
+                yield target
+        else:
+            yield remote_target(args.target, args.stack_name, args.endpoint_url)
+    except TargetError as error:
+        raise CliError(str(error)) from error
+
+
+def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
+    execution_input: dict[str, Any] = {}
+    for option, key in (("target_column", "target"), ("problem_type", "problem_type"), ("model_name", "model_name")):
+        if getattr(args, option, None):
+            execution_input[key] = getattr(args, option)
+    if args.threshold is not None:
+        execution_input["quality_threshold"] = args.threshold
+    return execution_input
+
+
+def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
+    """Start a run on a target and (unless --no-wait) follow it to the end."""
+    from stepml.remote import print_outcome, start
+    from stepml.targets import TargetError
+
+    layout = project_layout()
+    args.data = args.data or str(layout.sample_data_dir / "iris.csv")
+    with _open_target(args, layout) as target:
+        if args.no_wait and target.name == "embedded" and not _is_remote(args, layout):
+            raise CliError(
+                "--no-wait needs a live target: the embedded AWS lives only as long as this command "
+                "(start `stepml local up` in another terminal, or drop --no-wait)"
+            )
+        try:
+            result = start(target, args, _execution_input(args), None if args.json else out)
+        except TargetError as error:
+            raise CliError(str(error)) from error
+        if isinstance(result, str):
+            print(result, file=out)
+            return 0
+        if hasattr(target, "save_execution"):
+            target.save_execution(result.execution_arn)
+    return print_outcome(result, args.json, out)
+
+
+def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
+    """Follow an execution until it ends (or show how it ended) and summarise it."""
+    from stepml.embedded.state_store import StateStore
+    from stepml.remote import print_outcome, replay, watch
+    from stepml.targets import TargetError
+
+    layout = project_layout()
+    if not _is_remote(args, layout):
+        name = args.execution.rsplit(":", 1)[-1]
+        record = StateStore(layout.state_dir / "state").execution(name)
+        if record is None:
+            raise CliError(f"no execution {name!r} in the embedded state ({layout.state_dir}); see `stepml runs`")
+        return print_outcome(replay(record, None if args.json else out), args.json, out)
+    with _open_target(args, layout) as target:
+        try:
+            outcome = watch(target, args.execution, None if args.json else out)
+        except TargetError as error:
+            raise CliError(str(error)) from error
+    return print_outcome(outcome, args.json, out)
+
+
+def cmd_upload(args: argparse.Namespace, out: TextIO) -> int:
+    """Upload a file under incoming/ so the S3 trigger starts a run, and follow that run."""
+    from stepml.remote import print_outcome, upload
+    from stepml.targets import TargetError
+
+    layout = project_layout()
+    with _open_target(args, layout) as target:
+        try:
+            result = upload(target, Path(args.file), out, wait=not args.no_wait)
+        except TargetError as error:
+            raise CliError(str(error)) from error
+        if isinstance(result, str):
+            return 0
+        if hasattr(target, "save_execution"):
+            target.save_execution(result.execution_arn)
+    return print_outcome(result, args.json, out)
+
+
 def cmd_local_up(args: argparse.Namespace, out: TextIO) -> int:
     """Serve the embedded AWS on 127.0.0.1 with the stack deployed, until interrupted."""
+    from stepml.targets import running_local_server, server_file
+
     layout = project_layout()
+    if running_local_server(layout):
+        raise CliError(f"`stepml local up` is already serving this project ({server_file(layout)})")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with _embedded(layout, port=args.port) as aws:
+        aws.publish_stack_outputs()
+        server_file(layout).write_text(json.dumps({"pid": os.getpid(), "endpoint_url": aws.endpoint_url}))
         print(f"Embedded AWS listening on {aws.endpoint_url} (stack {aws.stack.stack_name})", file=out)
         print(f"  state machine  {aws.stack.state_machine_arn}", file=out)
         print(f"  data bucket    s3://{aws.stack.data_bucket}", file=out)
@@ -197,7 +317,20 @@ def cmd_local_up(args: argparse.Namespace, out: TextIO) -> int:
                 aws.save()
         except KeyboardInterrupt:
             pass
+        finally:
+            server_file(layout).unlink(missing_ok=True)
     return 0
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        choices=["embedded", "localstack", "aws"],
+        default="embedded",
+        help="where the stack runs (default: embedded; a running `stepml local up` is used when there is one)",
+    )
+    parser.add_argument("--stack-name", default="stepml", help="CloudFormation stack name (localstack, aws)")
+    parser.add_argument("--endpoint-url", help="override the AWS endpoint (e.g. a LocalStack on another host)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,11 +358,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    start = commands.add_parser("start", help="start a run on a target (embedded, localstack or aws)")
+    _target_options(start)
+    start.add_argument("--data", help="local file (uploaded) or s3:// URI (default: the bundled iris.csv)")
+    start.add_argument("--target-column", help="target column (default: the last column)")
+    start.add_argument("--problem-type", choices=["classification", "regression"], help="default: inferred")
+    start.add_argument("--model-name", help="registry model name (default: from the file name)")
+    start.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
+    start.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
+    start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
+    start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    start.set_defaults(func=cmd_start)
+
+    watch = commands.add_parser("watch", help="follow an execution (name or ARN) to its end")
+    _target_options(watch)
+    watch.add_argument("execution", help="execution name or ARN")
+    watch.add_argument("--json", action="store_true")
+    watch.set_defaults(func=cmd_watch)
+
+    upload = commands.add_parser("upload", help="upload a file under incoming/: the S3 trigger starts a run")
+    _target_options(upload)
+    upload.add_argument("file")
+    upload.add_argument("--no-wait", action="store_true", help="return once the run has started")
+    upload.add_argument("--json", action="store_true")
+    upload.set_defaults(func=cmd_upload)
+
     runs = commands.add_parser("runs", help="list executions")
+    _target_options(runs)
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)
 
     models = commands.add_parser("models", help="list the model registry")
+    _target_options(models)
     models.add_argument("--model", help="only this model")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)

@@ -27,11 +27,13 @@ import boto3
 from botocore.config import Config
 
 from stepml.embedded import lambda_runner
+from stepml.embedded.events import matches
 from stepml.embedded.faults import FaultPlan, Throw, running_state
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
 from stepml.embedded.state_store import StateStore
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
 from stepml.project import ProjectLayout
+from stepml.targets import StackOutputs
 
 STACK_NAME = "stepml-local"
 STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
@@ -178,6 +180,8 @@ class EmbeddedAws:
     passes 4566 so the AWS CLI and boto3 can reach it as they would LocalStack.
     """
 
+    name = "embedded"
+
     def __init__(self, layout: ProjectLayout, port: int | None = None, persist: bool = True) -> None:
         self.layout = layout
         self.port = port or free_port()
@@ -300,6 +304,30 @@ class EmbeddedAws:
             name=self.stack.state_machine_name, definition=definition, roleArn=STATE_MACHINE_ROLE
         )
 
+    @property
+    def outputs(self) -> StackOutputs:
+        """The stack outputs a deployed stack would have (what LocalStack/AWS targets read)."""
+        return StackOutputs(
+            state_machine_arn=self.stack.state_machine_arn,
+            data_bucket=self.stack.data_bucket,
+            registry_table=self.stack.tables["ModelRegistryTable"].name,
+            runs_table=self.stack.tables["RunsTable"].name,
+        )
+
+    def publish_stack_outputs(self, stack_name: str = "stepml") -> None:
+        """Record the outputs as a CloudFormation stack, so LocalStack/AWS-style clients find the resources."""
+        outputs = {
+            "StateMachineArn": self.outputs.state_machine_arn,
+            "DataBucketName": self.outputs.data_bucket,
+            "ModelRegistryTableName": self.outputs.registry_table,
+            "RunsTableName": self.outputs.runs_table,
+        }
+        template = {
+            "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+        }
+        self.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
+
     def upload_training_source(self) -> str:
         """Put training/ where the definition's TrainingSourceUri points (what a deploy step does on AWS)."""
         from pipeline_core.standin.training import package_training_source
@@ -359,8 +387,20 @@ class EmbeddedAws:
             return
         head = self.client("s3").head_object(Bucket=bucket, Key=key)
         event = object_created_event(bucket, key, int(head["ContentLength"]), head["ETag"], head.get("VersionId"))
+        self.deliver_event(event)
+
+    def deliver_event(self, event: dict[str, Any]) -> list[threading.Thread]:
+        """Send an event to every function whose EventBridge rule (in the template) matches it."""
+        threads = []
+        for spec in self.stack.functions.values():
+            if any(matches(pattern, event) for pattern in spec.event_patterns):
+                # EventBridge invokes its Lambda targets asynchronously.
+                thread = threading.Thread(target=self.runner.invoke, args=(spec.name, event), daemon=True)
+                thread.start()
+                threads.append(thread)
         for listener in list(self.upload_listeners):
-            threading.Thread(target=listener, args=(event,), daemon=True).start()
+            listener(event)
+        return threads
 
     def injected_fault(self, resource_matches: Callable[[dict[str, Any]], bool]) -> Throw | None:
         """The fault planned for the state whose task is calling now, if any (only when a plan exists)."""

@@ -61,6 +61,7 @@ class FunctionSpec:
     timeout_seconds: int
     memory_mb: int
     environment: dict[str, str]
+    event_patterns: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,11 @@ def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]
                 timeout_seconds=int(properties.get("Timeout", global_function.get("Timeout", 3))),
                 memory_mb=int(properties.get("MemorySize", global_function.get("MemorySize", 128))),
                 environment={k: str(v) for k, v in env.items()},
+                event_patterns=tuple(
+                    evaluator.evaluate(event["Properties"]["Pattern"])
+                    for event in properties.get("Events", {}).values()
+                    if event.get("Type") == "EventBridgeRule"
+                ),
             )
         elif resource_type == "AWS::DynamoDB::Table":
             ttl = properties.get("TimeToLiveSpecification", {})

@@ -17,6 +17,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
+from pipeline_core.settings import require_env
+
 T = TypeVar("T")
 
 
@@ -63,6 +65,9 @@ def stage_handler(stage: str) -> Callable[[Callable[[dict[str, Any], Any], BaseM
     def decorate(func: Callable[[dict[str, Any], Any], BaseModel | dict[str, Any]]) -> Handler:
         @functools.wraps(func)
         def handler(event: dict[str, Any], context: Any) -> Any:
+            # Checked first: without a namespace the metrics flush below would fail and hide the stage's
+            # own outcome.
+            require_env("POWERTOOLS_METRICS_NAMESPACE")
             logger.set_correlation_id(correlation_id_of(event))
             logger.append_keys(stage=stage)
             started = time.perf_counter()

@@ -37,7 +37,7 @@ _TRANSIENT_CODES = frozenset(
 @functools.cache
 def client(service: str) -> Any:
     """A boto3 client for ``service`` built on first use (endpoint from AWS_ENDPOINT_URL if set)."""
-    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=_CONFIG)
 
 
 def is_transient(error: ClientError) -> bool:

@@ -1,0 +1,144 @@
+"""Commands that act on any target: start, watch, upload, runs, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from stepml.progress import HistoryReader
+from stepml.session import RunOutcome, execution_name_for, outcome_of, print_summary, start_and_follow
+from stepml.targets import Target, TargetError
+
+
+def execution_arn(target: Target, name_or_arn: str) -> str:
+    """An execution ARN from a name (of the target's state machine) or an ARN."""
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    return target.outputs.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name_or_arn}"
+
+
+def stage_dataset(target: Target, data: str, name: str, prefix: str = "datasets") -> str:
+    """The dataset's S3 URI: an s3:// URI as is, a local file uploaded to the target's bucket."""
+    if data.startswith("s3://"):
+        return data
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise TargetError(f"--data {path}: no such file")
+    key = f"{prefix}/{name}/{path.name}" if prefix != "incoming" else f"incoming/{path.name}"
+    target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=path.read_bytes())
+    return f"s3://{target.outputs.data_bucket}/{key}"
+
+
+def start(
+    target: Target, args: argparse.Namespace, execution_input: dict[str, Any], out: TextIO | None
+) -> RunOutcome | str:
+    """Start a run; follow it to the end unless ``--no-wait`` (then return its ARN)."""
+    name = args.name or execution_name_for(args.data)
+    execution_input = {**execution_input, "dataset": stage_dataset(target, args.data, name)}
+    sfn = target.client("stepfunctions")
+    if getattr(args, "no_wait", False):
+        return str(
+            sfn.start_execution(
+                stateMachineArn=target.outputs.state_machine_arn, name=name, input=json.dumps(execution_input)
+            )["executionArn"]
+        )
+    outcome, _ = start_and_follow(sfn, target.outputs.state_machine_arn, name, execution_input, out)
+    return outcome
+
+
+def watch(target: Target, name_or_arn: str, out: TextIO | None) -> RunOutcome:
+    """Follow an execution (live, or replayed if it already ended) and summarise it."""
+    from stepml.progress import follow
+
+    arn = execution_arn(target, name_or_arn)
+    try:
+        description, reader = follow(target.client("stepfunctions"), arn, out)
+    except target.client("stepfunctions").exceptions.ExecutionDoesNotExist as error:
+        raise TargetError(f"no execution {name_or_arn!r} on the {target.name} target") from error
+    return outcome_of(description, reader)
+
+
+def replay(record: dict[str, Any], out: TextIO | None) -> RunOutcome:
+    """Summarise a stored execution record (description + history) as ``watch`` would."""
+    from datetime import datetime
+
+    def parse(value: Any) -> Any:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    events = [{**e, "timestamp": parse(e["timestamp"])} for e in record["events"]]
+    reader = HistoryReader()
+    for change, visit in reader.feed(events):
+        if out is not None and change == "exited":
+            seconds = f"{visit.seconds:6.2f} s" if visit.seconds is not None else ""
+            print(f"  ✓ {visit.name:<28} {visit.kind:<8} {seconds}", file=out)
+    description = {**record, "startDate": parse(record["startDate"]), "stopDate": parse(record.get("stopDate"))}
+    return outcome_of(description, reader)
+
+
+def wait_for_execution(target: Target, arn: str, timeout: float = 30) -> bool:
+    """Wait until an execution exists (an upload starts it asynchronously)."""
+    sfn = target.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            sfn.describe_execution(executionArn=arn)
+            return True
+        except sfn.exceptions.ExecutionDoesNotExist:
+            time.sleep(0.1)
+    return False
+
+
+def upload(target: Target, path: Path, out: TextIO, wait: bool) -> RunOutcome | str:
+    """Upload under incoming/ (which starts a run through the S3 trigger) and follow that run."""
+    from pipeline_core.stages.start_pipeline import execution_name, ignore_reason
+
+    if not path.is_file():
+        raise TargetError(f"{path}: no such file")
+    key = f"incoming/{path.name}"
+    bucket = target.outputs.data_bucket
+    reason = ignore_reason(key, path.stat().st_size)
+    if reason:
+        raise TargetError(f"{path.name} would not start a run: {reason}")
+    put = target.client("s3").put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    print(f"Uploaded s3://{bucket}/{key}", file=out, flush=True)
+    name = execution_name(bucket, key, put.get("VersionId"), put.get("ETag", "").strip('"'))
+    arn = execution_arn(target, name)
+    if not wait_for_execution(target, arn):
+        raise TargetError(f"the upload started no execution {name} within 30 s: is the S3 trigger deployed?")
+    print(f"The S3 trigger started {arn}", file=out, flush=True)
+    return watch(target, arn, out) if wait else arn
+
+
+def list_runs(target: Target) -> list[dict[str, Any]]:
+    sfn = target.client("stepfunctions")
+    rows = []
+    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=target.outputs.state_machine_arn):
+        for e in page["executions"]:
+            stop = e.get("stopDate")
+            rows.append(
+                {
+                    "name": e["name"],
+                    "status": e["status"],
+                    "started": str(e["startDate"]),
+                    "seconds": f"{(stop - e['startDate']).total_seconds():.1f}" if stop else "-",
+                    "execution_arn": e["executionArn"],
+                }
+            )
+    return rows
+
+
+def list_models(target: Target) -> list[Any]:
+    from pipeline_core.aws.registry import ModelRegistry
+
+    return ModelRegistry(target.outputs.registry_table, target.client("dynamodb")).versions()
+
+
+def print_outcome(outcome: RunOutcome, as_json: bool, out: TextIO) -> int:
+    if as_json:
+        print(json.dumps(outcome.to_json(), default=str), file=out)
+    else:
+        print_summary(outcome, out)
+    return 0 if outcome.status == "SUCCEEDED" else 1
