@@ -314,10 +314,12 @@ def cmd_local_up(args: argparse.Namespace, out: TextIO) -> int:
         print("Press Ctrl-C to stop; the state is saved on exit.", file=out, flush=True)
         try:
             while not stop.wait(5):
+                aws.save_finished_executions()
                 aws.save()
         except KeyboardInterrupt:
             pass
         finally:
+            aws.save_finished_executions()
             server_file(layout).unlink(missing_ok=True)
     return 0
 

@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -206,6 +207,7 @@ class EmbeddedAws:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._clients: dict[str, Any] = {}
+        self._saved_executions: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> EmbeddedAws:
@@ -326,7 +328,10 @@ class EmbeddedAws:
             "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
             "Outputs": {key: {"Value": value} for key, value in outputs.items()},
         }
-        self.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
+        with warnings.catch_warnings():
+            # moto creates no resource for a wait-condition handle and says so; the outputs are what matter.
+            warnings.simplefilter("ignore", UserWarning)
+            self.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
 
     def upload_training_source(self) -> str:
         """Put training/ where the definition's TrainingSourceUri points (what a deploy step does on AWS)."""
@@ -353,6 +358,17 @@ class EmbeddedAws:
         for table in self.stack.tables.values():
             self.store.save_table(ddb, table.name)
 
+    def save_finished_executions(self) -> int:
+        """Store every ended execution not stored yet (those started by other clients of `local up`)."""
+        sfn = self.client("stepfunctions")
+        saved = 0
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.stack.state_machine_arn):
+            for execution in page["executions"]:
+                if execution["status"] != "RUNNING" and execution["name"] not in self._saved_executions:
+                    self.save_execution(execution["executionArn"])
+                    saved += 1
+        return saved
+
     def save_execution(self, execution_arn: str) -> dict[str, Any]:
         """Store an execution's description and history so later commands can show it."""
         sfn = self.client("stepfunctions")
@@ -364,6 +380,7 @@ class EmbeddedAws:
         record = {**description, "events": events}
         if self.persist:
             self.store.save_execution(description["name"], record)
+        self._saved_executions.add(description["name"])
         return record
 
     # -- S3 events -------------------------------------------------------------------------------------

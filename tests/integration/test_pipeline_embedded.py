@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import sys
 import json
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
