@@ -256,11 +256,15 @@ def confusion_matrix(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
 
 
 def binary_roc(frame: pd.DataFrame, labels: list[str]) -> RocCurve | None:
-    """The ROC curve of the positive class (the last label, as scikit-learn orders classes) if scored."""
-    if len(labels) != 2 or f"proba_{labels[1]}" not in frame.columns:
+    """The ROC curve of the positive class, if scored: the second of the sorted labels, as scikit-learn
+    orders ``classes_`` and as train.py picks the positive class for ``roc_auc``."""
+    if len(labels) != 2:
         return None
-    scores = pd.to_numeric(frame[f"proba_{labels[1]}"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return roc_curve(frame["y_true"].to_numpy() == labels[1], scores, labels[1])
+    positive = sorted(labels)[1]
+    if f"proba_{positive}" not in frame.columns:
+        return None
+    scores = pd.to_numeric(frame[f"proba_{positive}"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return roc_curve(frame["y_true"].to_numpy() == positive, scores, positive)
 
 
 def residual_summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
