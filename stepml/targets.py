@@ -91,9 +91,14 @@ def remote_target(name: str, stack_name: str, endpoint_url: str | None = None) -
     if name == "localstack":
         from localstack_client.session import Session as LocalStackSession
 
-        # localstack-client points every client at LocalStack (LOCALSTACK_HOST, default localhost:4566).
-        session: Any = LocalStackSession(region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        # localstack-client points every client at LocalStack (LOCALSTACK_HOST, default localhost:4566);
+        # --endpoint-url picks another host:port the same way.
+        host = endpoint_url.split("://", 1)[-1].rstrip("/") if endpoint_url else None
+        session: Any = LocalStackSession(
+            localstack_host=host, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+        )
         where = endpoint_url or "LocalStack"
+        endpoint_url = None  # the session itself now points there
     elif name == "aws":
         session = boto3.session.Session()  # the normal credential chain: env, profile, SSO, instance role
         where = endpoint_url or f"AWS ({session.region_name or 'no region configured'})"

@@ -129,9 +129,9 @@ def running_state(sfn: Any, state_machine_arn: str, resource_matches: Any) -> tu
     """
     running = sfn.list_executions(stateMachineArn=state_machine_arn, statusFilter="RUNNING")["executions"]
     for execution in running:
-        events = sfn.get_execution_history(executionArn=execution["executionArn"], reverseOrder=True, maxResults=40)[
-            "events"
-        ]
+        # Newest first (moto ignores reverseOrder and always answers oldest first, so sort here).
+        history = sfn.get_execution_history(executionArn=execution["executionArn"], reverseOrder=True)["events"]
+        events = sorted(history, key=lambda e: e["id"], reverse=True)
         # The task being invoked right now is the newest event, or followed only by its Started event.
         newest = [e for e in events[:2] if e["type"] in _IN_FLIGHT]
         scheduled = next((e for e in newest if e["type"] in {"LambdaFunctionScheduled", "TaskScheduled"}), None)
