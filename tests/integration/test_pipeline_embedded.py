@@ -39,7 +39,7 @@ def _visited(run: PipelineRun) -> list[str]:
     return [state["name"] for state in run.result["states"]]
 
 
-def _load_model(aws: EmbeddedAws, artifact: str) -> object:
+def _load_model(aws: EmbeddedAws, artifact: str) -> list[str]:
     import importlib.util
 
     bucket, key = artifact.removeprefix("s3://").split("/", 1)
@@ -54,7 +54,7 @@ def _load_model(aws: EmbeddedAws, artifact: str) -> object:
             archive.extractall(model_dir, filter="data")
         bundle = inference.model_fn(model_dir)
         frame = pd.read_csv(REPO / "data" / "iris.csv").drop(columns="species").head(5)
-        return inference.predict_fn(frame, bundle)
+        return list(inference.predict_fn(frame, bundle))
 
 
 def test_classification_run_succeeds_and_registers(iris_run: PipelineRun) -> None:

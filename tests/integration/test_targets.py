@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -38,9 +39,9 @@ class LocalUp:
             check=False,
         )
 
-    def client(self, service: str):  # type: ignore[no-untyped-def]
+    def client(self, service: str) -> Any:
         return boto3.client(
-            service,  # type: ignore[call-overload]
+            service,
             endpoint_url=self.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="testing",
@@ -78,7 +79,7 @@ def local_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalUp]:
     server.wait(timeout=30)
 
 
-def _last_json(completed: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
+def _last_json(completed: subprocess.CompletedProcess[str]) -> dict:
     assert completed.stdout.strip(), completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
