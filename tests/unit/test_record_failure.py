@@ -246,3 +246,48 @@ def test_handler_rolls_back_through_the_configured_backend(aws: FakeAws) -> None
     assert answer["status"] == "FAILED" and answer["failed_state"] == "CreateEndpoint"
     assert answer["rollback"] == f"endpoint {ENDPOINT} deleted: no earlier approved model"
     assert serving(store) is None
+
+
+def test_rejected_upload_is_quarantined_with_its_reason_and_the_original_kept(aws: FakeAws) -> None:
+    import json
+
+    from pipeline_core.aws.s3 import ObjectStore
+
+    original = b"age,label\n1,a\nabc,b\n"
+    dataset = aws.put("incoming/people.csv", original)
+    state = {"config": {"run_id": "up-1", "dataset": dataset, "model_name": "people"}}
+    event = failure_event(state, "ValidateData", "DataValidationError", "column 'age' row 2 has 'abc'", "up-1")
+    summary = record_failure(
+        event,
+        runs=RunLog(aws.runs_table, aws.dynamodb),
+        registry=not_needed,
+        endpoints=not_needed,
+        store=lambda: ObjectStore(aws.s3),
+    )
+    assert summary.quarantine_uri == f"s3://{aws.bucket}/quarantine/up-1/people.csv"
+    assert aws.get("quarantine/up-1/people.csv") == original
+    assert aws.get("incoming/people.csv") == original  # nothing is lost: the upload stays
+    reason = json.loads(aws.get("quarantine/up-1/people.csv.reason.json"))
+    assert reason["error"] == "DataValidationError"
+    assert "row 2" in reason["cause"]
+    assert run_record(aws, "up-1")["quarantine_uri"] == summary.quarantine_uri
+
+
+@pytest.mark.parametrize(
+    ("key", "error"),
+    [("datasets/run/people.csv", "DataValidationError"), ("incoming/people.csv", "TransientStoreError")],
+)
+def test_only_rejected_uploads_are_quarantined(aws: FakeAws, key: str, error: str) -> None:
+    from pipeline_core.aws.s3 import ObjectStore
+
+    dataset = aws.put(key, b"a,b\n1,2\n")
+    event = failure_event({"config": {"run_id": "r-2", "dataset": dataset}}, "ValidateData", error, "x", "r-2")
+    summary = record_failure(
+        event,
+        runs=RunLog(aws.runs_table, aws.dynamodb),
+        registry=not_needed,
+        endpoints=not_needed,
+        store=lambda: ObjectStore(aws.s3),
+    )
+    assert summary.quarantine_uri is None
+    assert aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="quarantine/").get("KeyCount", 0) == 0

@@ -8,11 +8,13 @@ record of the original failure.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.runs import RunLog, utc_now
+from pipeline_core.aws.s3 import ObjectStore, S3Uri
 from pipeline_core.aws.sagemaker import EndpointControl
 from pipeline_core.errors import TransientError
 from pipeline_core.models import FailureRecord, RegistryRecord
@@ -38,6 +40,7 @@ class FailureSummary(FailureRecord):
     status: str = "FAILED"
     failed_at: str
     rollback: str | None = None
+    quarantine_uri: str | None = None
 
 
 def truncate_cause(cause: str, limit: int = MAX_CAUSE_CHARS) -> str:
@@ -159,12 +162,45 @@ def roll_back_endpoint(
     return f"endpoint {endpoint_name} rolled back to model v{champion.version} ({champion.endpoint_config_name})"
 
 
+# Errors that mean "this file cannot be used": an uploaded file with one of them is quarantined.
+QUARANTINE_ERRORS = frozenset({"DataValidationError"})
+INCOMING_PREFIX = "incoming/"
+
+
+def quarantine_upload(store: ObjectStore, summary: FailureSummary, dataset_uri: str | None) -> str | None:
+    """Copy a rejected upload (under incoming/) to ``quarantine/<run_id>/`` with the reason beside it.
+
+    The uploaded object itself is left where it is (nothing is lost); the quarantine copy and its
+    ``.reason.json`` say it was rejected and why, so an operator finds rejected files in one place.
+    """
+    if summary.error not in QUARANTINE_ERRORS or not dataset_uri:
+        return None
+    source = S3Uri.parse(dataset_uri)
+    if not source.key.startswith(INCOMING_PREFIX):
+        return None
+    name = source.key.rsplit("/", 1)[-1]
+    target = S3Uri(source.bucket, f"quarantine/{summary.run_id}/{name}")
+    store.copy(dataset_uri, str(target))
+    reason = {
+        "source": dataset_uri,
+        "run_id": summary.run_id,
+        "execution_arn": summary.execution_arn,
+        "failed_state": summary.failed_state,
+        "error": summary.error,
+        "cause": summary.cause,
+        "failed_at": summary.failed_at,
+    }
+    store.write_bytes(f"{target}.reason.json", json.dumps(reason, indent=1).encode(), "application/json")
+    return str(target)
+
+
 def record_failure(
     event: Mapping[str, Any],
     *,
     runs: RunLog,
     registry: Callable[[], ModelRegistry],
     endpoints: Callable[[], EndpointControl],
+    store: Callable[[], ObjectStore] | None = None,
 ) -> FailureSummary:
     """Record the failure on the run and roll back the endpoint if the run had changed it.
 
@@ -194,6 +230,11 @@ def record_failure(
     # the failure itself is on record before any rollback is attempted
     record_fields = summary.model_dump(exclude={"run_id", "rollback"})
     runs.update_run(run_id, **record_fields, finished_at=summary.failed_at)
+    if store is not None:
+        quarantined = quarantine_upload(store(), summary, summary.input_pointers.get("dataset"))
+        if quarantined:
+            runs.update_run(run_id, quarantine_uri=quarantined)
+            summary = summary.model_copy(update={"quarantine_uri": quarantined})
 
     endpoint_name, model_name = _text(config.get("endpoint_name")), _text(config.get("model_name"))
     if not (endpoint_name and model_name and endpoint_was_touched(state, failed_state)):
