@@ -11,13 +11,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# checkov pins boto3 and packaging versions that conflict with ours, so it lives in a venv of its own.
+CHECKOV := $(VENV)/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet "checkov==3.3.30"
+
+install: $(STAMP) $(CHECKOV)
 
 run: $(STAMP)
 	$(BIN)/stepml run $(ARGS)
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
-test: $(STAMP) lint
+test: $(STAMP) $(CHECKOV) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

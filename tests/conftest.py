@@ -26,6 +26,7 @@ class FakeAws:
     bucket = "stepml-test-data"
     registry_table = "stepml-test-registry"
     runs_table = "stepml-test-runs"
+    idempotency_table = "stepml-test-idempotency"
 
     def __init__(self) -> None:
         self.s3 = boto3.client("s3", region_name=REGION)
@@ -49,6 +50,12 @@ class FakeAws:
             AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
         )
+        self.dynamodb.create_table(
+            TableName=self.idempotency_table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        )
 
     def put(self, key: str, data: bytes) -> str:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
@@ -64,6 +71,7 @@ class FakeAws:
             "DATA_BUCKET": self.bucket,
             "MODEL_REGISTRY_TABLE": self.registry_table,
             "RUNS_TABLE": self.runs_table,
+            "IDEMPOTENCY_TABLE": self.idempotency_table,
             "ENDPOINT_NAME_PREFIX": "stepml-test",
             "SAGEMAKER_BACKEND": "standin",
             "POWERTOOLS_SERVICE_NAME": "stepml-test",

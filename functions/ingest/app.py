@@ -4,14 +4,23 @@ from typing import Any
 
 from pipeline_core.aws.runs import RunLog
 from pipeline_core.aws.s3 import ObjectStore
+from pipeline_core.idempotency import run_once
 from pipeline_core.models import IngestResult
 from pipeline_core.observability import stage_handler
 from pipeline_core.settings import require_env
 from pipeline_core.stages.ingest import IngestEvent, ingest
 
 
+def _ingest(event: dict[str, Any]) -> dict[str, Any]:
+    parsed = IngestEvent.model_validate(event)
+    result = ingest(parsed.config, parsed.execution_arn, store=ObjectStore(), runs=RunLog(require_env("RUNS_TABLE")))
+    return result.model_dump(mode="json")
+
+
 @stage_handler("Ingest")
 def lambda_handler(event: dict[str, Any], context: Any) -> IngestResult:
-    """Event: ``{"config", "execution_arn"}``; result: IngestResult (stored at ``$.ingest``)."""
-    parsed = IngestEvent.model_validate(event)
-    return ingest(parsed.config, parsed.execution_arn, store=ObjectStore(), runs=RunLog(require_env("RUNS_TABLE")))
+    """Event: ``{"config", "execution_arn"}``; result: IngestResult (stored at ``$.ingest``).
+
+    Once per execution: a retried or duplicated invocation returns the first one's result.
+    """
+    return IngestResult.model_validate(run_once(event, context, "execution_arn", _ingest))
