@@ -234,7 +234,6 @@ def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     """Start a run on a target and (unless --no-wait) follow it to the end."""
     from stepml.remote import print_outcome, start
-    from stepml.targets import TargetError
 
     layout = project_layout()
     args.data = args.data or str(layout.sample_data_dir / "iris.csv")
@@ -244,23 +243,24 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
                 "--no-wait needs a live target: the embedded AWS lives only as long as this command "
                 "(start `stepml local up` in another terminal, or drop --no-wait)"
             )
-        try:
-            result = start(target, args, _execution_input(args), None if args.json else out)
-        except TargetError as error:
-            raise CliError(str(error)) from error
+        result = start(target, args, _execution_input(args), None if args.json else out)
         if isinstance(result, str):
             print(result, file=out)
             return 0
-        if hasattr(target, "save_execution"):
-            target.save_execution(result.execution_arn)
+        _keep_record(target, result.execution_arn)
     return print_outcome(result, args.json, out)
+
+
+def _keep_record(target: Any, execution_arn: str) -> None:
+    """An embedded AWS started by this command stores the execution for later `runs`/`watch`."""
+    if hasattr(target, "save_execution"):
+        target.save_execution(execution_arn)
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     """Follow an execution until it ends (or show how it ended) and summarise it."""
     from stepml.embedded.state_store import StateStore
     from stepml.remote import print_outcome, replay, watch
-    from stepml.targets import TargetError
 
     layout = project_layout()
     if not _is_remote(args, layout):
@@ -270,28 +270,20 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"no execution {name!r} in the embedded state ({layout.state_dir}); see `stepml runs`")
         return print_outcome(replay(record, None if args.json else out), args.json, out)
     with _open_target(args, layout) as target:
-        try:
-            outcome = watch(target, args.execution, None if args.json else out)
-        except TargetError as error:
-            raise CliError(str(error)) from error
+        outcome = watch(target, args.execution, None if args.json else out)
     return print_outcome(outcome, args.json, out)
 
 
 def cmd_upload(args: argparse.Namespace, out: TextIO) -> int:
     """Upload a file under incoming/ so the S3 trigger starts a run, and follow that run."""
     from stepml.remote import print_outcome, upload
-    from stepml.targets import TargetError
 
     layout = project_layout()
     with _open_target(args, layout) as target:
-        try:
-            result = upload(target, Path(args.file), out, wait=not args.no_wait)
-        except TargetError as error:
-            raise CliError(str(error)) from error
+        result = upload(target, Path(args.file), out, wait=not args.no_wait)
         if isinstance(result, str):
             return 0
-        if hasattr(target, "save_execution"):
-            target.save_execution(result.execution_arn)
+        _keep_record(target, result.execution_arn)
     return print_outcome(result, args.json, out)
 
 
