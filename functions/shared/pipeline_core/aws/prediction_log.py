@@ -1,0 +1,254 @@
+"""The prediction log: one DynamoDB item per (sampled) inference request, expiring after a TTL.
+
+Items are keyed by ``request_id`` alone: a key per model would put every request of a busy model on one
+partition, and DynamoDB caps a partition at 1,000 writes per second. ``expires_at`` is the table's TTL
+attribute (epoch seconds); DynamoDB deletes expired items within a few days at no cost.
+
+Two ways to write (``PREDICTION_LOG_MODE``):
+
+* ``sync`` (default; what Lambda needs): one PutItem per logged request, before the response. Lambda
+  freezes an execution environment between invocations and may discard it without notice, so work left
+  for after the response could be lost; the price is one DynamoDB round trip (a few ms) per logged
+  request, which ``PREDICTION_LOG_SAMPLE_RATE`` trades against completeness.
+* ``background`` (long-running servers: ``stepml serve``): items are queued and written by a thread with
+  BatchWriteItem (25 per call) at most ``FLUSH_SECONDS`` later, and on exit. A full queue drops items
+  and counts them rather than slow requests down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline_core.aws.clients import client, transient_errors_as
+from pipeline_core.errors import ConfigurationError
+from pipeline_core.settings import optional_env, require_env
+
+DEFAULT_SAMPLE_RATE = 1.0
+DEFAULT_TTL_DAYS = 30
+MODES = ("sync", "background")
+# BatchWriteItem takes at most 25 items per call.
+BATCH_SIZE = 25
+FLUSH_SECONDS = 0.2
+MAX_QUEUED = 10_000
+
+
+def input_sha256(instances: list[dict[str, Any]]) -> str:
+    """sha256 of the canonical JSON of the request's rows (sorted keys, no spaces, UTF-8).
+
+    Two requests with the same rows hash alike whatever the key order or whitespace the client sent.
+    """
+    canonical = json.dumps(instances, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """What is logged about one request (never the rows themselves: only their hash)."""
+
+    request_id: str
+    model_name: str
+    model_version: int
+    latency_ms: float
+    model_latency_ms: float
+    n_rows: int
+    input_sha256: str
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigurationError(f"PREDICTION_LOG_SAMPLE_RATE must be a number from 0 to 1, got {text!r}")
+    return rate
+
+
+def _mode(text: str) -> str:
+    if text not in MODES:
+        raise ConfigurationError(f"PREDICTION_LOG_MODE must be one of {', '.join(MODES)}, got {text!r}")
+    return text
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"PREDICTION_LOG_TTL_DAYS must be a whole number of days >= 1, got {text!r}")
+    return int(text)
+
+
+class PredictionLog:
+    """Write sampled prediction records; :meth:`record` never raises (the caller counts failures)."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        sample_rate: float = DEFAULT_SAMPLE_RATE,
+        ttl_days: int = DEFAULT_TTL_DAYS,
+        dynamodb_client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        sampler: Callable[[], float] = random.random,
+        mode: str = "sync",
+    ) -> None:
+        self.table_name = table_name
+        self.sample_rate = sample_rate
+        self.ttl_seconds = ttl_days * 86_400
+        self.mode = _mode(mode)
+        self._ddb = dynamodb_client
+        self._clock = clock
+        self._sampler = sampler
+        self._writer: _BackgroundWriter | None = None
+        self._writer_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> PredictionLog:
+        """Table from PREDICTION_LOG_TABLE (required); sample rate and TTL days are tuning knobs."""
+        return cls(
+            require_env("PREDICTION_LOG_TABLE", environ),
+            sample_rate=_rate(optional_env("PREDICTION_LOG_SAMPLE_RATE", str(DEFAULT_SAMPLE_RATE), environ)),
+            ttl_days=_days(optional_env("PREDICTION_LOG_TTL_DAYS", str(DEFAULT_TTL_DAYS), environ)),
+            mode=optional_env("PREDICTION_LOG_MODE", "sync", environ),
+        )
+
+    @property
+    def dynamodb(self) -> Any:
+        if self._ddb is None:
+            self._ddb = client("dynamodb")
+        return self._ddb
+
+    def sampled(self) -> bool:
+        """Whether this request is to be logged (decided before the work, so unsampled ones cost nothing)."""
+        return self.sample_rate >= 1.0 or self._sampler() < self.sample_rate
+
+    def item(self, record: PredictionRecord) -> dict[str, Any]:
+        """The DynamoDB item (attribute-value form) for ``record``."""
+        now = self._clock()
+        return {
+            "request_id": {"S": record.request_id},
+            "model_name": {"S": record.model_name},
+            "model_version": {"N": str(record.model_version)},
+            "latency_ms": {"N": f"{record.latency_ms:.3f}"},
+            "model_latency_ms": {"N": f"{record.model_latency_ms:.3f}"},
+            "n_rows": {"N": str(record.n_rows)},
+            "input_sha256": {"S": record.input_sha256},
+            "timestamp": {"S": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")},
+            "expires_at": {"N": str(int(now) + self.ttl_seconds)},
+        }
+
+    def write(self, record: PredictionRecord) -> None:
+        """PutItem the record (raises TransientStoreError or ClientError; see :meth:`record`)."""
+        with transient_errors_as(f"logging prediction {record.request_id}"):
+            self.dynamodb.put_item(TableName=self.table_name, Item=self.item(record))
+
+    def record(self, record: PredictionRecord) -> Exception | None:
+        """Write (or queue) the record; a failure is returned, not raised: logging must never fail a
+        prediction. In background mode, failures of earlier batches are reported by :meth:`take_failures`."""
+        try:
+            if self.mode == "background":
+                if not self._background().submit(self.item(record)):
+                    return OverflowError(f"the prediction log queue is full ({MAX_QUEUED} items); item dropped")
+                return None
+            self.write(record)
+        except Exception as error:  # the request has its answer already; a lost log line is the lesser harm
+            return error
+        return None
+
+    def take_failures(self) -> list[str]:
+        """Errors the background writer met since the last call (empty in sync mode)."""
+        return self._writer.take_failures() if self._writer is not None else []
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Write whatever the background writer still holds (called at exit too)."""
+        if self._writer is not None:
+            self._writer.flush(timeout)
+
+    def _background(self) -> _BackgroundWriter:
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = _BackgroundWriter(self)
+        return self._writer
+
+
+_WRITERS: weakref.WeakSet[_BackgroundWriter] = weakref.WeakSet()
+
+
+def flush_background_writers(timeout: float = 5.0) -> None:
+    """Write what every background writer of this process still holds (a server that is stopping)."""
+    for writer in list(_WRITERS):
+        writer.flush(timeout)
+
+
+class _BackgroundWriter:
+    """A daemon thread that writes queued items with BatchWriteItem."""
+
+    def __init__(self, log: PredictionLog) -> None:
+        self._log = log
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = threading.Condition()
+        self._failures: list[str] = []
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
+        self._thread.start()
+        _WRITERS.add(self)
+        atexit.register(self.flush)
+
+    def submit(self, item: dict[str, Any]) -> bool:
+        with self._wake:
+            if len(self._queue) >= MAX_QUEUED:
+                return False
+            self._queue.append(item)
+            if len(self._queue) >= BATCH_SIZE:
+                self._wake.notify()
+        return True
+
+    def take_failures(self) -> list[str]:
+        with self._wake:
+            failures, self._failures = self._failures, []
+        return failures
+
+    def flush(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            self._wake.notify()
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._wake.wait(0.05)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if len(self._queue) < BATCH_SIZE:
+                    self._wake.wait(FLUSH_SECONDS)
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                self._busy = bool(batch)
+            if batch:
+                error = self._write(batch)
+                with self._wake:
+                    self._busy = False
+                    if error:
+                        self._failures.append(error)
+                    self._wake.notify_all()
+
+    def _write(self, batch: list[dict[str, Any]]) -> str | None:
+        requests = [{"PutRequest": {"Item": item}} for item in batch]
+        try:
+            for _attempt in range(3):
+                answer = self._log.dynamodb.batch_write_item(RequestItems={self._log.table_name: requests})
+                requests = answer.get("UnprocessedItems", {}).get(self._log.table_name, [])
+                if not requests:
+                    return None
+                time.sleep(0.05)  # throttled: DynamoDB hands back what it did not write
+            return f"{len(requests)} prediction log item(s) still unprocessed after 3 attempts"
+        except Exception as error:
+            return f"{len(requests)} prediction log item(s) lost: {type(error).__name__}: {error}"
