@@ -1,0 +1,320 @@
+"""Speed of the inference API: the handler in process, and ``stepml serve`` over HTTP on loopback.
+
+1. Trains and deploys the bundled iris model with ``stepml run`` into a temporary state directory.
+2. Handler in process: the InferenceFunction's real handler with its template environment (what
+   ``stepml serve`` runs), called directly on API Gateway proxy events for one row; p50/p99 over
+   ``--calls``, split into the model's own time (the endpoint runtime alone on the same row) and the
+   handler's overhead, with the prediction log off, written in the background, and written per request
+   (Lambda's way).
+3. HTTP: ``stepml serve`` in a subprocess per worker count, driven by ``wrk`` when installed (a C load
+   generator: it measures the server, not the client) or else by Python client processes with keep-alive
+   connections; single-row and 100-row batches at each concurrency, each run bounded by ``--duration``.
+
+Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
+[--workers 1,2] [--out results.json]``. docs/serving.md has the figures and the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ROW = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(seconds, 0.50) * 1000, 3),
+        "p99_ms": round(percentile(seconds, 0.99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(seconds) * 1000, 3),
+    }
+
+
+def body(rows: int) -> bytes:
+    return json.dumps({"instances": [ROW] * rows}).encode()
+
+
+# --- 1. a deployed model -----------------------------------------------------------------------------
+
+
+def deploy(state_dir: Path) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "stepml.cli", "run", "--json", "--data", str(REPO / "data" / "iris.csv")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"stepml run failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- 2. the handler in process -----------------------------------------------------------------------
+
+
+def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
+    """p50/p99 of the handler on one row, and of the model alone, in this process."""
+    os.environ["STEPML_STATE_DIR"] = str(state_dir)
+    from stepml.serve import FUNCTION_ID, LocalApi, proxy_event
+
+    api = LocalApi(port=0, watch=False, log_mode="background")
+    api.start()
+    module = sys.modules[f"_stepml_serve_{FUNCTION_ID}"]
+    assert api.server is not None
+    invoke = api.server.invoke
+    results: dict[str, Any] = {"model": api.model_name}
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - the handler's log lines would time the terminal
+    saved = sys.stdout
+    try:
+        sys.stdout = devnull
+        for mode, rate in (("off", "0"), ("background", "1"), ("sync", "1")):
+            os.environ["PREDICTION_LOG_SAMPLE_RATE"] = rate
+            os.environ["PREDICTION_LOG_MODE"] = mode if mode != "off" else "sync"
+            module._app.cache_clear()
+            event = proxy_event("POST", "/predict", [("Content-Type", "application/json")], body(1))
+            for _ in range(200):  # warm: model loaded, caches filled
+                invoke(event)
+            timings = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                answer = invoke(event)
+                timings.append(time.perf_counter() - started)
+                assert answer["statusCode"] == 200, answer
+            results[f"handler_log_{mode}"] = summary_ms(timings)
+        # The model alone: the endpoint runtime the handler calls (stand-in + inference.predict_records).
+        from pipeline_core.aws.sagemaker import endpoint_runtime
+
+        endpoint = f"{os.environ['ENDPOINT_NAME_PREFIX']}-{api.model_name}-ep"  # docs/architecture.md naming
+        runtime = endpoint_runtime()
+        timings = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            runtime.predict(endpoint, [ROW])
+            timings.append(time.perf_counter() - started)
+        results["model_only"] = summary_ms(timings)
+    finally:
+        sys.stdout = saved
+        devnull.close()
+        api.stop()
+    overhead = results["handler_log_off"]["p50_ms"] - results["model_only"]["p50_ms"]
+    results["handler_overhead_p50_ms"] = round(overhead, 3)
+    return results
+
+
+# --- 3. HTTP -------------------------------------------------------------------------------------------
+
+
+def _client(port: int, payload: bytes, deadline: float, max_requests: int, out: Any) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": "application/json"}
+    while time.perf_counter() < deadline and len(latencies) < max_requests:
+        started = time.perf_counter()
+        connection.request("POST", "/predict", payload, headers)
+        response = connection.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - started)
+        errors += response.status != 200
+    connection.close()
+    out.put((latencies, errors))
+
+
+def python_load(port: int, payload: bytes, concurrency: int, duration: float, max_requests: int) -> dict[str, Any]:
+    """Client processes (not threads: the GIL would make the client the bottleneck), one keep-alive each."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    started = time.perf_counter()
+    deadline = started + duration
+    processes = [
+        context.Process(target=_client, args=(port, payload, deadline, max_requests // concurrency, queue))
+        for _ in range(concurrency)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [queue.get(timeout=duration + 60) for _ in processes]
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    latencies = [value for values, _ in outcomes for value in values]
+    return {
+        "tool": "python",
+        "requests": len(latencies),
+        "errors": sum(errors for _, errors in outcomes),
+        "rps": round(len(latencies) / elapsed, 1),
+        **summary_ms(latencies),
+    }
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk_load(port: int, payload: bytes, concurrency: int, duration: float) -> dict[str, Any]:
+    """wrk with one thread (the server is what needs the cores)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        script.write(f"wrk.body = {json.dumps(payload.decode())}\n")
+    try:
+        completed = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name,
+             f"http://127.0.0.1:{port}/predict"],
+            capture_output=True, text=True, check=True, timeout=duration + 60,
+        )  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    text = completed.stdout
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", text, re.MULTILINE))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return {
+        "tool": "wrk",
+        "requests": requests,
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(percentiles["50"]),
+        "p99_ms": _ms(percentiles["99"]),
+    }
+
+
+def start_server(state_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    from stepml.embedded.runtime import free_port
+
+    port = free_port()
+    log = open(state_dir / f"serve-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stepml.serve", "--port", str(port), "--workers", str(workers)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return process, port
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit(f"stepml serve did not start; see {log.name}")
+
+
+def http_load(
+    state_dir: Path, workers: list[int], concurrency: list[int], duration: float, max_requests: int
+) -> list[dict[str, Any]]:
+    use_wrk = shutil.which("wrk") is not None
+    rows = []
+    for count in workers:
+        process, port = start_server(state_dir, count)
+        try:
+            for batch in (1, 100):
+                payload = body(batch)
+                # warm every worker (connections spread over them) before measuring
+                python_load(port, payload, max(concurrency) * 2, 2.0, 2000)
+                for clients in concurrency:
+                    if use_wrk:
+                        figures = wrk_load(port, payload, clients, duration)
+                    else:
+                        figures = python_load(port, payload, clients, duration, max_requests)
+                    rows.append({"workers": count, "rows": batch, "concurrency": clients, **figures})
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return rows
+
+
+def run(
+    calls: int = 2000,
+    duration: float = 10.0,
+    concurrency: list[int] | None = None,
+    workers: list[int] | None = None,
+    max_requests: int = 50_000,
+) -> dict[str, Any]:
+    """Everything above; returns the figures (``benchmarks/run_all.py`` calls this)."""
+    with tempfile.TemporaryDirectory(prefix="stepml-bench-serve-") as temp:
+        state_dir = Path(temp)
+        deployed = deploy(state_dir)
+        handler = handler_in_process(state_dir, calls)
+        print(json.dumps({"handler": handler}), flush=True)
+        load = http_load(state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests)
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "model": {"name": deployed.get("model_name") or handler["model"], "version": deployed.get("model_version")},
+        "handler": handler,
+        "http": load,
+    }
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    handler = figures["handler"]
+    print(f"\nmachine: {figures['machine']}")
+    print("handler in process, 1 row (ms):")
+    for key in ("model_only", "handler_log_off", "handler_log_background", "handler_log_sync"):
+        print(f"  {key:<24} p50 {handler[key]['p50_ms']:>7.3f}   p99 {handler[key]['p99_ms']:>7.3f}")
+    print(f"  handler overhead (p50, log off, minus the model): {handler['handler_overhead_p50_ms']:.3f} ms")
+    print("HTTP (stepml serve, loopback):")
+    print(f"  {'workers':>7} {'rows':>5} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  tool")
+    for row in figures["http"]:
+        print(
+            f"  {row['workers']:>7} {row['rows']:>5} {row['concurrency']:>7} {row['rps']:>8.1f} "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6}  {row['tool']}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000, help="handler calls per measurement")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP run")
+    parser.add_argument("--concurrency", default="1,2,8", help="comma-separated client counts")
+    parser.add_argument("--workers", default="1,2", help="comma-separated `stepml serve --workers` values")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="cap per HTTP run (Python client)")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    figures = run(
+        args.calls,
+        args.duration,
+        [int(c) for c in args.concurrency.split(",")],
+        [int(w) for w in args.workers.split(",")],
+        args.max_requests,
+    )
+    print_report(figures)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
