@@ -323,7 +323,10 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         default="embedded",
         help="where the stack runs (default: embedded; a running `stepml local up` is used when there is one)",
     )
-    parser.add_argument("--stack-name", default="stepml", help="CloudFormation stack name (localstack, aws)")
+    parser.add_argument(
+        "--stack-name",
+        help="CloudFormation stack name (default: stepml-local on localstack, stepml-dev on aws, as deployed)",
+    )
     parser.add_argument("--endpoint-url", help="override the AWS endpoint (e.g. a LocalStack on another host)")
 
 

@@ -62,7 +62,7 @@ def _sdk() -> Any:
     return sdk_workflow
 
 
-def _target(target: str, endpoint_url: str | None, stack_name: str) -> RemoteTarget:
+def _target(target: str, endpoint_url: str | None, stack_name: str | None) -> RemoteTarget:
     from stepml.targets import remote_target, remote_target_for_endpoint
 
     if target not in TARGETS:
@@ -84,7 +84,9 @@ def _target(target: str, endpoint_url: str | None, stack_name: str) -> RemoteTar
     return remote_target_for_endpoint(endpoint_url, stack_name)
 
 
-def attach(target: str = "embedded", endpoint_url: str | None = None, stack_name: str = "stepml") -> PipelineNotebook:
+def attach(
+    target: str = "embedded", endpoint_url: str | None = None, stack_name: str | None = None
+) -> PipelineNotebook:
     """Attach the SDK's ``Workflow`` to the deployed pipeline's state machine (from the stack's outputs).
 
     ``embedded`` is a running ``stepml local up`` (found from its server file, or at ``endpoint_url``);

@@ -19,6 +19,9 @@ from typing import Any, Protocol
 from stepml.project import ProjectLayout
 
 TARGETS = ("embedded", "localstack", "aws")
+# Where each target's stack is by default: `stepml local up` publishes "stepml", the LocalStack ready hook
+# deploys "stepml-local" and infra/samconfig.toml deploys "stepml-dev".
+DEFAULT_STACK_NAMES = {"embedded": "stepml", "localstack": "stepml-local", "aws": "stepml-dev"}
 OUTPUT_KEYS = ("StateMachineArn", "DataBucketName", "ModelRegistryTableName", "RunsTableName")
 
 
@@ -84,9 +87,11 @@ def read_stack_outputs(cloudformation: Any, stack_name: str, where: str) -> Stac
     return StackOutputs.from_outputs(outputs, where)
 
 
-def remote_target(name: str, stack_name: str, endpoint_url: str | None = None) -> RemoteTarget:
+def remote_target(name: str, stack_name: str | None, endpoint_url: str | None = None) -> RemoteTarget:
     """A target reached over the network: ``localstack`` (localstack-client's endpoint) or ``aws``."""
     import boto3
+
+    stack_name = stack_name or DEFAULT_STACK_NAMES.get(name, "stepml")
 
     if name == "localstack":
         from localstack_client.session import Session as LocalStackSession
@@ -141,12 +146,16 @@ def embedded_target(layout: ProjectLayout) -> Any:
         yield aws
 
 
-def remote_target_for_endpoint(endpoint_url: str, stack_name: str = "stepml") -> RemoteTarget:
+def remote_target_for_endpoint(endpoint_url: str, stack_name: str | None = None) -> RemoteTarget:
     """A target at an AWS-compatible endpoint (a running ``stepml local up``) with fake credentials."""
     import boto3
 
     session = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
-    outputs = read_stack_outputs(session.client("cloudformation", endpoint_url=endpoint_url), stack_name, endpoint_url)
+    outputs = read_stack_outputs(
+        session.client("cloudformation", endpoint_url=endpoint_url),
+        stack_name or DEFAULT_STACK_NAMES["embedded"],
+        endpoint_url,
+    )
     return RemoteTarget("embedded", session, outputs, endpoint_url)

@@ -215,7 +215,7 @@ else:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         for target in ("aws", "localstack"):
-            attached = attach(target, endpoint_url=local_up.endpoint_url)
+            attached = attach(target, endpoint_url=local_up.endpoint_url, stack_name="stepml")
             assert attached.workflow.state_machine_arn == local_up.outputs["StateMachineArn"], target
 
     def test_missing_stack_is_a_clear_error(local_up: LocalUp) -> None:

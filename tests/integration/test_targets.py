@@ -155,10 +155,14 @@ def test_duplicate_event_delivery_starts_one_run(local_up: LocalUp) -> None:
 
 def test_remote_code_paths_reach_local_up(local_up: LocalUp) -> None:
     for target in ("localstack", "aws"):
-        listed = local_up.cli("runs", "--target", target, "--endpoint-url", local_up.endpoint_url, "--json")
+        listed = local_up.cli(
+            "runs", "--target", target, "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml", "--json"
+        )
         assert listed.returncode == 0, listed.stderr
         assert any(r["status"] == "SUCCEEDED" for r in json.loads(listed.stdout)), target
-    models = local_up.cli("models", "--target", "aws", "--endpoint-url", local_up.endpoint_url, "--json")
+    models = local_up.cli(
+        "models", "--target", "aws", "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml", "--json"
+    )
     assert models.returncode == 0, models.stderr
     assert any(m["status"] == "approved" for m in json.loads(models.stdout))
 
