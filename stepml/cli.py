@@ -391,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
+    from stepml import serve
+
+    serve.add_parser(commands)  # `stepml serve`: the inference API on 127.0.0.1
+
     local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
     local_commands = local.add_subparsers(dest="local_command", required=True)
     up = local_commands.add_parser("up", help="serve the embedded AWS with the stack deployed")
