@@ -326,7 +326,9 @@ def last_deployed_model(aws: Any) -> str | None:
     return max(approved, key=lambda r: r.created_at).model_name if approved else None
 
 
-def function_environment(aws: Any, spec: Any, model_name: str | None, log_mode: str = "background") -> dict[str, str]:
+def function_environment(
+    aws: Any, spec: Any, model_name: str | None, log_mode: str = "background", log_sample_rate: float | None = None
+) -> dict[str, str]:
     """The function's environment from the template, pointed at the embedded AWS (as LambdaRunner does)."""
     from stepml.embedded.runtime import fake_credentials
     from stepml.embedded.template import REGION
@@ -347,6 +349,8 @@ def function_environment(aws: Any, spec: Any, model_name: str | None, log_mode: 
     # This server is a long-running process (Lambda freezes its environments between requests): the
     # prediction log is written by a background thread unless --log-mode sync asks for Lambda's way.
     environment["PREDICTION_LOG_MODE"] = log_mode
+    if log_sample_rate is not None:
+        environment["PREDICTION_LOG_SAMPLE_RATE"] = str(log_sample_rate)
     return environment
 
 
@@ -398,6 +402,7 @@ class LocalApi:
         watch: bool = True,
         workers: int = 1,
         log_mode: str = "background",
+        log_sample_rate: float | None = None,
     ) -> None:
         from stepml.embedded.runtime import EmbeddedAws
         from stepml.project import project_layout
@@ -417,6 +422,7 @@ class LocalApi:
         self.watch = watch
         self.workers = workers
         self.log_mode = log_mode
+        self.log_sample_rate = log_sample_rate
         self.port = port
         self._processes: list[Any] = []
         self.model_name: str | None = None
@@ -445,7 +451,7 @@ class LocalApi:
         self.aws.restore()
         spec = self.aws.stack.functions[FUNCTION_ID]
         self.model_name = self.requested_model or last_deployed_model(self.aws) or spec.environment.get("MODEL_NAME")
-        environment = function_environment(self.aws, spec, self.model_name, self.log_mode)
+        environment = function_environment(self.aws, spec, self.model_name, self.log_mode, self.log_sample_rate)
         if self.backend == "runner":
             from stepml.embedded.lambda_runner import LambdaRunner
 
@@ -538,12 +544,13 @@ def serve(
     backend: Backend = "inprocess",
     workers: int = 1,
     log_mode: str = "background",
+    log_sample_rate: float | None = None,
 ) -> int:
     """Serve the inference API on 127.0.0.1:``port`` until interrupted (SIGINT or SIGTERM)."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        api = LocalApi(port, model_name, backend, workers=workers, log_mode=log_mode)
+        api = LocalApi(port, model_name, backend, workers=workers, log_mode=log_mode, log_sample_rate=log_sample_rate)
         with _function_output_to(api.log_path), api:
             how = f"{backend}, {workers} worker(s)" if backend == "inprocess" else backend
             print(f"stepml inference API on {api.url} ({how}; Ctrl-C stops)", file=out)
@@ -567,7 +574,13 @@ def serve(
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     return serve(
-        args.port, out, model_name=args.model, backend=args.backend, workers=args.workers, log_mode=args.log_mode
+        args.port,
+        out,
+        model_name=args.model,
+        backend=args.backend,
+        workers=args.workers,
+        log_mode=args.log_mode,
+        log_sample_rate=args.log_sample_rate,
     )
 
 
@@ -593,6 +606,12 @@ def add_parser(subparsers: Any) -> None:
         choices=["background", "sync"],
         default="background",
         help="write the prediction log from a background thread (default) or before each response, as on Lambda",
+    )
+    parser.add_argument(
+        "--log-sample-rate",
+        type=float,
+        metavar="RATE",
+        help="share of requests written to the prediction log, 0 to 1 (default: the template's value)",
     )
     parser.set_defaults(func=cmd_serve)
 
