@@ -40,6 +40,11 @@ STACK_NAME = "stepml-local"
 STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 
+_DYNAMODB_WRITES = frozenset(
+    f"DynamoDB_20120810.{operation}"
+    for operation in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+)
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -91,6 +96,7 @@ class _Gateway:
     def __init__(self, moto_app: WsgiApp, runtime: EmbeddedAws) -> None:
         self._moto_app = moto_app
         self._runtime = runtime
+        self._dynamodb_write_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -98,6 +104,10 @@ class _Gateway:
         match = _INVOKE_PATH.match(path)
         if match and method == "POST" and self._runtime.runner.spec(_unquote(match.group("name"))):
             return self._invoke(environ, start_response, _unquote(match.group("name")))
+        if method == "POST" and environ.get("HTTP_X_AMZ_TARGET", "") in _DYNAMODB_WRITES:
+            # DynamoDB applies a conditional write atomically; moto checks and writes without a lock.
+            with self._dynamodb_write_lock:
+                return list(self._moto_app(environ, start_response))
         if method == "POST" and path == "/" and self._runtime.faults:
             injected = self._sns_fault(environ, start_response)
             if injected is not None:
