@@ -6,12 +6,15 @@
    ``--calls``, split into the model's own time (the endpoint runtime alone on the same row) and the
    handler's overhead, with the prediction log off, written in the background, and written per request
    (Lambda's way).
-3. HTTP: ``stepml serve`` in a subprocess per worker count, driven by ``wrk`` when installed (a C load
-   generator: it measures the server, not the client) or else by Python client processes with keep-alive
-   connections; single-row and 100-row batches at each concurrency, each run bounded by ``--duration``.
+3. HTTP: ``stepml serve`` in a subprocess per worker count, driven by client processes (not threads, so
+   the client is not held back by one GIL), one keep-alive connection each, timing every request; or by
+   ``wrk`` (``--tool wrk``; lighter, but on this machine its latency percentiles were inconsistent with its
+   own throughput, e.g. a 11.7 ms mean at 1 connection and 430 req/s, so use it for req/s). Single-row and
+   100-row batches at each concurrency, each run bounded by ``--duration`` and ``--max-requests``.
 
 Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
-[--workers 1,2] [--out results.json]``. docs/serving.md has the figures and the machine they came from.
+[--workers 1,2] [--tool python|wrk] [--out results.json]``.
+docs/serving.md has the figures and the machine they came from.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ def _client(port: int, payload: bytes, deadline: float, max_requests: int, out: 
     latencies: list[float] = []
     errors = 0
     headers = {"Content-Type": "application/json"}
+    first = time.perf_counter()
     while time.perf_counter() < deadline and len(latencies) < max_requests:
         started = time.perf_counter()
         connection.request("POST", "/predict", payload, headers)
@@ -140,15 +144,14 @@ def _client(port: int, payload: bytes, deadline: float, max_requests: int, out: 
         latencies.append(time.perf_counter() - started)
         errors += response.status != 200
     connection.close()
-    out.put((latencies, errors))
+    out.put((latencies, errors, first, time.perf_counter()))
 
 
 def python_load(port: int, payload: bytes, concurrency: int, duration: float, max_requests: int) -> dict[str, Any]:
     """Client processes (not threads: the GIL would make the client the bottleneck), one keep-alive each."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    started = time.perf_counter()
-    deadline = started + duration
+    deadline = time.perf_counter() + duration + 1.0  # + start-up of the client processes
     processes = [
         context.Process(target=_client, args=(port, payload, deadline, max_requests // concurrency, queue))
         for _ in range(concurrency)
@@ -158,13 +161,13 @@ def python_load(port: int, payload: bytes, concurrency: int, duration: float, ma
     outcomes = [queue.get(timeout=duration + 60) for _ in processes]
     for process in processes:
         process.join()
-    elapsed = time.perf_counter() - started
-    latencies = [value for values, _ in outcomes for value in values]
+    latencies = [value for values, *_ in outcomes for value in values]
     return {
         "tool": "python",
         "requests": len(latencies),
-        "errors": sum(errors for _, errors in outcomes),
-        "rps": round(len(latencies) / elapsed, 1),
+        "errors": sum(errors for _, errors, _, _ in outcomes),
+        # each client's own rate, summed: not biased by clients starting or stopping at different times
+        "rps": round(sum(len(values) / (end - first) for values, _, first, end in outcomes if end > first), 1),
         **summary_ms(latencies),
     }
 
@@ -229,9 +232,9 @@ def start_server(state_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes]
 
 
 def http_load(
-    state_dir: Path, workers: list[int], concurrency: list[int], duration: float, max_requests: int
+    state_dir: Path, workers: list[int], concurrency: list[int], duration: float, max_requests: int, tool: str
 ) -> list[dict[str, Any]]:
-    use_wrk = shutil.which("wrk") is not None
+    use_wrk = tool == "wrk" and shutil.which("wrk") is not None
     rows = []
     for count in workers:
         process, port = start_server(state_dir, count)
@@ -262,6 +265,7 @@ def run(
     concurrency: list[int] | None = None,
     workers: list[int] | None = None,
     max_requests: int = 50_000,
+    tool: str = "python",
 ) -> dict[str, Any]:
     """Everything above; returns the figures (``benchmarks/run_all.py`` calls this)."""
     with tempfile.TemporaryDirectory(prefix="stepml-bench-serve-") as temp:
@@ -269,7 +273,7 @@ def run(
         deployed = deploy(state_dir)
         handler = handler_in_process(state_dir, calls)
         print(json.dumps({"handler": handler}), flush=True)
-        load = http_load(state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests)
+        load = http_load(state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests, tool)
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "model": {"name": deployed.get("model_name") or handler["model"], "version": deployed.get("model_version")},
@@ -301,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,2,8", help="comma-separated client counts")
     parser.add_argument("--workers", default="1,2", help="comma-separated `stepml serve --workers` values")
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per HTTP run (Python client)")
+    parser.add_argument(
+        "--tool",
+        choices=["python", "wrk"],
+        default="python",
+        help="load generator: Python client processes (default; latencies per request) or wrk (lighter client, "
+        "but its latency percentiles disagreed with its own throughput here: use it for req/s)",
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     figures = run(
@@ -309,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         [int(c) for c in args.concurrency.split(",")],
         [int(w) for w in args.workers.split(",")],
         args.max_requests,
+        args.tool,
     )
     print_report(figures)
     if args.out:
