@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import e2e
+from benchmarks import e2e, inference
 
 
 def main() -> int:
     print("== end-to-end run on the embedded target ==")
-    return e2e.main([])
+    status = e2e.main([])
+    print("\n== inference: handler in-process and HTTP ==")
+    return status or inference.main([])
 
 
 if __name__ == "__main__":
