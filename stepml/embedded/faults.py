@@ -34,9 +34,15 @@ class Throw:
     cause: str
     first_attempt: int
     last_attempt: int
+    # Only this execution's attempts fail (None: every execution's), so concurrent executions in one
+    # embedded AWS can each carry their own faults.
+    execution: str | None = None
 
     def covers(self, attempt: int) -> bool:
         return self.first_attempt <= attempt <= self.last_attempt
+
+    def applies_to(self, execution_name: str) -> bool:
+        return self.execution is None or self.execution == execution_name
 
 
 @dataclass
@@ -60,11 +66,11 @@ class FaultPlan:
         with self._lock:
             attempt = self._attempts.get((execution_name, state), 0)
             self._attempts[(execution_name, state)] = attempt + 1
-        return next((t for t in self.throws[state] if t.covers(attempt)), None)
+        return next((t for t in self.throws[state] if t.applies_to(execution_name) and t.covers(attempt)), None)
 
     @classmethod
-    def from_specs(cls, specs: list[str]) -> FaultPlan:
-        """Parse ``STATE=ERROR[:COUNT]`` (COUNT attempts fail, default 1)."""
+    def from_specs(cls, specs: list[str], execution: str | None = None) -> FaultPlan:
+        """Parse ``STATE=ERROR[:COUNT]`` (COUNT attempts fail, default 1); ``execution`` limits them to one."""
         plan = cls()
         for spec in specs:
             match = _SPEC.match(spec.strip())
@@ -77,7 +83,7 @@ class FaultPlan:
                 raise FaultSpecError(f"--inject-fault {spec!r}: COUNT must be at least 1")
             plan.add(
                 match.group("state"),
-                Throw(match.group("error"), f"fault injected by stepml ({spec})", 0, count - 1),
+                Throw(match.group("error"), f"fault injected by stepml ({spec})", 0, count - 1, execution),
             )
         return plan
 

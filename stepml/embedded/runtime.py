@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 from botocore.config import Config
@@ -122,7 +123,10 @@ class _Gateway:
         event = json.loads(raw) if raw.strip() else {}
         spec = self._runtime.runner.spec(name)
         assert spec is not None
-        throw = self._runtime.injected_fault(lambda d: d.get("resource") in {spec.arn, spec.name})
+        # The payload tells apart two executions invoking the same function at the same moment.
+        throw = self._runtime.injected_fault(
+            lambda d: d.get("resource") in {spec.arn, spec.name} and _same_json(d.get("input"), event)
+        )
         if throw is not None:
             body = json.dumps({"errorType": throw.error, "errorMessage": throw.cause}).encode()
             start_response(
@@ -153,7 +157,10 @@ class _Gateway:
         environ["wsgi.input"] = io.BytesIO(raw)  # moto reads the body again
         if b"Action=Publish" not in raw:
             return None
-        throw = self._runtime.injected_fault(lambda d: d.get("resourceType") == "sns")
+        message = parse_qs(raw.decode("utf-8", "replace")).get("Message", [None])[0]
+        throw = self._runtime.injected_fault(
+            lambda d: d.get("resourceType") == "sns" and _same_message(d.get("parameters"), message)
+        )
         if throw is None:
             return None
         # Step Functions names an SNS error "SNS.<Code>Exception"; inject the code that yields the asked name.
@@ -176,6 +183,27 @@ class _Gateway:
         if captured.get("status", "").startswith("200"):
             self._runtime.notice_upload(environ, captured["headers"])
         return body
+
+
+def _same_json(recorded: Any, sent: Any) -> bool:
+    """Whether a history event's recorded JSON text is ``sent`` (True when the event does not say)."""
+    if not isinstance(recorded, str):
+        return True
+    try:
+        return bool(json.loads(recorded) == sent)
+    except ValueError:
+        return True
+
+
+def _same_message(parameters: Any, message: str | None) -> bool:
+    """Whether an SNS task's recorded parameters carry the Message being published now."""
+    if not isinstance(parameters, str) or message is None:
+        return True
+    try:
+        recorded = json.loads(parameters).get("Message")
+    except (ValueError, AttributeError):
+        return True
+    return recorded is None or recorded == message
 
 
 def _unquote(text: str) -> str:

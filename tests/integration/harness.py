@@ -1,0 +1,168 @@
+"""One embedded AWS for many executions: start them directly, follow them concurrently, read what they left.
+
+Starting executions on one running :class:`EmbeddedAws` is much faster than one ``stepml run`` per case
+(no start-up, provisioning or forkserver per run), and independent executions can run side by side.
+Faults are planned per execution (``FaultPlan.from_specs(..., execution=name)``), so concurrent runs
+each carry their own. ``EmbeddedAws`` resets moto's in-process state when it starts: use one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline_core.aws.registry import ModelRegistry
+from pipeline_core.aws.runs import RunLog
+from pipeline_core.models import RegistryRecord
+
+from stepml.embedded.faults import FaultPlan
+from stepml.embedded.runtime import EmbeddedAws
+from stepml.progress import StateVisit, follow
+from stepml.project import project_layout
+from stepml.session import RunOutcome, outcome_of
+
+REPO = Path(__file__).resolve().parents[2]
+ASL_PATH = REPO / "statemachine" / "pipeline.asl.json"
+IRIS = (REPO / "data" / "iris.csv").read_bytes()
+# Polling every 0.3 s is quick enough for a test and leaves the in-process AWS time to work when many
+# executions are followed at once.
+POLL_SECONDS = 0.3
+# Executions followed at once: on a 2-core machine more only adds contention (training is CPU-bound).
+MAX_RUNNING = 6
+
+
+@dataclass(frozen=True)
+class Job:
+    """One execution to run: its name, input and the faults planned for it (``STATE=ERROR[:COUNT]``)."""
+
+    name: str
+    execution_input: dict[str, Any]
+    faults: Sequence[str] = ()
+
+
+@dataclass
+class Finished:
+    """An ended execution: its description, outcome (as ``stepml run --json`` reports it) and visits."""
+
+    job: Job
+    arn: str
+    description: dict[str, Any]
+    outcome: RunOutcome
+    visits: list[StateVisit] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    @property
+    def path(self) -> list[str]:
+        return [v.name for v in self.visits]
+
+    def visit(self, state: str) -> StateVisit:
+        """The (only) visit of ``state``; fails if the run did not go there exactly once."""
+        found = [v for v in self.visits if v.name == state]
+        assert len(found) == 1, f"{self.job.name}: {state} visited {len(found)} times; path {self.path}"
+        return found[0]
+
+    def next_after(self, state: str) -> str | None:
+        names = self.path
+        index = names.index(state)
+        return names[index + 1] if index + 1 < len(names) else None
+
+    def output_of(self, state: str) -> dict[str, Any]:
+        text = self.visit(state).output
+        return json.loads(text) if text else {}
+
+    def describe(self) -> str:
+        lines = [f"{self.job.name} {self.status} faults={list(self.job.faults)}"]
+        lines += [f"  {v.name} attempts={v.attempts} errors={v.errors}" for v in self.visits]
+        if self.outcome.error:
+            lines.append(f"  error={self.outcome.error} cause={str(self.outcome.cause)[:300]}")
+        return "\n".join(lines)
+
+
+class Harness:
+    """Upload data, run executions and read the run records, registry and stand-in endpoints."""
+
+    def __init__(self, aws: EmbeddedAws) -> None:
+        self.aws = aws
+        self.bucket = aws.stack.data_bucket
+        self.sfn = aws.client("stepfunctions")
+        self.s3 = aws.client("s3")
+        self.runs = RunLog(aws.stack.tables["RunsTable"].name, aws.client("dynamodb"))
+        self.registry = ModelRegistry(aws.stack.tables["ModelRegistryTable"].name, aws.client("dynamodb"))
+
+    # -- data -------------------------------------------------------------------------------------------
+    def upload(self, key: str, body: bytes) -> str:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return f"s3://{self.bucket}/{key}"
+
+    def read(self, uri: str) -> bytes:
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        return bytes(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def versions_of(self, uri: str) -> list[dict[str, Any]]:
+        """Every version and delete marker S3 holds for the object at ``uri``."""
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        answer = self.s3.list_object_versions(Bucket=bucket, Prefix=key)
+        found = [v for v in answer.get("Versions", []) if v["Key"] == key]
+        return found + [m for m in answer.get("DeleteMarkers", []) if m["Key"] == key]
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+    # -- executions -------------------------------------------------------------------------------------
+    def start(self, job: Job) -> str:
+        if job.faults:
+            self.aws.faults.merge(FaultPlan.from_specs(list(job.faults), execution=job.name))
+        answer = self.sfn.start_execution(
+            stateMachineArn=self.aws.stack.state_machine_arn, name=job.name, input=json.dumps(job.execution_input)
+        )
+        return str(answer["executionArn"])
+
+    def wait(self, job: Job, arn: str) -> Finished:
+        description, reader = follow(self.sfn, arn, None, poll_seconds=POLL_SECONDS, timeout_seconds=600)
+        return Finished(job, arn, description, outcome_of(description, reader), reader.visits)
+
+    def run(self, job: Job) -> Finished:
+        return self.wait(job, self.start(job))
+
+    def run_all(self, jobs: Sequence[Job], max_running: int = MAX_RUNNING) -> dict[str, Finished]:
+        """Run ``jobs`` side by side (at most ``max_running`` at once); results by execution name."""
+        with ThreadPoolExecutor(max_workers=max_running) as pool:
+            finished = list(pool.map(self.run, jobs))
+        return {f.job.name: f for f in finished}
+
+    # -- records ----------------------------------------------------------------------------------------
+    def run_record(self, run_id: str) -> dict[str, Any] | None:
+        return self.runs.get_run(run_id)
+
+    def model_versions(self, model_name: str) -> list[RegistryRecord]:
+        return self.registry.versions(model_name)
+
+    def endpoint(self, endpoint_name: str) -> dict[str, Any] | None:
+        """The SageMaker stand-in's endpoint record (its DescribeEndpoint answer), or None."""
+        key = f"_sagemaker/endpoints/{endpoint_name}.json"
+        try:
+            return dict(json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()))
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def endpoint_name(self, model_name: str) -> str:
+        prefix = self.aws.stack.functions["ValidateInputFunction"].environment["ENDPOINT_NAME_PREFIX"]
+        return f"{prefix}-{model_name}-ep"
+
+
+def embedded_harness() -> Iterator[Harness]:
+    """A started embedded AWS (not persisted) wrapped in a :class:`Harness`; for a module-scoped fixture."""
+    with EmbeddedAws(project_layout(), persist=False) as aws:
+        yield Harness(aws)
+
+
+def load_asl() -> dict[str, Any]:
+    return dict(json.loads(ASL_PATH.read_text()))

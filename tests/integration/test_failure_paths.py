@@ -1,0 +1,443 @@
+"""Every Retry and every Catch of the definition, driven by injected faults on the embedded target.
+
+The paths come from ``statemachine/pipeline.asl.json`` itself, so a Task added without Retry, Catch or
+TimeoutSeconds fails the first tests, and a Retry entry added later gets its own injected fault here.
+Whether a path was exercised is read back from the executions' histories (a failed attempt followed by
+another attempt; a last failed attempt followed by the Catch's Next state), not from what was injected.
+
+Runs are grouped to keep the wall time down: one execution carries one fault per state (every Task on
+its path retried once, then succeeding), and independent executions run side by side in one embedded
+AWS. Phase B needs what phase A left: an endpoint to update, a champion to roll back to.
+
+Not reachable on the embedded target: ``WaitForEndpoint`` (and ``EndpointDeployFailed``): the SageMaker
+stand-in's endpoints are InService at once, so EndpointReady never loops or sees Failed. Neither is a
+Task, so no Retry or Catch path is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness, load_asl
+
+pytestmark = pytest.mark.slow
+
+ASL = load_asl()
+STATES: dict[str, Any] = ASL["States"]
+TASKS: dict[str, Any] = {name: state for name, state in STATES.items() if state["Type"] == "Task"}
+# Matched by no Retry (only by the Catch's States.ALL): what a permanent failure looks like.
+PERMANENT = "InjectedPermanentError"
+# Step Functions names every SNS error "SNS.<Code>Exception": a topic that is gone is permanent.
+PERMANENT_SNS = "SNS.NotFoundException"
+# ValidateInput accepts thresholds up to 1.0 (a metric cannot exceed it); the data and seed here give
+# f1_macro 0.93 on iris, so 1.0 sends the model to RegisterRejected.
+REJECTING_THRESHOLD = 1.0
+
+CREATE_PATH = [
+    "ValidateInput",
+    "Ingest",
+    "ValidateData",
+    "Preprocess",
+    "PrepareTrainingJob",
+    "Train",
+    "Evaluate",
+    "QualityGate",
+    "CreateModel",
+    "CreateEndpointConfig",
+    "FindEndpoint",
+    "CreateOrUpdateEndpoint",
+    "CreateEndpoint",
+    "DescribeEndpoint",
+    "EndpointReady",
+    "Register",
+    "Notify",
+    "Succeeded",
+]
+UPDATE_PATH = [("UpdateEndpoint" if s == "CreateEndpoint" else s) for s in CREATE_PATH]
+REJECTED_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
+FAILURE_TASKS = ["RecordFailure", "NotifyFailure"]
+# Order of the states on the create path: later states have more input pointers.
+ORDER = {name: i for i, name in enumerate(CREATE_PATH)}
+
+
+def permanent_error(state: str) -> str:
+    """The permanent error injected at ``state`` (SNS publishes can only fail with SNS names)."""
+    return PERMANENT_SNS if ":::sns:" in TASKS[state]["Resource"] else PERMANENT
+
+
+def _tasks_on(path: list[str]) -> list[str]:
+    return [s for s in path if s in TASKS]
+
+
+def retry_paths() -> list[tuple[str, int]]:
+    return [(name, i) for name, state in TASKS.items() for i in range(len(state.get("Retry", [])))]
+
+
+def catch_paths() -> list[tuple[str, int]]:
+    return [(name, i) for name, state in TASKS.items() for i in range(len(state.get("Catch", [])))]
+
+
+def _first_error(state: str, index: int) -> str:
+    return str(TASKS[state]["Retry"][index]["ErrorEquals"][0])
+
+
+def _matching_retrier(retriers: list[dict[str, Any]], error: str) -> int | None:
+    """The Retry entry Step Functions uses for ``error``: the first whose ErrorEquals matches it."""
+    for index, retrier in enumerate(retriers):
+        names = retrier["ErrorEquals"]
+        if error in names or "States.ALL" in names or ("States.TaskFailed" in names and error != "States.Timeout"):
+            return index
+    return None
+
+
+def _matching_catcher(catchers: list[dict[str, Any]], error: str) -> int | None:
+    return _matching_retrier(catchers, error)
+
+
+def exercised(runs: list[Finished]) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """Retry and Catch paths the runs' histories show taken.
+
+    A Retry entry is taken when an attempt failed with an error it matches and another attempt followed;
+    a Catch when the state's last attempt failed and the next state entered is that Catch's Next.
+    """
+    retried: set[tuple[str, int]] = set()
+    caught: set[tuple[str, int]] = set()
+    for run in runs:
+        for position, visit in enumerate(run.visits):
+            state = TASKS.get(visit.name)
+            if state is None:
+                continue
+            for error in visit.errors[: max(0, visit.attempts - 1)]:
+                index = _matching_retrier(state.get("Retry", []), error)
+                if index is not None:
+                    retried.add((visit.name, index))
+            following = run.visits[position + 1].name if position + 1 < len(run.visits) else None
+            if visit.errors and len(visit.errors) == visit.attempts:
+                index = _matching_catcher(state.get("Catch", []), visit.errors[-1])
+                if index is not None and following == state["Catch"][index]["Next"]:
+                    caught.add((visit.name, index))
+    return retried, caught
+
+
+# ------------------------------------------------------------------------------------------ definition
+
+
+def test_every_task_has_retry_catch_and_timeout() -> None:
+    missing = [
+        f"{name}: no {what}"
+        for name, state in TASKS.items()
+        for what in ("Retry", "Catch", "TimeoutSeconds")
+        if not state.get(what)
+    ]
+    assert not missing, missing
+    assert len(TASKS) >= 15  # the parse found the pipeline's tasks, not an empty definition
+
+
+def test_execution_has_a_timeout_above_every_task_timeout() -> None:
+    assert ASL.get("TimeoutSeconds", 0) > 0
+    assert ASL["TimeoutSeconds"] > max(state["TimeoutSeconds"] for state in TASKS.values())
+
+
+def test_retriers_back_off_with_jitter_and_skip_permanent_errors() -> None:
+    permanent = {"InputValidationError", "DataValidationError", "DatasetNotFoundError", "ConfigurationError"}
+    for name, state in TASKS.items():
+        for retrier in state["Retry"]:
+            where = f"{name} Retry {retrier['ErrorEquals']}"
+            assert retrier["IntervalSeconds"] >= 1, where
+            assert retrier["BackoffRate"] > 1, where
+            assert retrier.get("MaxDelaySeconds"), where
+            assert retrier.get("JitterStrategy") == "FULL", where
+            assert not permanent & set(retrier["ErrorEquals"]), where
+            assert not {"States.ALL", "States.TaskFailed"} & set(retrier["ErrorEquals"]), where
+
+
+def test_every_catch_leads_to_the_failure_record_and_a_fail_state() -> None:
+    for name, state in TASKS.items():
+        [catcher] = state["Catch"]
+        assert catcher["ErrorEquals"] == ["States.ALL"], name
+        target = catcher["Next"]
+        if name == "Notify":
+            assert target == "Succeeded"
+        elif name == "RecordFailure":
+            assert target == "NotifyFailure"
+        elif name == "NotifyFailure":
+            assert STATES[target]["Type"] == "Fail"
+        else:
+            assert target == f"{name}Failed" and STATES[target]["Next"] == "RecordFailure", name
+    assert STATES["RecordFailure"]["Next"] == "NotifyFailure"
+    assert STATES[STATES["NotifyFailure"]["Next"]]["Type"] == "Fail"
+
+
+# ------------------------------------------------------------------------------------------ the campaign
+
+
+@dataclass
+class Campaign:
+    """Every execution run for this module, and which path each one was meant to drive."""
+
+    harness: Harness
+    runs: dict[str, Finished] = field(default_factory=dict)
+    retry_run: dict[tuple[str, int], str] = field(default_factory=dict)
+    catch_run: dict[str, str] = field(default_factory=dict)
+    kind: dict[str, str] = field(default_factory=dict)  # run name -> create|update|rejected|catch
+    exhausted_run: str = ""
+    champion: dict[str, str] = field(default_factory=dict)  # phase-B catch run -> champion run
+
+
+def _slug(state: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", state).lower()
+
+
+def _job(h: Harness, name: str, model: str, faults: list[str], **extra: Any) -> Job:
+    dataset = h.upload(f"datasets/{name}/iris.csv", IRIS)
+    return Job(name, {"dataset": dataset, "model_name": model, **extra}, tuple(faults))
+
+
+def _plan_retries(
+    campaign: Campaign, path: list[str], kind: str, prefix: str, models: list[str] | None = None
+) -> list[tuple[str, str, list[str]]]:
+    """Runs along ``path`` that together take every Retry entry of its tasks not planned yet, once each."""
+    pending: dict[str, list[int]] = {
+        s: [i for i in range(len(TASKS[s]["Retry"])) if (s, i) not in campaign.retry_run] for s in _tasks_on(path)
+    }
+    planned = []
+    for k in range(max((len(v) for v in pending.values()), default=0)):
+        name = f"{prefix}-{k}"
+        model = models[k] if models else name
+        faults = []
+        for state, indexes in pending.items():
+            if k < len(indexes):
+                faults.append(f"{state}={_first_error(state, indexes[k])}:1")
+                campaign.retry_run[(state, indexes[k])] = name
+        campaign.kind[name] = kind
+        planned.append((name, model, faults))
+    return planned
+
+
+def _expected_length(job: Job) -> int:
+    """How far a job is expected to get: where its permanent fault is, or the whole way."""
+    stops = [f.split("=")[0] for f in job.faults if f.split("=")[1].startswith((PERMANENT, PERMANENT_SNS))]
+    stops = ["Ingest" if s in FAILURE_TASKS else s for s in stops]
+    return min((ORDER.get(s, len(ORDER)) for s in stops), default=len(ORDER) + 1)
+
+
+def _run_campaign(h: Harness) -> Campaign:
+    campaign = Campaign(h)
+    phase_a: list[Job] = []
+
+    # Retry: runs that deploy a new model (every create-path task retried once), rejected models.
+    creates = _plan_retries(campaign, CREATE_PATH, "create", "retry-create")
+    phase_a += [_job(h, name, model, faults) for name, model, faults in creates]
+    for name, model, faults in _plan_retries(campaign, REJECTED_PATH, "rejected", "retry-rejected"):
+        phase_a.append(_job(h, name, model, faults, quality_threshold=REJECTING_THRESHOLD))
+
+    # Catch: one run per Task that fails there for good (phase B ones need an earlier model).
+    # RecordFailure and NotifyFailure run only in failing runs: early catch runs take their Retry entries.
+    failure_retries = [(state, i) for state in FAILURE_TASKS for i in range(len(TASKS[state]["Retry"]))]
+    hosts = ["Ingest", "ValidateData", "Preprocess", "Train", "Evaluate"]
+    catch_jobs: dict[str, Job] = {}
+    phase_b_states = {"UpdateEndpoint", "DescribeEndpoint"}
+    for state in TASKS:
+        name = f"catch-{_slug(state)}"
+        campaign.catch_run[state] = name
+        campaign.kind[name] = "catch"
+        if state in phase_b_states:
+            continue
+        extra: dict[str, Any] = {}
+        if state == "RegisterRejected":
+            extra["quality_threshold"] = REJECTING_THRESHOLD
+        faults = [f"{state}={permanent_error(state)}:1"]
+        if state in FAILURE_TASKS:
+            # the handlers run only after another state failed: make Ingest fail too
+            faults.append(f"Ingest={PERMANENT}:1")
+        elif state in hosts and failure_retries:
+            handler, index = failure_retries.pop(0)
+            faults.append(f"{handler}={_first_error(handler, index)}:1")
+            campaign.retry_run[(handler, index)] = name
+            campaign.kind[name] = "catch+failure-retry"
+        catch_jobs[state] = _job(h, name, name, faults, **extra)
+    assert not failure_retries, f"failure-handler Retry entries left without a run: {failure_retries}"
+    phase_a += list(catch_jobs.values())
+
+    # A Retry that runs out ends in the Catch: the entry with the fewest attempts, failed once more.
+    state, index = (
+        "ValidateData",
+        min(range(len(TASKS["ValidateData"]["Retry"])), key=lambda i: TASKS["ValidateData"]["Retry"][i]["MaxAttempts"]),
+    )
+    attempts = TASKS[state]["Retry"][index]["MaxAttempts"] + 1
+    campaign.exhausted_run = "exhausted-retry"
+    phase_a.append(_job(h, "exhausted-retry", "exhausted-retry", [f"{state}={_first_error(state, index)}:{attempts}"]))
+
+    # Full runs first: the short failing ones fill the gaps.
+    phase_a.sort(key=_expected_length, reverse=True)
+    campaign.runs.update(h.run_all(phase_a))
+
+    # Phase B: update runs of the models the create runs deployed, and failures after an update.
+    phase_b: list[Job] = []
+    updates = _plan_retries(campaign, UPDATE_PATH, "update", "retry-update", [m for _, m, _ in creates])
+    phase_b += [_job(h, name, model, faults) for name, model, faults in updates]
+    champion = campaign.catch_run["Notify"]  # SUCCEEDED: an approved v1 with an endpoint
+    for state in sorted(phase_b_states):
+        name = campaign.catch_run[state]
+        campaign.champion[name] = champion
+        phase_b.append(_job(h, name, champion, [f"{state}={PERMANENT}:1"]))
+    campaign.runs.update(h.run_all(phase_b))
+    return campaign
+
+
+@pytest.fixture(scope="module")
+def campaign(state_dir: Path) -> Iterator[Campaign]:
+    for harness in embedded_harness():
+        yield _run_campaign(harness)
+
+
+# ------------------------------------------------------------------------------------------ Retry
+
+
+@pytest.mark.parametrize(("state", "index"), retry_paths(), ids=[f"{s}-{i}" for s, i in retry_paths()])
+def test_retry_entry_retries_then_succeeds(campaign: Campaign, state: str, index: int) -> None:
+    name = campaign.retry_run.get((state, index))
+    assert name, f"no run planned for {state} Retry[{index}]"
+    run = campaign.runs[name]
+    visit = run.visit(state)
+    assert visit.retries == 1, run.describe()
+    assert visit.errors == [_first_error(state, index)], run.describe()
+    assert run.next_after(state) != f"{state}Failed", run.describe()
+    kind = campaign.kind[name]
+    model = run.job.execution_input["model_name"]
+    if kind in {"create", "update", "rejected"}:
+        # the execution ends as it would have without the fault
+        expected = {"create": CREATE_PATH, "update": UPDATE_PATH, "rejected": REJECTED_PATH}[kind]
+        assert run.status == "SUCCEEDED" and run.path == expected, run.describe()
+        [registered] = [v for v in campaign.harness.model_versions(model) if v.execution_arn == run.arn]
+        assert registered.status == ("rejected" if kind == "rejected" else "approved")
+        assert registered.version == (2 if kind == "update" else 1)
+    else:
+        assert kind == "catch+failure-retry", kind
+        # a failure handler retried: the failure is still recorded and the run still fails
+        assert run.status == "FAILED", run.describe()
+        record = campaign.harness.run_record(name)
+        assert record and record["status"] == "FAILED" and record["failed_state"] == run.outcome.failed_state
+
+
+def test_exhausted_retry_ends_in_the_catch(campaign: Campaign) -> None:
+    run = campaign.runs[campaign.exhausted_run]
+    [spec] = run.job.faults
+    state, rest = spec.split("=")
+    error = rest.split(":")[0]
+    retrier = TASKS[state]["Retry"][_matching_retrier(TASKS[state]["Retry"], error) or 0]
+    visit = run.visit(state)
+    assert visit.attempts == retrier["MaxAttempts"] + 1, run.describe()
+    assert visit.errors == [error] * visit.attempts
+    assert run.next_after(state) == f"{state}Failed"
+    assert run.status == "FAILED" and run.outcome.failed_state == state and run.outcome.error == error
+    record = campaign.harness.run_record(run.job.name)
+    assert record and record["status"] == "FAILED" and record["error"] == error
+
+
+# ------------------------------------------------------------------------------------------ Catch
+
+
+def _pointers_expected(state: str) -> set[str]:
+    """Input pointers a run failing in ``state`` must have on its record (more as it got further)."""
+    expected = {"dataset"}
+    reached = ORDER.get(state, ORDER["Register"])
+    for after, keys in (
+        ("Ingest", {"raw_uri", "dataset_sha256"}),
+        ("Preprocess", {"train_uri", "validation_uri", "test_uri"}),
+        ("Train", {"model_artifact"}),
+        ("Evaluate", {"evaluation_uri", "report_uri"}),
+    ):
+        if reached > ORDER[after]:
+            expected |= keys
+    return expected
+
+
+@pytest.mark.parametrize("state", list(TASKS))
+def test_catch_records_the_failure(campaign: Campaign, state: str) -> None:
+    h = campaign.harness
+    name = campaign.catch_run[state]
+    run = campaign.runs[name]
+    model = run.job.execution_input["model_name"]
+    visit = run.visit(state)
+    # a permanent error: caught at once, no retry
+    assert visit.errors == [permanent_error(state)] and visit.retries == 0, run.describe()
+    assert run.next_after(state) == TASKS[state]["Catch"][0]["Next"], run.describe()
+    record = h.run_record(name)
+    own_versions = [v for v in h.model_versions(model) if v.execution_arn == run.arn]
+
+    if state == "Notify":
+        # a failed notification does not fail a run whose model is registered
+        assert run.status == "SUCCEEDED" and run.path == CREATE_PATH, run.describe()
+        assert [v.status for v in own_versions] == ["approved"]
+        assert record and record["status"] == "SUCCEEDED"
+        assert "notify_error" in json.loads(run.description["output"])
+        return
+
+    assert run.status == "FAILED", run.describe()
+    if state in FAILURE_TASKS:
+        # the handlers fail only after another state did: the run reports that state's failure
+        assert run.outcome.failed_state == "Ingest" and run.outcome.error == PERMANENT, run.describe()
+        assert run.path[-1] == "Failed"
+        if state == "RecordFailure":
+            assert "record_failure_error" in run.output_of("RecordFailure")
+            assert run.visit("NotifyFailure").errors == [], "the notification still goes out"
+        else:
+            assert record and record["status"] == "FAILED" and record["failed_state"] == "Ingest"
+        assert not own_versions
+        return
+
+    assert run.outcome.failed_state == state and run.outcome.error == PERMANENT, run.describe()
+    assert record, f"no run record for {name}"
+    assert record["status"] == "FAILED" and record["failed_state"] == state and record["error"] == PERMANENT
+    assert "fault injected" in record["cause"] and record["execution_arn"] == run.arn
+    assert record.get("finished_at") and record.get("failed_at")
+    pointers = record["input_pointers"]
+    assert pointers["dataset"] == run.job.execution_input["dataset"]
+    assert _pointers_expected(state) <= set(pointers), pointers
+    assert not own_versions, f"{state}: a failed run registered {own_versions}"
+
+    endpoint = h.endpoint(h.endpoint_name(model))
+    if state in {"UpdateEndpoint", "DescribeEndpoint"}:
+        champion = campaign.runs[campaign.champion[name]]
+        [champion_version] = [v for v in h.model_versions(model) if v.execution_arn == champion.arn]
+        # the endpoint serves the earlier approved model again (or never stopped serving it)
+        assert endpoint and endpoint["EndpointConfigName"] == champion_version.endpoint_config_name, endpoint
+        if state == "DescribeEndpoint":
+            assert f"rolled back to model v{champion_version.version}" in record["rollback"]
+        else:
+            assert "left as it is" in record["rollback"]
+    elif state == "Register":
+        # deployed, then failed: with no earlier approved model the endpoint is deleted
+        assert endpoint is None
+        assert "deleted: no earlier approved model" in record["rollback"]
+    elif state == "CreateEndpoint":
+        assert endpoint is None and "does not exist" in record["rollback"]
+    else:
+        # failed before any endpoint change: no endpoint, no rollback
+        assert endpoint is None and "rollback" not in record
+        assert not h.model_versions(model)
+
+
+# ------------------------------------------------------------------------------------------ coverage
+
+
+def test_every_retry_and_catch_path_was_exercised(campaign: Campaign, capsys: pytest.CaptureFixture[str]) -> None:
+    retried, caught = exercised(list(campaign.runs.values()))
+    retries, catches = set(retry_paths()), set(catch_paths())
+    summary = (
+        f"Retry paths: {len(retries)} exist, {len(retries & retried)} exercised; "
+        f"Catch paths: {len(catches)} exist, {len(catches & caught)} exercised "
+        f"({len(TASKS)} Task states, {len(campaign.runs)} executions)"
+    )
+    with capsys.disabled():  # shown in every test report, for the closing note
+        print(f"\n{summary}")
+    assert retries - retried == set(), f"Retry paths never exercised: {sorted(retries - retried)}"
+    assert catches - caught == set(), f"Catch paths never exercised: {sorted(catches - caught)}"
