@@ -9,6 +9,7 @@ each carry their own. ``EmbeddedAws`` resets moto's in-process state when it sta
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,6 +101,24 @@ class Harness:
     def upload(self, key: str, body: bytes) -> str:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
         return f"s3://{self.bucket}/{key}"
+
+    def upload_incoming(self, key: str, body: bytes, timeout: float = 60) -> dict[str, Any]:
+        """Upload under incoming/ and return StartPipeline's answer to the S3 event the upload raised."""
+        function = self.aws.stack.functions["StartPipelineFunction"].name
+        seen = len(self.aws.runner.log.entries)
+        self.upload(key, body)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.aws.runner.log.entries[seen:]:
+                payload = entry.payload
+                if entry.function_name == function and isinstance(payload, dict) and payload.get("key") == key:
+                    return dict(payload)
+            time.sleep(0.05)
+        raise TimeoutError(f"StartPipeline did not answer for {key} within {timeout} s")
+
+    def executions(self) -> list[dict[str, Any]]:
+        pages = self.sfn.get_paginator("list_executions").paginate(stateMachineArn=self.aws.stack.state_machine_arn)
+        return [e for p in pages for e in p["executions"]]
 
     def read(self, uri: str) -> bytes:
         bucket, key = uri.removeprefix("s3://").split("/", 1)

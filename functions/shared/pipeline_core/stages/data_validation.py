@@ -334,12 +334,23 @@ def read_parquet_table(data: bytes) -> Table:
     if not data:
         raise DataValidationError("the file is empty (0 bytes)")
     try:
-        frame = pq.read_table(io.BytesIO(data)).to_pandas()
+        arrow_table = pq.read_table(io.BytesIO(data))
     except (pyarrow_lib.ArrowException, OSError, ValueError) as error:
         raise DataValidationError(
             f"the file is named .parquet but cannot be read as Parquet ({len(data)} bytes, starts with "
             f"{data[:8]!r}): {error}"
         ) from None
+    # A struct, list or map cell would reach training as its text ("{'a': 1}"), a meaningless category.
+    nested = [f"{f.name!r} ({f.type})" for f in arrow_table.schema if pyarrow_lib.types.is_nested(f.type)]
+    if nested:
+        raise DataValidationError(
+            f"the Parquet file has nested column{'s' if len(nested) > 1 else ''} {', '.join(nested[:MAX_EXAMPLES])}"
+            ": only flat columns (numbers, text, booleans) can be used; flatten them into separate columns"
+        )
+    try:
+        frame = arrow_table.to_pandas()
+    except (pyarrow_lib.ArrowException, ValueError) as error:
+        raise DataValidationError(f"the Parquet file's columns cannot be read as a table: {error}") from None
     if isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index(drop=True)
     else:  # a named index stored by pandas is a real column for the user; an unnamed one is not
