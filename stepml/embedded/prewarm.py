@@ -12,6 +12,7 @@ import pkgutil
 
 import boto3
 import pipeline_core
+from pipeline_core.standin.store import sagemaker_service_model
 
 _SERVICES = ("s3", "dynamodb", "stepfunctions", "sns", "sagemaker", "sagemaker-runtime")
 
@@ -38,3 +39,4 @@ def _load_service_models() -> None:
 
 _import_shared_layer()
 _load_service_models()
+sagemaker_service_model()

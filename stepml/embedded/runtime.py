@@ -273,6 +273,11 @@ class EmbeddedAws:
             self.restore()
         self.notifications_enabled = True
         warm.join()
+        # Workers for the functions the state machine calls start in the background while the caller
+        # goes on to start an execution; the first states then skip the functions' cold start.
+        threading.Thread(
+            target=self.runner.prestart, args=(self.stack.substitutions.values(),), name="prestart", daemon=True
+        ).start()
 
     def _serve(self) -> None:
         # The request log of the emulated AWS and moto's engine traces are noise for a user; errors still show.

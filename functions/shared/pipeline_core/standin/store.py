@@ -45,8 +45,9 @@ def now_iso() -> str:
 
 
 @functools.cache
-def _sagemaker_model() -> Any:
-    # botocore ships SageMaker's API model; loading it once per process costs well under 100 ms.
+def sagemaker_service_model() -> Any:
+    """SageMaker's API model as botocore ships it, loaded once per process (the embedded target's
+    forkserver loads it before forking workers, so a stand-in's cold start does not parse it again)."""
     return botocore.session.get_session().get_service_model("sagemaker")
 
 
@@ -56,7 +57,7 @@ def validate_request(operation: str, request: Mapping[str, Any]) -> None:
     Catches what a real call would reject (unknown or missing fields, wrong types, too-long names), so a
     mistake in the ASL's Parameters fails on the local target too, not first on AWS.
     """
-    shape = _sagemaker_model().operation_model(operation).input_shape
+    shape = sagemaker_service_model().operation_model(operation).input_shape
     report = ParamValidator().validate(dict(request), shape)
     if report.has_errors():
         raise ValidationException(f"invalid {operation} request: {report.generate_report()}")

@@ -1,0 +1,199 @@
+"""The embedded target's Lambda runner: what Lambda guarantees a handler, kept by the local workers.
+
+Each test writes tiny handler modules into a temporary code directory and runs them through
+:class:`LambdaRunner` in real worker processes (no AWS, no moto).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from stepml.embedded.lambda_runner import LambdaRunner
+from stepml.embedded.template import ACCOUNT_ID, REGION, FunctionSpec
+
+HANDLERS = {
+    "env_echo": """
+        import os
+        def handler(event, context):
+            return {name: os.environ.get(name) for name in event["names"]} | {"pid": os.getpid()}
+    """,
+    "sleepy": """
+        import os, time
+        def handler(event, context):
+            time.sleep(event.get("seconds", 0))
+            return {"pid": os.getpid(), "remaining_ms": context.get_remaining_time_in_millis()}
+    """,
+    "failing": """
+        class DataValidationError(Exception):
+            pass
+        def handler(event, context):
+            print("about to fail")
+            raise DataValidationError("column 'age' has 'abc' in row 3")
+    """,
+    "crashing": """
+        import os
+        def handler(event, context):
+            os._exit(3)
+    """,
+    "unimportable": """
+        import a_module_that_does_not_exist
+        def handler(event, context):
+            return {}
+    """,
+    "not_json": """
+        import datetime
+        def handler(event, context):
+            return {"at": datetime.datetime(2026, 1, 1)}
+    """,
+    "decimals": """
+        from decimal import Decimal
+        def handler(event, context):
+            return {"version": Decimal("3"), "score": Decimal("0.25")}
+    """,
+}
+
+
+def _spec(code_dir: Path, module: str, env: dict[str, str] | None = None, timeout: int = 30) -> FunctionSpec:
+    name = f"test-{module}"
+    return FunctionSpec(
+        logical_id=module,
+        name=name,
+        arn=f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}",
+        code_dir=code_dir,
+        handler=f"{module}.handler",
+        timeout_seconds=timeout,
+        memory_mb=128,
+        environment=env or {},
+    )
+
+
+@pytest.fixture
+def code_dir(tmp_path: Path) -> Path:
+    code = tmp_path / "code"
+    code.mkdir()
+    for module, source in HANDLERS.items():
+        (code / f"{module}.py").write_text(textwrap.dedent(source))
+    return code
+
+
+def _runner(tmp_path: Path, specs: list[FunctionSpec]) -> LambdaRunner:
+    return LambdaRunner({s.logical_id: s for s in specs}, {"SHARED": "base"}, tmp_path / "logs")
+
+
+@pytest.fixture
+def runner(tmp_path: Path, code_dir: Path) -> Iterator[LambdaRunner]:
+    specs = [
+        _spec(code_dir, "env_echo", {"TABLE_NAME": "runs-a"}),
+        _spec(code_dir, "sleepy", timeout=1),
+        *(_spec(code_dir, m) for m in ("failing", "crashing", "unimportable", "not_json", "decimals")),
+    ]
+    runner = _runner(tmp_path, specs)
+    yield runner
+    runner.close()
+
+
+def test_each_function_sees_its_own_environment_and_not_the_callers(tmp_path: Path, code_dir: Path) -> None:
+    os.environ["STEPML_TEST_LEAK"] = "from the caller"
+    try:
+        a = _spec(code_dir, "env_echo", {"TABLE_NAME": "runs-a"})
+        b = FunctionSpec(
+            **{**a.__dict__, "logical_id": "b", "name": "test-b", "arn": a.arn.replace(a.name, "test-b")}
+            | {"environment": {"TABLE_NAME": "runs-b"}}
+        )
+        runner = _runner(tmp_path, [a, b])
+        try:
+            names = ["TABLE_NAME", "SHARED", "AWS_LAMBDA_FUNCTION_NAME", "AWS_REGION", "STEPML_TEST_LEAK"]
+            first = runner.invoke(a.name, {"names": names}).payload
+            second = runner.invoke(b.arn, {"names": names}).payload
+        finally:
+            runner.close()
+    finally:
+        del os.environ["STEPML_TEST_LEAK"]
+    assert (first["TABLE_NAME"], second["TABLE_NAME"]) == ("runs-a", "runs-b")
+    assert first["SHARED"] == second["SHARED"] == "base"
+    assert (first["AWS_LAMBDA_FUNCTION_NAME"], second["AWS_LAMBDA_FUNCTION_NAME"]) == ("test-env_echo", "test-b")
+    assert first["AWS_REGION"] == REGION
+    assert first["STEPML_TEST_LEAK"] is None and second["STEPML_TEST_LEAK"] is None
+    assert first["pid"] != second["pid"] != os.getpid()
+
+
+def test_a_warm_worker_is_reused_and_concurrent_invocations_get_their_own(runner: LambdaRunner) -> None:
+    first = runner.invoke("test-sleepy", {}).payload["pid"]
+    assert runner.invoke("test-sleepy", {}).payload["pid"] == first  # warm: the same execution environment
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        pids = [r.payload["pid"] for r in pool.map(lambda _: runner.invoke("test-sleepy", {"seconds": 0.3}), range(3))]
+    assert len(set(pids)) == 3, "concurrent invocations must never share a process"
+
+
+def test_a_handler_error_is_reported_with_its_class_name_and_logged(runner: LambdaRunner, tmp_path: Path) -> None:
+    result = runner.invoke("test-failing", {})
+    assert result.failed and result.error_type == "DataValidationError"
+    assert result.payload["errorMessage"] == "column 'age' has 'abc' in row 3"
+    assert result.payload["errorType"] == "DataValidationError"
+    assert any("raise DataValidationError" in line for line in result.payload["stackTrace"])
+    log = (tmp_path / "logs" / "test-failing.log").read_text()
+    assert "about to fail" in log and "DataValidationError" in log
+    assert not runner.invoke("test-env_echo", {"names": []}).failed  # other functions unaffected
+
+
+def test_past_its_timeout_the_worker_is_killed_and_a_new_one_serves_next(runner: LambdaRunner) -> None:
+    slow = runner.invoke("test-sleepy", {"seconds": 5})
+    assert slow.error_type == "Sandbox.Timedout" and "timed out after" in slow.payload["errorMessage"]
+    assert slow.duration_ms < 4000
+    fine = runner.invoke("test-sleepy", {})
+    assert not fine.failed and 0 < fine.payload["remaining_ms"] <= 1000
+
+
+def test_a_crashed_worker_is_an_exit_error_and_is_replaced(runner: LambdaRunner) -> None:
+    crashed = runner.invoke("test-crashing", {})
+    assert crashed.error_type == "Runtime.ExitError" and "exit code 3" in crashed.payload["errorMessage"]
+    assert runner.invoke("test-crashing", {}).error_type == "Runtime.ExitError"  # a fresh worker, same fate
+
+
+def test_an_unimportable_handler_fails_every_invocation_as_lambda_does(runner: LambdaRunner) -> None:
+    for _ in range(2):
+        result = runner.invoke("test-unimportable", {})
+        assert result.error_type == "Runtime.ImportModuleError"
+        assert "Unable to import module 'unimportable'" in result.payload["errorMessage"]
+        assert "a_module_that_does_not_exist" in result.payload["errorMessage"]
+
+
+def test_a_result_that_is_not_json_is_a_marshal_error_but_decimals_are_numbers(runner: LambdaRunner) -> None:
+    result = runner.invoke("test-not_json", {})
+    assert result.error_type == "Runtime.MarshalError"
+    assert (
+        result.payload["errorMessage"] == "Unable to marshal response: Object of type datetime is not JSON serializable"
+    )
+    decimals = runner.invoke("test-decimals", {})
+    assert not decimals.failed and decimals.payload == {"version": 3, "score": 0.25}
+
+
+def test_unknown_function_is_a_key_error(runner: LambdaRunner) -> None:
+    with pytest.raises(KeyError, match="no function 'nope'"):
+        runner.invoke("nope", {})
+
+
+def test_prestarted_workers_serve_the_first_invocation(runner: LambdaRunner) -> None:
+    before = {p.pid for p in multiprocessing.active_children()}
+    runner.prestart(["test-env_echo", "arn:aws:lambda:us-east-1:123456789012:function:test-sleepy", "elsewhere"])
+    prestarted = {p.pid for p in multiprocessing.active_children()} - before
+    assert len(prestarted) == 2  # one per known function; a name of another stack is skipped
+    served = {
+        runner.invoke("test-env_echo", {"names": []}).payload["pid"],
+        runner.invoke("test-sleepy", {}).payload["pid"],
+    }
+    assert served == prestarted
+
+
+def test_prestart_after_close_leaves_no_worker_behind(runner: LambdaRunner) -> None:
+    runner.close()
+    before = {p.pid for p in multiprocessing.active_children()}
+    runner.prestart(["test-env_echo"])
+    assert {p.pid for p in multiprocessing.active_children() if p.is_alive()} <= before
