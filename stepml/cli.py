@@ -345,13 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--inject-fault",
         action="append",
-        metavar="STATE=ERROR[:COUNT]",
-        help="make STATE's task fail COUNT times (default 1) with ERROR, e.g. Preprocess=TransientStoreError:2",
+        metavar="STATE=ERROR[:COUNT][:WHEN]",
+        help="make STATE's task fail COUNT times (default 1) with ERROR; WHEN is 'before' its code runs (default) "
+        "or 'after' it ran and wrote (a lost response), e.g. Preprocess=TransientStoreError:2, "
+        "Register=TransientStoreError:1:after",
     )
     run.add_argument(
         "--fault-config",
         metavar="FILE",
-        help='faults as JSON: {"State": {"0-1": {"Throw": {"Error": "...", "Cause": "..."}}}}',
+        help='faults as JSON: {"State": {"0-1": {"Throw": {"Error": "...", "Cause": "...", "When": "after"}}}} '
+        '("When" is optional: "before" by default)',
     )
     run.set_defaults(func=cmd_run)
 

@@ -3,12 +3,24 @@
 AWS's Step Functions Local reads a mock-config file whose mocked responses ``Throw`` an error for a range
 of attempts ("0", "1-2"). moto does not load those files, and a mocked state would not run the real
 handler anyway. Here a fault plan names a state and the attempts that fail; every other attempt runs the
-real code, so a user can watch a Retry happen and succeed, or a Catch record the failure:
+real code, so a user can watch a Retry happen and succeed, or a Catch record the failure.
 
-    stepml run --inject-fault Preprocess=TransientStoreError:2        # attempts 0 and 1 fail
+A failing attempt fails *before* the task's code runs (the default: the invocation never reached the
+handler, as when Lambda throttles), or *after* it (the handler runs to the end, its writes happen, and the
+attempt still fails: what Step Functions sees when a Lambda's response is lost or it times out after
+writing). ``after`` shows whether a retried stage repeats its side effects. It applies to Lambda tasks
+(the project's functions and the SageMaker stand-in) and SNS publishes (the message goes out, then the
+publish fails: a retry sends it again, as SNS's at-least-once delivery allows).
+
+    stepml run --inject-fault Preprocess=TransientStoreError:2        # attempts 0 and 1 fail before running
+    stepml run --inject-fault Register=TransientStoreError:1:after    # attempt 0 registers, then fails
     stepml run --fault-config faults.json
 
-``faults.json``: ``{"Preprocess": {"0-1": {"Throw": {"Error": "TransientStoreError", "Cause": "..."}}}}``
+``--inject-fault STATE=ERROR[:COUNT][:WHEN]``: COUNT attempts (default 1) fail; WHEN is ``before``
+(default) or ``after``. ``faults.json`` maps state → attempt range → ``Throw``, with an optional ``When``::
+
+    {"Preprocess": {"0-1": {"Throw": {"Error": "TransientStoreError", "Cause": "..."}}},
+     "Register": {"0": {"Throw": {"Error": "TransientStoreError", "When": "after"}}}}
 """
 
 from __future__ import annotations
@@ -18,10 +30,18 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
-_SPEC = re.compile(r"^(?P<state>[A-Za-z0-9_-]+)=(?P<error>[A-Za-z0-9_.]+)(?::(?P<count>\d+))?$")
+When = Literal["before", "after"]
+WHENS: tuple[When, ...] = ("before", "after")
+# WHEN is matched loosely so that a misspelt one gets its own message rather than the generic one.
+_SPEC = re.compile(
+    r"^(?P<state>[A-Za-z0-9_-]+)=(?P<error>[A-Za-z0-9_.]+)(?::(?P<count>\d+))?(?::(?P<when>[A-Za-z]*))?$"
+)
+_SPEC_FORM = "STATE=ERROR[:COUNT][:WHEN]"
+_SPEC_EXAMPLES = "e.g. Preprocess=TransientStoreError:2 or Register=TransientStoreError:1:after"
 _RANGE = re.compile(r"^(?P<start>\d+)(?:-(?P<end>\d+))?$")
+_THROW_KEYS = frozenset({"Error", "Cause", "When"})
 
 
 class FaultSpecError(ValueError):
@@ -37,6 +57,8 @@ class Throw:
     # Only this execution's attempts fail (None: every execution's), so concurrent executions in one
     # embedded AWS can each carry their own faults.
     execution: str | None = None
+    # "before": the attempt fails without running the task's code; "after": the code runs, then it fails.
+    when: When = "before"
 
     def covers(self, attempt: int) -> bool:
         return self.first_attempt <= attempt <= self.last_attempt
@@ -46,10 +68,25 @@ class Throw:
 
 
 @dataclass
+class Injection:
+    """One attempt that was made to fail, and (for ``after``) how the real code it let run ended."""
+
+    execution: str
+    state: str
+    attempt: int
+    throw: Throw
+    ran: bool = False
+    # the code's own error type when it ran and failed (None: it succeeded, or did not run)
+    outcome_error: str | None = None
+
+
+@dataclass
 class FaultPlan:
-    """Which attempts of which states fail, and how; counts attempts per execution and state."""
+    """Which attempts of which states fail, and how; counts attempts per execution and state, and keeps
+    every injection made (``injections``) so a test can check what happened rather than what was planned."""
 
     throws: dict[str, list[Throw]] = field(default_factory=dict)
+    injections: list[Injection] = field(default_factory=list)
     _attempts: dict[tuple[str, str], int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,31 +96,48 @@ class FaultPlan:
     def add(self, state: str, throw: Throw) -> None:
         self.throws.setdefault(state, []).append(throw)
 
-    def next_fault(self, execution_name: str, state: str) -> Throw | None:
-        """Count one attempt of ``state`` in ``execution_name``; the Throw that applies to it, if any."""
+    def next_fault(self, execution_name: str, state: str) -> Injection | None:
+        """Count one attempt of ``state`` in ``execution_name``; the injection that applies to it, if any."""
         if state not in self.throws:
             return None
         with self._lock:
             attempt = self._attempts.get((execution_name, state), 0)
             self._attempts[(execution_name, state)] = attempt + 1
-        return next((t for t in self.throws[state] if t.applies_to(execution_name) and t.covers(attempt)), None)
+            throw = next((t for t in self.throws[state] if t.applies_to(execution_name) and t.covers(attempt)), None)
+            if throw is None:
+                return None
+            injection = Injection(execution_name, state, attempt, throw)
+            self.injections.append(injection)
+        return injection
 
     @classmethod
     def from_specs(cls, specs: list[str], execution: str | None = None) -> FaultPlan:
-        """Parse ``STATE=ERROR[:COUNT]`` (COUNT attempts fail, default 1); ``execution`` limits them to one."""
+        """Parse ``STATE=ERROR[:COUNT][:WHEN]`` (COUNT attempts fail, default 1; WHEN ``before``, the
+        default, or ``after`` the real code ran); ``execution`` limits them to one execution."""
         plan = cls()
         for spec in specs:
             match = _SPEC.match(spec.strip())
             if not match:
-                raise FaultSpecError(
-                    f"--inject-fault {spec!r}: expected STATE=ERROR[:COUNT], e.g. Preprocess=TransientStoreError:2"
-                )
+                raise FaultSpecError(f"--inject-fault {spec!r}: expected {_SPEC_FORM}, {_SPEC_EXAMPLES}")
             count = int(match.group("count") or 1)
             if count < 1:
-                raise FaultSpecError(f"--inject-fault {spec!r}: COUNT must be at least 1")
+                raise FaultSpecError(f"--inject-fault {spec!r}: COUNT must be at least 1; {_SPEC_EXAMPLES}")
+            when = match.group("when")
+            if when is not None and when not in WHENS:
+                raise FaultSpecError(
+                    f"--inject-fault {spec!r}: WHEN must be 'before' (fail without running the task) or 'after' "
+                    f"(run it, then fail), got {when!r}; {_SPEC_EXAMPLES}"
+                )
             plan.add(
                 match.group("state"),
-                Throw(match.group("error"), f"fault injected by stepml ({spec})", 0, count - 1, execution),
+                Throw(
+                    match.group("error"),
+                    f"fault injected by stepml ({spec})",
+                    0,
+                    count - 1,
+                    execution,
+                    cast(When, when or "before"),  # checked against WHENS above
+                ),
             )
         return plan
 
@@ -106,15 +160,24 @@ class FaultPlan:
                 if not match or not isinstance(throw, dict) or "Error" not in throw:
                     raise FaultSpecError(
                         f'fault config {path}: {state}: {attempt_range!r} must be an attempt range like "0" or '
-                        f'"0-2" mapping to {{"Throw": {{"Error": ..., "Cause": ...}}}}'
+                        f'"0-2" mapping to {{"Throw": {{"Error": ..., "Cause": ..., "When": "before"|"after"}}}}'
+                    )
+                where = f"fault config {path}: {state}: {attempt_range}"
+                unknown = sorted(set(throw) - _THROW_KEYS)
+                if unknown:
+                    raise FaultSpecError(f"{where}: unknown Throw field(s) {unknown}; allowed: Error, Cause, When")
+                when = throw.get("When", "before")
+                if when not in WHENS:
+                    raise FaultSpecError(
+                        f'{where}: "When" must be "before" (fail without running the task) or "after" '
+                        f"(run it, then fail), got {when!r}"
                     )
                 start = int(match.group("start"))
                 end = int(match.group("end") or start)
                 if end < start:
                     raise FaultSpecError(f"fault config {path}: {state}: range {attempt_range!r} ends before it starts")
-                plan.add(
-                    state, Throw(str(throw["Error"]), str(throw.get("Cause", "fault injected by stepml")), start, end)
-                )
+                cause = str(throw.get("Cause", "fault injected by stepml"))
+                plan.add(state, Throw(str(throw["Error"]), cause, start, end, when=cast(When, when)))
         return plan
 
     def merge(self, other: FaultPlan) -> FaultPlan:

@@ -30,7 +30,7 @@ from botocore.config import Config
 
 from stepml.embedded import lambda_runner
 from stepml.embedded.events import matches
-from stepml.embedded.faults import FaultPlan, Throw, running_state
+from stepml.embedded.faults import FaultPlan, Injection, running_state
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
 from stepml.embedded.state_store import StateStore
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
@@ -124,10 +124,16 @@ class _Gateway:
         spec = self._runtime.runner.spec(name)
         assert spec is not None
         # The payload tells apart two executions invoking the same function at the same moment.
-        throw = self._runtime.injected_fault(
+        injection = self._runtime.injected_fault(
             lambda d: d.get("resource") in {spec.arn, spec.name} and _same_json(d.get("input"), event)
         )
-        if throw is not None:
+        if injection is not None:
+            throw = injection.throw
+            if throw.when == "after":
+                # The function runs to the end (its writes happen) and the attempt is still reported as
+                # failed: what Step Functions sees when a response is lost or a timeout hits after the writes.
+                ran = self._runtime.runner.invoke(name, event)
+                injection.ran, injection.outcome_error = True, ran.error_type
             body = json.dumps({"errorType": throw.error, "errorMessage": throw.cause}).encode()
             start_response(
                 "200 OK",
@@ -158,11 +164,18 @@ class _Gateway:
         if b"Action=Publish" not in raw:
             return None
         message = parse_qs(raw.decode("utf-8", "replace")).get("Message", [None])[0]
-        throw = self._runtime.injected_fault(
+        injection = self._runtime.injected_fault(
             lambda d: d.get("resourceType") == "sns" and _same_message(d.get("parameters"), message)
         )
-        if throw is None:
+        if injection is None:
             return None
+        throw = injection.throw
+        if throw.when == "after":
+            # The message is published, then the call fails: a retry publishes it again (at least once).
+            answer: dict[str, str] = {}
+            list(self._moto_app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+            injection.ran = True
+            injection.outcome_error = None if answer.get("status", "").startswith("200") else answer.get("status")
         # Step Functions names an SNS error "SNS.<Code>Exception"; inject the code that yields the asked name.
         code = throw.error.removeprefix("SNS.").removesuffix("Exception") or throw.error
         body = (
@@ -462,7 +475,7 @@ class EmbeddedAws:
             listener(event)
         return threads
 
-    def injected_fault(self, resource_matches: Callable[[dict[str, Any]], bool]) -> Throw | None:
+    def injected_fault(self, resource_matches: Callable[[dict[str, Any]], bool]) -> Injection | None:
         """The fault planned for the state whose task is calling now, if any (only when a plan exists)."""
         if not self.faults:
             return None
