@@ -477,3 +477,35 @@ def test_handler_takes_the_states_parameters(aws: FakeAws) -> None:
     assert result.passed is True and result.report_uri.endswith("/evaluation/report.html")
     document = json.loads(aws.get("models/stepml-run-1-0a1b2c3d/evaluation/evaluation.json"))
     assert document["dataset"]["sha256"] is None  # the ASL does not pass $.ingest to Evaluate (yet)
+
+
+# --- retried after its writes ---------------------------------------------------------------------------
+
+
+def test_a_retried_evaluate_returns_its_recorded_result_without_writing(aws: FakeAws) -> None:
+    """Evaluate retried after it finished (its response lost) returns what evaluation.json records, even
+    if a champion appeared in between: the files and the state must tell the same gate decision."""
+    aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
+    state = state_for(aws, trained("iris"), threshold=0.5)
+    first = run_evaluate(aws, state)
+    assert first.passed and first.champion_version is None
+    # another run registers a better champion before the retry
+    ModelRegistry(aws.registry_table, aws.dynamodb).register_model(champion_record("iris", "f1_macro", 0.999))
+
+    second = run_evaluate(aws, state)
+
+    assert second == first
+    for uri in (first.evaluation_uri, first.report_uri):
+        key = uri.removeprefix(f"s3://{aws.bucket}/")
+        versions = aws.s3.list_object_versions(Bucket=aws.bucket, Prefix=key).get("Versions", [])
+        assert len([v for v in versions if v["Key"] == key]) == 1, f"{uri} was written again"
+
+
+def test_an_incomplete_evaluation_json_is_evaluated_again(aws: FakeAws) -> None:
+    state = state_for(aws, trained("iris"), threshold=0.5)
+    job = state["training"]["TrainingJobName"]
+    aws.put(
+        f"models/{job}/evaluation/evaluation.json", b'{"run_id": "run-1", "training_job_name": "' + job.encode() + b'"}'
+    )
+    result = run_evaluate(aws, state)
+    assert result.passed and json.loads(aws.get(f"models/{job}/evaluation/evaluation.json"))["gate"]["passed"]

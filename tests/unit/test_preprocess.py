@@ -174,3 +174,39 @@ def test_the_four_handlers_chain_like_the_state_machine(aws: Any, monkeypatch: p
     assert all(isinstance(v, str) for v in prep.hyperparameters.values())
     assert aws.get(raw_key(IngestResult.model_validate(state["ingest"]))) == data
     assert aws.get("incoming/chain/iris.csv") == data
+
+
+# --- retried after its writes ---------------------------------------------------------------------------
+
+
+def _versions(aws: Any, uri: str) -> list[dict[str, Any]]:
+    key = uri.removeprefix(f"s3://{aws.bucket}/")
+    answer = aws.s3.list_object_versions(Bucket=aws.bucket, Prefix=key)
+    return [v for v in answer.get("Versions", []) if v["Key"] == key]
+
+
+def test_a_retried_preprocess_writes_nothing_new(aws: Any) -> None:
+    """Preprocess retried after its writes went through (its response lost) leaves one version of each
+    split: the seeded split gives the same bytes, and the conditional write skips them."""
+    aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
+    config, ingested, profile, first = run(aws, "retried.csv", csv_bytes(iris_frame()), seed=5)
+    uris = [f"{first.train_uri}train.csv", f"{first.validation_uri}validation.csv", f"{first.test_uri}test.csv"]
+    written = {uri: _versions(aws, uri) for uri in uris}
+
+    second = preprocess(config, ingested, profile, ObjectStore(aws.s3), Limits())
+
+    assert second == first
+    for uri in uris:
+        assert len(written[uri]) == 1, uri
+        assert _versions(aws, uri) == written[uri], f"{uri} was written again"
+
+
+def test_put_if_changed_replaces_different_bytes_only(aws: Any) -> None:
+    aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
+    store, uri = ObjectStore(aws.s3), f"s3://{aws.bucket}/processed/put-once/a.csv"
+    assert store.put_if_changed(uri, b"a\n1\n", "text/csv") is True
+    assert store.put_if_changed(uri, b"a\n1\n", "text/csv") is False
+    assert len(_versions(aws, uri)) == 1
+    # different bytes under the key: the object must hold what the caller goes on with
+    assert store.put_if_changed(uri, b"a\n2\n", "text/csv") is True
+    assert store.read_bytes(uri) == b"a\n2\n" and len(_versions(aws, uri)) == 2

@@ -291,3 +291,49 @@ def test_only_rejected_uploads_are_quarantined(aws: FakeAws, key: str, error: st
     )
     assert summary.quarantine_uri is None
     assert aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="quarantine/").get("KeyCount", 0) == 0
+
+
+# --- once per execution -------------------------------------------------------------------------------
+
+
+def test_a_retry_after_the_rollback_returns_the_recorded_summary(aws: FakeAws) -> None:
+    """A RecordFailure retried after it finished (its response lost) must not act again: the endpoint
+    now serves the champion, so acting again would record "left as it is" over the real rollback."""
+    store = RecordStore(aws.bucket, aws.s3)
+    deploy(store, "stepml-old-model", OLD_CONFIG)
+    deploy(store, "stepml-new-model", NEW_CONFIG)
+    standin.create_endpoint(store, {"EndpointName": ENDPOINT, "EndpointConfigName": OLD_CONFIG})
+    standin.update_endpoint(store, {"EndpointName": ENDPOINT, "EndpointConfigName": NEW_CONFIG})
+    ModelRegistry(aws.registry_table, aws.dynamodb).register_model(champion_record("iris", "f1_macro", 0.9))
+    state = full_state(aws) | {"existing": {"count": 1}, "endpoint": {"EndpointName": ENDPOINT,
+                                                                      "EndpointStatus": "InService"}}  # fmt: skip
+    event = failure_event(state, "Register", "TransientStoreError", "throttled", "run-1")
+
+    first = run(aws, event)
+    history = store.get("endpoints", ENDPOINT)
+    second = run(aws, event)
+
+    assert first.rollback == f"endpoint {ENDPOINT} rolled back to model v1 ({OLD_CONFIG})"
+    assert second == first
+    assert store.get("endpoints", ENDPOINT) == history  # no second update
+    record = run_record(aws, "run-1")
+    assert record["rollback"] == first.rollback and record["failed_at"] == first.failed_at
+
+
+def test_a_retry_without_rollback_returns_the_recorded_summary(aws: FakeAws) -> None:
+    state = {"config": {"run_id": "r-3", "dataset": "s3://b/datasets/r-3/x.csv"}}
+    event = failure_event(state, "ValidateData", "DataValidationError", "bad row", "r-3")
+    first = run(aws, event, endpoints=not_needed)
+    RunLog(aws.runs_table, aws.dynamodb).update_run("r-3", cause="changed by someone else")
+    second = run(aws, event, endpoints=not_needed)
+    assert second == first.model_copy(update={"cause": "changed by someone else"})  # read back, not redone
+    assert run_record(aws, "r-3")["failure_handled_at"]
+
+
+def test_another_execution_with_the_run_id_is_recorded_again(aws: FakeAws) -> None:
+    state = {"config": {"run_id": "r-4", "dataset": "s3://b/datasets/r-4/x.csv"}}
+    run(aws, failure_event(state, "ValidateData", "DataValidationError", "first", "r-4"), endpoints=not_needed)
+    other = failure_event(state, "Ingest", "DatasetNotFoundError", "second", "r-4")
+    other["execution_arn"] = EXECUTION.format("r-4").replace("stepml-pipeline", "another-machine")
+    summary = run(aws, other, endpoints=not_needed)
+    assert summary.failed_state == "Ingest" and run_record(aws, "r-4")["cause"] == "second"

@@ -30,6 +30,8 @@ _TRANSIENT_CODES = frozenset(
         "InternalError",
         "InternalServerError",
         "TransactionInProgressException",
+        # S3's answer to two conditional writes of one key at the same moment: "retry the request".
+        "ConditionalRequestConflict",
     }
 )
 

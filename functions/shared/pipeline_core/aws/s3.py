@@ -58,6 +58,30 @@ class ObjectStore:
             self._s3.put_object(Bucket=location.bucket, Key=location.key, Body=data, ContentType=content_type)
         return uri
 
+    def put_if_changed(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write ``data`` at ``uri`` unless that object already holds exactly these bytes; True if written.
+
+        A stage retried after its writes went through (its response lost, a timeout after the writes)
+        writes the same bytes again; on a versioned bucket that would stack identical versions. The first
+        write is S3's conditional put (``If-None-Match: *``), so the usual case costs one request.
+        """
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"writing {uri}"):
+            try:
+                self._s3.put_object(
+                    Bucket=location.bucket, Key=location.key, Body=data, ContentType=content_type, IfNoneMatch="*"
+                )
+                return True
+            except ClientError as error:
+                if error.response["Error"]["Code"] not in {"PreconditionFailed", "412"}:
+                    raise
+        if self.read_bytes(uri) == data:
+            return False
+        # Different bytes under the same key: the state continues with this attempt's result, so the
+        # object must hold what this attempt produced.
+        self.write_bytes(uri, data, content_type)
+        return True
+
     def download(self, uri: str, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.read_bytes(uri))

@@ -6,6 +6,10 @@ The training script (``training/train.py``) writes ``metrics.json`` and ``test_p
 The test metrics are the evaluation (validation metrics were available to training, test ones were not).
 No scikit-learn here: it lives in the training container, and the confusion matrix and ROC curve are a
 few lines of numpy.
+
+Once per execution: ``evaluation.json`` is written last and records the whole result, so an Evaluate retried
+after it finished (its response lost, a timeout after the writes) returns that result instead of writing
+again. The gate decision then stays the one the files show, even if the champion changed in between.
 """
 
 from __future__ import annotations
@@ -284,6 +288,31 @@ def _int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def earlier_result(store: ObjectStore, evaluation_uri: str, run_id: str, job: str) -> EvaluationResult | None:
+    """The result an earlier attempt of this run recorded in ``evaluation.json``, if it finished."""
+    try:
+        document = json.loads(store.read_bytes(evaluation_uri))
+        if document.get("run_id") != run_id or document.get("training_job_name") != job:
+            return None
+        gate = document["gate"]
+        return EvaluationResult(
+            metrics=document["metrics"],
+            primary_metric=document["primary_metric"],
+            primary_value=gate["primary_value"],
+            threshold=gate["threshold"],
+            champion_version=gate["champion_version"],
+            champion_value=gate["champion_value"],
+            passed=gate["passed"],
+            reason=gate["reason"],
+            evaluation_uri=evaluation_uri,
+            report_uri=document["report_uri"],
+        )
+    except DatasetNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # not a complete evaluation.json: evaluate again and replace it
+
+
 def evaluate(
     config: RunConfig,
     data: DataProfile,
@@ -297,6 +326,10 @@ def evaluate(
     """Evaluate the trained model on the test split and write evaluation.json and report.html."""
     source = output_data_uri(training)
     prefix = evaluation_prefix(training)
+    evaluation_uri, report_uri = prefix + "evaluation.json", prefix + "report.html"
+    earlier = earlier_result(store, evaluation_uri, config.run_id, training.TrainingJobName)
+    if earlier is not None:
+        return earlier
     try:
         archive = store.read_bytes(source)
     except DatasetNotFoundError as error:
@@ -338,7 +371,6 @@ def evaluate(
         view = RegressionView(y_true, y_pred, residual_summary(y_true, y_pred))
         analysis = {"residuals": view.residual_summary}
 
-    evaluation_uri, report_uri = prefix + "evaluation.json", prefix + "report.html"
     sizes = {
         "n_train": _int_or(raw_metrics.get("n_train"), prep.n_train),
         "n_validation": _int_or(raw_metrics.get("n_validation"), prep.n_validation),
@@ -398,8 +430,9 @@ def evaluate(
             view=view,
         )
     )
-    store.write_bytes(evaluation_uri, json.dumps(document, indent=2).encode(), "application/json")
+    # The report first: evaluation.json is the record that the evaluation finished (see earlier_result).
     store.write_bytes(report_uri, html.encode(), "text/html; charset=utf-8")
+    store.write_bytes(evaluation_uri, json.dumps(document, indent=2).encode(), "application/json")
     return EvaluationResult(
         metrics=test_metrics,
         primary_metric=primary,

@@ -131,7 +131,8 @@ def preprocess(
         prefix = f"{config.processed_prefix}{name}/"
         part = frame.iloc[getattr(split, name)][columns]
         body = part.to_csv(index=False, lineterminator="\n").encode("utf-8")
-        store.write_bytes(f"{prefix}{name}.csv", body, content_type="text/csv")
+        # The split is seeded, so a retried Preprocess produces the same bytes and writes nothing new.
+        store.put_if_changed(f"{prefix}{name}.csv", body, content_type="text/csv")
         uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
     hyperparameters = {
         "target": profile.target,

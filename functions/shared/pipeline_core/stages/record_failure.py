@@ -4,6 +4,11 @@ The state data reaching this stage is whatever the run had built when it failed:
 ValidateInput carries only the raw execution input, later ones carry ``config`` and the results of the
 states that ran. Every read here tolerates a missing or oddly typed key, because raising would lose the
 record of the original failure.
+
+Once per execution: the last write sets ``failure_handled_at`` on the run record, and a RecordFailure
+retried after that (its response lost, a timeout after the writes) returns the recorded summary. Acting
+again would not roll back twice (the endpoint no longer serves this run's config), but it would overwrite
+the record's rollback sentence with "left as it is" and copy a quarantined upload again.
 """
 
 from __future__ import annotations
@@ -194,6 +199,20 @@ def quarantine_upload(store: ObjectStore, summary: FailureSummary, dataset_uri: 
     return str(target)
 
 
+def earlier_summary(runs: RunLog, run_id: str, execution_arn: str | None) -> FailureSummary | None:
+    """What an earlier, finished RecordFailure of this execution recorded, if there was one."""
+    if execution_arn is None:
+        return None  # nothing tells this execution's record apart from another's
+    record = runs.get_run(run_id)
+    if not record or not record.get("failure_handled_at") or record.get("execution_arn") != execution_arn:
+        return None
+    try:
+        fields = {key: record[key] for key in FailureSummary.model_fields if record.get(key) is not None}
+        return FailureSummary.model_validate(fields | {"run_id": run_id})
+    except ValueError:
+        return None  # an odd record: handle the failure again rather than lose it
+
+
 def record_failure(
     event: Mapping[str, Any],
     *,
@@ -217,6 +236,10 @@ def record_failure(
         or (execution_arn.rsplit(":", 1)[-1] if execution_arn else None)
         or "unknown-run"
     )
+    earlier = earlier_summary(runs, run_id, execution_arn)
+    if earlier is not None:
+        logger.info("failure already recorded by an earlier attempt", extra={"run_id": run_id})
+        return earlier
     failed_state = _as_text(failure.get("state"), "unknown state")
     summary = FailureSummary(
         run_id=run_id,
@@ -238,6 +261,7 @@ def record_failure(
 
     endpoint_name, model_name = _text(config.get("endpoint_name")), _text(config.get("model_name"))
     if not (endpoint_name and model_name and endpoint_was_touched(state, failed_state)):
+        runs.update_run(run_id, failure_handled_at=utc_now())
         return summary
     try:
         rollback = roll_back_endpoint(
@@ -253,6 +277,6 @@ def record_failure(
     except Exception as error:  # a failed rollback must not hide the run's own failure
         logger.exception("rollback failed", extra={"endpoint_name": endpoint_name})
         rollback = f"rollback of endpoint {endpoint_name} failed: {type(error).__name__}: {error}"
-    runs.update_run(run_id, rollback=rollback)
+    runs.update_run(run_id, rollback=rollback, failure_handled_at=utc_now())
     logger.info("rollback", extra={"rollback": rollback})
     return summary.model_copy(update={"rollback": rollback})
