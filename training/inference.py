@@ -16,8 +16,10 @@ floats for regression), or ``text/csv`` with one prediction per line.
 
 ``predict_records(bundle, records)`` is the fast path the local endpoint stand-in uses: it builds the
 model's input row directly from the fitted imputers and encoder instead of going through pandas and the
-ColumnTransformer (milliseconds per call), and checks itself against the full pipeline when the model
-loads, falling back to the pipeline if the two ever disagree.
+ColumnTransformer (milliseconds per call), and for small batches walks all of HistGradientBoosting's
+trees at once with NumPy instead of scikit-learn's one call per tree (see ``_Forest``). Both check
+themselves against scikit-learn when the model loads and fall back to it if they ever disagree, so
+predictions are exactly the pipeline's.
 
 Self-contained like ``train.py`` (the container copies only this folder); value handling mirrors
 ``train.py``'s ``_as_label`` and numeric coercion so a value is encoded the same way in training and
@@ -33,7 +35,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import joblib
@@ -50,6 +52,11 @@ _OPENMP_KEY = "_openmp"
 _ABSENT_ATTR = "stepml_absent_fields"
 # Batches up to this many rows are predicted on one OpenMP thread (see _threads).
 SINGLE_THREAD_MAX_ROWS = 10_000
+# Batches up to this many rows walk the trees with NumPy (_Forest); larger ones go to scikit-learn, whose
+# compiled per-tree loop overtakes NumPy's per-step overhead at about 100 rows (benchmarks/inference.py).
+FOREST_MAX_ROWS = 64
+# Rows of thresholds, their neighbours and missing values the tree walk is checked on when a model loads.
+FOREST_PROBE_ROWS = 512
 
 
 def _as_label(value: Any) -> Any:
@@ -99,8 +106,8 @@ def model_fn(model_dir: str) -> dict[str, Any]:
             f"model trained with scikit-learn {trained_with}, serving with {sklearn.__version__}",
             stacklevel=2,
         )
-    bundle[_PLAN_KEY] = _build_plan(bundle)
     bundle[_OPENMP_KEY] = _openmp_controller()
+    bundle[_PLAN_KEY] = _build_plan(bundle)
     return bundle
 
 
@@ -267,6 +274,8 @@ class _Plan:
     # columns the imputers dropped (all missing in training): required in a record, otherwise unused
     unused: tuple[str, ...]
     estimator: Any
+    # the estimator's trees as arrays, or None to let the estimator predict (see _build_forest)
+    forest: _Forest | None = None
 
 
 def _build_plan(bundle: dict[str, Any]) -> _Plan | None:
@@ -311,7 +320,15 @@ def _build_plan(bundle: dict[str, Any]) -> _Plan | None:
         plan = _Plan(offset, tuple(numeric), tuple(categorical), tuple(unused), estimator)
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
-    return plan if _plan_agrees(plan, bundle) else None
+    if not _plan_agrees(plan, bundle):
+        return None
+    forest = _build_forest(estimator, plan.width)
+    if forest is not None:
+        probes = _probe_rows(forest, plan, bundle)
+        with _threads(bundle, len(probes)):
+            if _forest_agrees(forest, estimator, probes):
+                plan = replace(plan, forest=forest)
+    return plan
 
 
 def _one_hot_positions(encoder: Any, n_columns: int) -> list[dict[str, int]]:
@@ -333,8 +350,8 @@ def _one_hot_positions(encoder: Any, n_columns: int) -> list[dict[str, int]]:
     return result
 
 
-def _plan_agrees(plan: _Plan, bundle: dict[str, Any]) -> bool:
-    """The fast rows equal the ColumnTransformer's output on probe records (fills, categories, unknowns)."""
+def _plan_probes(plan: _Plan, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records with every value missing, every known category, unknown categories and numbers."""
     features: list[str] = bundle["feature_columns"]
     probes: list[dict[str, Any]] = [dict.fromkeys(features)]  # every value missing
     longest = max((len(m) for _, m, _ in plan.categorical), default=1)
@@ -349,6 +366,12 @@ def _plan_agrees(plan: _Plan, bundle: dict[str, Any]) -> bool:
     probes.append(
         {c: "stepml-unknown-category" if k == "categorical" else 0.5 for c, k in bundle["feature_kinds"].items()}
     )
+    return probes
+
+
+def _plan_agrees(plan: _Plan, bundle: dict[str, Any]) -> bool:
+    """The fast rows equal the ColumnTransformer's output on probe records (fills, categories, unknowns)."""
+    probes = _plan_probes(plan, bundle)
     fast = _rows(plan, probes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -392,5 +415,143 @@ def predict_records(bundle: dict[str, Any], records: Sequence[Mapping[str, Any]]
     if plan is None:
         return predict_fn(pd.DataFrame.from_records(list(records), columns=features), bundle)
     rows = _rows(plan, records)
+    if plan.forest is not None and len(rows) <= FOREST_MAX_ROWS:
+        return _to_list(plan.forest.predict(rows), bundle)
     with _threads(bundle, len(rows)):
         return _to_list(plan.estimator.predict(rows), bundle)
+
+
+# --- the trees as arrays -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Forest:
+    """A fitted HistGradientBoosting model's trees flattened into arrays, walked for all trees at once.
+
+    scikit-learn predicts tree by tree, a Python-level call per tree (~4 µs each: 300 trees for a 3-class
+    model of 100 iterations), which is most of a one-row request. Here one NumPy step moves every (row,
+    tree) pair one level down, so a request costs ``depth`` steps whatever the number of trees.
+
+    Node ``i`` of the flat arrays: ``feature[i]``, ``threshold[i]``, ``missing_left[i]``, and its children at
+    ``children[2 * i]`` (left) and ``children[2 * i + 1]`` (right). A leaf is its own child, so walking
+    ``depth`` steps leaves every pair on its leaf however deep that is. Tree ``t`` is iteration
+    ``t // per_iteration`` for output ``t % per_iteration``, the order scikit-learn adds them in.
+    """
+
+    roots: np.ndarray
+    children: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    value: np.ndarray
+    depth: int
+    per_iteration: int
+    baseline: np.ndarray  # (per_iteration,): what every raw prediction starts from
+    classes: np.ndarray | None  # the classifier's classes_, None for a regressor
+    inverse_link: Any  # the regressor's raw prediction -> prediction (identity for squared error)
+
+    def raw_predict(self, rows: np.ndarray) -> np.ndarray:
+        """The sum of the leaf values over all trees plus the baseline, (n_rows, per_iteration), exactly
+        as scikit-learn's ``_raw_predict`` computes it."""
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        n, width = rows.shape
+        values = rows.ravel()
+        # Row r's feature j is values[r * width + j]: one take() fetches every pair's split value.
+        row_start = (np.arange(n, dtype=np.intp) * width)[:, None]
+        node = np.broadcast_to(self.roots, (n, self.roots.size))
+        for _ in range(self.depth):
+            x = values.take(row_start + self.feature.take(node))
+            # scikit-learn's split: a missing value goes where training sent missing values (the side
+            # with the better gain), any other value left when <= the threshold.
+            go_left = np.where(np.isnan(x), self.missing_left.take(node), x <= self.threshold.take(node))
+            node = self.children.take(2 * node + ~go_left)
+        leaves = self.value.take(node).reshape(n, -1, self.per_iteration)
+        # scikit-learn starts from zeros + baseline and adds the trees one iteration after another. A sum in
+        # another order (np.sum adds pairwise) can differ in the last bit, so the same left-to-right
+        # additions are made with cumsum, which accumulates in order.
+        steps = np.empty((n, leaves.shape[1] + 1, self.per_iteration))
+        steps[:, 0, :] = 0.0
+        steps[:, 0, :] += self.baseline
+        steps[:, 1:, :] = leaves
+        raw: np.ndarray = np.cumsum(steps, axis=1)[:, -1, :]
+        return raw
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """What the estimator's ``predict`` answers for ``rows``."""
+        raw = self.raw_predict(rows)
+        if self.classes is None:
+            return np.asarray(self.inverse_link(raw.ravel()))
+        # As HistGradientBoostingClassifier.predict: one output is the positive class's logit ("> 0", so
+        # a tie is the first class), several are one per class.
+        encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
+        return np.asarray(self.classes[encoded])
+
+
+def _build_forest(estimator: Any, width: int) -> _Forest | None:
+    """The trees of a fitted HistGradientBoosting{Classifier,Regressor} as a _Forest, or None when the
+    estimator is not one or uses what the walk does not do (native categorical features, whose inputs
+    scikit-learn re-encodes before the trees)."""
+    try:
+        if type(estimator).__name__ not in ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"):
+            return None
+        categorical = getattr(estimator, "is_categorical_", None)
+        if getattr(estimator, "_preprocessor", None) is not None or (categorical is not None and np.any(categorical)):
+            return None
+        per_iteration = int(estimator.n_trees_per_iteration_)
+        trees = [predictor.nodes for iteration in estimator._predictors for predictor in iteration]
+        if not trees or any(len(iteration) != per_iteration for iteration in estimator._predictors):
+            return None
+        sizes = np.array([len(nodes) for nodes in trees], dtype=np.intp)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        nodes = np.concatenate(trees)
+        if nodes["is_categorical"].any() or (nodes["feature_idx"][~nodes["is_leaf"].astype(bool)] >= width).any():
+            return None
+        leaf = nodes["is_leaf"].astype(bool)
+        own = np.arange(len(nodes), dtype=np.intp)
+        first = np.repeat(starts, sizes)  # each node's tree's first node: left/right are per tree
+        children = np.empty(2 * len(nodes), dtype=np.intp)
+        children[0::2] = np.where(leaf, own, nodes["left"].astype(np.intp) + first)
+        children[1::2] = np.where(leaf, own, nodes["right"].astype(np.intp) + first)
+        is_classifier = type(estimator).__name__ == "HistGradientBoostingClassifier"
+        return _Forest(
+            roots=starts,
+            children=children,
+            feature=np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp),
+            threshold=np.where(leaf, np.inf, nodes["num_threshold"]).astype(np.float64),
+            missing_left=nodes["missing_go_to_left"].astype(bool),
+            value=nodes["value"].astype(np.float64),
+            depth=int(nodes["depth"].max()),
+            per_iteration=per_iteration,
+            baseline=np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(per_iteration),
+            classes=np.asarray(estimator.classes_) if is_classifier else None,
+            inverse_link=None if is_classifier else estimator._loss.link.inverse,
+        )
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _probe_rows(forest: _Forest, plan: _Plan, bundle: dict[str, Any]) -> np.ndarray:
+    """Rows that take every split both ways and the missing way: each feature drawn from its thresholds,
+    the next float above each, NaN and 0, plus the rows of the plan's probe records."""
+    inner = forest.children[0::2] != np.arange(len(forest.feature))
+    rng = np.random.default_rng(0)  # fixed: the same model is always checked on the same rows
+    rows = np.empty((FOREST_PROBE_ROWS, plan.width))
+    for column in range(plan.width):
+        thresholds = np.unique(forest.threshold[inner & (forest.feature == column)])
+        candidates = np.concatenate([thresholds, np.nextafter(thresholds, np.inf), [np.nan, 0.0]])
+        rows[:, column] = rng.choice(candidates, size=FOREST_PROBE_ROWS)
+    return np.vstack([rows, _rows(plan, _plan_probes(plan, bundle))])
+
+
+def _forest_agrees(forest: _Forest, estimator: Any, rows: np.ndarray) -> bool:
+    """The walk's predictions on ``rows`` are the estimator's own, bit for bit (for a classifier also the
+    raw per-class scores, which its probabilities come from)."""
+    try:
+        if not np.array_equal(forest.predict(rows), estimator.predict(rows)):
+            return False
+        if forest.classes is None:
+            return True
+        decision = np.asarray(estimator.decision_function(rows))
+        return bool(np.array_equal(forest.raw_predict(rows).reshape(decision.shape), decision))
+    except (ArithmeticError, IndexError, TypeError, ValueError):
+        return False
