@@ -45,7 +45,9 @@ def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the whole pipeline on the embedded target and print what it produced."""
+    from stepml.remote import check_name
     from stepml.session import execution_name_for, print_summary, start_and_follow
+    from stepml.targets import TargetError
 
     layout = project_layout()
     dataset = _dataset_path(layout, args.data)
@@ -55,16 +57,21 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     with _embedded(layout) as aws:
         aws.faults = faults
         key = f"datasets/{name}/{dataset.name}"
-        aws.client("s3").put_object(Bucket=aws.stack.data_bucket, Key=key, Body=dataset.read_bytes())
         execution_input = _run_input(args, f"s3://{aws.stack.data_bucket}/{key}")
-        if progress:
-            print(
-                f"stepml run on the embedded target: {dataset.name} → {aws.stack.state_machine_name}",
-                file=out,
+        try:
+            # before the upload, which would replace the file an earlier run with this name staged
+            check_name(aws, name, execution_input)
+            aws.client("s3").put_object(Bucket=aws.stack.data_bucket, Key=key, Body=dataset.read_bytes())
+            if progress:
+                print(
+                    f"stepml run on the embedded target: {dataset.name} → {aws.stack.state_machine_name}",
+                    file=out,
+                )
+            outcome, _ = start_and_follow(
+                aws.client("stepfunctions"), aws.stack.state_machine_arn, name, execution_input, progress
             )
-        outcome, _ = start_and_follow(
-            aws.client("stepfunctions"), aws.stack.state_machine_arn, name, execution_input, progress
-        )
+        except TargetError as error:
+            raise CliError(str(error)) from error
         aws.save_execution(outcome.execution_arn)
         outcome.invocations = [
             {"function": e.function_name, "ms": round(e.duration_ms, 2), "error": e.error_type}

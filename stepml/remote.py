@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stepml.progress import HistoryReader
-from stepml.session import RunOutcome, execution_name_for, outcome_of, print_summary, start_and_follow
+from stepml.session import (
+    RunOutcome,
+    execution_name_for,
+    name_taken,
+    outcome_of,
+    print_summary,
+    start_and_follow,
+    start_execution,
+)
 from stepml.targets import Target, TargetError
 
 
@@ -20,31 +28,72 @@ def execution_arn(target: Target, name_or_arn: str) -> str:
     return target.outputs.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name_or_arn}"
 
 
-def stage_dataset(target: Target, data: str, name: str, prefix: str = "datasets") -> str:
-    """The dataset's S3 URI: an s3:// URI as is, a local file uploaded to the target's bucket."""
-    if data.startswith("s3://"):
-        return data
+def _local_file(data: str) -> Path:
     path = Path(data).expanduser()
     if not path.is_file():
         raise TargetError(f"--data {path}: no such file")
+    return path
+
+
+def dataset_uri(target: Target, data: str, name: str, prefix: str = "datasets") -> str:
+    """Where :func:`stage_dataset` puts ``data`` (an s3:// URI stays as it is)."""
+    if data.startswith("s3://"):
+        return data
+    path = _local_file(data)
     key = f"{prefix}/{name}/{path.name}" if prefix != "incoming" else f"incoming/{path.name}"
-    target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=path.read_bytes())
     return f"s3://{target.outputs.data_bucket}/{key}"
+
+
+def stage_dataset(target: Target, data: str, name: str, prefix: str = "datasets") -> str:
+    """The dataset's S3 URI: an s3:// URI as is, a local file uploaded to the target's bucket."""
+    uri = dataset_uri(target, data, name, prefix)
+    if not data.startswith("s3://"):
+        key = uri.removeprefix(f"s3://{target.outputs.data_bucket}/")
+        target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=_local_file(data).read_bytes())
+    return uri
+
+
+def earlier_execution(target: Target, name: str) -> dict[str, Any] | None:
+    """The target's execution named ``name``, if any (an embedded AWS started by this command also knows
+    the ones earlier commands ran, which moto forgot when their process ended)."""
+    sfn = target.client("stepfunctions")
+    try:
+        return dict(sfn.describe_execution(executionArn=execution_arn(target, name)))
+    except sfn.exceptions.ExecutionDoesNotExist:
+        pass
+    stored = getattr(target, "stored_execution", None)
+    return stored(name) if callable(stored) else None
+
+
+def check_name(target: Target, name: str, execution_input: dict[str, Any]) -> bool:
+    """Whether starting ``name`` with ``execution_input`` returns a running execution (True) or starts a
+    new one (False); ExecutionNameTaken, before anything is uploaded, when Step Functions would refuse it."""
+    earlier = earlier_execution(target, name)
+    if earlier is None:
+        return False
+    if earlier.get("status") == "RUNNING" and json.loads(earlier.get("input") or "null") == execution_input:
+        return True
+    status = earlier.get("status", "ended")
+    raise name_taken(
+        name, f"{status}, started {earlier.get('startDate')}" + (", with another input" if status == "RUNNING" else "")
+    )
 
 
 def start(
     target: Target, args: argparse.Namespace, execution_input: dict[str, Any], out: TextIO | None
 ) -> RunOutcome | str:
-    """Start a run; follow it to the end unless ``--no-wait`` (then return its ARN)."""
+    """Start a run; follow it to the end unless ``--no-wait`` (then return its ARN).
+
+    A name already used is refused before the dataset is uploaded (the upload would replace the file that
+    run staged under the same key); starting again what is still running with the same input follows it.
+    """
     name = args.name or execution_name_for(args.data)
-    execution_input = {**execution_input, "dataset": stage_dataset(target, args.data, name)}
+    execution_input = {**execution_input, "dataset": dataset_uri(target, args.data, name)}
+    if not check_name(target, name, execution_input):
+        stage_dataset(target, args.data, name)
     sfn = target.client("stepfunctions")
     if getattr(args, "no_wait", False):
-        return str(
-            sfn.start_execution(
-                stateMachineArn=target.outputs.state_machine_arn, name=name, input=json.dumps(execution_input)
-            )["executionArn"]
-        )
+        return start_execution(sfn, target.outputs.state_machine_arn, name, execution_input)
     outcome, _ = start_and_follow(sfn, target.outputs.state_machine_arn, name, execution_input, out)
     return outcome
 

@@ -12,6 +12,32 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stepml.progress import HistoryReader, failure_details, follow
+from stepml.targets import TargetError
+
+
+class ExecutionNameTaken(TargetError):
+    """Step Functions refuses the execution name (ExecutionAlreadyExists); the message says what to do."""
+
+
+def name_taken(name: str, detail: str) -> ExecutionNameTaken:
+    return ExecutionNameTaken(
+        f"an execution named {name!r} already exists ({detail}). Step Functions keeps a name for 90 days and "
+        "accepts it again only to return the same execution, while it is still running with the same input. "
+        f"Choose another --name, or see that run with `stepml watch {name}`"
+    )
+
+
+def start_execution(sfn: Any, state_machine_arn: str, name: str, execution_input: dict[str, Any]) -> str:
+    """StartExecution; the ARN of the new execution, or of the running one with this name and input.
+
+    Step Functions (and moto) answer a repeated start with the same name and input, while that execution
+    runs, with the same execution: one run. Any other reuse of a name is ExecutionNameTaken.
+    """
+    try:
+        answer = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input))
+    except sfn.exceptions.ExecutionAlreadyExists as error:
+        raise name_taken(name, str(error.response.get("Error", {}).get("Message", error))) from error
+    return str(answer["executionArn"])
 
 
 def execution_name_for(dataset: Path | str, now: datetime | None = None) -> str:
@@ -115,9 +141,7 @@ def start_and_follow(
     sfn: Any, state_machine_arn: str, name: str, execution_input: dict[str, Any], out: TextIO | None
 ) -> tuple[RunOutcome, dict[str, Any]]:
     """Start an execution, report its states live, and return its outcome and description."""
-    arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input))[
-        "executionArn"
-    ]
+    arn = start_execution(sfn, state_machine_arn, name, execution_input)
     if out:
         print(f"Started {arn}", file=out, flush=True)
     description, reader = follow(sfn, arn, out)

@@ -41,6 +41,8 @@ STACK_NAME = "stepml-local"
 STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 
+_START_EXECUTION = "AWSStepFunctions.StartExecution"
+_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _DYNAMODB_WRITES = frozenset(
     f"DynamoDB_20120810.{operation}"
     for operation in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
@@ -98,6 +100,7 @@ class _Gateway:
         self._moto_app = moto_app
         self._runtime = runtime
         self._dynamodb_write_lock = threading.Lock()
+        self._start_execution_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -109,6 +112,8 @@ class _Gateway:
             # DynamoDB applies a conditional write atomically; moto checks and writes without a lock.
             with self._dynamodb_write_lock:
                 return list(self._moto_app(environ, start_response))
+        if method == "POST" and environ.get("HTTP_X_AMZ_TARGET", "") == _START_EXECUTION:
+            return self._start_execution(environ, start_response)
         if method == "POST" and path == "/" and self._runtime.faults:
             injected = self._sns_fault(environ, start_response)
             if injected is not None:
@@ -116,6 +121,39 @@ class _Gateway:
         if method in {"PUT", "POST"} and self._runtime.notifications_enabled:
             return self._watch_upload(environ, start_response)
         return self._moto_app(environ, start_response)
+
+    def _start_execution(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """StartExecution as AWS answers it, also for executions an earlier process ran.
+
+        moto returns the running execution for a repeated name and input, and refuses a name otherwise used,
+        but only for executions it holds: it forgets them when the process ends, while AWS keeps a name 90
+        days. An execution stored by an earlier command has ended, so AWS would refuse its name whatever the
+        input (and the run's idempotency records, keyed by the execution ARN, would answer for the new one).
+        moto also checks the name and then creates the execution without a lock: one start at a time.
+        """
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)  # moto reads the body again
+        try:
+            request = json.loads(raw or b"{}")
+        except ValueError:
+            request = {}
+        name, machine = request.get("name"), request.get("stateMachineArn")
+        with self._start_execution_lock:
+            stored = self._runtime.stored_execution(name) if isinstance(name, str) else None
+            if stored is not None and stored.get("stateMachineArn") == machine:
+                body = json.dumps(
+                    {
+                        "__type": "ExecutionAlreadyExists",
+                        "message": f"Execution Already Exists: '{stored.get('executionArn')}'",
+                    }
+                ).encode()
+                start_response(
+                    "400 Bad Request",
+                    [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
+            return list(self._moto_app(environ, start_response))
 
     def _invoke(self, environ: dict[str, Any], start_response: Callable[..., Any], name: str) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -424,6 +462,16 @@ class EmbeddedAws:
                     self.save_execution(execution["executionArn"])
                     saved += 1
         return saved
+
+    def stored_execution(self, name: str) -> dict[str, Any] | None:
+        """The record of an execution named ``name`` that an earlier command ran and stored (persisted
+        state only: a target that does not persist starts from an empty account)."""
+        if not self.persist or not _EXECUTION_NAME.match(name):
+            return None  # (an invalid name is moto's to refuse, and must not become a path)
+        record = self.store.execution(name)
+        if record is None or record.get("stateMachineArn") != self.stack.state_machine_arn:
+            return None
+        return record
 
     def save_execution(self, execution_arn: str) -> dict[str, Any]:
         """Store an execution's description and history so later commands can show it."""

@@ -1,0 +1,297 @@
+"""Idempotency end to end on the embedded target, through the real definition.
+
+* A stage retried after its code already ran (``STATE=TransientStoreError:1:after``: the first attempt
+  writes everything, then reports failure, as when a Lambda's response is lost) leaves exactly one of each
+  effect: one raw copy, one version of every split and artifact, one registry version, one endpoint change.
+* A repeated StartExecution with the same name starts one run (Step Functions' idempotency for a running
+  execution with the same input); other reuses of the name are refused, by the CLI too, without a traceback.
+
+Which states are checked comes from the definition: every Task with a Retry for TransientStoreError is
+either listed with the effects it leaves (``EFFECTS``) or declared read-only, so a new state must be
+classified before this module passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from botocore.exceptions import ClientError
+
+from stepml.cli import main
+from stepml.embedded.faults import Injection
+from tests.integration.conftest import REPO, PipelineRun
+from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness, load_asl
+from tests.integration.test_failure_paths import CREATE_PATH, REJECTED_PATH, UPDATE_PATH
+
+pytestmark = pytest.mark.slow
+
+ASL = load_asl()
+TASKS: dict[str, Any] = {name: s for name, s in ASL["States"].items() if s["Type"] == "Task"}
+ERROR = "TransientStoreError"
+RETRIED = sorted(name for name, s in TASKS.items() if any(ERROR in r["ErrorEquals"] for r in s.get("Retry", [])))
+# What each state with side effects writes (checked below), and the states that only read.
+EFFECTS = {
+    "Ingest": "raw copy of the dataset, run record",
+    "Preprocess": "train/validation/test splits",
+    "Train": "training job record, model.tar.gz, output.tar.gz (SageMaker stand-in)",
+    "Evaluate": "evaluation.json, report.html",
+    "CreateModel": "model record (SageMaker stand-in)",
+    "CreateEndpointConfig": "endpoint config record (SageMaker stand-in)",
+    "CreateEndpoint": "endpoint record (SageMaker stand-in)",
+    "UpdateEndpoint": "endpoint record: config switched, the old one appended to its history",
+    "Register": "registry version, run record",
+    "RegisterRejected": "registry version (rejected), run record",
+    "RecordFailure": "failure record, endpoint rollback",
+}
+READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint"}
+# f1_macro on iris is below 1.0, so this threshold sends the model to RegisterRejected.
+REJECTING_THRESHOLD = 1.0
+
+
+def after(*states: str) -> tuple[str, ...]:
+    return tuple(f"{state}={ERROR}:1:after" for state in states)
+
+
+@dataclass
+class Runs:
+    harness: Harness
+    finished: dict[str, Finished] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Finished:
+        return self.finished[name]
+
+
+def _job(h: Harness, name: str, faults: tuple[str, ...] = (), model: str | None = None, **extra: Any) -> Job:
+    dataset = h.upload(f"datasets/{name}/iris.csv", IRIS)
+    return Job(name, {"dataset": dataset, "model_name": model or name, **extra}, faults)
+
+
+@pytest.fixture(scope="module")
+def runs(state_dir: Path) -> Iterator[Runs]:
+    for h in embedded_harness():
+        found = Runs(h)
+        create_states = [s for s in CREATE_PATH if s in EFFECTS]
+        phase_a = [
+            # every state with effects on the create path fails once after its code ran
+            _job(h, "after-create", after(*create_states)),
+            _job(h, "after-rejected", after("RegisterRejected"), quality_threshold=REJECTING_THRESHOLD),
+            # deploys a first model (no faults), which phase B updates
+            _job(h, "update-base", model="after-update"),
+            # fails for good after creating the endpoint; RecordFailure deletes it, then its response is lost
+            _job(h, "after-failure", ("DescribeEndpoint=InjectedPermanentError:1", *after("RecordFailure"))),
+        ]
+        found.finished.update(h.run_all(phase_a))
+        phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register"))]
+        found.finished.update(h.run_all(phase_b))
+        yield found
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _output(run: Finished) -> dict[str, Any]:
+    return dict(json.loads(run.description["output"]))
+
+
+def _config(run: Finished) -> dict[str, Any]:
+    return dict(run.output_of("ValidateInput")["config"])
+
+
+def _versions(h: Harness, uri: str) -> int:
+    return len(h.versions_of(uri))
+
+
+def _standin(h: Harness, kind: str, name: str) -> str:
+    return f"s3://{h.bucket}/_sagemaker/{kind}/{name}.json"
+
+
+def _injections(h: Harness, run: Finished) -> dict[str, Injection]:
+    return {i.state: i for i in h.aws.faults.injections if i.execution == run.job.name}
+
+
+def _retried_after_running(h: Harness, run: Finished, states: list[str]) -> None:
+    """Each state's first attempt ran its code to success and was still reported failed; one retry."""
+    injected = _injections(h, run)
+    for state in states:
+        visit = run.visit(state)
+        assert visit.attempts == 2 and visit.errors == [ERROR], run.describe()
+        injection = injected.get(state)
+        assert injection is not None and injection.attempt == 0 and injection.throw.when == "after", state
+        # the code really ran (so its writes happened) and succeeded before the attempt was failed
+        assert injection.ran and injection.outcome_error is None, (state, injection)
+
+
+# ------------------------------------------------------------------------------------------ the states
+
+
+def test_every_retried_state_is_classified() -> None:
+    assert set(RETRIED) == set(EFFECTS) | READ_ONLY, f"classify: {set(RETRIED) ^ (set(EFFECTS) | READ_ONLY)}"
+    assert {"Ingest", "Register"} <= set(EFFECTS)
+
+
+def test_every_state_with_effects_is_retried_after_running(runs: Runs) -> None:
+    covered = {i.state for i in runs.harness.aws.faults.injections if i.throw.when == "after" and i.ran}
+    assert set(EFFECTS) <= covered, f"never retried after running: {sorted(set(EFFECTS) - covered)}"
+
+
+def test_create_run_leaves_one_of_each_effect(runs: Runs) -> None:
+    h, run = runs.harness, runs["after-create"]
+    assert run.status == "SUCCEEDED" and run.path == CREATE_PATH, run.describe()
+    _retried_after_running(h, run, [s for s in CREATE_PATH if s in EFFECTS])
+    out, config = _output(run), _config(run)
+
+    # Ingest: one raw copy, holding the uploaded bytes, hashed once
+    assert _versions(h, out["ingest"]["raw_uri"]) == 1
+    assert h.read(out["ingest"]["raw_uri"]) == IRIS
+    assert out["ingest"]["sha256"] == hashlib.sha256(IRIS).hexdigest()
+    # Preprocess: one version of each split
+    for split in ("train", "validation", "test"):
+        assert _versions(h, f"{out['prep'][f'{split}_uri']}{split}.csv") == 1, split
+    # Train: trained once (the retry found the completed job)
+    artifact = out["training"]["ModelArtifacts"]
+    assert _versions(h, artifact) == 1
+    assert _versions(h, artifact.replace("/model.tar.gz", "/output.tar.gz")) == 1
+    # Evaluate: written once, and the state carries what the file says
+    evaluation = out["evaluation"]
+    assert _versions(h, evaluation["evaluation_uri"]) == 1 and _versions(h, evaluation["report_uri"]) == 1
+    assert json.loads(h.read(evaluation["evaluation_uri"]))["gate"]["primary_value"] == evaluation["primary_value"]
+    # the stand-in's create calls: one record each, the endpoint created once and never updated
+    assert _versions(h, _standin(h, "models", config["sagemaker_model_name"])) == 1
+    assert _versions(h, _standin(h, "endpoint-configs", config["endpoint_config_name"])) == 1
+    assert _versions(h, _standin(h, "endpoints", config["endpoint_name"])) == 1
+    endpoint = h.endpoint(config["endpoint_name"])
+    assert endpoint and endpoint["EndpointConfigName"] == config["endpoint_config_name"]
+    assert endpoint["PreviousEndpointConfigNames"] == []
+    # Register: one version, the run record points at it
+    [record] = h.model_versions("after-create")
+    assert record.version == 1 and record.execution_arn == run.arn and record.status == "approved"
+    assert out["registration"]["version"] == 1
+    run_record = h.run_record("after-create")
+    assert run_record and run_record["status"] == "SUCCEEDED" and run_record["model_version"] == 1
+
+
+def test_update_run_switches_the_endpoint_once(runs: Runs) -> None:
+    h, base, run = runs.harness, runs["update-base"], runs["after-update"]
+    assert base.status == "SUCCEEDED" and base.path == CREATE_PATH, base.describe()
+    assert run.status == "SUCCEEDED" and run.path == UPDATE_PATH, run.describe()
+    _retried_after_running(h, run, ["UpdateEndpoint", "Register"])
+    endpoint = h.endpoint(_config(run)["endpoint_name"])
+    assert endpoint and endpoint["EndpointConfigName"] == _config(run)["endpoint_config_name"]
+    # one switch: the base run's config once in the history, not this run's own config after it
+    assert endpoint["PreviousEndpointConfigNames"] == [_config(base)["endpoint_config_name"]]
+    versions = h.model_versions("after-update")
+    assert [(v.version, v.execution_arn) for v in versions] == [(2, run.arn), (1, base.arn)]
+
+
+def test_rejected_run_registers_once(runs: Runs) -> None:
+    h, run = runs.harness, runs["after-rejected"]
+    assert run.status == "SUCCEEDED" and run.path == REJECTED_PATH, run.describe()
+    _retried_after_running(h, run, ["RegisterRejected"])
+    [record] = h.model_versions("after-rejected")
+    assert (record.version, record.status, record.execution_arn) == (1, "rejected", run.arn)
+
+
+def test_failure_is_recorded_and_rolled_back_once(runs: Runs) -> None:
+    h, run = runs.harness, runs["after-failure"]
+    assert run.status == "FAILED" and run.outcome.failed_state == "DescribeEndpoint", run.describe()
+    _retried_after_running(h, run, ["RecordFailure"])
+    record = h.run_record("after-failure")
+    assert record and record["status"] == "FAILED" and record["failed_state"] == "DescribeEndpoint"
+    # the first attempt deleted the endpoint; a second rollback would have recorded "does not exist"
+    assert record["rollback"] == f"endpoint {_config(run)['endpoint_name']} deleted: no earlier approved model"
+    assert run.output_of("RecordFailure")["failure_record"]["rollback"] == record["rollback"]
+    assert h.endpoint(_config(run)["endpoint_name"]) is None
+    assert not h.model_versions("after-failure")
+
+
+def test_registry_versions_are_unique_per_model(runs: Runs) -> None:
+    records = runs.harness.registry.versions()
+    keys = [(r.model_name, r.version) for r in records]
+    assert len(keys) == len(set(keys))
+    executions = [r.execution_arn for r in records]
+    assert len(executions) == len(set(executions)), "an execution registered twice"
+
+
+# ------------------------------------------------------------------------------------------ starts
+
+
+def test_repeated_start_with_the_same_name_starts_one_run(runs: Runs) -> None:
+    h = runs.harness
+    job = _job(h, "started-twice")
+    execution_input = json.dumps(job.execution_input)
+    machine = h.aws.stack.state_machine_arn
+    answers: list[str] = []
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            answer = h.sfn.start_execution(stateMachineArn=machine, name=job.name, input=execution_input)
+            answers.append(answer["executionArn"])
+        except Exception as error:  # reported by the assertion below
+            failures.append(error)
+
+    # a duplicated request (a client retry, a double click) sent at the same moment, then once more
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    start()
+    assert not failures, failures
+    assert len(answers) == 7 and len(set(answers)) == 1, answers
+
+    # while it runs, the same name with another input is refused, as on AWS
+    other = json.dumps({**job.execution_input, "model_name": "another"})
+    with pytest.raises(ClientError) as refused:
+        h.sfn.start_execution(stateMachineArn=machine, name=job.name, input=other)
+    assert refused.value.response["Error"]["Code"] == "ExecutionAlreadyExists"
+
+    finished = h.wait(job, answers[0])
+    assert finished.status == "SUCCEEDED", finished.describe()
+    assert [e["name"] for e in h.executions()].count(job.name) == 1
+    assert [v.execution_arn for v in h.model_versions("started-twice")] == [answers[0]]
+    assert _versions(h, _output(finished)["ingest"]["raw_uri"]) == 1
+
+    # once it has ended the name stays taken, whatever the input (AWS keeps it for 90 days)
+    with pytest.raises(ClientError) as ended:
+        h.sfn.start_execution(stateMachineArn=machine, name=job.name, input=execution_input)
+    assert ended.value.response["Error"]["Code"] == "ExecutionAlreadyExists"
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_refuses_a_used_name_clearly_and_keeps_that_runs_file(
+    iris_run: PipelineRun, state_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A later command (a new embedded AWS, restored from disk) refuses the name of a stored execution:
+    moto forgot it, AWS would not. The refusal comes before the upload that would replace its file."""
+    assert iris_run.exit_code == 0, iris_run.output
+    name = iris_run.result["execution_arn"].rsplit(":", 1)[-1]
+    other = tmp_path / "iris.csv"
+    other.write_bytes(IRIS.replace(b"setosa", b"Setosa"))
+
+    for command in (["run", "--name", name, "--data", str(other)], ["start", "--name", name, "--data", str(other)]):
+        code, out, err = _cli(capsys, *command)
+        assert code == 2, (command, out, err)
+        assert f"stepml: an execution named {name!r} already exists" in err, err
+        assert "Traceback" not in err + out and f"stepml watch {name}" in err
+
+    # the earlier run's staged file is still the one it ran on (the refused commands uploaded nothing)
+    code, out, err = _cli(capsys, "watch", name, "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "SUCCEEDED", err
+    key = f"datasets/{name}/iris.csv"
+    [saved] = (state_dir / "state" / "s3").glob(f"*/{quote(key, safe='')}")
+    assert saved.read_bytes() == (REPO / "data" / "iris.csv").read_bytes() != other.read_bytes()
