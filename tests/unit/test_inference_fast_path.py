@@ -7,6 +7,7 @@ actually taken, so a comparison of the pipeline with itself cannot pass for one 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,31 @@ def test_values_on_and_next_to_every_threshold(served: dict[str, Any]) -> None:
                     rows.append(row.copy())
     probes = np.array(rows)
     assert np.array_equal(plan.forest.predict(probes), estimator.predict(probes))
+
+
+def test_the_containers_csv_and_json_requests_take_the_fast_path(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """input_fn -> predict_fn, as the SageMaker container calls them: CSV cells arrive as text (an empty
+    cell is missing), JSON values as parsed; both answer what the pipeline answers, through the tree walk."""
+    bundle = served["bundle"]
+    records = awkward_records(bundle, served["records"])
+    expected = pipeline_predictions(bundle, records)
+    walked: list[int] = []
+    walk = inference._Forest.predict
+
+    def counted(forest: Any, rows: np.ndarray) -> np.ndarray:
+        walked.append(len(rows))
+        return walk(forest, rows)
+
+    monkeypatch.setattr(inference._Forest, "predict", counted)
+    # Both print floats in their shortest round-trip form, so the service reads back the same floats
+    # (pandas' to_json would round to 10 digits).
+    csv_body = pd.DataFrame(records, columns=bundle["feature_columns"]).to_csv(index=False)
+    json_body = json.dumps({"instances": records})
+    for body, content_type in ((csv_body, "text/csv"), (json_body, "application/json")):
+        assert inference.predict_fn(inference.input_fn(body, content_type), bundle) == expected
+    assert walked == [len(records), len(records)]
 
 
 # --- missing values the estimator itself learned, native categorical features --------------------------
