@@ -1,20 +1,26 @@
 """Speed of the inference API: the handler in process, and ``stepml serve`` over HTTP on loopback.
 
 1. Trains and deploys the bundled iris model with ``stepml run`` into a temporary state directory.
-2. Handler in process: the InferenceFunction's real handler with its template environment (what
+2. The model alone, side by side in one run (interleaved, so a busy machine slows each alike): the
+   deployed ``inference.py`` answering one row through scikit-learn's whole pipeline (``predict_fn`` on a
+   DataFrame, as the SageMaker container does), through the estimator on the fast path's row (the fast
+   path before it walked the trees itself), and through ``predict_records`` (the fast path).
+3. Handler in process: the InferenceFunction's real handler with its template environment (what
    ``stepml serve`` runs), called directly on API Gateway proxy events for one row; p50/p99 over
    ``--calls``, split into the model's own time (the endpoint runtime alone on the same row) and the
    handler's overhead, with the prediction log off, written in the background, and written per request
    (Lambda's way).
-3. HTTP: ``stepml serve`` in a subprocess per worker count, driven by client processes (not threads, so
-   the client is not held back by one GIL), one keep-alive connection each, timing every request; or by
+4. HTTP: ``stepml serve`` in a subprocess per worker count, driven by client processes (not threads, so
+   the client is not held back by one GIL), one keep-alive connection each, all started together once
+   connected, timing every request; or by
    ``wrk`` (``--tool wrk``; lighter, but on this machine its latency percentiles were inconsistent with its
    own throughput, e.g. a 11.7 ms mean at 1 connection and 430 req/s, so use it for req/s). Single-row and
    100-row batches at each concurrency, each run bounded by ``--duration`` and ``--max-requests``.
 
 Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
 [--workers 1,2] [--tool python|wrk] [--out results.json]``.
-docs/serving.md has the figures and the machine they came from.
+docs/serving.md has the figures and the machine they came from. Each section records the 1-minute load
+average at its end (``load_1m``): on a shared machine compare figures taken at similar loads.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:
+    if not seconds:
+        raise SystemExit("no request completed: is the server up? (see serve-*.out in the state directory)")
     return {
         "p50_ms": round(percentile(seconds, 0.50) * 1000, 3),
         "p99_ms": round(percentile(seconds, 0.99) * 1000, 3),
@@ -56,6 +64,11 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
 
 def body(rows: int) -> bytes:
     return json.dumps({"instances": [ROW] * rows}).encode()
+
+
+def load_1m() -> float:
+    """The 1-minute load average: the machine is shared, so every figure says how busy it was."""
+    return round(os.getloadavg()[0], 2)
 
 
 # --- 1. a deployed model -----------------------------------------------------------------------------
@@ -75,7 +88,55 @@ def deploy(state_dir: Path) -> dict[str, Any]:
     return result
 
 
-# --- 2. the handler in process -----------------------------------------------------------------------
+# --- 2. the model alone, side by side ------------------------------------------------------------------
+
+
+def model_side_by_side(calls: int, rounds: int = 20) -> dict[str, Any]:
+    """The deployed model on ROW three ways, interleaved in ``rounds`` so load changes hit each alike.
+
+    Uses the model the endpoint stand-in loaded in this process (its ``inference.py`` from the source
+    tarball, its bundle from ``model_fn``), so every way runs the deployed code and model.
+    """
+    from dataclasses import replace
+
+    from pipeline_core.standin import runtime as standin
+
+    models = list(standin._SERVER._models.values())
+    if not models:
+        raise SystemExit("the endpoint stand-in has no model loaded: the handler did not reach it")
+    module, bundle = models[-1].module, models[-1].bundle
+    plan = bundle["_fast_plan"]
+    if plan is None or plan.forest is None:
+        raise SystemExit(f"the deployed model has no tree walk (plan {plan!r}): nothing to compare")
+    # The fast path as it was before the tree walk: the same rows, then the estimator's own predict.
+    estimator_bundle = {**bundle, "_fast_plan": replace(plan, forest=None)}
+    frame = module.input_fn(body(1), "application/json")
+    ways: dict[str, Any] = {
+        # what the SageMaker container runs per request after input_fn
+        "sklearn_pipeline": lambda: module.predict_fn(frame, bundle),
+        "estimator_on_fast_rows": lambda: module.predict_records(estimator_bundle, [ROW]),
+        "tree_walk": lambda: module.predict_records(bundle, [ROW]),
+    }
+    answers = {name: way() for name, way in ways.items()}
+    if len({json.dumps(answer) for answer in answers.values()}) != 1:
+        raise SystemExit(f"the ways disagree on the row: {answers}")
+    timings: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, way in ways.items():
+            for _ in range(max(1, calls // rounds)):
+                started = time.perf_counter()
+                way()
+                timings[name].append(time.perf_counter() - started)
+    results: dict[str, Any] = {name: summary_ms(values) for name, values in timings.items()}
+    fastest = results["tree_walk"]["p50_ms"]
+    results["p50_ratio_to_tree_walk"] = {name: round(results[name]["p50_ms"] / fastest, 1) for name in ways}
+    results["trees"] = int(plan.forest.roots.size)
+    results["depth"] = plan.forest.depth
+    results["load_1m"] = load_1m()
+    return results
+
+
+# --- 3. the handler in process -----------------------------------------------------------------------
 
 
 def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
@@ -88,7 +149,7 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
     module = sys.modules[f"_stepml_serve_{FUNCTION_ID}"]
     assert api.server is not None
     invoke = api.server.invoke
-    results: dict[str, Any] = {"model": api.model_name}
+    results: dict[str, Any] = {"model": api.model_name, "load_1m_before": load_1m()}
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the handler's log lines would time the terminal
     saved = sys.stdout
     try:
@@ -118,6 +179,8 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
             runtime.predict(endpoint, [ROW])
             timings.append(time.perf_counter() - started)
         results["model_only"] = summary_ms(timings)
+        results["load_1m"] = load_1m()
+        results["side_by_side"] = model_side_by_side(calls)
     finally:
         sys.stdout = saved
         devnull.close()
@@ -127,15 +190,21 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
     return results
 
 
-# --- 3. HTTP -------------------------------------------------------------------------------------------
+# --- 4. HTTP -------------------------------------------------------------------------------------------
 
 
-def _client(port: int, payload: bytes, deadline: float, max_requests: int, out: Any) -> None:
+def _client(port: int, payload: bytes, duration: float, max_requests: int, ready: Any, go: Any, out: Any) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port)
+    connection.connect()
+    ready.put(True)
+    # Every client starts when all are connected: a process takes a second or more to start on a busy
+    # machine, and a deadline set before the start-up could pass before a client sent anything.
+    go.wait()
     latencies: list[float] = []
     errors = 0
     headers = {"Content-Type": "application/json"}
     first = time.perf_counter()
+    deadline = first + duration
     while time.perf_counter() < deadline and len(latencies) < max_requests:
         started = time.perf_counter()
         connection.request("POST", "/predict", payload, headers)
@@ -150,14 +219,16 @@ def _client(port: int, payload: bytes, deadline: float, max_requests: int, out: 
 def python_load(port: int, payload: bytes, concurrency: int, duration: float, max_requests: int) -> dict[str, Any]:
     """Client processes (not threads: the GIL would make the client the bottleneck), one keep-alive each."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    deadline = time.perf_counter() + duration + 1.0  # + start-up of the client processes
+    queue, ready, go = context.Queue(), context.Queue(), context.Event()
     processes = [
-        context.Process(target=_client, args=(port, payload, deadline, max_requests // concurrency, queue))
+        context.Process(target=_client, args=(port, payload, duration, max_requests // concurrency, ready, go, queue))
         for _ in range(concurrency)
     ]
     for process in processes:
         process.start()
+    for _ in processes:
+        ready.get(timeout=120)
+    go.set()
     outcomes = [queue.get(timeout=duration + 60) for _ in processes]
     for process in processes:
         process.join()
@@ -169,6 +240,7 @@ def python_load(port: int, payload: bytes, concurrency: int, duration: float, ma
         # each client's own rate, summed: not biased by clients starting or stopping at different times
         "rps": round(sum(len(values) / (end - first) for values, _, first, end in outcomes if end > first), 1),
         **summary_ms(latencies),
+        "load_1m": load_1m(),
     }
 
 
@@ -203,6 +275,7 @@ def wrk_load(port: int, payload: bytes, concurrency: int, duration: float) -> di
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
         "p50_ms": _ms(percentiles["50"]),
         "p99_ms": _ms(percentiles["99"]),
+        "load_1m": load_1m(),
     }
 
 
@@ -274,8 +347,15 @@ def run(
         handler = handler_in_process(state_dir, calls)
         print(json.dumps({"handler": handler}), flush=True)
         load = http_load(state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests, tool)
+    import sklearn
+
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "platform": platform.platform(),
+        },
         "model": {"name": deployed.get("model_name") or handler["model"], "version": deployed.get("model_version")},
         "handler": handler,
         "http": load,
@@ -289,12 +369,21 @@ def print_report(figures: dict[str, Any]) -> None:
     for key in ("model_only", "handler_log_off", "handler_log_background", "handler_log_sync"):
         print(f"  {key:<24} p50 {handler[key]['p50_ms']:>7.3f}   p99 {handler[key]['p99_ms']:>7.3f}")
     print(f"  handler overhead (p50, log off, minus the model): {handler['handler_overhead_p50_ms']:.3f} ms")
+    print(f"  load average (1 min) before/after: {handler['load_1m_before']} / {handler['load_1m']}")
+    side = handler["side_by_side"]
+    print(f"model alone, 1 row, side by side ({side['trees']} trees, depth {side['depth']}; load {side['load_1m']}):")
+    for key in ("sklearn_pipeline", "estimator_on_fast_rows", "tree_walk"):
+        ratio = side["p50_ratio_to_tree_walk"][key]
+        print(f"  {key:<24} p50 {side[key]['p50_ms']:>7.3f}   p99 {side[key]['p99_ms']:>7.3f}   x{ratio} the tree walk")
     print("HTTP (stepml serve, loopback):")
-    print(f"  {'workers':>7} {'rows':>5} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  tool")
+    print(
+        f"  {'workers':>7} {'rows':>5} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'load':>6}  tool"
+    )
     for row in figures["http"]:
         print(
             f"  {row['workers']:>7} {row['rows']:>5} {row['concurrency']:>7} {row['rps']:>8.1f} "
-            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6}  {row['tool']}"
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} {row['load_1m']:>6}  {row['tool']}"
         )
 
 
