@@ -171,6 +171,7 @@ def _seconds(record: dict[str, Any]) -> str:
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     """List the model registry (every version, newest first)."""
     from pipeline_core.aws.dynamo import from_item
+    from pipeline_core.aws.registry import is_model_version
     from pipeline_core.models import RegistryRecord
 
     layout = project_layout()
@@ -184,7 +185,7 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
 
         stack = stack_model(layout.template, "stepml-local", {"Target": "local"})
         path = layout.state_dir / "state" / "dynamodb" / f"{stack.tables['ModelRegistryTable'].name}.json"
-        items = json.loads(path.read_text()) if path.exists() else []
+        items = [i for i in (json.loads(path.read_text()) if path.exists() else []) if is_model_version(i)]
         records = sorted(
             (RegistryRecord.model_validate(from_item(i)) for i in items), key=lambda r: (r.model_name, -r.version)
         )

@@ -1,4 +1,8 @@
-"""Register: record the model version (approved or rejected) in the registry and close the run."""
+"""Register: record the model version (approved or rejected) in the registry and close the run.
+
+The same function serves AcquireDeployLease (event ``action: acquire_deploy_lease``): the lease lives in
+the registry table, which this function is the one to write.
+"""
 
 from typing import Any
 
@@ -8,6 +12,7 @@ from pipeline_core.errors import ConfigurationError
 from pipeline_core.idempotency import run_once
 from pipeline_core.models import (
     DataProfile,
+    DeployLeaseResult,
     EvaluationResult,
     IngestResult,
     PreprocessResult,
@@ -17,14 +22,34 @@ from pipeline_core.models import (
 )
 from pipeline_core.observability import stage_handler
 from pipeline_core.settings import require_env
+from pipeline_core.stages import deploy_lease
 from pipeline_core.stages.register import register
 
 
+def lambda_handler(event: dict[str, Any], context: Any) -> Any:
+    """The Register/RegisterRejected states, or AcquireDeployLease when ``event["action"]`` says so."""
+    if isinstance(event, dict) and event.get("action") == deploy_lease.ACTION:
+        return _acquire_deploy_lease(event, context)
+    return _register_version(event, context)
+
+
+@stage_handler("AcquireDeployLease")
+def _acquire_deploy_lease(event: dict[str, Any], context: Any) -> DeployLeaseResult:
+    """Event: ``{"action": "acquire_deploy_lease", "config", "execution_arn"}``; result at ``$.lease``.
+
+    Idempotent without a stored result: the lease is taken again by the execution that holds it.
+    """
+    parsed = deploy_lease.DeployLeaseEvent.model_validate(event)
+    registry = ModelRegistry(require_env("MODEL_REGISTRY_TABLE"))
+    return deploy_lease.acquire_deploy_lease(parsed.config, parsed.execution_arn, registry)
+
+
 @stage_handler("Register")
-def lambda_handler(event: dict[str, Any], context: Any) -> RegistrationResult:
+def _register_version(event: dict[str, Any], context: Any) -> RegistrationResult:
     """Event: ``{"config", "ingest", "data", "prep", "training", "evaluation", "execution_arn", "status"}``.
 
     Once per execution and status: a retried or duplicated invocation returns the version it registered.
+    An approved registration gives back the model's deploy lease.
     """
     return RegistrationResult.model_validate(run_once(event, context, "[execution_arn, status]", _register))
 

@@ -444,6 +444,18 @@ class EmbeddedAws:
         self.upload_training_source()  # the checkout's training code wins over a stored copy
         for table in self.stack.tables.values():
             self.store.restore_table(ddb, table.name)
+        self.release_stale_deploy_leases()
+
+    def release_stale_deploy_leases(self) -> int:
+        """Give back the deploy leases restored from disk: the executions that held them lived in an
+        earlier process (moto's executions end with it), so none of them can still be deploying."""
+        from pipeline_core.aws.registry import ModelRegistry
+
+        registry = ModelRegistry(self.stack.tables["ModelRegistryTable"].name, self.client("dynamodb"))
+        leases = registry.deploy_leases()
+        for lease in leases:
+            registry.release_deploy_lease(lease.model_name, lease.holder)
+        return len(leases)
 
     def save(self) -> None:
         s3, ddb = self.client("s3"), self.client("dynamodb")

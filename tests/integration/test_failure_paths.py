@@ -51,6 +51,7 @@ CREATE_PATH = [
     "QualityGate",
     "CreateModel",
     "CreateEndpointConfig",
+    "AcquireDeployLease",
     "FindEndpoint",
     "CreateOrUpdateEndpoint",
     "CreateEndpoint",

@@ -49,3 +49,7 @@ class RegistryConflictError(TransientError):
 
 class TransientStoreError(TransientError):
     """S3 or DynamoDB answered with a throttling or service error."""
+
+
+class DeployLeaseBusyError(TransientError):
+    """Another execution is changing this model's endpoint; the state machine waits and tries again."""

@@ -122,6 +122,15 @@ class EvaluationResult(Contract):
     report_uri: str
 
 
+class DeployLeaseResult(Contract):
+    """The model's deploy lease this execution holds until Register or RecordFailure (``$.lease``)."""
+
+    model_name: str
+    holder: str
+    acquired_at: str
+    expires_at: int
+
+
 class RegistrationResult(Contract):
     """The registry record written for this run (``$.registration``)."""
 

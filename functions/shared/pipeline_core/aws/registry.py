@@ -1,15 +1,44 @@
-"""The model registry: one DynamoDB item per (model_name, version)."""
+"""The model registry: one DynamoDB item per (model_name, version), and each model's deploy lease.
+
+Versions start at 1. The item at version 0 (``LEASE_VERSION``) is not a model version: it holds the
+model's deploy lease, which lets one execution at a time change the model's endpoint and register the
+version it deployed (see :meth:`ModelRegistry.acquire_deploy_lease`).
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from pipeline_core.aws.clients import client, transient_errors_as
 from pipeline_core.aws.dynamo import from_item, to_item
-from pipeline_core.errors import RegistryConflictError
+from pipeline_core.errors import DeployLeaseBusyError, RegistryConflictError
 from pipeline_core.models import RegistryRecord
+
+LEASE_VERSION = 0
+
+
+def is_model_version(item: dict[str, Any]) -> bool:
+    """Whether a raw registry item (DynamoDB attribute values) is a model version, not a deploy lease."""
+    return int(item.get("version", {}).get("N", LEASE_VERSION)) != LEASE_VERSION
+
+
+@dataclass(frozen=True)
+class DeployLease:
+    """Who may change a model's endpoint now, and until when (epoch seconds)."""
+
+    model_name: str
+    holder: str
+    acquired_at: str
+    expires_at: int
+
+
+def _conditional_check_failed(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 class ModelRegistry:
@@ -56,6 +85,96 @@ class ModelRegistry:
                 raise
         return stored
 
+    def _lease_key(self, model_name: str) -> dict[str, Any]:
+        return {"model_name": {"S": model_name}, "version": {"N": str(LEASE_VERSION)}}
+
+    def acquire_deploy_lease(
+        self, model_name: str, holder: str, lease_seconds: int, now: float | None = None
+    ) -> DeployLease:
+        """Take ``model_name``'s deploy lease for ``holder`` (an execution ARN), or raise DeployLeaseBusyError.
+
+        One conditional write: free, expired, or already ``holder``'s (a retried acquire keeps it).
+        """
+        moment = time.time() if now is None else now
+        lease = DeployLease(
+            model_name,
+            holder,
+            datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds"),
+            int(moment) + lease_seconds,
+        )
+        with transient_errors_as(f"taking the deploy lease of {model_name}"):
+            try:
+                self._ddb.update_item(
+                    TableName=self._table,
+                    Key=self._lease_key(model_name),
+                    UpdateExpression="SET lease_holder = :h, lease_acquired_at = :a, lease_expires_at = :e",
+                    ConditionExpression=(
+                        "attribute_not_exists(lease_holder) OR lease_holder = :h OR lease_expires_at < :now"
+                    ),
+                    ExpressionAttributeValues={
+                        ":h": {"S": holder},
+                        ":a": {"S": lease.acquired_at},
+                        ":e": {"N": str(lease.expires_at)},
+                        ":now": {"N": str(int(moment))},
+                    },
+                )
+            except ClientError as error:
+                if not _conditional_check_failed(error):
+                    raise
+                current = self.deploy_lease(model_name)
+                held_by = (
+                    f"execution {current.holder} (since {current.acquired_at}, lease until "
+                    f"{datetime.fromtimestamp(current.expires_at, UTC).isoformat(timespec='seconds')})"
+                    if current
+                    else "another execution"
+                )
+                raise DeployLeaseBusyError(
+                    f"the endpoint of model {model_name} is being changed by {held_by}; this run waits its turn"
+                ) from error
+        return lease
+
+    def deploy_lease(self, model_name: str) -> DeployLease | None:
+        """The current holder of ``model_name``'s deploy lease, if any (expired or not)."""
+        with transient_errors_as(f"reading the deploy lease of {model_name}"):
+            item = self._ddb.get_item(TableName=self._table, Key=self._lease_key(model_name)).get("Item")
+        if not item or "lease_holder" not in item:
+            return None
+        return DeployLease(
+            model_name,
+            item["lease_holder"]["S"],
+            item.get("lease_acquired_at", {}).get("S", "?"),
+            int(item.get("lease_expires_at", {}).get("N", "0")),
+        )
+
+    def release_deploy_lease(self, model_name: str, holder: str) -> bool:
+        """Give back ``model_name``'s deploy lease if ``holder`` has it; False if it did not (nothing done)."""
+        with transient_errors_as(f"releasing the deploy lease of {model_name}"):
+            try:
+                self._ddb.update_item(
+                    TableName=self._table,
+                    Key=self._lease_key(model_name),
+                    UpdateExpression="REMOVE lease_holder, lease_acquired_at, lease_expires_at",
+                    ConditionExpression="lease_holder = :h",
+                    ExpressionAttributeValues={":h": {"S": holder}},
+                )
+            except ClientError as error:
+                if _conditional_check_failed(error):
+                    return False
+                raise
+        return True
+
+    def deploy_leases(self) -> list[DeployLease]:
+        """Every model's deploy lease that has a holder."""
+        with transient_errors_as("listing deploy leases"):
+            pages = self._ddb.get_paginator("scan").paginate(
+                TableName=self._table,
+                FilterExpression="version = :lease AND attribute_exists(lease_holder)",
+                ExpressionAttributeValues={":lease": {"N": str(LEASE_VERSION)}},
+            )
+            items = [i for p in pages for i in p.get("Items", [])]
+        leases = [self.deploy_lease(i["model_name"]["S"]) for i in items]
+        return [lease for lease in leases if lease is not None]
+
     def versions(self, model_name: str | None = None) -> list[RegistryRecord]:
         """Every registered version (of one model, or of all), newest first."""
         with transient_errors_as("listing the model registry"):
@@ -68,7 +187,8 @@ class ModelRegistry:
                 )
             else:
                 pages = self._ddb.get_paginator("scan").paginate(TableName=self._table)
-            records = [RegistryRecord.model_validate(from_item(i)) for p in pages for i in p.get("Items", [])]
+            items = [i for p in pages for i in p.get("Items", []) if is_model_version(i)]
+            records = [RegistryRecord.model_validate(from_item(i)) for i in items]
         return sorted(records, key=lambda r: (r.model_name, -r.version))
 
     def champion(self, model_name: str) -> RegistryRecord | None:
@@ -76,6 +196,8 @@ class ModelRegistry:
         return next((r for r in self.versions(model_name) if r.status == "approved"), None)
 
     def get(self, model_name: str, version: int) -> RegistryRecord | None:
+        if version == LEASE_VERSION:
+            return None
         with transient_errors_as(f"reading {model_name} v{version}"):
             item = self._ddb.get_item(
                 TableName=self._table,

@@ -1,4 +1,5 @@
-"""RecordFailure: write a failed run's record and undo an endpoint change the run had already made.
+"""RecordFailure: write a failed run's record, undo an endpoint change the run had already made, and give
+back the model's deploy lease if the run held it (see ``stages/deploy_lease.py``).
 
 The state data reaching this stage is whatever the run had built when it failed: a failure in
 ValidateInput carries only the raw execution input, later ones carry ``config`` and the results of the
@@ -167,6 +168,9 @@ def roll_back_endpoint(
     return f"endpoint {endpoint_name} rolled back to model v{champion.version} ({champion.endpoint_config_name})"
 
 
+# The state that takes the model's deploy lease (released here when a run fails while holding it).
+DEPLOY_LEASE_STATE = "AcquireDeployLease"
+
 # Errors that mean "this file cannot be used": an uploaded file with one of them is quarantined.
 QUARANTINE_ERRORS = frozenset({"DataValidationError"})
 INCOMING_PREFIX = "incoming/"
@@ -223,8 +227,8 @@ def record_failure(
 ) -> FailureSummary:
     """Record the failure on the run and roll back the endpoint if the run had changed it.
 
-    ``registry`` and ``endpoints`` are factories: they are built only when a rollback is needed, so an
-    early failure needs neither the registry table nor SageMaker.
+    ``registry`` and ``endpoints`` are factories: they are built only when a rollback (or the release of
+    the model's deploy lease) is needed, so an early failure needs neither the registry table nor SageMaker.
     """
     failure = _mapping(event.get("failure"))
     state = _mapping(event.get("state"))
@@ -236,11 +240,14 @@ def record_failure(
         or (execution_arn.rsplit(":", 1)[-1] if execution_arn else None)
         or "unknown-run"
     )
+    failed_state = _as_text(failure.get("state"), "unknown state")
+    model_name = _text(config.get("model_name"))
     earlier = earlier_summary(runs, run_id, execution_arn)
     if earlier is not None:
         logger.info("failure already recorded by an earlier attempt", extra={"run_id": run_id})
+        # the earlier attempt may have ended before giving the lease back (it is released after the record)
+        _release_deploy_lease(registry, state, failed_state, model_name, execution_arn)
         return earlier
-    failed_state = _as_text(failure.get("state"), "unknown state")
     summary = FailureSummary(
         run_id=run_id,
         failed_state=failed_state,
@@ -259,9 +266,10 @@ def record_failure(
             runs.update_run(run_id, quarantine_uri=quarantined)
             summary = summary.model_copy(update={"quarantine_uri": quarantined})
 
-    endpoint_name, model_name = _text(config.get("endpoint_name")), _text(config.get("model_name"))
+    endpoint_name = _text(config.get("endpoint_name"))
     if not (endpoint_name and model_name and endpoint_was_touched(state, failed_state)):
         runs.update_run(run_id, failure_handled_at=utc_now())
+        _release_deploy_lease(registry, state, failed_state, model_name, execution_arn)
         return summary
     try:
         rollback = roll_back_endpoint(
@@ -279,4 +287,24 @@ def record_failure(
         rollback = f"rollback of endpoint {endpoint_name} failed: {type(error).__name__}: {error}"
     runs.update_run(run_id, rollback=rollback, failure_handled_at=utc_now())
     logger.info("rollback", extra={"rollback": rollback})
+    # after the rollback: the next run of this model must see the endpoint as it is left here
+    _release_deploy_lease(registry, state, failed_state, model_name, execution_arn)
     return summary.model_copy(update={"rollback": rollback})
+
+
+def may_hold_deploy_lease(state: Mapping[str, Any], failed_state: str) -> bool:
+    """Whether the run may hold its model's deploy lease: it took it (``$.lease``), or failed taking it
+    (an attempt that took it and then timed out leaves no ``$.lease``)."""
+    return isinstance(state.get("lease"), Mapping) or failed_state == DEPLOY_LEASE_STATE
+
+
+def _release_deploy_lease(
+    registry: Callable[[], ModelRegistry],
+    state: Mapping[str, Any],
+    failed_state: str,
+    model_name: str | None,
+    execution_arn: str | None,
+) -> None:
+    if model_name and execution_arn and may_hold_deploy_lease(state, failed_state):
+        released = registry().release_deploy_lease(model_name, execution_arn)
+        logger.info("deploy lease", extra={"model_name": model_name, "released": released})

@@ -79,6 +79,9 @@ def register(
     state never overlap (Step Functions starts a retry only after the previous attempt has ended), so an
     earlier attempt's write is always visible to the check; writes from *other* executions are kept apart
     by the registry's conditional put, whose RegistryConflictError the state machine retries.
+
+    An approved model was deployed under the model's deploy lease (AcquireDeployLease); it is given back
+    once the version and the run record are written, so the next run's deployment follows this version.
     """
     record = find_registration(registry, config.model_name, execution_arn)
     if record is None:
@@ -98,6 +101,8 @@ def register(
         execution_arn=execution_arn,
         finished_at=utc_now(),
     )
+    if status == "approved":
+        registry.release_deploy_lease(config.model_name, execution_arn)
     return RegistrationResult(
         model_name=record.model_name,
         version=record.version,
