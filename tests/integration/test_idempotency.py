@@ -45,6 +45,7 @@ EFFECTS = {
     "Evaluate": "evaluation.json, report.html",
     "CreateModel": "model record (SageMaker stand-in)",
     "CreateEndpointConfig": "endpoint config record (SageMaker stand-in)",
+    "AcquireDeployLease": "the model's deploy lease (its holder takes it again)",
     "CreateEndpoint": "endpoint record (SageMaker stand-in)",
     "UpdateEndpoint": "endpoint record: config switched, the old one appended to its history",
     "Register": "registry version, run record",
@@ -176,6 +177,8 @@ def test_create_run_leaves_one_of_each_effect(runs: Runs) -> None:
     assert out["registration"]["version"] == 1
     run_record = h.run_record("after-create")
     assert run_record and run_record["status"] == "SUCCEEDED" and run_record["model_version"] == 1
+    # AcquireDeployLease: taken twice by the same execution, given back once by Register
+    assert h.registry.deploy_lease("after-create") is None
 
 
 def test_update_run_switches_the_endpoint_once(runs: Runs) -> None:
@@ -189,6 +192,7 @@ def test_update_run_switches_the_endpoint_once(runs: Runs) -> None:
     assert endpoint["PreviousEndpointConfigNames"] == [_config(base)["endpoint_config_name"]]
     versions = h.model_versions("after-update")
     assert [(v.version, v.execution_arn) for v in versions] == [(2, run.arn), (1, base.arn)]
+    assert h.registry.deploy_lease("after-update") is None
 
 
 def test_rejected_run_registers_once(runs: Runs) -> None:
@@ -210,6 +214,7 @@ def test_failure_is_recorded_and_rolled_back_once(runs: Runs) -> None:
     assert run.output_of("RecordFailure")["failure_record"]["rollback"] == record["rollback"]
     assert h.endpoint(_config(run)["endpoint_name"]) is None
     assert not h.model_versions("after-failure")
+    assert h.registry.deploy_lease("after-failure") is None  # RecordFailure gave it back
 
 
 def test_registry_versions_are_unique_per_model(runs: Runs) -> None:
