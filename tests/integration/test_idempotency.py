@@ -83,7 +83,13 @@ def runs(state_dir: Path) -> Iterator[Runs]:
         phase_a = [
             # every state with effects on the create path fails once after its code ran
             _job(h, "after-create", after(*create_states)),
-            _job(h, "after-rejected", after("RegisterRejected"), quality_threshold=REJECTING_THRESHOLD),
+            # also an SNS publish that went out and still failed (its Retry matches SNS error names only)
+            _job(
+                h,
+                "after-rejected",
+                (*after("RegisterRejected"), "Notify=SNS.InternalErrorException:1:after"),
+                quality_threshold=REJECTING_THRESHOLD,
+            ),
             # deploys a first model (no faults), which phase B updates
             _job(h, "update-base", model="after-update"),
             # fails for good after creating the endpoint; RecordFailure deletes it, then its response is lost
@@ -201,6 +207,10 @@ def test_rejected_run_registers_once(runs: Runs) -> None:
     _retried_after_running(h, run, ["RegisterRejected"])
     [record] = h.model_versions("after-rejected")
     assert (record.version, record.status, record.execution_arn) == (1, "rejected", run.arn)
+    # the notification was published, then the publish failed and was retried: SNS delivers at least once
+    notify = _injections(h, run)["Notify"]
+    assert notify.ran and notify.outcome_error is None and notify.throw.when == "after"
+    assert run.visit("Notify").errors == ["SNS.InternalErrorException"] and run.visit("Notify").attempts == 2
 
 
 def test_failure_is_recorded_and_rolled_back_once(runs: Runs) -> None:
