@@ -30,6 +30,7 @@ HAPPY_PATH = [
     "QualityGate",
     "CreateModel",
     "CreateEndpointConfig",
+    "AcquireDeployLease",
     "FindEndpoint",
     "CreateOrUpdateEndpoint",
 ]
