@@ -26,13 +26,26 @@ $(NOTEBOOK_STAMP): pyproject.toml
 	$(VENV)/notebook/bin/python -m pip install --quiet -e ".[notebook,dev]"
 	touch $(NOTEBOOK_STAMP)
 
-install: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP)
+# On AWS, training/train.py and inference.py run in the SageMaker scikit-learn image the template deploys
+# (1.2-1: Python 3.9, scikit-learn 1.2.1, pandas 1.1.3), not in .venv. A venv with those versions lets
+# tests/integration/test_sagemaker_container.py train and serve there. Python 3.9 comes from PYTHON39, pyenv or
+# the PATH; without one the build stops and says so.
+PYTHON39 ?= $(shell ls -d $$HOME/.pyenv/versions/3.9*/bin/python 2>/dev/null | tail -1 || true)
+PYTHON39 := $(or $(PYTHON39),$(shell command -v python3.9 2>/dev/null))
+SM_SKLEARN_STAMP := $(VENV)/sagemaker-sklearn/.installed
+$(SM_SKLEARN_STAMP): tests/data/sagemaker-sklearn-1.2-1.txt
+	@test -n "$(PYTHON39)" || { echo "Python 3.9 is needed to check train.py against the SageMaker image; set PYTHON39=/path/to/python3.9" >&2; exit 1; }
+	test -x $(VENV)/sagemaker-sklearn/bin/python || $(PYTHON39) -m venv $(VENV)/sagemaker-sklearn
+	$(VENV)/sagemaker-sklearn/bin/python -m pip install --quiet -r tests/data/sagemaker-sklearn-1.2-1.txt
+	touch $(SM_SKLEARN_STAMP)
+
+install: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP)
 
 run: $(STAMP)
 	$(BIN)/stepml run $(ARGS)
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
-test: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) lint
+test: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -44,7 +57,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: $(STAMP) $(NOTEBOOK_STAMP)
+integration: $(STAMP) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: $(STAMP)

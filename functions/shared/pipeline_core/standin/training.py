@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_core.aws.s3 import S3Uri
-from pipeline_core.errors import DatasetNotFoundError, TrainingFailedError
+from pipeline_core.errors import ConfigurationError, DatasetNotFoundError, TrainingFailedError
 from pipeline_core.observability import logger
 from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
@@ -200,6 +200,19 @@ def script_environment(
     return env
 
 
+def training_interpreter(env: Mapping[str, str]) -> str:
+    """The Python that runs the training script: ``STANDIN_TRAINING_PYTHON`` if set, else this one.
+
+    The SageMaker image has its own Python and library versions (the template's default, scikit-learn
+    1.2-1, runs Python 3.9 with scikit-learn 1.2.1); pointing this at an interpreter with those versions
+    shows locally whether train.py runs there (see tests/integration/test_sagemaker_container.py).
+    """
+    chosen = env.get("STANDIN_TRAINING_PYTHON") or sys.executable
+    if not os.access(chosen, os.X_OK):
+        raise ConfigurationError(f"STANDIN_TRAINING_PYTHON={chosen!r} is not an executable Python interpreter")
+    return chosen
+
+
 def _run_script(
     command: list[str], cwd: Path, env: dict[str, str], layout: _Layout, time_limit: float
 ) -> tuple[int | None, Path, Path]:
@@ -353,16 +366,9 @@ def create_training_job(
         (layout.config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
         (layout.config / "inputdataconfig.json").write_text(json.dumps(input_data_config))
         (layout.config / "resourceconfig.json").write_text(json.dumps(resource_config))
-        env = script_environment(
-            layout,
-            channels,
-            user_hps,
-            framework,
-            input_data_config,
-            resource_config,
-            os.environ if base_env is None else base_env,
-        )
-        command = [sys.executable, program, *to_cmd_args(user_hps)]
+        base = os.environ if base_env is None else base_env
+        env = script_environment(layout, channels, user_hps, framework, input_data_config, resource_config, base)
+        command = [training_interpreter(base), program, *to_cmd_args(user_hps)]
         logger.info("training started", extra={"training_job": name, "command": command})
         record.update(SecondaryStatus="Training", LastModifiedTime=now_iso())
         elapsed_before = time.monotonic() - started
