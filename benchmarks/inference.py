@@ -105,16 +105,24 @@ def model_side_by_side(calls: int, rounds: int = 20) -> dict[str, Any]:
     if not models:
         raise SystemExit("the endpoint stand-in has no model loaded: the handler did not reach it")
     module, bundle = models[-1].module, models[-1].bundle
-    plan = bundle["_fast_plan"]
-    if plan is None or plan.forest is None:
-        raise SystemExit(f"the deployed model has no tree walk (plan {plan!r}): nothing to compare")
+    plan = bundle.get("_fast_plan")
+    if plan is None or getattr(plan, "forest", None) is None:
+        # an inference.py from before the tree walk, or a model it does not serve
+        return {"skipped": "the deployed inference.py or model has no tree walk", "load_1m": load_1m()}
     # The fast path as it was before the tree walk: the same rows, then the estimator's own predict.
     estimator_bundle = {**bundle, "_fast_plan": replace(plan, forest=None)}
     frame = module.input_fn(body(1), "application/json")
+
+    def sklearn_pipeline() -> list[Any]:
+        # predict_fn's frame conversion, then scikit-learn's whole pipeline (ColumnTransformer + estimator)
+        with module._threads(bundle, 1):
+            return list(module._to_list(bundle["pipeline"].predict(module._prepare_frame(frame, bundle)), bundle))
+
     ways: dict[str, Any] = {
-        # what the SageMaker container runs per request after input_fn
-        "sklearn_pipeline": lambda: module.predict_fn(frame, bundle),
+        "sklearn_pipeline": sklearn_pipeline,
         "estimator_on_fast_rows": lambda: module.predict_records(estimator_bundle, [ROW]),
+        # what the SageMaker container runs per request after input_fn: the frame, then the fast path
+        "container_predict_fn": lambda: module.predict_fn(frame, bundle),
         "tree_walk": lambda: module.predict_records(bundle, [ROW]),
     }
     answers = {name: way() for name, way in ways.items()}
@@ -279,13 +287,16 @@ def wrk_load(port: int, payload: bytes, concurrency: int, duration: float) -> di
     }
 
 
-def start_server(state_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    state_dir: Path, workers: int, log_sample_rate: float | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     from stepml.embedded.runtime import free_port
 
     port = free_port()
     log = open(state_dir / f"serve-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
+    rate = [] if log_sample_rate is None else ["--log-sample-rate", str(log_sample_rate)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "stepml.serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "stepml.serve", "--port", str(port), "--workers", str(workers), *rate],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
@@ -305,12 +316,18 @@ def start_server(state_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes]
 
 
 def http_load(
-    state_dir: Path, workers: list[int], concurrency: list[int], duration: float, max_requests: int, tool: str
+    state_dir: Path,
+    workers: list[int],
+    concurrency: list[int],
+    duration: float,
+    max_requests: int,
+    tool: str,
+    log_sample_rate: float | None = None,
 ) -> list[dict[str, Any]]:
     use_wrk = tool == "wrk" and shutil.which("wrk") is not None
     rows = []
     for count in workers:
-        process, port = start_server(state_dir, count)
+        process, port = start_server(state_dir, count, log_sample_rate)
         try:
             for batch in (1, 100):
                 payload = body(batch)
@@ -339,6 +356,7 @@ def run(
     workers: list[int] | None = None,
     max_requests: int = 50_000,
     tool: str = "python",
+    log_sample_rate: float | None = None,
 ) -> dict[str, Any]:
     """Everything above; returns the figures (``benchmarks/run_all.py`` calls this)."""
     with tempfile.TemporaryDirectory(prefix="stepml-bench-serve-") as temp:
@@ -346,7 +364,9 @@ def run(
         deployed = deploy(state_dir)
         handler = handler_in_process(state_dir, calls)
         print(json.dumps({"handler": handler}), flush=True)
-        load = http_load(state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests, tool)
+        load = http_load(
+            state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests, tool, log_sample_rate
+        )
     import sklearn
 
     return {
@@ -358,6 +378,7 @@ def run(
         },
         "model": {"name": deployed.get("model_name") or handler["model"], "version": deployed.get("model_version")},
         "handler": handler,
+        "http_log_sample_rate": "template" if log_sample_rate is None else log_sample_rate,
         "http": load,
     }
 
@@ -371,11 +392,18 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"  handler overhead (p50, log off, minus the model): {handler['handler_overhead_p50_ms']:.3f} ms")
     print(f"  load average (1 min) before/after: {handler['load_1m_before']} / {handler['load_1m']}")
     side = handler["side_by_side"]
+    if "skipped" in side:
+        print(f"model alone, side by side: skipped ({side['skipped']})")
+        return print_http(figures)
     print(f"model alone, 1 row, side by side ({side['trees']} trees, depth {side['depth']}; load {side['load_1m']}):")
-    for key in ("sklearn_pipeline", "estimator_on_fast_rows", "tree_walk"):
+    for key in ("sklearn_pipeline", "estimator_on_fast_rows", "container_predict_fn", "tree_walk"):
         ratio = side["p50_ratio_to_tree_walk"][key]
         print(f"  {key:<24} p50 {side[key]['p50_ms']:>7.3f}   p99 {side[key]['p99_ms']:>7.3f}   x{ratio} the tree walk")
-    print("HTTP (stepml serve, loopback):")
+    print_http(figures)
+
+
+def print_http(figures: dict[str, Any]) -> None:
+    print(f"HTTP (stepml serve, loopback; prediction log sample rate: {figures['http_log_sample_rate']}):")
     print(
         f"  {'workers':>7} {'rows':>5} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'load':>6}  tool"
@@ -401,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         help="load generator: Python client processes (default; latencies per request) or wrk (lighter client, "
         "but its latency percentiles disagreed with its own throughput here: use it for req/s)",
     )
+    parser.add_argument(
+        "--log-sample-rate",
+        type=float,
+        metavar="RATE",
+        help="`stepml serve --log-sample-rate` for the HTTP runs (default: the template's, every request logged)",
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     figures = run(
@@ -410,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         [int(w) for w in args.workers.split(",")],
         args.max_requests,
         args.tool,
+        args.log_sample_rate,
     )
     print_report(figures)
     if args.out:
