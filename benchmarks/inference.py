@@ -2,9 +2,10 @@
 
 1. Trains and deploys the bundled iris model with ``stepml run`` into a temporary state directory.
 2. The model alone, side by side in one run (interleaved, so a busy machine slows each alike): the
-   deployed ``inference.py`` answering one row through scikit-learn's whole pipeline (``predict_fn`` on a
-   DataFrame, as the SageMaker container does), through the estimator on the fast path's row (the fast
-   path before it walked the trees itself), and through ``predict_records`` (the fast path).
+   deployed ``inference.py`` answering one row through scikit-learn's whole pipeline (ColumnTransformer +
+   estimator on predict_fn's frame), through the estimator on the fast path's row (the fast path before
+   it walked the trees itself), through ``predict_fn`` on a DataFrame (the SageMaker container's path),
+   and through ``predict_records`` (the fast path).
 3. Handler in process: the InferenceFunction's real handler with its template environment (what
    ``stepml serve`` runs), called directly on API Gateway proxy events for one row; p50/p99 over
    ``--calls``, split into the model's own time (the endpoint runtime alone on the same row) and the
@@ -18,7 +19,7 @@
    100-row batches at each concurrency, each run bounded by ``--duration`` and ``--max-requests``.
 
 Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
-[--workers 1,2] [--tool python|wrk] [--out results.json]``.
+[--workers 1,2] [--tool python|wrk] [--log-sample-rate RATE] [--out results.json]``.
 docs/serving.md has the figures and the machine they came from. Each section records the 1-minute load
 average at its end (``load_1m``): on a shared machine compare figures taken at similar loads.
 """
