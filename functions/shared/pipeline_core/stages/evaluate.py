@@ -10,6 +10,9 @@ few lines of numpy.
 Once per execution: ``evaluation.json`` is written last and records the whole result, so an Evaluate retried
 after it finished (its response lost, a timeout after the writes) returns that result instead of writing
 again. The gate decision then stays the one the files show, even if the champion changed in between.
+
+This gate decides whether the run goes on to deploy; the one that lets it deploy is made again by
+AcquireDeployLease against the champion as it is once the run holds the deploy lease (``stages/gate.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import io
 import json
 import math
 import tarfile
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,11 @@ from pipeline_core.models import (
     IngestResult,
     PreprocessResult,
     ProblemType,
-    RegistryRecord,
     RunConfig,
     TrainingSummary,
 )
+from pipeline_core.stages.gate import GateDecision as GateDecision  # re-exported: it used to live here
+from pipeline_core.stages.gate import decide_gate
 from pipeline_core.stages.report import (
     ClassificationView,
     RegressionView,
@@ -157,63 +160,6 @@ def validation_metrics_of(metrics: dict[str, Any]) -> dict[str, float | None]:
         number = _as_number(value)
         result[str(name)] = number if number is not None and math.isfinite(number) else None
     return result
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """The quality gate's inputs and the decision the state machine's QualityGate Choice repeats."""
-
-    primary_metric: str
-    primary_value: float
-    threshold: float
-    champion_version: int | None
-    champion_value: float
-    passed: bool
-    reason: str
-
-
-def _pair(a: float, b: float) -> tuple[str, str]:
-    """``a`` and ``b`` formatted so that different values never print the same."""
-    for digits in (4, 6, 10):
-        left, right = f"{a:.{digits}f}", f"{b:.{digits}f}"
-        if left != right or a == b:
-            return left, right
-    return repr(a), repr(b)
-
-
-def decide_gate(primary_metric: str, value: float, threshold: float, champion: RegistryRecord | None) -> GateDecision:
-    """Compare ``value`` with the threshold and with the champion (when it used the same metric).
-
-    An incomparable or absent champion's value is the threshold itself, so the Choice's second
-    comparison (``primary_value >= champion_value``) cannot change its outcome.
-    """
-    champion_value = threshold
-    champion_version: int | None = None
-    note = "no earlier approved model to compare with"
-    if champion is not None:
-        theirs = champion.metrics.get(primary_metric)
-        if champion.primary_metric == primary_metric and theirs is not None and math.isfinite(theirs):
-            champion_value, champion_version = float(theirs), champion.version
-        else:
-            note = f"champion v{champion.version} was measured by {champion.primary_metric}, not comparable"
-    meets_threshold = value >= threshold
-    beats_champion = value >= champion_value
-    shown, shown_threshold = _pair(value, threshold)
-    if champion_version is not None:
-        shown_vs_champion, shown_champion = _pair(value, champion_value)
-        champion_part = f"champion v{champion_version} {shown_champion}"
-    passed = meets_threshold and beats_champion
-    if passed:
-        against = f"≥ {champion_part}" if champion_version is not None else f"({note})"
-        reason = f"{primary_metric} {shown} ≥ threshold {shown_threshold} and {against}"
-    else:
-        failures = []
-        if not meets_threshold:
-            failures.append(f"{primary_metric} {shown} < threshold {shown_threshold}")
-        if not beats_champion and champion_version is not None:
-            failures.append(f"{primary_metric} {shown_vs_champion} < {champion_part}")
-        reason = "rejected: " + " and ".join(failures)
-    return GateDecision(primary_metric, value, threshold, champion_version, champion_value, passed, reason)
 
 
 def read_predictions(data: bytes, problem_type: ProblemType) -> pd.DataFrame:
