@@ -197,12 +197,14 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     if not records:
         print("The registry is empty: run `stepml run` first.", file=out)
         return 0
-    print(f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'PRIMARY':<20} {'ENDPOINT':<28} CREATED", file=out)
+    print(f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'PRIMARY':<20} {'ENDPOINT':<28} {'CREATED':<25}  GATE", file=out)
     for r in records:
         primary = f"{r.primary_metric}={r.metrics.get(r.primary_metric, float('nan')):.4f}"
         endpoint = r.endpoint_name or "-"
+        # the gate's reason last: it is long, and for a rejected version it is the one thing to read
         print(
-            f"{r.model_name:<20} {r.version:>4} {r.status:<11} {primary:<20} {endpoint:<28} {r.created_at}",
+            f"{r.model_name:<20} {r.version:>4} {r.status:<11} {primary:<20} {endpoint:<28} {r.created_at:<25}  "
+            f"{r.gate_reason or '-'}",
             file=out,
         )
     return 0

@@ -100,6 +100,12 @@ def test_state_persists_for_later_commands(iris_run: PipelineRun, diabetes_run: 
     models = {(m["model_name"], m["version"]) for m in json.loads(out.getvalue())}
     assert (iris_run.result["model_name"], iris_run.result["model_version"]) in models
     assert (diabetes_run.result["model_name"], diabetes_run.result["model_version"]) in models
+    # the table says why each version was approved or rejected (the registry record keeps the reason)
+    out = io.StringIO()
+    assert main(["models", "--model", "iris"], out=out) == 0
+    reason = iris_run.result["registry"]["gate_reason"]
+    assert reason and reason.startswith("f1_macro") and "threshold" in reason
+    assert reason in out.getvalue() and out.getvalue().splitlines()[0].endswith("GATE")
     out = io.StringIO()
     assert main(["runs", "--json"], out=out) == 0
     arns = {r["execution_arn"] for r in json.loads(out.getvalue())}

@@ -80,6 +80,8 @@ def test_versions_are_assigned_in_order_and_the_record_is_complete(aws: FakeAws)
     assert approved.feature_columns == state["prep"]["feature_columns"]
     assert approved.class_labels == ["setosa", "versicolor", "virginica"]
     assert approved.report_uri == state["evaluation"]["report_uri"]
+    # why the gate let it through (or not): what `stepml models` shows
+    assert approved.gate_reason == rejected.gate_reason == state["evaluation"]["reason"]
     assert registry.champion("iris") == registry.get("iris", 3)
 
     record = RunLog(aws.runs_table, aws.dynamodb).get_run("run-1")

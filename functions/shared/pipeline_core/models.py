@@ -164,6 +164,9 @@ class RegistryRecord(Contract):
     evaluation_uri: str
     report_uri: str
     created_at: str
+    # why the gate approved or rejected it (EvaluationResult.reason as the run finally decided it);
+    # None for versions registered before it was recorded
+    gate_reason: str | None = None
 
 
 class FailureRecord(Contract):

@@ -51,6 +51,9 @@ def registry_entry(
         "evaluation_uri": evaluation.evaluation_uri,
         "report_uri": evaluation.report_uri,
         "created_at": utc_now(),
+        # why it was approved or rejected; for a run superseded under the deploy lease, that reason
+        # (GateUnderLease put AcquireDeployLease's decision in $.evaluation)
+        "gate_reason": evaluation.reason,
     }
 
 
