@@ -35,13 +35,15 @@ def lambda_handler(event: dict[str, Any], context: Any) -> Any:
 
 @stage_handler("AcquireDeployLease")
 def _acquire_deploy_lease(event: dict[str, Any], context: Any) -> DeployLeaseResult:
-    """Event: ``{"action": "acquire_deploy_lease", "config", "execution_arn"}``; result at ``$.lease``.
+    """Event: ``{"action": "acquire_deploy_lease", "config", "evaluation", "execution_arn"}``; result at
+    ``$.lease``, with the gate decided again under the lease (``superseded`` if the model no longer passes).
 
-    Idempotent without a stored result: the lease is taken again by the execution that holds it.
+    Idempotent without a stored result: the lease is taken again by the execution that holds it (or anew,
+    after a superseded attempt gave it back) and the champion read again.
     """
     parsed = deploy_lease.DeployLeaseEvent.model_validate(event)
     registry = ModelRegistry(require_env("MODEL_REGISTRY_TABLE"))
-    return deploy_lease.acquire_deploy_lease(parsed.config, parsed.execution_arn, registry)
+    return deploy_lease.acquire_deploy_lease(parsed.config, parsed.execution_arn, registry, parsed.evaluation)
 
 
 @stage_handler("Register")

@@ -52,6 +52,8 @@ CREATE_PATH = [
     "CreateModel",
     "CreateEndpointConfig",
     "AcquireDeployLease",
+    "GateUnderLease",
+    "StillPassesGate",
     "FindEndpoint",
     "CreateOrUpdateEndpoint",
     "CreateEndpoint",

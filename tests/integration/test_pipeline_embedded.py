@@ -31,6 +31,8 @@ HAPPY_PATH = [
     "CreateModel",
     "CreateEndpointConfig",
     "AcquireDeployLease",
+    "GateUnderLease",
+    "StillPassesGate",
     "FindEndpoint",
     "CreateOrUpdateEndpoint",
 ]

@@ -7,7 +7,8 @@ Each stage returns one of these models (as JSON) and the state machine stores it
     $.data         DataProfile          ValidateData
     $.prep         PreprocessResult     Preprocess
     $.training     TrainingSummary      Train (ResultSelector over DescribeTrainingJob)
-    $.evaluation   EvaluationResult     Evaluate
+    $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held)
+    $.lease        DeployLeaseResult    AcquireDeployLease
     $.registration RegistrationResult   Register / RegisterRejected
 
 Only S3 URIs and small summaries travel in the state (Step Functions caps a state's data at 256 KiB).
@@ -123,12 +124,22 @@ class EvaluationResult(Contract):
 
 
 class DeployLeaseResult(Contract):
-    """The model's deploy lease this execution holds until Register or RecordFailure (``$.lease``)."""
+    """The model's deploy lease this execution holds until Register or RecordFailure (``$.lease``), and the
+    quality gate decided again while holding it.
+
+    ``evaluation`` is ``$.evaluation`` as decided against the champion found under the lease (Evaluate's own
+    result when that champion is the one it compared with); the GateUnderLease state copies it to
+    ``$.evaluation``. ``superseded``: a champion registered since Evaluate beats this model, so the lease was
+    given back at once and the run registers its model as rejected (``evaluation.reason`` says why).
+    ``evaluation`` is None only for an event without one (an execution of an older definition).
+    """
 
     model_name: str
     holder: str
     acquired_at: str
     expires_at: int
+    superseded: bool = False
+    evaluation: EvaluationResult | None = None
 
 
 class RegistrationResult(Contract):

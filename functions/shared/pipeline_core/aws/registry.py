@@ -175,8 +175,12 @@ class ModelRegistry:
         leases = [self.deploy_lease(i["model_name"]["S"]) for i in items]
         return [lease for lease in leases if lease is not None]
 
-    def versions(self, model_name: str | None = None) -> list[RegistryRecord]:
-        """Every registered version (of one model, or of all), newest first."""
+    def versions(self, model_name: str | None = None, *, consistent: bool = False) -> list[RegistryRecord]:
+        """Every registered version (of one model, or of all), newest first.
+
+        ``consistent``: a strongly consistent read, which sees every write that succeeded before it (a default
+        DynamoDB read may miss one made in the last second or so).
+        """
         with transient_errors_as("listing the model registry"):
             if model_name:
                 pages = self._ddb.get_paginator("query").paginate(
@@ -184,16 +188,17 @@ class ModelRegistry:
                     KeyConditionExpression="model_name = :m",
                     ExpressionAttributeValues={":m": {"S": model_name}},
                     ScanIndexForward=False,
+                    ConsistentRead=consistent,
                 )
             else:
-                pages = self._ddb.get_paginator("scan").paginate(TableName=self._table)
+                pages = self._ddb.get_paginator("scan").paginate(TableName=self._table, ConsistentRead=consistent)
             items = [i for p in pages for i in p.get("Items", []) if is_model_version(i)]
             records = [RegistryRecord.model_validate(from_item(i)) for i in items]
         return sorted(records, key=lambda r: (r.model_name, -r.version))
 
-    def champion(self, model_name: str) -> RegistryRecord | None:
-        """The newest approved version: the model the endpoint serves."""
-        return next((r for r in self.versions(model_name) if r.status == "approved"), None)
+    def champion(self, model_name: str, *, consistent: bool = False) -> RegistryRecord | None:
+        """The newest approved version: the model the endpoint serves (``consistent``: see :meth:`versions`)."""
+        return next((r for r in self.versions(model_name, consistent=consistent) if r.status == "approved"), None)
 
     def get(self, model_name: str, version: int) -> RegistryRecord | None:
         if version == LEASE_VERSION:

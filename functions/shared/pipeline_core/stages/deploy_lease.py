@@ -12,6 +12,22 @@ A run that finds the lease taken fails with DeployLeaseBusyError, which the stat
 backoff; Register and RecordFailure give the lease back. It expires after the state machine's own
 timeout, so a lease left by an execution that was stopped (and never reached RecordFailure) cannot block
 the model for longer than that execution could have run.
+
+The champion/challenger comparison that lets a run deploy is made here, once the lease is held. Evaluate
+compared the model with the champion of its time, but runs of one model can be evaluated side by side: if
+a better one deploys and registers while this one waits for the lease, Evaluate's comparison is stale, and
+deploying now would put a worse model on the endpoint (and make it the newest approved version, the
+champion). So the holder reads the champion again (a strongly consistent read: the version registered
+just before the lease was given back must be seen) and decides the gate again with Evaluate's own
+:func:`~pipeline_core.stages.gate.decide_gate`. While a run holds the lease no other run can register an
+approved version or roll one back, so this decision stays true until the run registers. A run that no
+longer passes is *superseded*: it gives the lease back at once and goes to RegisterRejected (its model and
+endpoint config, already created, stay: they cost nothing and are what its rejected version describes).
+
+Idempotent under retries without a stored result: a retried attempt (its response lost) takes the lease
+again, as its holder or anew after a superseded attempt gave it back (waiting, like any run, if another
+execution took it in between), reads the champion again and answers the same, or, if the champion changed
+in between, what is now true. A superseded answer always leaves the lease free.
 """
 
 from __future__ import annotations
@@ -19,7 +35,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from pipeline_core.aws.registry import ModelRegistry
-from pipeline_core.models import DeployLeaseResult, RunConfig
+from pipeline_core.models import DeployLeaseResult, EvaluationResult, RunConfig
+from pipeline_core.observability import logger
+from pipeline_core.stages.gate import decide_gate
 
 # statemachine/pipeline.asl.json's TimeoutSeconds: no execution, so no lease holder, lives longer.
 LEASE_SECONDS = 7200
@@ -32,13 +50,72 @@ class DeployLeaseEvent(BaseModel):
     action: str
     config: RunConfig
     execution_arn: str
+    # Evaluate's result (QualityGate passed it). Optional only so that an execution of an older definition,
+    # in flight while a new version of the function is deployed, still deploys as that definition meant.
+    evaluation: EvaluationResult | None = None
+
+
+def recheck_gate(evaluation: EvaluationResult, registry: ModelRegistry, model_name: str) -> EvaluationResult:
+    """``evaluation`` decided again against the champion as it is now (call it holding the deploy lease).
+
+    Evaluate's own result when nothing changed; otherwise its gate fields re-decided by ``decide_gate``,
+    with a reason that says the champion changed since Evaluate (and, for a model that no longer passes,
+    that it was superseded while it waited for the lease).
+    """
+    champion = registry.champion(model_name, consistent=True)
+    gate = decide_gate(evaluation.primary_metric, evaluation.primary_value, evaluation.threshold, champion)
+    if (gate.champion_version, gate.champion_value, gate.passed) == (
+        evaluation.champion_version,
+        evaluation.champion_value,
+        evaluation.passed,
+    ):
+        return evaluation
+    compared = (
+        f"champion v{evaluation.champion_version}"
+        if evaluation.champion_version is not None
+        else "no comparable champion"
+    )
+    if gate.passed:
+        reason = f"{gate.reason} (decided again under the deploy lease: Evaluate had compared with {compared})"
+    else:
+        because = gate.reason.removeprefix("rejected: ")
+        reason = (
+            f"superseded while waiting for the deploy lease: {because} "
+            f"(registered after Evaluate had compared with {compared})"
+        )
+    return evaluation.model_copy(
+        update={
+            "champion_version": gate.champion_version,
+            "champion_value": gate.champion_value,
+            "passed": gate.passed,
+            "reason": reason,
+        }
+    )
 
 
 def acquire_deploy_lease(
-    config: RunConfig, execution_arn: str, registry: ModelRegistry, lease_seconds: int = LEASE_SECONDS
+    config: RunConfig,
+    execution_arn: str,
+    registry: ModelRegistry,
+    evaluation: EvaluationResult | None = None,
+    lease_seconds: int = LEASE_SECONDS,
 ) -> DeployLeaseResult:
-    """Take the deploy lease of ``config.model_name`` for this execution (again, if it already has it)."""
+    """Take the deploy lease of ``config.model_name`` for this execution (again, if it already has it), then
+    decide the gate again; a superseded run gives the lease back before it answers."""
     lease = registry.acquire_deploy_lease(config.model_name, execution_arn, lease_seconds)
+    decided, superseded = None, False
+    if evaluation is not None:
+        decided = recheck_gate(evaluation, registry, config.model_name)
+        if not decided.passed:
+            # nothing to deploy: the next run of this model need not wait for this one
+            registry.release_deploy_lease(config.model_name, execution_arn)
+            superseded = True
+            logger.info("superseded", extra={"model_name": config.model_name, "reason": decided.reason})
     return DeployLeaseResult(
-        model_name=lease.model_name, holder=lease.holder, acquired_at=lease.acquired_at, expires_at=lease.expires_at
+        model_name=lease.model_name,
+        holder=lease.holder,
+        acquired_at=lease.acquired_at,
+        expires_at=lease.expires_at,
+        superseded=superseded,
+        evaluation=decided,
     )
