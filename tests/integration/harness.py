@@ -148,6 +148,23 @@ class Harness:
         description, reader = follow(self.sfn, arn, None, poll_seconds=POLL_SECONDS, timeout_seconds=600)
         return Finished(job, arn, description, outcome_of(description, reader), reader.visits)
 
+    def execution_arn(self, name: str) -> str:
+        """The ARN an execution named ``name`` of the pipeline has (or will have)."""
+        return self.aws.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def lease_refusals(self, name: str) -> int:
+        """How often the execution's AcquireDeployLease has been told the lease is taken, so far."""
+        try:
+            events = self.sfn.get_execution_history(executionArn=self.execution_arn(name))["events"]
+        except self.sfn.exceptions.ExecutionDoesNotExist:
+            return 0
+        return sum(
+            1
+            for event in events
+            if event["type"] == "LambdaFunctionFailed"
+            and event.get("lambdaFunctionFailedEventDetails", {}).get("error") == "DeployLeaseBusyError"
+        )
+
     def run(self, job: Job) -> Finished:
         return self.wait(job, self.start(job))
 

@@ -56,21 +56,6 @@ class Concurrent:
     data: dict[str, bytes]
 
 
-def _lease_refusals(h: Harness, name: str) -> int:
-    """How often the execution's AcquireDeployLease has been told the lease is taken, so far."""
-    arn = h.aws.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
-    try:
-        events = h.sfn.get_execution_history(executionArn=arn)["events"]
-    except h.sfn.exceptions.ExecutionDoesNotExist:
-        return 0
-    return sum(
-        1
-        for event in events
-        if event["type"] == "LambdaFunctionFailed"
-        and event.get("lambdaFunctionFailedEventDetails", {}).get("error") == "DeployLeaseBusyError"
-    )
-
-
 def _run_lined_up(h: Harness) -> Concurrent:
     jobs, data = [], {}
     for index in range(RUNS):
@@ -81,12 +66,12 @@ def _run_lined_up(h: Harness) -> Concurrent:
     # Training times differ, so runs started together tend to reach the endpoint one after another. To make
     # them contend every time, a deployment "elsewhere" holds the model's lease until each run is waiting
     # for it; then all of them go for it at once.
-    elsewhere = h.aws.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":deploying-elsewhere"
+    elsewhere = h.execution_arn("deploying-elsewhere")
     h.registry.acquire_deploy_lease(MODEL, elsewhere, 3600)
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(h.run_all, jobs)
         lined_up = wait_until(
-            lambda: running.done() or all(_lease_refusals(h, job.name) for job in jobs), timeout=600, interval=0.5
+            lambda: running.done() or all(h.lease_refusals(job.name) for job in jobs), timeout=600, interval=0.5
         )
         assert lined_up and not running.done(), "the runs did not wait for the deploy lease"
         assert h.registry.release_deploy_lease(MODEL, elsewhere)

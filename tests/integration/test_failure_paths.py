@@ -65,6 +65,8 @@ CREATE_PATH = [
 ]
 UPDATE_PATH = [("UpdateEndpoint" if s == "CreateEndpoint" else s) for s in CREATE_PATH]
 REJECTED_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
+# passed QualityGate, then a better champion was registered before it held the deploy lease
+SUPERSEDED_PATH = [*CREATE_PATH[: CREATE_PATH.index("StillPassesGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
 FAILURE_TASKS = ["RecordFailure", "NotifyFailure"]
 # Order of the states on the create path: later states have more input pointers.
 ORDER = {name: i for i, name in enumerate(CREATE_PATH)}
