@@ -24,12 +24,14 @@ from urllib.parse import quote
 
 import pytest
 from botocore.exceptions import ClientError
+from pipeline_core.aws.runs import utc_now
 
 from stepml.cli import main
-from stepml.embedded.faults import Injection
+from stepml.embedded.faults import FaultPlan, Injection, Throw
+from stepml.embedded.runtime import wait_until
 from tests.integration.conftest import REPO, PipelineRun
 from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness, load_asl
-from tests.integration.test_failure_paths import CREATE_PATH, REJECTED_PATH, UPDATE_PATH
+from tests.integration.test_failure_paths import CREATE_PATH, REJECTED_PATH, SUPERSEDED_PATH, UPDATE_PATH
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +47,7 @@ EFFECTS = {
     "Evaluate": "evaluation.json, report.html",
     "CreateModel": "model record (SageMaker stand-in)",
     "CreateEndpointConfig": "endpoint config record (SageMaker stand-in)",
-    "AcquireDeployLease": "the model's deploy lease (its holder takes it again)",
+    "AcquireDeployLease": "the model's deploy lease (its holder takes it again; a superseded run gives it back again)",
     "CreateEndpoint": "endpoint record (SageMaker stand-in)",
     "UpdateEndpoint": "endpoint record: config switched, the old one appended to its history",
     "Register": "registry version, run record",
@@ -57,8 +59,64 @@ READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint"
 REJECTING_THRESHOLD = 1.0
 
 
+# "after-superseded": its first AcquireDeployLease attempts are told the lease is taken (without running),
+# a better model is registered meanwhile, and the first attempt that runs is superseded, gives the lease
+# back, and its answer is lost. Five refusals: the registration below needs well under a second, and the
+# backoff between them (full jitter over 2, 3, 4.5 and 6.75 s) leaves that with near certainty.
+SUPERSEDED_RUN = "after-superseded"
+REFUSALS = 5
+
+
 def after(*states: str) -> tuple[str, ...]:
     return tuple(f"{state}={ERROR}:1:after" for state in states)
+
+
+def _superseding_faults(name: str) -> FaultPlan:
+    plan = FaultPlan()
+    busy = "fault injected by the test: the deploy lease looks taken"
+    plan.add("AcquireDeployLease", Throw("DeployLeaseBusyError", busy, 0, REFUSALS - 1, name, "before"))
+    lost = "fault injected by the test: the superseded answer is lost"
+    plan.add("AcquireDeployLease", Throw(ERROR, lost, REFUSALS, REFUSALS, name, "after"))
+    return plan
+
+
+def _better_model_deployed_elsewhere(h: Harness, model: str) -> dict[str, Any]:
+    """An approved version that beats any iris model here (f1_macro 1.0), as another run would register it."""
+    name = "deployed-elsewhere"
+    return {
+        "model_name": model,
+        "status": "approved",
+        "problem_type": "multiclass_classification",
+        "target": "species",
+        "feature_columns": ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"],
+        "metrics": {"f1_macro": 1.0},
+        "primary_metric": "f1_macro",
+        "model_artifact": f"s3://{h.bucket}/models/{name}/output/model.tar.gz",
+        "dataset_uri": f"s3://{h.bucket}/raw/{name}/iris.csv",
+        "dataset_sha256": "0" * 64,
+        "training_job_name": name,
+        "endpoint_name": h.endpoint_name(model),
+        "endpoint_config_name": name,
+        "execution_arn": h.execution_arn(name),
+        "evaluation_uri": f"s3://{h.bucket}/models/{name}/evaluation/evaluation.json",
+        "report_uri": f"s3://{h.bucket}/models/{name}/evaluation/report.html",
+        "created_at": utc_now(),
+    }
+
+
+def _register_better_model_once_waiting(h: Harness, name: str, errors: list[BaseException]) -> threading.Thread:
+    """Once ``name`` has evaluated and waits for the lease, register a better model of its model."""
+
+    def work() -> None:
+        try:
+            assert wait_until(lambda: h.lease_refusals(name) >= 1, timeout=600, interval=0.1), "never waited"
+            h.registry.register_model(_better_model_deployed_elsewhere(h, name))
+        except BaseException as error:  # reported by the fixture
+            errors.append(error)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -96,8 +154,13 @@ def runs(state_dir: Path) -> Iterator[Runs]:
             _job(h, "after-failure", ("DescribeEndpoint=InjectedPermanentError:1", *after("RecordFailure"))),
         ]
         found.finished.update(h.run_all(phase_a))
-        phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register"))]
+        phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register")), _job(h, SUPERSEDED_RUN)]
+        h.aws.faults.merge(_superseding_faults(SUPERSEDED_RUN))
+        errors: list[BaseException] = []
+        registering = _register_better_model_once_waiting(h, SUPERSEDED_RUN, errors)
         found.finished.update(h.run_all(phase_b))
+        registering.join(timeout=60)
+        assert not errors, errors
         yield found
 
 
@@ -211,6 +274,27 @@ def test_rejected_run_registers_once(runs: Runs) -> None:
     notify = _injections(h, run)["Notify"]
     assert notify.ran and notify.outcome_error is None and notify.throw.when == "after"
     assert run.visit("Notify").errors == ["SNS.InternalErrorException"] and run.visit("Notify").attempts == 2
+
+
+def test_superseded_run_retried_after_its_answer_was_lost_gives_the_lease_back_and_rejects_once(runs: Runs) -> None:
+    """The retry takes the lease again, decides against the same champion, gives the lease back again."""
+    h, run = runs.harness, runs[SUPERSEDED_RUN]
+    assert run.status == "SUCCEEDED" and run.path == SUPERSEDED_PATH, run.describe()
+    visit = run.visit("AcquireDeployLease")
+    assert visit.errors == ["DeployLeaseBusyError"] * REFUSALS + [ERROR], run.describe()
+    assert visit.attempts == REFUSALS + 2
+    lost = _injections(h, run)["AcquireDeployLease"]
+    # the last injection: the attempt that ran, was superseded (no error of its own) and lost its answer
+    assert (lost.attempt, lost.throw.when, lost.ran, lost.outcome_error) == (REFUSALS, "after", True, None)
+    out = _output(run)
+    assert out["lease"]["superseded"] is True and out["evaluation"]["passed"] is False
+    assert out["evaluation"]["reason"].startswith("superseded while waiting for the deploy lease: f1_macro ")
+    assert h.registry.deploy_lease(SUPERSEDED_RUN) is None  # given back by both attempts that took it
+    champion, record = sorted(h.model_versions(SUPERSEDED_RUN), key=lambda r: r.version)
+    assert champion.execution_arn == h.execution_arn("deployed-elsewhere") and champion.status == "approved"
+    assert (record.version, record.status, record.execution_arn) == (2, "rejected", run.arn)
+    assert record.gate_reason == out["evaluation"]["reason"] and "champion v1 1.0000" in record.gate_reason
+    assert h.endpoint(_config(run)["endpoint_name"]) is None  # it never deployed
 
 
 def test_failure_is_recorded_and_rolled_back_once(runs: Runs) -> None:
