@@ -260,8 +260,12 @@ def _run_campaign(h: Harness) -> Campaign:
             extra["quality_threshold"] = REJECTING_THRESHOLD
         faults = [f"{state}={permanent_error(state)}:1"]
         if state in FAILURE_TASKS:
-            # the handlers run only after another state failed: make Ingest fail too
-            faults.append(f"Ingest={PERMANENT}:1")
+            # the handlers run only after another state failed: make Ingest fail too. NotifyFailure's message
+            # is $.failure, and the gateway matches an SNS publish to its execution by message only, so the
+            # run whose NotifyFailure fails gets a cause of its own (":before" is the default WHEN, spelt out):
+            # with the same cause as catch-ingest's or catch-record-failure's, a publish of theirs at the same
+            # moment could take its fault.
+            faults.append(f"Ingest={PERMANENT}:1" + (":before" if state == "NotifyFailure" else ""))
         elif state in hosts and failure_retries:
             handler, index = failure_retries.pop(0)
             faults.append(f"{handler}={_first_error(handler, index)}:1")
