@@ -75,6 +75,15 @@ def _as_label(value: Any) -> Any:
     return str(value)
 
 
+def _zip_same_length(*sequences: Sequence[Any]) -> Any:
+    """zip(..., strict=True) for Python 3.9, the SageMaker image's, where zip has no strict: there it
+    raised TypeError, which _build_plan took for an unknown pipeline, so the container never took the fast
+    path."""
+    if len({len(sequence) for sequence in sequences}) > 1:
+        raise ValueError(f"sequences of different lengths: {[len(sequence) for sequence in sequences]}")
+    return zip(*sequences)  # noqa: B905 - lengths checked above
+
+
 def _as_number(value: Any, column: str, row: int) -> float:
     """A numeric feature as float; None, NaN and empty strings are missing (NaN)."""
     if value is None or value is pd.NA:
@@ -272,7 +281,8 @@ def predict_fn(data: pd.DataFrame | Sequence[Mapping[str, Any]], model: dict[str
         features: list[str] = model["feature_columns"]
         # Column by column: for one row 8x faster than data[features].to_dict("records").
         columns = [data[column].tolist() for column in features]
-        records = [dict(zip(features, values, strict=True)) for values in zip(*columns, strict=True)]
+        # Equal lengths by construction (one frame's columns); no strict=, which Python 3.9 lacks.
+        records = [dict(zip(features, values)) for values in zip(*columns)]  # noqa: B905
         return predict_records(model, records)
     frame = _prepare_frame(data, model)
     with _threads(model, len(frame)):
@@ -316,7 +326,7 @@ def _build_plan(bundle: dict[str, Any]) -> _Plan | None:
             if name == "remainder":
                 continue
             if name == "numeric":
-                for column, fill in zip(columns, transformer.statistics_, strict=True):
+                for column, fill in _zip_same_length(columns, transformer.statistics_):
                     if isinstance(fill, float) and math.isnan(fill):
                         unused.append(column)  # SimpleImputer drops all-missing features
                         continue
@@ -326,13 +336,13 @@ def _build_plan(bundle: dict[str, Any]) -> _Plan | None:
                 imputer = transformer.named_steps["impute"]
                 encoder = transformer.named_steps["onehot"]
                 kept = []
-                for column, fill in zip(columns, imputer.statistics_, strict=True):
+                for column, fill in _zip_same_length(columns, imputer.statistics_):
                     if pd.isna(fill):
                         unused.append(column)
                     else:
                         kept.append((column, str(fill)))
                 positions = _one_hot_positions(encoder, len(kept))
-                for (column, fill), mapping in zip(kept, positions, strict=True):
+                for (column, fill), mapping in _zip_same_length(kept, positions):
                     categorical.append((column, {k: offset + v for k, v in mapping.items()}, fill))
                 offset += int(encoder.transform(np.full((1, len(kept)), np.nan, dtype=object)).shape[1])
             else:
