@@ -369,6 +369,13 @@ def _pointers_expected(state: str) -> set[str]:
     return expected
 
 
+def _published_messages(h: Harness, execution_arn: str) -> list[str]:
+    """The Message of every SNS publish the execution scheduled, as Step Functions resolved it."""
+    events = h.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    scheduled = [e["taskScheduledEventDetails"] for e in events if "taskScheduledEventDetails" in e]
+    return [json.loads(d["parameters"])["Message"] for d in scheduled if d["resourceType"] == "sns"]
+
+
 @pytest.mark.parametrize("state", list(TASKS))
 def test_catch_records_the_failure(campaign: Campaign, state: str) -> None:
     h = campaign.harness
@@ -412,6 +419,11 @@ def test_catch_records_the_failure(campaign: Campaign, state: str) -> None:
     assert pointers["dataset"] == run.job.execution_input["dataset"]
     assert _pointers_expected(state) <= set(pointers), pointers
     assert not own_versions, f"{state}: a failed run registered {own_versions}"
+    # the alert says which run failed, where and with what, before the details
+    [message] = set(_published_messages(h, run.arn))
+    headline, details = message.split(". Details: ", 1)
+    assert headline == f"stepml run {name} failed in state {state} with {PERMANENT}"
+    assert json.loads(details)["state"] == state and "fault injected" in json.loads(details)["cause"]
 
     endpoint = h.endpoint(h.endpoint_name(model))
     if state in {"UpdateEndpoint", "DescribeEndpoint"}:
