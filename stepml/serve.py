@@ -522,8 +522,9 @@ class LocalApi:
             flush_background_writers()  # what the in-process handler's log writer still holds
         table = self.aws.stack.functions[FUNCTION_ID].environment.get("PREDICTION_LOG_TABLE")
         if table:
+            ttl = next((t.ttl_attribute for t in self.aws.stack.tables.values() if t.name == table), None)
             with contextlib.suppress(Exception):
-                self.aws.store.save_table(self.aws.client("dynamodb"), table)
+                self.aws.store.save_table(self.aws.client("dynamodb"), table, ttl)
         self.aws.stop()
 
 

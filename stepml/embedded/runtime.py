@@ -443,7 +443,7 @@ class EmbeddedAws:
             self.store.restore_bucket(s3, bucket)
         self.upload_training_source()  # the checkout's training code wins over a stored copy
         for table in self.stack.tables.values():
-            self.store.restore_table(ddb, table.name)
+            self.store.restore_table(ddb, table.name, table.ttl_attribute)
         self.release_stale_deploy_leases()
 
     def release_stale_deploy_leases(self) -> int:
@@ -462,7 +462,7 @@ class EmbeddedAws:
         for bucket in self.stack.buckets.values():
             self.store.save_bucket(s3, bucket)
         for table in self.stack.tables.values():
-            self.store.save_table(ddb, table.name)
+            self.store.save_table(ddb, table.name, table.ttl_attribute)
 
     def save_finished_executions(self) -> int:
         """Store every ended execution not stored yet (those started by other clients of `local up`)."""

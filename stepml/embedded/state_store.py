@@ -10,9 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
+
+# DynamoDB's BatchWriteItem takes at most 25 put or delete requests.
+BATCH_WRITE_LIMIT = 25
+
+
+def _expired(item: dict[str, Any], ttl_attribute: str, now: float) -> bool:
+    """Whether a DynamoDB item's TTL attribute (epoch seconds, type N) lies in the past."""
+    value = item.get(ttl_attribute, {}).get("N")
+    try:
+        return value is not None and float(value) < now
+    except ValueError:  # DynamoDB ignores a TTL attribute that is not a number; so do we
+        return False
 
 
 class StateStore:
@@ -60,24 +73,38 @@ class StateStore:
             count += 1
         return count
 
-    def save_table(self, dynamodb: Any, table: str) -> int:
+    def save_table(self, dynamodb: Any, table: str, ttl_attribute: str | None = None) -> int:
+        """Write the table's items to disk; items past their TTL are left out, as DynamoDB deletes them."""
         self.dynamodb_dir.mkdir(parents=True, exist_ok=True)
         items = [
             item for page in dynamodb.get_paginator("scan").paginate(TableName=table) for item in page.get("Items", [])
         ]
+        if ttl_attribute:
+            now = time.time()
+            items = [item for item in items if not _expired(item, ttl_attribute, now)]
         text = json.dumps(items, sort_keys=True)
         path = self.dynamodb_dir / f"{table}.json"
         if not path.exists() or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(text.encode()).digest():
             path.write_text(text)
         return len(items)
 
-    def restore_table(self, dynamodb: Any, table: str) -> int:
+    def restore_table(self, dynamodb: Any, table: str, ttl_attribute: str | None = None) -> int:
+        """Put the saved items back (those past their TTL are skipped), 25 per BatchWriteItem call."""
         path = self.dynamodb_dir / f"{table}.json"
         if not path.exists():
             return 0
         items = json.loads(path.read_text())
-        for item in items:
-            dynamodb.put_item(TableName=table, Item=item)
+        if ttl_attribute:
+            now = time.time()
+            items = [item for item in items if not _expired(item, ttl_attribute, now)]
+        # One request per item made a start-up with a long prediction log take minutes; a batch is
+        # DynamoDB's limit of 25 puts.
+        for start in range(0, len(items), BATCH_WRITE_LIMIT):
+            requests = [{"PutRequest": {"Item": item}} for item in items[start : start + BATCH_WRITE_LIMIT]]
+            pending: dict[str, Any] = {table: requests}
+            while pending:
+                answer = dynamodb.batch_write_item(RequestItems=pending)
+                pending = answer.get("UnprocessedItems") or {}
         return len(items)
 
     def save_execution(self, name: str, record: dict[str, Any]) -> Path:
