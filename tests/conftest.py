@@ -112,9 +112,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
         fake = FakeAws()
         for key, value in fake.env().items():
             monkeypatch.setenv(key, value)
-        # clients are cached per process; a new moto account needs new clients
+        # clients are cached per process; a new moto account needs new clients, and Powertools objects
+        # built under another test's environment (e.g. without a metrics namespace) must be built again
         from pipeline_core.aws.clients import client
+        from pipeline_core.observability import reset_observability
 
         client.cache_clear()
+        reset_observability()
         yield fake
         client.cache_clear()
+        reset_observability()

@@ -31,6 +31,11 @@ class _Lazy:
         self._instance: Any = None
         self._lock = threading.Lock()
 
+    def reset(self) -> None:
+        """Forget the built object; the next use builds it again from the environment then."""
+        with self._lock:
+            self._instance = None
+
     def __getattr__(self, name: str) -> Any:
         if self._instance is None:
             with self._lock:
@@ -44,6 +49,13 @@ class _Lazy:
 logger = cast(Logger, _Lazy(Logger))
 metrics = cast(Metrics, _Lazy(Metrics))
 tracer = cast(Tracer, _Lazy(Tracer))
+
+
+def reset_observability() -> None:
+    """Build Logger, Metrics and Tracer again on next use. A Lambda's environment never changes, so the
+    handlers never call this; a process that runs handlers under several environments (tests) does."""
+    for lazy in (logger, metrics, tracer):
+        cast(_Lazy, lazy).reset()
 
 
 def correlation_id_of(event: dict[str, Any]) -> str | None:
