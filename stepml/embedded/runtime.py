@@ -323,12 +323,26 @@ class EmbeddedAws:
         if self.persist:
             self.restore()
         self.notifications_enabled = True
+        self._load_engine_service_models()
         warm.join()
         # Workers for the functions the state machine calls start in the background while the caller
         # goes on to start an execution; the first states then skip the functions' cold start.
         threading.Thread(
             target=self.runner.prestart, args=(self.stack.substitutions.values(),), name="prestart", daemon=True
         ).start()
+
+    def _load_engine_service_models(self) -> None:
+        # moto's engine builds a boto3 client from the default session for every Task it runs; the first
+        # one per service parses that service's API model (~0.2 s here), which would otherwise be spent
+        # inside the execution's first Lambda and SNS states. Loaded models stay in the session's cache.
+        for service in ("lambda", "sns"):
+            boto3.client(
+                service,
+                region_name=REGION,
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id="preload",
+                aws_secret_access_key="preload",
+            )
 
     def _serve(self) -> None:
         # The request log of the emulated AWS and moto's engine traces are noise for a user; errors still show.
