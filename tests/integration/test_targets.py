@@ -171,3 +171,19 @@ def test_missing_stack_is_a_clear_error(local_up: LocalUp) -> None:
     listed = local_up.cli("runs", "--target", "aws", "--endpoint-url", local_up.endpoint_url, "--stack-name", "nope")
     assert listed.returncode == 2
     assert "no stack 'nope'" in listed.stderr
+
+
+@pytest.mark.parametrize("target", ["localstack", "aws"])
+def test_start_and_watch_through_the_remote_targets(local_up: LocalUp, target: str) -> None:
+    # The same commands a user runs against LocalStack or AWS, with local up standing in for the account.
+    remote = ("--target", target, "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml")
+    name = f"remote-{target}"
+    started = local_up.cli("start", *remote, "--no-wait", "--data", str(REPO / "data" / "iris.csv"), "--name", name)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip().endswith(f":{name}")
+    watched = local_up.cli("watch", name, *remote, "--json")
+    assert watched.returncode == 0, watched.stderr
+    result = _last_json(watched)
+    assert result["status"] == "SUCCEEDED" and result["model_version"] >= 1
+    models = json.loads(local_up.cli("models", *remote, "--json").stdout)
+    assert any(m["execution_arn"] == result["execution_arn"] for m in models)
