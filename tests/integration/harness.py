@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from pipeline_core.aws.runs import RunLog
 from pipeline_core.models import RegistryRecord
 
 from stepml.embedded.faults import FaultPlan
-from stepml.embedded.runtime import EmbeddedAws
+from stepml.embedded.runtime import EmbeddedAws, wait_until
 from stepml.progress import StateVisit, follow
 from stepml.project import project_layout
 from stepml.session import RunOutcome, outcome_of
@@ -164,6 +164,28 @@ class Harness:
             if event["type"] == "LambdaFunctionFailed"
             and event.get("lambdaFunctionFailedEventDetails", {}).get("error") == "DeployLeaseBusyError"
         )
+
+    def run_lined_up_at_lease(
+        self, jobs: Sequence[Job], model_name: str, release: Callable[[str], None]
+    ) -> dict[str, Finished]:
+        """Run ``jobs`` while a deployment "elsewhere" holds ``model_name``'s deploy lease.
+
+        Training times differ, so runs started together tend to reach the endpoint one after another. To
+        make them contend every time, the lease is held until every job has been refused it at least once;
+        then ``release(holder)`` gives it up (or hands it to one of them). Fails if a job never waited.
+        """
+        elsewhere = self.execution_arn("deploying-elsewhere")
+        self.registry.acquire_deploy_lease(model_name, elsewhere, 3600)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            running = pool.submit(self.run_all, jobs)
+            lined_up = wait_until(
+                lambda: running.done() or all(self.lease_refusals(job.name) for job in jobs),
+                timeout=600,
+                interval=0.5,
+            )
+            assert lined_up and not running.done(), "the runs did not all wait for the deploy lease"
+            release(elsewhere)
+            return running.result()
 
     def run(self, job: Job) -> Finished:
         return self.wait(job, self.start(job))

@@ -23,14 +23,12 @@ import json
 import random
 import tarfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stepml.embedded.runtime import wait_until
 from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness
 from tests.integration.test_failure_paths import CREATE_PATH, REJECTED_PATH, UPDATE_PATH
 
@@ -63,19 +61,11 @@ def _run_lined_up(h: Harness) -> Concurrent:
         data[name] = dataset(index)
         uri = h.upload(f"datasets/{name}/iris.csv", data[name])
         jobs.append(Job(name, {"dataset": uri, "model_name": MODEL}))
-    # Training times differ, so runs started together tend to reach the endpoint one after another. To make
-    # them contend every time, a deployment "elsewhere" holds the model's lease until each run is waiting
-    # for it; then all of them go for it at once.
-    elsewhere = h.execution_arn("deploying-elsewhere")
-    h.registry.acquire_deploy_lease(MODEL, elsewhere, 3600)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(h.run_all, jobs)
-        lined_up = wait_until(
-            lambda: running.done() or all(h.lease_refusals(job.name) for job in jobs), timeout=600, interval=0.5
-        )
-        assert lined_up and not running.done(), "the runs did not wait for the deploy lease"
-        assert h.registry.release_deploy_lease(MODEL, elsewhere)
-        finished = running.result()
+
+    def release(holder: str) -> None:
+        assert h.registry.release_deploy_lease(MODEL, holder)
+
+    finished = h.run_lined_up_at_lease(jobs, MODEL, release)
     return Concurrent(h, [finished[j.name] for j in jobs], data)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from typing import Any
 import pytest
 from pipeline_core.aws.registry import LEASE_VERSION
 
-from stepml.embedded.runtime import wait_until
 from stepml.session import print_summary
 from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness
 from tests.integration.test_failure_paths import CREATE_PATH, SUPERSEDED_PATH
@@ -73,16 +71,9 @@ def _run_contended(h: Harness) -> Contended:
         Job(WORSE, {"dataset": h.upload(f"datasets/{WORSE}/iris.csv", noisy_iris()), "model_name": MODEL}),
         Job(BETTER, {"dataset": h.upload(f"datasets/{BETTER}/iris.csv", IRIS), "model_name": MODEL}),
     ]
-    elsewhere = h.execution_arn("deploying-elsewhere")
-    h.registry.acquire_deploy_lease(MODEL, elsewhere, 3600)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(h.run_all, jobs)
-        lined_up = wait_until(
-            lambda: running.done() or all(h.lease_refusals(job.name) for job in jobs), timeout=600, interval=0.5
-        )
-        assert lined_up and not running.done(), "the runs did not both wait for the deploy lease"
-        _hand_lease_over(h, MODEL, elsewhere, h.execution_arn(BETTER))
-        finished = running.result()
+    finished = h.run_lined_up_at_lease(
+        jobs, MODEL, lambda holder: _hand_lease_over(h, MODEL, holder, h.execution_arn(BETTER))
+    )
     return Contended(h, finished[BETTER], finished[WORSE])
 
 
