@@ -37,6 +37,18 @@ class DeployLease:
     expires_at: int
 
 
+def _lease_of(item: dict[str, Any]) -> DeployLease | None:
+    """The deploy lease a raw lease item (DynamoDB attribute values) holds, if it has a holder."""
+    if "lease_holder" not in item:
+        return None
+    return DeployLease(
+        item["model_name"]["S"],
+        item["lease_holder"]["S"],
+        item.get("lease_acquired_at", {}).get("S", "?"),
+        int(item.get("lease_expires_at", {}).get("N", "0")),
+    )
+
+
 def _conditional_check_failed(error: ClientError) -> bool:
     return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
@@ -137,14 +149,7 @@ class ModelRegistry:
         """The current holder of ``model_name``'s deploy lease, if any (expired or not)."""
         with transient_errors_as(f"reading the deploy lease of {model_name}"):
             item = self._ddb.get_item(TableName=self._table, Key=self._lease_key(model_name)).get("Item")
-        if not item or "lease_holder" not in item:
-            return None
-        return DeployLease(
-            model_name,
-            item["lease_holder"]["S"],
-            item.get("lease_acquired_at", {}).get("S", "?"),
-            int(item.get("lease_expires_at", {}).get("N", "0")),
-        )
+        return _lease_of(item) if item else None
 
     def release_deploy_lease(self, model_name: str, holder: str) -> bool:
         """Give back ``model_name``'s deploy lease if ``holder`` has it; False if it did not (nothing done)."""
@@ -171,8 +176,7 @@ class ModelRegistry:
                 FilterExpression="version = :lease AND attribute_exists(lease_holder)",
                 ExpressionAttributeValues={":lease": {"N": str(LEASE_VERSION)}},
             )
-            items = [i for p in pages for i in p.get("Items", [])]
-        leases = [self.deploy_lease(i["model_name"]["S"]) for i in items]
+            leases = [_lease_of(i) for p in pages for i in p.get("Items", [])]
         return [lease for lease in leases if lease is not None]
 
     def versions(self, model_name: str | None = None, *, consistent: bool = False) -> list[RegistryRecord]:

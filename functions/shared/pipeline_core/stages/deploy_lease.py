@@ -83,14 +83,7 @@ def recheck_gate(evaluation: EvaluationResult, registry: ModelRegistry, model_na
             f"superseded while waiting for the deploy lease: {because} "
             f"(registered after Evaluate had compared with {compared})"
         )
-    return evaluation.model_copy(
-        update={
-            "champion_version": gate.champion_version,
-            "champion_value": gate.champion_value,
-            "passed": gate.passed,
-            "reason": reason,
-        }
-    )
+    return evaluation.model_copy(update={**gate.result_fields(), "reason": reason})
 
 
 def acquire_deploy_lease(

@@ -39,8 +39,7 @@ from pipeline_core.models import (
     RunConfig,
     TrainingSummary,
 )
-from pipeline_core.stages.gate import GateDecision as GateDecision  # re-exported: it used to live here
-from pipeline_core.stages.gate import decide_gate
+from pipeline_core.stages.gate import RESULT_FIELDS, decide_gate
 from pipeline_core.stages.report import (
     ClassificationView,
     RegressionView,
@@ -244,12 +243,7 @@ def earlier_result(store: ObjectStore, evaluation_uri: str, run_id: str, job: st
         return EvaluationResult(
             metrics=document["metrics"],
             primary_metric=document["primary_metric"],
-            primary_value=gate["primary_value"],
-            threshold=gate["threshold"],
-            champion_version=gate["champion_version"],
-            champion_value=gate["champion_value"],
-            passed=gate["passed"],
-            reason=gate["reason"],
+            **{name: gate[name] for name in RESULT_FIELDS},
             evaluation_uri=evaluation_uri,
             report_uri=document["report_uri"],
         )
@@ -339,14 +333,7 @@ def evaluate(
         "primary_metric": primary,
         "metrics": test_metrics,
         "validation_metrics": validation_metrics,
-        "gate": {
-            "passed": gate.passed,
-            "primary_value": gate.primary_value,
-            "threshold": gate.threshold,
-            "champion_version": gate.champion_version,
-            "champion_value": gate.champion_value,
-            "reason": gate.reason,
-        },
+        "gate": gate.result_fields(),
         **analysis,
         "report_uri": report_uri,
         "created_at": utc_now(),
@@ -382,12 +369,7 @@ def evaluate(
     return EvaluationResult(
         metrics=test_metrics,
         primary_metric=primary,
-        primary_value=gate.primary_value,
-        threshold=gate.threshold,
-        champion_version=gate.champion_version,
-        champion_value=gate.champion_value,
-        passed=gate.passed,
-        reason=gate.reason,
+        **gate.result_fields(),
         evaluation_uri=evaluation_uri,
         report_uri=report_uri,
     )

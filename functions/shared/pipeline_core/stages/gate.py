@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline_core.models import RegistryRecord
+
+# The gate's fields as EvaluationResult (``$.evaluation``) and evaluation.json's "gate" object carry them.
+RESULT_FIELDS = ("primary_value", "threshold", "champion_version", "champion_value", "passed", "reason")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,10 @@ class GateDecision:
     champion_value: float
     passed: bool
     reason: str
+
+    def result_fields(self) -> dict[str, Any]:
+        """The decision under EvaluationResult's names (``RESULT_FIELDS``)."""
+        return {name: getattr(self, name) for name in RESULT_FIELDS}
 
 
 def _pair(a: float, b: float) -> tuple[str, str]:
