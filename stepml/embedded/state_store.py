@@ -28,6 +28,14 @@ def _expired(item: dict[str, Any], ttl_attribute: str, now: float) -> bool:
         return False
 
 
+def _unexpired(items: list[dict[str, Any]], ttl_attribute: str | None) -> list[dict[str, Any]]:
+    """``items`` without those past their TTL (all of them when the table has no TTL attribute)."""
+    if not ttl_attribute:
+        return items
+    now = time.time()
+    return [item for item in items if not _expired(item, ttl_attribute, now)]
+
+
 class StateStore:
     """Save and restore buckets and tables under ``root`` (``s3/<bucket>/...``, ``dynamodb/<table>.json``)."""
 
@@ -79,9 +87,7 @@ class StateStore:
         items = [
             item for page in dynamodb.get_paginator("scan").paginate(TableName=table) for item in page.get("Items", [])
         ]
-        if ttl_attribute:
-            now = time.time()
-            items = [item for item in items if not _expired(item, ttl_attribute, now)]
+        items = _unexpired(items, ttl_attribute)
         text = json.dumps(items, sort_keys=True)
         path = self.dynamodb_dir / f"{table}.json"
         if not path.exists() or hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(text.encode()).digest():
@@ -94,9 +100,7 @@ class StateStore:
         if not path.exists():
             return 0
         items = json.loads(path.read_text())
-        if ttl_attribute:
-            now = time.time()
-            items = [item for item in items if not _expired(item, ttl_attribute, now)]
+        items = _unexpired(items, ttl_attribute)
         # One request per item made a start-up with a long prediction log take minutes; a batch is
         # DynamoDB's limit of 25 puts.
         for start in range(0, len(items), BATCH_WRITE_LIMIT):
