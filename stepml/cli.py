@@ -5,25 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from stepml.project import ProjectLayout, ProjectLayoutError, project_layout
+from stepml.targets import TargetError
 
 
 class CliError(Exception):
     """A problem the user can fix; printed without a traceback."""
-
-
-def _embedded(layout: ProjectLayout, port: int | None = None) -> Any:
-    from stepml.embedded.runtime import EmbeddedAws
-
-    return EmbeddedAws(layout, port=port)
 
 
 def _dataset_path(layout: ProjectLayout, data: str | None) -> Path:
@@ -44,7 +36,7 @@ def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the whole pipeline on the embedded target and print what it produced."""
+    """Run the whole pipeline on the embedded target (the local AWS) and print what it produced."""
     from stepml.remote import check_name
     from stepml.session import execution_name_for, print_summary, start_and_follow
     from stepml.targets import TargetError
@@ -54,32 +46,29 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     name = args.name or execution_name_for(dataset)
     progress = None if args.json else out
     faults = _fault_plan(args)
-    with _embedded(layout) as aws:
-        aws.faults = faults
+    with _open_target(args, layout, progress=sys.stderr) as target:
         key = f"datasets/{name}/{dataset.name}"
-        execution_input = _run_input(args, f"s3://{aws.stack.data_bucket}/{key}")
+        execution_input = _run_input(args, f"s3://{target.outputs.data_bucket}/{key}")
         try:
             # before the upload, which would replace the file an earlier run with this name staged
-            check_name(aws, name, execution_input)
-            aws.client("s3").put_object(Bucket=aws.stack.data_bucket, Key=key, Body=dataset.read_bytes())
+            check_name(target, name, execution_input)
+            if faults:
+                target.control("POST", "/_stepml/faults", {"execution": name, "throws": faults.to_json()})
+            target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=dataset.read_bytes())
             if progress:
-                print(
-                    f"stepml run on the embedded target: {dataset.name} → {aws.stack.state_machine_name}",
-                    file=out,
-                )
+                machine = target.outputs.state_machine_arn.rsplit(":", 1)[-1]
+                print(f"stepml run on the embedded target: {dataset.name} → {machine}", file=out)
+            cursor = target.control("GET", "/_stepml/invocations")["next"]
             outcome, _ = start_and_follow(
-                aws.client("stepfunctions"), aws.stack.state_machine_arn, name, execution_input, progress
+                target.client("stepfunctions"), target.outputs.state_machine_arn, name, execution_input, progress
             )
         except TargetError as error:
             raise CliError(str(error)) from error
-        aws.save_execution(outcome.execution_arn)
-        outcome.invocations = [
-            {"function": e.function_name, "ms": round(e.duration_ms, 2), "error": e.error_type}
-            for e in aws.runner.log.entries
-        ]
+        # the functions invoked while this run ran (those of runs alongside it too)
+        outcome.invocations = target.control("GET", f"/_stepml/invocations?after={cursor}")["entries"]
         if outcome.status == "SUCCEEDED":
-            _attach_registry_record(aws, outcome)
-            outcome.report_path = _download_report(aws, layout, name, outcome.report_uri)
+            _attach_registry_record(target, outcome)
+            outcome.report_path = _download_report(target, layout, name, outcome.report_uri)
     if args.json:
         print(json.dumps(outcome.to_json(), default=str), file=out)
     else:
@@ -99,48 +88,32 @@ def _fault_plan(args: argparse.Namespace) -> Any:
     return plan
 
 
-def _attach_registry_record(aws: Any, outcome: Any) -> None:
+def _attach_registry_record(target: Any, outcome: Any) -> None:
     from pipeline_core.aws.registry import ModelRegistry
 
     if outcome.model_name and outcome.model_version:
-        table = aws.stack.tables["ModelRegistryTable"].name
-        record = ModelRegistry(table, aws.client("dynamodb")).get(outcome.model_name, outcome.model_version)
+        registry = ModelRegistry(target.outputs.registry_table, target.client("dynamodb"))
+        record = registry.get(outcome.model_name, outcome.model_version)
         outcome.registry_record = record.model_dump(mode="json") if record else None
 
 
-def _download_report(aws: Any, layout: ProjectLayout, name: str, report_uri: str | None) -> str | None:
+def _download_report(target: Any, layout: ProjectLayout, name: str, report_uri: str | None) -> str | None:
     """Copy the HTML report out of the embedded S3 so a browser can open it."""
     if not report_uri:
         return None
     bucket, key = report_uri.removeprefix("s3://").split("/", 1)
-    target = layout.state_dir / "reports" / name / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-    return str(target)
+    path = layout.state_dir / "reports" / name / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    return str(path)
 
 
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     """List the executions on a target, newest first."""
-    from stepml.embedded.state_store import StateStore
+    from stepml.remote import list_runs
 
-    layout = project_layout()
-    if _is_remote(args, layout):
-        from stepml.remote import list_runs
-
-        with _open_target(args, layout) as target:
-            rows = sorted(list_runs(target), key=lambda r: r["started"], reverse=True)
-        return _print_runs(rows, args.json, out)
-    records = StateStore(layout.state_dir / "state").executions()
-    rows = [
-        {
-            "name": r["name"],
-            "status": r["status"],
-            "started": str(r.get("startDate", "")),
-            "seconds": _seconds(r),
-            "execution_arn": r["executionArn"],
-        }
-        for r in records
-    ]
+    with _open_target(args, project_layout()) as target:
+        rows = sorted(list_runs(target), key=lambda r: r["started"], reverse=True)
     return _print_runs(rows, args.json, out)
 
 
@@ -157,38 +130,12 @@ def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
     return 0
 
 
-def _seconds(record: dict[str, Any]) -> str:
-    from datetime import datetime
-
-    try:
-        start = datetime.fromisoformat(str(record["startDate"]))
-        stop = datetime.fromisoformat(str(record["stopDate"]))
-    except (KeyError, ValueError):
-        return "-"
-    return f"{(stop - start).total_seconds():.1f}"
-
-
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     """List the model registry (every version, newest first)."""
-    from pipeline_core.aws.dynamo import from_item
-    from pipeline_core.aws.registry import is_model_version
-    from pipeline_core.models import RegistryRecord
+    from stepml.remote import list_models
 
-    layout = project_layout()
-    if _is_remote(args, layout):
-        from stepml.remote import list_models
-
-        with _open_target(args, layout) as target:
-            records = list_models(target)
-    else:
-        from stepml.embedded.template import stack_model
-
-        stack = stack_model(layout.template, "stepml-local", {"Target": "local"})
-        path = layout.state_dir / "state" / "dynamodb" / f"{stack.tables['ModelRegistryTable'].name}.json"
-        items = [i for i in (json.loads(path.read_text()) if path.exists() else []) if is_model_version(i)]
-        records = sorted(
-            (RegistryRecord.model_validate(from_item(i)) for i in items), key=lambda r: (r.model_name, -r.version)
-        )
+    with _open_target(args, project_layout()) as target:
+        records = sorted(list_models(target), key=lambda r: (r.model_name, -r.version))
     if args.model:
         records = [r for r in records if r.model_name == args.model]
     if args.json:
@@ -210,21 +157,14 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _is_remote(args: argparse.Namespace, layout: ProjectLayout) -> bool:
-    """Whether the command talks to a live endpoint (LocalStack, AWS, or a serving `stepml local up`)."""
-    from stepml.targets import running_local_server
-
-    return args.target != "embedded" or running_local_server(layout) is not None
-
-
 @contextlib.contextmanager
-def _open_target(args: argparse.Namespace, layout: ProjectLayout) -> Iterator[Any]:
+def _open_target(args: argparse.Namespace, layout: ProjectLayout, progress: TextIO | None = None) -> Iterator[Any]:
+    """The target a command acts on; the embedded one is the state directory's local AWS (started if need be)."""
     from stepml.targets import TargetError, embedded_target, remote_target
 
     try:
-        if args.target == "embedded":
-            with embedded_target(layout) as target:
-                yield target
+        if getattr(args, "target", "embedded") == "embedded" or args.command == "run":
+            yield embedded_target(layout, progress or sys.stderr)
         else:
             yield remote_target(args.target, args.stack_name, args.endpoint_url)
     except TargetError as error:
@@ -248,39 +188,23 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     layout = project_layout()
     args.data = args.data or str(layout.sample_data_dir / "iris.csv")
     with _open_target(args, layout) as target:
-        if args.no_wait and target.name == "embedded" and not _is_remote(args, layout):
-            raise CliError(
-                "--no-wait needs a live target: the embedded AWS lives only as long as this command "
-                "(start `stepml local up` in another terminal, or drop --no-wait)"
-            )
         result = start(target, args, _execution_input(args), None if args.json else out)
         if isinstance(result, str):
             print(result, file=out)
             return 0
-        _keep_record(target, result.execution_arn)
     return print_outcome(result, args.json, out)
-
-
-def _keep_record(target: Any, execution_arn: str) -> None:
-    """An embedded AWS started by this command stores the execution for later `runs`/`watch`."""
-    if hasattr(target, "save_execution"):
-        target.save_execution(execution_arn)
 
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     """Follow an execution until it ends (or show how it ended) and summarise it."""
-    from stepml.embedded.state_store import StateStore
-    from stepml.remote import print_outcome, replay, watch
+    from stepml.remote import print_outcome, watch
+    from stepml.targets import TargetError
 
-    layout = project_layout()
-    if not _is_remote(args, layout):
-        name = args.execution.rsplit(":", 1)[-1]
-        record = StateStore(layout.state_dir / "state").execution(name)
-        if record is None:
-            raise CliError(f"no execution {name!r} in the embedded state ({layout.state_dir}); see `stepml runs`")
-        return print_outcome(replay(record, None if args.json else out), args.json, out)
-    with _open_target(args, layout) as target:
-        outcome = watch(target, args.execution, None if args.json else out)
+    with _open_target(args, project_layout()) as target:
+        try:
+            outcome = watch(target, args.execution, None if args.json else out)
+        except TargetError as error:
+            raise CliError(f"{error}; see `stepml runs`") from error
     return print_outcome(outcome, args.json, out)
 
 
@@ -293,37 +217,68 @@ def cmd_upload(args: argparse.Namespace, out: TextIO) -> int:
         result = upload(target, Path(args.file), out, wait=not args.no_wait)
         if isinstance(result, str):
             return 0
-        _keep_record(target, result.execution_arn)
     return print_outcome(result, args.json, out)
 
 
 def cmd_local_up(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the embedded AWS on 127.0.0.1 with the stack deployed, until interrupted."""
-    from stepml.targets import running_local_server, server_file
+    """Serve the local AWS for this state directory in the foreground (or start it in the background)."""
+    from stepml.embedded.service import ensure_service, serve
 
     layout = project_layout()
-    if running_local_server(layout):
-        raise CliError(f"`stepml local up` is already serving this project ({server_file(layout)})")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with _embedded(layout, port=args.port) as aws:
-        aws.publish_stack_outputs()
-        server_file(layout).write_text(json.dumps({"pid": os.getpid(), "endpoint_url": aws.endpoint_url}))
-        print(f"Embedded AWS listening on {aws.endpoint_url} (stack {aws.stack.stack_name})", file=out)
-        print(f"  state machine  {aws.stack.state_machine_arn}", file=out)
-        print(f"  data bucket    s3://{aws.stack.data_bucket}", file=out)
-        print(f"  try: aws --endpoint-url {aws.endpoint_url} stepfunctions list-state-machines", file=out)
-        print("Press Ctrl-C to stop; the state is saved on exit.", file=out, flush=True)
-        try:
-            while not stop.wait(5):
-                aws.save_finished_executions()
-                aws.save()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            aws.save_finished_executions()
-            server_file(layout).unlink(missing_ok=True)
+    try:
+        if args.background:
+            info = ensure_service(layout, out)
+            print(f"Local AWS serving {layout.state_dir} at {info.endpoint_url} (pid {info.pid})", file=out)
+            return 0
+        return serve(layout, args.port, out, background=args.background_child)
+    except TargetError as error:
+        raise CliError(str(error)) from error
+
+
+def cmd_local_down(args: argparse.Namespace, out: TextIO) -> int:
+    """Stop the local AWS of this state directory (its state is already on disk)."""
+    from stepml.embedded.service import stop_service
+
+    layout = project_layout()
+    info = stop_service(layout)
+    if info is None:
+        print(f"No local AWS serves {layout.state_dir}.", file=out)
+    else:
+        print(f"Stopped the local AWS at {info.endpoint_url} (pid {info.pid}).", file=out)
     return 0
+
+
+def cmd_local_status(args: argparse.Namespace, out: TextIO) -> int:
+    """Say whether a local AWS serves this state directory, where, and what it keeps. Exit 1 when none does."""
+    from stepml.embedded.service import control, running_service
+
+    layout = project_layout()
+    info = running_service(layout)
+    if info is None:
+        print(f"No local AWS serves {layout.state_dir} (any stepml command starts one).", file=out)
+        return 1
+    health = control(info, "GET", "/_stepml/health")
+    if args.json:
+        print(json.dumps({**health, "endpoint_url": info.endpoint_url, "background": info.background}), file=out)
+        return 0
+    usage = health.get("usage", {})
+    print(
+        f"Local AWS at {info.endpoint_url} (pid {info.pid}, {'background' if info.background else 'local up'})",
+        file=out,
+    )
+    print(f"  state      {layout.state_dir}", file=out)
+    print(
+        f"  on disk    {_megabytes(sum(usage.values()))} MB ({_megabytes(usage.get('objects', 0))} MB of objects)",
+        file=out,
+    )
+    print(f"  running    {', '.join(health.get('running_executions') or []) or 'no executions'}", file=out)
+    for note in health.get("notes") or []:
+        print(f"  note       {note}", file=out)
+    return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f}"
 
 
 def _target_options(parser: argparse.ArgumentParser) -> None:
@@ -410,9 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
     local_commands = local.add_subparsers(dest="local_command", required=True)
-    up = local_commands.add_parser("up", help="serve the embedded AWS with the stack deployed")
-    up.add_argument("--port", type=int, default=4566)
+    up = local_commands.add_parser("up", help="serve the local AWS for this state directory (foreground)")
+    up.add_argument("--port", type=int, default=4566, help="port on 127.0.0.1 (default 4566; 0 picks a free one)")
+    up.add_argument("--background", action="store_true", help="start it in the background and return")
+    up.add_argument("--background-child", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_local_up)
+    down = local_commands.add_parser("down", help="stop the local AWS of this state directory")
+    down.set_defaults(func=cmd_local_down)
+    status = local_commands.add_parser("status", help="whether a local AWS serves this state directory (exit 1: none)")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_local_status)
     return parser
 
 

@@ -71,16 +71,10 @@ def _target(target: str, endpoint_url: str | None, stack_name: str | None) -> Re
         return remote_target(target, stack_name, endpoint_url)
     if endpoint_url is None:
         from stepml.project import project_layout
-        from stepml.targets import running_local_server, server_file
+        from stepml.targets import embedded_target
 
-        layout = project_layout()
-        endpoint_url = running_local_server(layout)
-        if endpoint_url is None:
-            # A kernel cannot host the embedded AWS for long: it lives in `stepml local up`.
-            raise TargetError(
-                f"no `stepml local up` is serving this project (no live {server_file(layout)}): run "
-                "`stepml local up` in a terminal, or pass endpoint_url='http://127.0.0.1:<port>'"
-            )
+        # The state directory's local AWS, started in the background when none serves it.
+        return embedded_target(project_layout())
     return remote_target_for_endpoint(endpoint_url, stack_name)
 
 

@@ -54,15 +54,12 @@ def stage_dataset(target: Target, data: str, name: str, prefix: str = "datasets"
 
 
 def earlier_execution(target: Target, name: str) -> dict[str, Any] | None:
-    """The target's execution named ``name``, if any (an embedded AWS started by this command also knows
-    the ones earlier commands ran, which moto forgot when their process ended)."""
+    """The target's execution named ``name``, if any (the local AWS also knows those of its earlier lives)."""
     sfn = target.client("stepfunctions")
     try:
         return dict(sfn.describe_execution(executionArn=execution_arn(target, name)))
     except sfn.exceptions.ExecutionDoesNotExist:
-        pass
-    stored = getattr(target, "stored_execution", None)
-    return stored(name) if callable(stored) else None
+        return None
 
 
 def check_name(target: Target, name: str, execution_input: dict[str, Any]) -> bool:

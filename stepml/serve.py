@@ -2,10 +2,10 @@
 
 Each HTTP request becomes an API Gateway REST proxy event (AWS's documented shape) for the real handler of
 the template's ``InferenceFunction``, run with that function's environment from ``infra/template.yaml``
-(table names, backend) against the embedded AWS restored from ``.stepml/state``: the registry, the
-SageMaker stand-in's endpoint records and the model artifacts the last ``stepml run`` left there. The
-model served is the one the last run deployed (newest approved registry version) unless ``--model``
-names another.
+(table names, backend) against the state directory's local AWS (started in the background when none
+serves it): the registry, the SageMaker stand-in's endpoint records and the model artifacts runs left
+there. The model served is the one the last run deployed (newest approved registry version) unless
+``--model`` names another.
 
 Two ways to run the handler (``--backend``):
 
@@ -17,9 +17,8 @@ Two ways to run the handler (``--backend``):
   worker processes (one per concurrent request, like Lambda scaling out).
 
 Both are measured in ``benchmarks/inference.py`` (docs/serving.md has the figures). The prediction log
-table is saved to the state directory when the server stops; other tables and buckets are not (a
-``stepml run`` in another terminal owns them). Registry changes such a run saves are picked up while
-serving: the registry table and bucket are re-read when their saved files change.
+goes to the local AWS as requests are served, which keeps it on disk as it changes: stopping this server
+saves nothing and can overwrite nothing a run wrote meanwhile.
 """
 
 from __future__ import annotations
@@ -354,41 +353,31 @@ def function_environment(
     return environment
 
 
-class _StateWatcher:
-    """Re-read the registry table and the data bucket when another command saves new ones."""
+class _LocalAws:
+    """The state directory's local AWS as the serving process sees it: endpoint, stack and clients."""
 
-    def __init__(self, aws: Any, interval: float = 2.0) -> None:
-        self._aws = aws
-        self._interval = interval
-        self._stop = threading.Event()
-        registry = aws.stack.tables["ModelRegistryTable"].name
-        self._files = [
-            aws.store.dynamodb_dir / f"{registry}.json",
-            aws.store.s3_dir / f"{aws.stack.data_bucket}.manifest.json",
-        ]
-        self._seen = self._stamps()
-        self._thread = threading.Thread(target=self._run, name="stepml-serve-state", daemon=True)
+    def __init__(self, layout: Any) -> None:
+        from stepml.embedded.runtime import STACK_NAME
+        from stepml.embedded.template import stack_model
 
-    def _stamps(self) -> list[float]:
-        return [path.stat().st_mtime if path.exists() else 0.0 for path in self._files]
+        self.layout = layout
+        self.stack = stack_model(layout.template, STACK_NAME, {"Target": "local"})
+        self.target: Any = None
 
     def start(self) -> None:
-        self._thread.start()
+        from stepml.targets import TargetError, embedded_target
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        try:
+            self.target = embedded_target(self.layout, sys.stderr)
+        except TargetError as error:
+            raise ServeError(str(error)) from error
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            stamps = self._stamps()
-            if stamps == self._seen:
-                continue
-            self._seen = stamps
-            with contextlib.suppress(Exception):  # a half-written file is read again next time
-                s3, ddb = self._aws.client("s3"), self._aws.client("dynamodb")
-                self._aws.store.restore_bucket(s3, self._aws.stack.data_bucket)
-                self._aws.store.restore_table(ddb, self._aws.stack.tables["ModelRegistryTable"].name)
+    @property
+    def endpoint_url(self) -> str:
+        return str(self.target.endpoint_url)
+
+    def client(self, service: str) -> Any:
+        return self.target.client(service)
 
 
 class LocalApi:
@@ -404,7 +393,6 @@ class LocalApi:
         log_mode: str = "background",
         log_sample_rate: float | None = None,
     ) -> None:
-        from stepml.embedded.runtime import EmbeddedAws
         from stepml.project import project_layout
 
         if backend not in BACKENDS:
@@ -412,8 +400,8 @@ class LocalApi:
         if workers < 1 or (workers > 1 and backend != "inprocess"):
             raise ServeError(f"--workers must be >= 1, and above 1 only with the inprocess backend (got {workers})")
         self.layout = project_layout()
-        # persist=False: this command saves only its own table on exit, never a stale copy of the registry.
-        self.aws = EmbeddedAws(self.layout, persist=False)
+        # The local AWS owns the registry, the artifacts and the prediction log; this server is its client.
+        self.aws = _LocalAws(self.layout)
         if FUNCTION_ID not in self.aws.stack.functions:
             raise ServeError(f"{self.layout.template} declares no {FUNCTION_ID}: nothing to serve")
         self.requested_port = port
@@ -429,7 +417,6 @@ class LocalApi:
         self.server: ApiServer | None = None
         self._runner: Any = None
         self._thread: threading.Thread | None = None
-        self._watcher: _StateWatcher | None = None
 
     @property
     def url(self) -> str:
@@ -448,7 +435,6 @@ class LocalApi:
 
     def start(self) -> None:
         self.aws.start()
-        self.aws.restore()
         spec = self.aws.stack.functions[FUNCTION_ID]
         self.model_name = self.requested_model or last_deployed_model(self.aws) or spec.environment.get("MODEL_NAME")
         environment = function_environment(self.aws, spec, self.model_name, self.log_mode, self.log_sample_rate)
@@ -468,14 +454,10 @@ class LocalApi:
             try:
                 self.server = ApiServer(self.requested_port, invoke)
             except OSError as error:
-                self.aws.stop()
                 raise ServeError(f"cannot listen on 127.0.0.1:{self.requested_port}: {error}") from error
             self.port = int(self.server.server_address[1])
             self._thread = threading.Thread(target=self.server.serve_forever, name="stepml-serve", daemon=True)
             self._thread.start()
-        if self.watch:
-            self._watcher = _StateWatcher(self.aws)
-            self._watcher.start()
 
     def _start_workers(self, spec: Any, environment: dict[str, str]) -> None:
         """``workers`` processes, each an HTTP server with the handler in process, on one port (SO_REUSEPORT)."""
@@ -508,8 +490,6 @@ class LocalApi:
             if process.is_alive():
                 process.kill()
         self._processes = []
-        if self._watcher is not None:
-            self._watcher.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -520,12 +500,6 @@ class LocalApi:
             from pipeline_core.aws.prediction_log import flush_background_writers
 
             flush_background_writers()  # what the in-process handler's log writer still holds
-        table = self.aws.stack.functions[FUNCTION_ID].environment.get("PREDICTION_LOG_TABLE")
-        if table:
-            ttl = next((t.ttl_attribute for t in self.aws.stack.tables.values() if t.name == table), None)
-            with contextlib.suppress(Exception):
-                self.aws.store.save_table(self.aws.client("dynamodb"), table, ttl)
-        self.aws.stop()
 
 
 @contextlib.contextmanager

@@ -9,19 +9,16 @@ LocalStack/AWS code path can be exercised against it.
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from stepml.project import ProjectLayout
 
 TARGETS = ("embedded", "localstack", "aws")
-# Where each target's stack is by default: `stepml local up` publishes "stepml", the LocalStack ready hook
-# deploys "stepml-local" and infra/samconfig.toml deploys "stepml-dev".
-DEFAULT_STACK_NAMES = {"embedded": "stepml", "localstack": "stepml-local", "aws": "stepml-dev"}
+# Where each target's stack is by default: the local AWS and the LocalStack ready hook both deploy
+# "stepml-local" (the name the resources are named after), infra/samconfig.toml deploys "stepml-dev".
+DEFAULT_STACK_NAMES = {"embedded": "stepml-local", "localstack": "stepml-local", "aws": "stepml-dev"}
 OUTPUT_KEYS = ("StateMachineArn", "DataBucketName", "ModelRegistryTableName", "RunsTableName")
 
 
@@ -116,34 +113,35 @@ def remote_target(name: str, stack_name: str | None, endpoint_url: str | None = 
     return RemoteTarget(name, session, outputs, endpoint_url)
 
 
-def server_file(layout: ProjectLayout) -> Path:
-    return layout.state_dir / "server.json"
+@dataclass
+class LocalServiceTarget(RemoteTarget):
+    """The embedded target: the state directory's local AWS service, reached like LocalStack."""
+
+    service: Any = None
+
+    def control(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+        """Call one of the service's own routes (faults, invocations, reload, ...)."""
+        from stepml.embedded.service import control
+
+        return control(self.service, method, path, body, timeout)
 
 
-def running_local_server(layout: ProjectLayout) -> str | None:
-    """The endpoint of a live ``stepml local up`` for this project, if one is serving."""
-    path = server_file(layout)
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text())
-    try:
-        os.kill(int(info["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return None
-    return str(info["endpoint_url"])
+def embedded_target(layout: ProjectLayout, progress: Any = None) -> LocalServiceTarget:
+    """The embedded target: the local AWS serving this state directory, started in the background if none is."""
+    import boto3
 
+    from stepml.embedded.service import ensure_service
 
-@contextmanager
-def embedded_target(layout: ProjectLayout) -> Any:
-    """The embedded target: the live ``stepml local up`` if one serves, else one started in-process."""
-    endpoint = running_local_server(layout)
-    if endpoint:
-        yield remote_target_for_endpoint(endpoint)
-        return
-    from stepml.embedded.runtime import EmbeddedAws
-
-    with EmbeddedAws(layout) as aws:
-        yield aws
+    info = ensure_service(layout, progress)
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    outputs = read_stack_outputs(
+        session.client("cloudformation", endpoint_url=info.endpoint_url),
+        DEFAULT_STACK_NAMES["embedded"],
+        info.endpoint_url,
+    )
+    return LocalServiceTarget("embedded", session, outputs, info.endpoint_url, info)
 
 
 def remote_target_for_endpoint(endpoint_url: str, stack_name: str | None = None) -> RemoteTarget:

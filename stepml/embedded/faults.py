@@ -180,6 +180,21 @@ class FaultPlan:
                 plan.add(state, Throw(str(throw["Error"]), cause, start, end, when=cast(When, when)))
         return plan
 
+    def to_json(self) -> list[dict[str, Any]]:
+        """The planned throws as JSON (what ``stepml run`` sends the local AWS for its execution)."""
+        return [
+            {
+                "state": state,
+                "error": t.error,
+                "cause": t.cause,
+                "first_attempt": t.first_attempt,
+                "last_attempt": t.last_attempt,
+                "when": t.when,
+            }
+            for state, throws in self.throws.items()
+            for t in throws
+        ]
+
     def merge(self, other: FaultPlan) -> FaultPlan:
         for state, throws in other.throws.items():
             for throw in throws:

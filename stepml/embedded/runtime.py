@@ -9,46 +9,41 @@ EventBridge (moto does not deliver it to Step Functions). Everything is provisio
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 import time
-import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 import boto3
 from botocore.config import Config
 
 from stepml.embedded import lambda_runner
+from stepml.embedded.durable import DurableStore
 from stepml.embedded.events import matches
+from stepml.embedded.executions import ExecutionArchive
 from stepml.embedded.faults import FaultPlan, Injection, running_state
+from stepml.embedded.gateway import INTERNAL_HEADER, json_error
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
-from stepml.embedded.state_store import StateStore
+from stepml.embedded.legacy_state import migrate_legacy_state
+from stepml.embedded.recording import StateRecorder
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
 from stepml.project import ProjectLayout
 from stepml.targets import StackOutputs
 
 STACK_NAME = "stepml-local"
 STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
-_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
-
-_START_EXECUTION = "AWSStepFunctions.StartExecution"
 _EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-_DYNAMODB_WRITES = frozenset(
-    f"DynamoDB_20120810.{operation}"
-    for operation in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
-)
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# DynamoDB's BatchWriteItem takes at most 25 put or delete requests.
+BATCH_WRITE_LIMIT = 25
 
 
 def free_port() -> int:
@@ -93,181 +88,13 @@ def object_created_event(bucket: str, key: str, size: int, etag: str, version_id
     }
 
 
-class _Gateway:
-    """WSGI layer in front of moto: Lambda invocations run here, S3 uploads raise events."""
-
-    def __init__(self, moto_app: WsgiApp, runtime: EmbeddedAws) -> None:
-        self._moto_app = moto_app
-        self._runtime = runtime
-        self._dynamodb_write_lock = threading.Lock()
-        self._start_execution_lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        method = environ.get("REQUEST_METHOD", "GET")
-        match = _INVOKE_PATH.match(path)
-        if match and method == "POST" and self._runtime.runner.spec(_unquote(match.group("name"))):
-            return self._invoke(environ, start_response, _unquote(match.group("name")))
-        if method == "POST" and environ.get("HTTP_X_AMZ_TARGET", "") in _DYNAMODB_WRITES:
-            # DynamoDB applies a conditional write atomically; moto checks and writes without a lock.
-            with self._dynamodb_write_lock:
-                return list(self._moto_app(environ, start_response))
-        if method == "POST" and environ.get("HTTP_X_AMZ_TARGET", "") == _START_EXECUTION:
-            return self._start_execution(environ, start_response)
-        if method == "POST" and path == "/" and self._runtime.faults:
-            injected = self._sns_fault(environ, start_response)
-            if injected is not None:
-                return injected
-        if method in {"PUT", "POST"} and self._runtime.notifications_enabled:
-            return self._watch_upload(environ, start_response)
-        return self._moto_app(environ, start_response)
-
-    def _start_execution(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """StartExecution as AWS answers it, also for executions an earlier process ran.
-
-        moto returns the running execution for a repeated name and input, and refuses a name otherwise used,
-        but only for executions it holds: it forgets them when the process ends, while AWS keeps a name 90
-        days. An execution stored by an earlier command has ended, so AWS would refuse its name whatever the
-        input (and the run's idempotency records, keyed by the execution ARN, would answer for the new one).
-        moto also checks the name and then creates the execution without a lock: one start at a time.
-        """
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(raw)  # moto reads the body again
-        try:
-            request = json.loads(raw or b"{}")
-        except ValueError:
-            request = {}
-        name, machine = request.get("name"), request.get("stateMachineArn")
-        with self._start_execution_lock:
-            stored = self._runtime.stored_execution(name) if isinstance(name, str) else None
-            if stored is not None and stored.get("stateMachineArn") == machine:
-                body = json.dumps(
-                    {
-                        "__type": "ExecutionAlreadyExists",
-                        "message": f"Execution Already Exists: '{stored.get('executionArn')}'",
-                    }
-                ).encode()
-                start_response(
-                    "400 Bad Request",
-                    [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(body)))],
-                )
-                return [body]
-            return list(self._moto_app(environ, start_response))
-
-    def _invoke(self, environ: dict[str, Any], start_response: Callable[..., Any], name: str) -> Iterable[bytes]:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        event = json.loads(raw) if raw.strip() else {}
-        spec = self._runtime.runner.spec(name)
-        assert spec is not None
-        # The payload tells apart two executions invoking the same function at the same moment.
-        injection = self._runtime.injected_fault(
-            lambda d: d.get("resource") in {spec.arn, spec.name} and _same_json(d.get("input"), event)
-        )
-        if injection is not None:
-            throw = injection.throw
-            if throw.when == "after":
-                # The function runs to the end (its writes happen) and the attempt is still reported as
-                # failed: what Step Functions sees when a response is lost or a timeout hits after the writes.
-                ran = self._runtime.runner.invoke(name, event)
-                injection.ran, injection.outcome_error = True, ran.error_type
-            body = json.dumps({"errorType": throw.error, "errorMessage": throw.cause}).encode()
-            start_response(
-                "200 OK",
-                [
-                    ("Content-Type", "application/json"),
-                    ("X-Amz-Function-Error", "Unhandled"),
-                    ("Content-Length", str(len(body))),
-                ],
-            )
-            return [body]
-        if environ.get("HTTP_X_AMZ_INVOCATION_TYPE") == "Event":
-            threading.Thread(target=self._runtime.runner.invoke, args=(name, event), daemon=True).start()
-            start_response("202 Accepted", [("Content-Length", "0")])
-            return [b""]
-        result = self._runtime.runner.invoke(name, event)
-        body = json.dumps(result.payload).encode()
-        headers = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", "$LATEST")]
-        if result.failed:
-            headers.append(("X-Amz-Function-Error", "Unhandled"))
-        headers.append(("Content-Length", str(len(body))))
-        start_response("200 OK", headers)
-        return [body]
-
-    def _sns_fault(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes] | None:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(raw)  # moto reads the body again
-        if b"Action=Publish" not in raw:
-            return None
-        message = parse_qs(raw.decode("utf-8", "replace")).get("Message", [None])[0]
-        injection = self._runtime.injected_fault(
-            lambda d: d.get("resourceType") == "sns" and _same_message(d.get("parameters"), message)
-        )
-        if injection is None:
-            return None
-        throw = injection.throw
-        if throw.when == "after":
-            # The message is published, then the call fails: a retry publishes it again (at least once).
-            answer: dict[str, str] = {}
-            list(self._moto_app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
-            injection.ran = True
-            injection.outcome_error = None if answer.get("status", "").startswith("200") else answer.get("status")
-        # Step Functions names an SNS error "SNS.<Code>Exception"; inject the code that yields the asked name.
-        code = throw.error.removeprefix("SNS.").removesuffix("Exception") or throw.error
-        body = (
-            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
-            f"<Message>{throw.cause}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
-        ).encode()
-        start_response("400 Bad Request", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    def _watch_upload(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured["status"], captured["headers"] = status, dict(headers)
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-        body = list(self._moto_app(environ, capture))
-        if captured.get("status", "").startswith("200"):
-            self._runtime.notice_upload(environ, captured["headers"])
-        return body
-
-
-def _same_json(recorded: Any, sent: Any) -> bool:
-    """Whether a history event's recorded JSON text is ``sent`` (True when the event does not say)."""
-    if not isinstance(recorded, str):
-        return True
-    try:
-        return bool(json.loads(recorded) == sent)
-    except ValueError:
-        return True
-
-
-def _same_message(parameters: Any, message: str | None) -> bool:
-    """Whether an SNS task's recorded parameters carry the Message being published now."""
-    if not isinstance(parameters, str) or message is None:
-        return True
-    try:
-        recorded = json.loads(parameters).get("Message")
-    except (ValueError, AttributeError):
-        return True
-    return recorded is None or recorded == message
-
-
-def _unquote(text: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(text)
-
-
 class EmbeddedAws:
-    """Start, provision and stop the embedded AWS; hand out clients; persist state.
+    """Start, provision and stop the embedded AWS; hand out clients; keep its state durable.
 
-    Use as a context manager. ``port=None`` picks a free port (``stepml run``); ``stepml local up``
-    passes 4566 so the AWS CLI and boto3 can reach it as they would LocalStack.
+    Use as a context manager. ``port=None`` picks a free port. With ``persist`` (the local AWS service,
+    :mod:`stepml.embedded.service`) every change is written through to the state directory's durable
+    store as it happens and loaded back on the next start; without it (tests' harnesses) the account
+    starts empty and is forgotten when it stops.
     """
 
     name = "embedded"
@@ -278,10 +105,18 @@ class EmbeddedAws:
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.persist = persist
         self.stack: StackModel = stack_model(layout.template, STACK_NAME, {"Target": "local"})
-        self.store = StateStore(layout.state_dir / "state")
+        self.store: DurableStore | None = None
+        self.recorder: StateRecorder | None = None
+        self.archive: ExecutionArchive | None = None
+        self.notes: list[str] = []
         self.notifications_enabled = False
         self.faults = FaultPlan()
         self.upload_listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Marks the service's own requests (restore, read-backs) so the gateway does not record them again;
+        # a secret, so no other client can pass for the service.
+        self.token = secrets.token_urlsafe(24)
+        self.control_api: Any = None
+        self.last_request = time.monotonic()
         base_env = {
             **fake_credentials(),
             "AWS_ENDPOINT_URL": self.endpoint_url,
@@ -292,11 +127,12 @@ class EmbeddedAws:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
         }
+        self._base_env = base_env
         self.runner = LambdaRunner(self.stack.functions, base_env, layout.state_dir / "logs")
         self._server: Any = None
         self._thread: threading.Thread | None = None
-        self._clients: dict[str, Any] = {}
-        self._saved_executions: set[str] = set()
+        self._clients: dict[tuple[str, bool], Any] = {}
+        self._client_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> EmbeddedAws:
@@ -314,14 +150,15 @@ class EmbeddedAws:
         # moto's Step Functions engine calls the other services at localhost:MOTO_PORT when not mocked.
         os.environ["MOTO_PORT"] = str(self.port)
         from moto.core.config import default_user_config
+        from moto.moto_api._internal.models import moto_api_backend
 
         default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+        # moto's backends live in this process: start from a clean account (its reset route is not served).
+        moto_api_backend.reset()
         self._serve()
-        # moto's backends live in this process: start from a clean account, then provision and restore.
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")).close()
         self.provision()
         if self.persist:
-            self.restore()
+            self._open_state()
         self.notifications_enabled = True
         self._load_engine_service_models()
         warm.join()
@@ -352,44 +189,90 @@ class EmbeddedAws:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
-        app = _Gateway(DomainDispatcherApplication(create_backend_app), self)
-        self._server = make_server(
-            "127.0.0.1",
-            self.port,
-            app,
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
+        from stepml.embedded.gateway import Gateway
+
+        app = Gateway(DomainDispatcherApplication(create_backend_app), self)
+        # 127.0.0.1 only: the local AWS has no authentication and is never reachable from another machine.
+        self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler)
+        self.port = int(self._server.server_address[1])
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self.notifications_enabled = False
-        if self.persist:
-            self.save()
+        if self.archive is not None:
+            self.archive.sweep()
+            stopped = self.archive.abort_running(
+                f"the local AWS (pid {os.getpid()}) was stopped while this execution was running"
+            )
+            if stopped:
+                self.notes.append(f"stopped while running (recorded as ABORTED): {', '.join(stopped)}")
         self.runner.close()
         if self._server is not None:
             self._server.shutdown()
+            self._server.server_close()
             self._server = None
+        if self.store is not None:
+            self.store.close()
+
+    def reload(self) -> None:
+        """Take up changed project code: the template's functions, the definition and the training source.
+
+        New invocations run in new workers that import the changed handlers; invocations in flight end in
+        the old ones.
+        """
+        self.stack = stack_model(self.layout.template, STACK_NAME, {"Target": "local"})
+        previous, self.runner = (
+            self.runner,
+            LambdaRunner(self.stack.functions, self._base_env, self.layout.state_dir / "logs"),
+        )
+        previous.close()
+        assert self.stack.state_machine_definition is not None
+        definition = substitute_definition(self.stack.state_machine_definition.read_text(), self.stack.substitutions)
+        self.client("stepfunctions").update_state_machine(
+            stateMachineArn=self.stack.state_machine_arn, definition=definition
+        )
+        self.upload_training_source()
+        threading.Thread(
+            target=self.runner.prestart, args=(self.stack.substitutions.values(),), name="prestart", daemon=True
+        ).start()
+
+    def touch(self) -> None:
+        """Note that a request arrived (an idle local AWS stops itself after a while)."""
+        self.last_request = time.monotonic()
 
     # -- clients ---------------------------------------------------------------------------------------
-    def client(self, service: str) -> Any:
-        """A boto3 client for the embedded AWS (cached per service)."""
-        if service not in self._clients:
-            self._clients[service] = boto3.session.Session().client(
-                service,
-                endpoint_url=self.endpoint_url,
-                region_name=REGION,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                config=Config(retries={"max_attempts": 2}),
-            )
-        return self._clients[service]
+    def client(self, service: str, internal: bool = False) -> Any:
+        """A boto3 client for the embedded AWS (cached per service).
+
+        ``internal`` clients' requests are the service's own: the gateway neither records nor merges them.
+        """
+        with self._client_lock:
+            if (service, internal) not in self._clients:
+                made = boto3.session.Session().client(
+                    service,
+                    endpoint_url=self.endpoint_url,
+                    region_name=REGION,
+                    aws_access_key_id="testing",
+                    aws_secret_access_key="testing",
+                    config=Config(retries={"max_attempts": 2}),
+                )
+                if internal:
+                    made.meta.events.register("before-sign.*.*", self._mark_internal)
+                self._clients[(service, internal)] = made
+            return self._clients[(service, internal)]
+
+    def _mark_internal(self, request: Any, **_: Any) -> None:
+        request.headers[INTERNAL_HEADER] = self.token
+
+    def internal_client(self, service: str) -> Any:
+        return self.client(service, internal=True)
 
     # -- provisioning ----------------------------------------------------------------------------------
     def provision(self) -> None:
         """Create what the template declares: bucket, tables, topic, training source, state machine."""
-        s3, ddb = self.client("s3"), self.client("dynamodb")
+        s3, ddb = self.internal_client("s3"), self.internal_client("dynamodb")
         for bucket in self.stack.buckets.values():
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -424,7 +307,7 @@ class EmbeddedAws:
             runs_table=self.stack.tables["RunsTable"].name,
         )
 
-    def publish_stack_outputs(self, stack_name: str = "stepml") -> None:
+    def publish_stack_outputs(self, stack_name: str = STACK_NAME) -> None:
         """Record the outputs as a CloudFormation stack, so LocalStack/AWS-style clients find the resources."""
         outputs = {
             "StateMachineArn": self.outputs.state_machine_arn,
@@ -451,17 +334,46 @@ class EmbeddedAws:
         return uri
 
     # -- persistence -----------------------------------------------------------------------------------
-    def restore(self) -> None:
-        s3, ddb = self.client("s3"), self.client("dynamodb")
-        for bucket in self.stack.buckets.values():
-            self.store.restore_bucket(s3, bucket)
+    def _open_state(self) -> None:
+        """Open the durable store (checking it), load it into moto and record every change from now on."""
+        root = self.layout.state_dir / "state"
+        self.store = DurableStore(root)
+        self.load_state()
+        self.recorder = StateRecorder(
+            self.store, self.internal_client, set(self.stack.buckets.values()), self.stack.tables
+        )
+        self.archive = ExecutionArchive(self.store, self.internal_client, self.stack.state_machine_arn)
+        interrupted = self.archive.abort_running(
+            "the local AWS ended (killed or crashed) while this execution was running; what it wrote until then is kept"
+        )
+        if interrupted:
+            self.store.notes.append(
+                f"executions cut short by the previous local AWS, now ABORTED: {', '.join(interrupted)}"
+            )
+        legacy = migrate_legacy_state(root, self.client, self.stack, self.store)
+        self.notes.extend(self.store.notes + legacy)
         self.upload_training_source()  # the checkout's training code wins over a stored copy
-        for table in self.stack.tables.values():
-            self.store.restore_table(ddb, table.name, table.ttl_attribute)
         self.release_stale_deploy_leases()
 
+    def load_state(self) -> None:
+        """Put the stored objects and items back into moto (as the service's own, unrecorded requests)."""
+        assert self.store is not None
+        s3, ddb = self.internal_client("s3"), self.internal_client("dynamodb")
+        buckets = set(self.stack.buckets.values())
+        for stored in self.store.objects():
+            if stored.bucket not in buckets:
+                continue
+            data = self.store.read_object(stored)
+            if data is None:
+                self.store.delete_object(stored.bucket, stored.key)
+                continue
+            extra = {"ContentType": stored.content_type} if stored.content_type else {}
+            s3.put_object(Bucket=stored.bucket, Key=stored.key, Body=data, Metadata=stored.metadata, **extra)
+        for table in self.stack.tables.values():
+            put_items(ddb, table.name, self.store.items(table.name))
+
     def release_stale_deploy_leases(self) -> int:
-        """Give back the deploy leases restored from disk: the executions that held them lived in an
+        """Give back the deploy leases loaded from disk: the executions that held them lived in an
         earlier process (moto's executions end with it), so none of them can still be deploying."""
         from pipeline_core.aws.registry import ModelRegistry
 
@@ -471,68 +383,45 @@ class EmbeddedAws:
             registry.release_deploy_lease(lease.model_name, lease.holder)
         return len(leases)
 
-    def save(self) -> None:
-        s3, ddb = self.client("s3"), self.client("dynamodb")
-        for bucket in self.stack.buckets.values():
-            self.store.save_bucket(s3, bucket)
-        for table in self.stack.tables.values():
-            self.store.save_table(ddb, table.name, table.ttl_attribute)
+    def sweep_executions(self) -> int:
+        """Store the executions that ended since the last sweep (the service calls this as it runs)."""
+        return self.archive.sweep() if self.archive is not None else 0
 
-    def save_finished_executions(self) -> int:
-        """Store every ended execution not stored yet (those started by other clients of `local up`)."""
-        sfn = self.client("stepfunctions")
-        saved = 0
-        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.stack.state_machine_arn):
-            for execution in page["executions"]:
-                if execution["status"] != "RUNNING" and execution["name"] not in self._saved_executions:
-                    self.save_execution(execution["executionArn"])
-                    saved += 1
-        return saved
+    def holds(self, name: str) -> bool:
+        """Whether moto itself holds an execution of the pipeline named ``name`` (it is of this process)."""
+        sfn = self.internal_client("stepfunctions")
+        arn = self.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+        try:
+            sfn.describe_execution(executionArn=arn)
+        except sfn.exceptions.ExecutionDoesNotExist:
+            return False
+        return True
+
+    def live_executions(self, request: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """moto's executions for a ListExecutions request (all pages), dates as epoch seconds; None on an error."""
+        sfn = self.internal_client("stepfunctions")
+        arguments = {k: request[k] for k in ("stateMachineArn", "statusFilter", "mapRunArn") if k in request}
+        try:
+            pages = sfn.get_paginator("list_executions").paginate(**arguments)
+            return [
+                {k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in e.items()}
+                for page in pages
+                for e in page["executions"]
+            ]
+        except Exception:
+            return None
 
     def stored_execution(self, name: str) -> dict[str, Any] | None:
-        """The record of an execution named ``name`` that an earlier command ran and stored (persisted
-        state only: a target that does not persist starts from an empty account)."""
-        if not self.persist or not _EXECUTION_NAME.match(name):
-            return None  # (an invalid name is moto's to refuse, and must not become a path)
-        record = self.store.execution(name)
-        if record is None or record.get("stateMachineArn") != self.stack.state_machine_arn:
+        """The stored record of an execution of this pipeline named ``name`` (None without persistence)."""
+        if self.archive is None or not _EXECUTION_NAME.match(name):
             return None
-        return record
-
-    def save_execution(self, execution_arn: str) -> dict[str, Any]:
-        """Store an execution's description and history so later commands can show it."""
-        sfn = self.client("stepfunctions")
-        description = sfn.describe_execution(executionArn=execution_arn)
-        description.pop("ResponseMetadata", None)
-        events = []
-        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
-            events.extend(page["events"])
-        record = {**description, "events": events}
-        if self.persist:
-            self.store.save_execution(description["name"], record)
-        self._saved_executions.add(description["name"])
-        return record
+        record = self.archive.stored(name)
+        return record if record and record.get("stateMachineArn") == self.stack.state_machine_arn else None
 
     # -- S3 events -------------------------------------------------------------------------------------
-    def notice_upload(self, environ: dict[str, Any], headers: dict[str, str]) -> None:
-        """Deliver "Object Created" for a finished upload into one of the stack's buckets."""
-        query = environ.get("QUERY_STRING", "")
-        method = environ["REQUEST_METHOD"]
-        subresources = ("partNumber=", "tagging", "acl", "versioning", "uploads", "retention", "legal-hold")
-        if method == "PUT" and any(s in query for s in subresources):
-            return  # a part of a multipart upload or a sub-resource, not a finished object
-        if method == "POST" and "uploadId=" not in query:
-            return  # only CompleteMultipartUpload finishes an object by POST
-        host = environ.get("HTTP_HOST", "")
-        key = _unquote(environ.get("PATH_INFO", "")).lstrip("/")
-        buckets = set(self.stack.buckets.values())
-        bucket = next((b for b in buckets if host.startswith(f"{b}.")), None)
-        if bucket is None:
-            first, _, key = key.partition("/")
-            bucket = first if first in buckets else None
-        if bucket is None or not key:
-            return
-        head = self.client("s3").head_object(Bucket=bucket, Key=key)
+    def object_created(self, bucket: str, key: str) -> None:
+        """Deliver "Object Created" for a finished upload into one of the stack's buckets, once."""
+        head = self.internal_client("s3").head_object(Bucket=bucket, Key=key)
         event = object_created_event(bucket, key, int(head["ContentLength"]), head["ETag"], head.get("VersionId"))
         self.deliver_event(event)
 
@@ -553,11 +442,29 @@ class EmbeddedAws:
         """The fault planned for the state whose task is calling now, if any (only when a plan exists)."""
         if not self.faults:
             return None
-        found = running_state(self.client("stepfunctions"), self.stack.state_machine_arn, resource_matches)
+        found = running_state(self.internal_client("stepfunctions"), self.stack.state_machine_arn, resource_matches)
         return self.faults.next_fault(*found) if found else None
 
     def invoke(self, function_logical_id: str, event: Any) -> InvocationResult:
         return self.runner.invoke(self.stack.functions[function_logical_id].name, event)
+
+    # -- control routes (the service's; plain in-process use has none) ----------------------------------
+    def control(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], path: str, method: str, body: bytes
+    ) -> Iterable[bytes]:
+        if self.control_api is None:
+            return json_error(start_response, "404 Not Found", "UnknownOperationException", f"no route {path}")
+        return self.control_api(environ, start_response, path, method, body)
+
+
+def put_items(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> None:
+    """Put ``items`` into ``table``, 25 per BatchWriteItem (DynamoDB's limit), retrying what is unprocessed."""
+    for start in range(0, len(items), BATCH_WRITE_LIMIT):
+        pending: dict[str, Any] = {
+            table: [{"PutRequest": {"Item": item}} for item in items[start : start + BATCH_WRITE_LIMIT]]
+        }
+        while pending:
+            pending = dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -1,0 +1,342 @@
+"""The local AWS's state on disk: crash-safe, written as it changes, checked when it is opened.
+
+One SQLite database (``local.db``) holds the S3 object index, the DynamoDB items and the execution
+records; object contents are files named by their SHA-256 under ``blobs/``. SQLite commits atomically
+(WAL, ``synchronous=FULL``: a commit is on disk when it returns), and a blob is written to a temporary
+file, fsynced and renamed into place, so a kill or a full disk leaves either the old state or the new,
+never half of one. A blob is checked against its hash when it is read back: a damaged file is named and
+left out, never served as the object.
+
+The store knows nothing of moto: the local AWS service writes through it as requests change its state
+(:mod:`stepml.embedded.recording`) and loads it back into moto when it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    content_type TEXT, metadata TEXT NOT NULL, last_modified REAL NOT NULL,
+    PRIMARY KEY (bucket, key));
+CREATE TABLE IF NOT EXISTS items (
+    table_name TEXT NOT NULL, item_key TEXT NOT NULL, item TEXT NOT NULL, expires REAL,
+    PRIMARY KEY (table_name, item_key));
+CREATE TABLE IF NOT EXISTS executions (
+    name TEXT PRIMARY KEY, execution_arn TEXT NOT NULL, state_machine_arn TEXT NOT NULL,
+    status TEXT NOT NULL, start_date REAL NOT NULL, record TEXT NOT NULL);
+"""
+TABLES = ("objects", "items", "executions")
+
+
+class LocalStateError(Exception):
+    """Base of the local AWS's state errors; the message names the file and what to do."""
+
+
+class StateWriteError(LocalStateError):
+    """A change could not reach the disk (full disk, read-only file system); nothing half-written is kept."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    content_type: str | None
+    metadata: dict[str, str]
+    last_modified: float
+
+
+def item_key(key: dict[str, Any]) -> str:
+    """A DynamoDB key (attribute name → typed value) as a stable text, the row's primary key."""
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the directory holding it is synced.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise StateWriteError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+class DurableStore:
+    """S3 objects, DynamoDB items and execution records under ``root``; safe to share between threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.database = root / "local.db"
+        self.blobs = root / "blobs"
+        self.notes: list[str] = []
+        self._lock = threading.RLock()
+        root.mkdir(parents=True, exist_ok=True)
+        self._db = self._open_checked()
+
+    # -- opening and recovery ---------------------------------------------------------------------------
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit has reached the disk when it returns (NORMAL could lose the last ones on power loss).
+        connection.execute("PRAGMA synchronous=FULL")
+        return connection
+
+    def _open_checked(self) -> sqlite3.Connection:
+        problem: str | None = None
+        if self.database.exists():
+            try:
+                probe = self._connect(self.database)
+                verdict = probe.execute("PRAGMA quick_check").fetchone()[0]
+                probe.executescript(SCHEMA)
+                if verdict == "ok":
+                    return probe
+                problem = f"integrity check: {verdict}"
+                probe.close()
+            except sqlite3.DatabaseError as error:
+                problem = str(error)
+        if problem is None:
+            connection = self._connect(self.database)
+            connection.executescript(SCHEMA)
+            return connection
+        return self._recover(problem)
+
+    def _recover(self, problem: str) -> sqlite3.Connection:
+        """Move a damaged database aside, copy out of it what still reads, and say what was lost."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        damaged = self.database.with_name(f"{self.database.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.database}{suffix}")
+            if source.exists():
+                os.replace(source, Path(f"{damaged}{suffix}"))
+        connection = self._connect(self.database)
+        connection.executescript(SCHEMA)
+        recovered: dict[str, int] = {}
+        lost: list[str] = []
+        try:
+            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        except sqlite3.DatabaseError as error:
+            old, lost = None, [f"everything ({error})"]
+        for table in TABLES if old is not None else ():
+            assert old is not None
+            try:
+                rows = old.execute(f"SELECT * FROM {table}").fetchall()
+            except sqlite3.DatabaseError as error:
+                lost.append(f"{table} ({error})")
+                continue
+            if rows:
+                marks = ",".join("?" * len(rows[0]))
+                connection.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+            recovered[table] = len(rows)
+        if old is not None:
+            old.close()
+        counts = ", ".join(f"{n} {t}" for t, n in recovered.items()) or "nothing"
+        self.notes.append(
+            f"{self.database} was damaged ({problem}); it was moved to {damaged.name}. Recovered {counts}"
+            + (f"; lost: {', '.join(lost)}" if lost else "")
+            + "."
+        )
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StateWriteError(f"cannot write {self.database}: {error}") from error
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+
+    # -- S3 ---------------------------------------------------------------------------------------------
+    def _blob_path(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> StoredObject:
+        """Keep an object's current content; the blob is on disk before the index points at it."""
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._blob_path(digest)
+        if not (path.exists() and path.stat().st_size == len(data)):
+            atomic_write(path, data)
+        stored = StoredObject(bucket, key, digest, len(data), content_type, metadata or {}, time.time())
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (bucket, key, digest, len(data), content_type, json.dumps(stored.metadata), stored.last_modified),
+            )
+        return stored
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
+
+    def objects(self, bucket: str | None = None) -> list[StoredObject]:
+        with self._lock:
+            query = "SELECT * FROM objects" + (" WHERE bucket = ?" if bucket else "") + " ORDER BY bucket, key"
+            rows = self._db.execute(query, (bucket,) if bucket else ()).fetchall()
+        return [StoredObject(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
+
+    def read_object(self, stored: StoredObject) -> bytes | None:
+        """The object's content, or None (with a note) when its blob is missing or damaged."""
+        path = self._blob_path(stored.sha256)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            self.notes.append(f"s3://{stored.bucket}/{stored.key}: its content {path} is missing ({error.strerror}).")
+            return None
+        if hashlib.sha256(data).hexdigest() != stored.sha256:
+            self.notes.append(
+                f"s3://{stored.bucket}/{stored.key}: its content {path} is damaged ({len(data)} bytes, "
+                f"expected {stored.size} with SHA-256 {stored.sha256[:12]}…); the object is left out."
+            )
+            with contextlib.suppress(OSError):
+                os.replace(path, path.with_name(f"{path.name}.damaged"))
+            return None
+        return data
+
+    def collect_garbage(self) -> int:
+        """Delete blobs no object points at any more (call when no write is in flight); bytes freed."""
+        with self._lock:
+            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")}
+        freed = 0
+        for path in self.blobs.glob("*/*") if self.blobs.is_dir() else ():
+            if path.name not in wanted:
+                with contextlib.suppress(OSError):
+                    freed += path.stat().st_size
+                    path.unlink()
+        return freed
+
+    # -- DynamoDB ---------------------------------------------------------------------------------------
+    def put_items(
+        self, table: str, changes: list[tuple[str, dict[str, Any] | None]], ttl_attribute: str | None
+    ) -> None:
+        """Apply ``(item_key, item or None for deleted)`` changes to ``table`` in one transaction."""
+        with self._transaction() as db:
+            for key, item in changes:
+                if item is None:
+                    db.execute("DELETE FROM items WHERE table_name = ? AND item_key = ?", (table, key))
+                    continue
+                expires = _ttl_of(item, ttl_attribute)
+                db.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", (table, key, json.dumps(item), expires))
+
+    def items(self, table: str) -> list[dict[str, Any]]:
+        """The table's items, without those past their TTL (DynamoDB deletes them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT item FROM items WHERE table_name = ? AND (expires IS NULL OR expires >= ?)",
+                (table, time.time()),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def drop_expired_items(self) -> int:
+        with self._transaction() as db:
+            return int(
+                db.execute("DELETE FROM items WHERE expires IS NOT NULL AND expires < ?", (time.time(),)).rowcount
+            )
+
+    # -- executions -------------------------------------------------------------------------------------
+    def put_execution(self, record: dict[str, Any]) -> None:
+        """Keep an execution's description (and history, under ``events``); dates as epoch seconds."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO executions VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record["name"],
+                    record["executionArn"],
+                    record["stateMachineArn"],
+                    record["status"],
+                    float(record["startDate"]),
+                    json.dumps(record),
+                ),
+            )
+
+    def execution(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM executions WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def executions(self, state_machine_arn: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Stored execution records, newest first."""
+        clauses, values = [], []
+        if state_machine_arn:
+            clauses.append("state_machine_arn = ?")
+            values.append(state_machine_arn)
+        if status:
+            clauses.append("status = ?")
+            values.append(status)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT record FROM executions{where} ORDER BY start_date DESC", values).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    # -- size -------------------------------------------------------------------------------------------
+    def usage(self) -> dict[str, int]:
+        """Bytes on disk: the database and the object contents."""
+        database = sum(
+            Path(f"{self.database}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.database}{s}").exists()
+        )
+        blobs = sum(p.stat().st_size for p in self.blobs.glob("*/*")) if self.blobs.is_dir() else 0
+        return {"database": database, "objects": blobs}
+
+
+def _ttl_of(item: dict[str, Any], ttl_attribute: str | None) -> float | None:
+    """The item's TTL (epoch seconds) when the table has one and the item carries a number there."""
+    if not ttl_attribute:
+        return None
+    value = item.get(ttl_attribute, {}).get("N")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # DynamoDB ignores a TTL attribute that is not a number; so do we
+        return None
+
+
+def is_disk_full(error: BaseException) -> bool:
+    cause = error.__cause__ if isinstance(error, StateWriteError) else error
+    return isinstance(cause, OSError) and cause.errno in {errno.ENOSPC, errno.EDQUOT}
