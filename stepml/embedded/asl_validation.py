@@ -23,7 +23,8 @@ Known differences from AWS (which itself warns that codes, order, count and word
 
 - Messages: where AWS's wording was seen it is used ("Missing 'Next' target: X", 'State "X" is not reachable.',
   "Workflow has no terminal state", "Field 'X' is not supported", "These fields are required: [X]",
-  "Duplicate State name: X", "States.ALL must appear alone and at end of list"); elsewhere the wording is
+  "Duplicate State name: X", "States.ALL must appear alone and at end of list", "The QueryLanguage is set to
+  'JSONPath', but field 'Output' is only supported for the 'JSONata' QueryLanguage"); elsewhere the wording is
   cfn-lint's or moto's.
 - Locations use AWS's notation, a slash path with array indexes in brackets (``/States/C/Choices[0]/Next``), not
   a strict JSON pointer. A problem with the top-level object itself is located at ``/``. AWS gives the
@@ -66,6 +67,8 @@ JITTER_STRATEGIES = ("FULL", "NONE")
 
 # Fields holding payload templates, where a key must end in ".$" for its value to be read as a path.
 PAYLOAD_TEMPLATES = ("Parameters", "ResultSelector", "ItemSelector")
+# Fields a state may have under one query language only (AWS's wording for them was seen, so it is reused).
+JSONATA_ONLY_FIELDS = ("Arguments", "Output")
 _PATH_LIKE = re.compile(r"^(\$\$?(\.|\[|$)|States\.[A-Za-z]+\()")
 _JSONATA_EXPRESSION = re.compile(r"^\{%.*%\}$", re.DOTALL)
 
@@ -253,11 +256,22 @@ def _schema_diagnostics(document: Any) -> Iterator[Diagnostic]:
         # JSONata lets any field be an expression evaluated at run time; the schema only knows literal values.
         if jsonata and isinstance(err.instance, str) and _JSONATA_EXPRESSION.match(err.instance.strip()):
             continue
-        yield _schema_diagnostic(err.validator, err.validator_value, err.message, path, err.instance)
+        keyword = "false" if err.schema is False else err.validator
+        yield _schema_diagnostic(keyword, err.validator_value, err.message, path, err.instance)
 
 
 def _schema_diagnostic(keyword: str, value: Any, message: str, path: list[str | int], instance: Any) -> Diagnostic:
     parent = path[:-1]
+    if keyword == "false" and path:
+        # The schema forbids a field only for one query language (JSONPath's Parameters, JSONata's Output, ...).
+        field = str(path[-1])
+        language, other = ("JSONPath", "JSONata") if field in JSONATA_ONLY_FIELDS else ("JSONata", "JSONPath")
+        return _error(
+            "SCHEMA_VALIDATION_FAILED",
+            f"The QueryLanguage is set to '{language}', but field '{field}' is only supported for the "
+            f"'{other}' QueryLanguage",
+            location(parent),
+        )
     if keyword == "additionalProperties" and path and parent[-1:] == ["States"]:
         return _error("INVALID_STATE_NAME", f"State name {path[-1]!r} must be 1 to 80 characters", location(path))
     if keyword == "additionalProperties" and path:
