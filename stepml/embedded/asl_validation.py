@@ -273,7 +273,9 @@ def _schema_diagnostic(keyword: str, value: Any, message: str, path: list[str | 
             location(parent),
         )
     if keyword == "additionalProperties" and path and parent[-1:] == ["States"]:
-        return _error("INVALID_STATE_NAME", f"State name {path[-1]!r} must be 1 to 80 characters", location(path))
+        # The only rule the schema puts on a state's name is its length (80 at the top level, as AWS's quota says).
+        problem = "is too long" if path[-1] else "must not be empty"
+        return _error("INVALID_STATE_NAME", f"State name {path[-1]!r} {problem}", location(path))
     if keyword == "additionalProperties" and path:
         # AWS locates an unsupported field at the object that has it (seen: /States/M for a Map's TimeoutSeconds).
         return _error("SCHEMA_VALIDATION_FAILED", f"Field {path[-1]!r} is not supported", location(parent))
