@@ -387,6 +387,17 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (CliError, ProjectLayoutError) as error:
         print(f"stepml: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
+        if not isinstance(error, EndpointConnectionError | ConnectionClosedError):
+            raise
+        # the target went away mid-command (a local AWS stopped or killed, a network failure)
+        print(
+            f"stepml: lost the connection to the target: {error}; `stepml local status` shows the local AWS",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -114,7 +114,10 @@ class DurableStore:
 
     def _open_checked(self) -> sqlite3.Connection:
         problem: str | None = None
-        if self.database.exists():
+        if self.database.exists() and self.database.stat().st_size == 0:
+            # SQLite never leaves an empty file once the schema is written: something else emptied it.
+            problem = "the file is empty"
+        elif self.database.exists():
             try:
                 probe = self._connect(self.database)
                 verdict = probe.execute("PRAGMA quick_check").fetchone()[0]

@@ -203,10 +203,12 @@ class Gateway:
         if operation == "StartExecution":
             return self._start_execution(environ, start_response)
         if operation == "ValidateStateMachineDefinition":
-            from stepml.embedded.asl_validation import answer_validation
+            from http import HTTPStatus
 
-            status, headers, body = answer_validation(_read_body(environ))
-            start_response(status, headers)
+            from stepml.embedded.asl_validation import http_response
+
+            code, headers, body = http_response(_read_body(environ))
+            start_response(f"{code} {HTTPStatus(code).phrase}", headers)
             return [body]
         archive = self._runtime.archive
         if archive is None or operation not in {"DescribeExecution", "GetExecutionHistory", "ListExecutions"}:

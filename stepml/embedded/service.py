@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qs
 
-from stepml.embedded.durable import atomic_write
+from stepml.embedded.durable import LocalStateError, atomic_write
 from stepml.project import ProjectLayout
 from stepml.targets import TargetError
 
@@ -195,6 +195,9 @@ def _start_background(layout: ProjectLayout, progress: TextIO | None) -> Service
     while time.monotonic() < deadline:
         info = running_service(layout)
         if info is not None:
+            for note in control(info, "GET", "/_stepml/health").get("notes") or []:
+                if progress:
+                    print(f"note: {note}", file=progress, flush=True)
             return info
         if process.poll() is not None:
             tail = log.read_text(errors="replace").splitlines()[-15:]
@@ -355,7 +358,10 @@ def _run_until_stopped(aws: Any, stop: threading.Event, idle_timeout: float | No
     """Keep the execution records current; stop when asked, idle too long, or the state directory is gone."""
     state_dir = aws.layout.state_dir
     while not stop.wait(0.5):
-        aws.sweep_executions()
+        try:
+            aws.sweep_executions()
+        except LocalStateError as error:  # a full disk: said once per sweep, tried again at the next
+            print(f"cannot store ended executions yet: {error}", flush=True)
         if not state_dir.exists():
             print(f"{state_dir} was removed: stopping", flush=True)
             return

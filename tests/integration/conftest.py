@@ -37,6 +37,10 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp = pytest.MonkeyPatch()
     mp.setenv("STEPML_STATE_DIR", str(path))
     yield path
+    from stepml.embedded.service import stop_service
+    from stepml.project import project_layout
+
+    stop_service(project_layout())  # the local AWS the session's commands started in the background
     mp.undo()
 
 

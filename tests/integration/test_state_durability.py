@@ -139,3 +139,117 @@ def test_a_run_while_local_up_serves_is_kept_when_local_up_stops(project: Projec
     assert (result["model_name"], result["model_version"]) in versions
     assert _artifact_readable(project, result["model_artifact"])
     assert result["execution_arn"] in {r["execution_arn"] for r in project.runs()}
+
+
+def _service(project: Project) -> dict[str, Any]:
+    return dict(json.loads((project.state_dir / "local.json").read_text()))
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_local_aws_leaves_earlier_runs_whole_and_the_cut_run_aborted(project: Project) -> None:
+    first = project.run("--data", IRIS)
+    running = project.popen("run", "--json", "--data", IRIS, "--name", "cut-short")
+    try:
+        _wait_for(lambda: any(r["name"] == "cut-short" for r in project.runs()), 120, "the second run to start")
+        os.kill(_service(project)["pid"], signal.SIGKILL)  # a crash while the run writes
+        _out, err = running.communicate(timeout=120)
+    finally:
+        running.kill()
+    assert running.returncode != 0, "the client of a killed local AWS must not report success"
+    assert "Traceback" not in err, err
+    runs = {r["name"]: r for r in project.runs()}  # a new local AWS starts and loads the state
+    assert runs["cut-short"]["status"] == "ABORTED"
+    assert runs[first["execution_arn"].rsplit(":", 1)[-1]]["status"] == "SUCCEEDED"
+    watched = project.cli("watch", "cut-short", "--json")
+    cause = json.loads(watched.stdout.strip().splitlines()[-1])["cause"]
+    assert "killed or crashed" in cause
+    assert [(m["model_name"], m["version"]) for m in project.models()] == [("iris", 1)]
+    assert _artifact_readable(project, first["model_artifact"])
+    # and the name stays taken, as on AWS
+    again = project.cli("run", "--data", IRIS, "--name", "cut-short")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_damaged_state_files_are_named_and_what_is_left_is_recovered(project: Project) -> None:
+    first = project.run("--data", IRIS)
+    project.stop()
+    store = project.state_dir / "state"
+    # the model's content file, cut in half as a full disk or a crash of another tool might leave it
+    model_key = first["model_artifact"].removeprefix("s3://").split("/", 1)[1]
+    import sqlite3
+
+    with sqlite3.connect(store / "local.db") as db:
+        digest = db.execute("SELECT sha256 FROM objects WHERE key = ?", (model_key,)).fetchone()[0]
+    blob = store / "blobs" / digest[:2] / digest
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
+    status = project.cli("local", "up", "--background")
+    assert status.returncode == 0, status.stderr
+    notes = project.json_of("local", "status")["notes"]
+    assert any(model_key in n and "damaged" in n for n in notes), notes
+    assert not _artifact_readable(project, first["model_artifact"]), "a damaged object must never be served"
+    assert project.runs()[0]["status"] == "SUCCEEDED"  # the rest is intact
+    # now the database itself: emptied, as an in-place write killed midway leaves a file
+    project.stop()
+    (store / "local.db").write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        (store / f"local.db{suffix}").unlink(missing_ok=True)
+    started = project.cli("local", "up", "--background")
+    assert started.returncode == 0, started.stderr
+    notes = project.json_of("local", "status")["notes"]
+    assert any("local.db" in n and "damaged" in n for n in notes), notes
+    assert list(store.glob("local.db.damaged-*")), "the damaged file is kept for the user to look at"
+    # the service works on: a new run succeeds
+    assert project.run("--data", IRIS)["status"] == "SUCCEEDED"
+
+
+def test_a_full_disk_fails_the_run_and_keeps_nothing_half_written(tmp_path: Path) -> None:
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    env = {**os.environ, "STEPML_STATE_DIR": str(mount / "state")}
+    env.pop("AWS_ENDPOINT_URL", None)
+    project = Project(mount / "state", env)
+    try:
+        first = project.run("--data", IRIS)
+        filler = mount / "filler"
+        with open(filler, "wb") as handle, pytest.raises(OSError):  # leave the disk full
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        done = project.cli("run", "--json", "--data", DIABETES, "--target", "target", "--name", "on-a-full-disk")
+        assert done.returncode != 0
+        filler.unlink()
+        project.stop()
+        runs = {r["name"]: r for r in project.runs()}
+        assert runs.get("on-a-full-disk", {"status": "FAILED"})["status"] in {"FAILED", "ABORTED"}
+        notes = project.json_of("local", "status")["notes"]
+        assert not any("damaged" in n or "missing" in n for n in notes), notes
+        models = project.models()
+        assert [(m["model_name"], m["version"]) for m in models] == [("iris", 1)]
+        for model in models:
+            assert _artifact_readable(project, model["model_artifact"])
+        assert _artifact_readable(project, first["model_artifact"])
+    finally:
+        project.stop()
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_an_upload_starts_one_run_and_no_restart_starts_it_again(project: Project) -> None:
+    done = project.cli("upload", IRIS, "--json")
+    assert done.returncode == 0, done.stderr
+    assert len(project.runs()) == 1
+    project.stop()
+    assert len(project.runs()) == 1  # a new local AWS loads incoming/iris.csv, and delivers no event for it
+    time.sleep(3)
+    assert [r["status"] for r in project.runs()] == ["SUCCEEDED"]
+    assert len(project.models()) == 1
