@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from botocore.exceptions import ClientError
@@ -375,9 +374,14 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_cli_refuses_a_used_name_clearly_and_keeps_that_runs_file(
     iris_run: PipelineRun, state_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """A later command (a new embedded AWS, restored from disk) refuses the name of a stored execution:
+    """A later local AWS (restarted, its state loaded from disk) refuses the name of a stored execution:
     moto forgot it, AWS would not. The refusal comes before the upload that would replace its file."""
+    from stepml.embedded.service import stop_service
+    from stepml.project import project_layout
+    from stepml.targets import embedded_target
+
     assert iris_run.exit_code == 0, iris_run.output
+    assert stop_service(project_layout()) is not None
     name = iris_run.result["execution_arn"].rsplit(":", 1)[-1]
     other = tmp_path / "iris.csv"
     other.write_bytes(IRIS.replace(b"setosa", b"Setosa"))
@@ -391,6 +395,6 @@ def test_cli_refuses_a_used_name_clearly_and_keeps_that_runs_file(
     # the earlier run's staged file is still the one it ran on (the refused commands uploaded nothing)
     code, out, err = _cli(capsys, "watch", name, "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "SUCCEEDED", err
-    key = f"datasets/{name}/iris.csv"
-    [saved] = (state_dir / "state" / "s3").glob(f"*/{quote(key, safe='')}")
-    assert saved.read_bytes() == (REPO / "data" / "iris.csv").read_bytes() != other.read_bytes()
+    target = embedded_target(project_layout())
+    saved = target.client("s3").get_object(Bucket=target.outputs.data_bucket, Key=f"datasets/{name}/iris.csv")
+    assert saved["Body"].read() == (REPO / "data" / "iris.csv").read_bytes() != other.read_bytes()

@@ -1,0 +1,153 @@
+"""The local AWS's durable store: atomic writes, checked reads, recovery, and what is written through."""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepml.embedded.durable import DurableStore, StateWriteError, atomic_write, is_disk_full, item_key
+from stepml.embedded.executions import ExecutionArchive
+from stepml.embedded.recording import StateRecorder
+from stepml.embedded.template import TableSpec
+from tests.conftest import FakeAws
+
+
+def test_objects_round_trip_and_identical_contents_share_one_file(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    store.put_object("b", "a/x.csv", b"same", "text/csv", {"k": "v"})
+    store.put_object("b", "a/y.csv", b"same")
+    [x, y] = store.objects("b")
+    assert (x.key, x.content_type, x.metadata, x.size) == ("a/x.csv", "text/csv", {"k": "v"}, 4)
+    assert x.sha256 == y.sha256 and len(list((tmp_path / "blobs").glob("*/*"))) == 1
+    assert store.read_object(x) == b"same"
+    store.delete_object("b", "a/x.csv")
+    assert [o.key for o in store.objects()] == ["a/y.csv"]
+
+
+def test_a_damaged_or_missing_blob_is_named_and_never_returned(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    damaged = store.put_object("b", "model.tar.gz", b"x" * 1000)
+    missing = store.put_object("b", "other", b"y" * 10)
+    blob = tmp_path / "blobs" / damaged.sha256[:2] / damaged.sha256
+    blob.write_bytes(b"x" * 500)
+    (tmp_path / "blobs" / missing.sha256[:2] / missing.sha256).unlink()
+    assert store.read_object(damaged) is None and store.read_object(missing) is None
+    assert any("s3://b/model.tar.gz" in n and "damaged" in n and "500 bytes" in n for n in store.notes)
+    assert any("s3://b/other" in n and "missing" in n for n in store.notes)
+    assert not blob.exists() and blob.with_name(f"{blob.name}.damaged").exists()
+
+
+def test_items_keep_the_last_write_and_leave_out_those_past_their_ttl(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    now = time.time()
+    live = {"id": {"S": "live"}, "expires_at": {"N": str(now + 3600)}}
+    gone = {"id": {"S": "gone"}, "expires_at": {"N": str(now - 1)}}
+    odd = {"id": {"S": "odd"}, "expires_at": {"S": "tomorrow"}}  # DynamoDB ignores a TTL that is no number
+    store.put_items("t", [(item_key({"id": i["id"]}), i) for i in (live, gone, odd)], "expires_at")
+    assert sorted(i["id"]["S"] for i in store.items("t")) == ["live", "odd"]
+    store.put_items("t", [(item_key({"id": {"S": "odd"}}), None)], "expires_at")
+    assert [i["id"]["S"] for i in store.items("t")] == ["live"]
+    assert store.drop_expired_items() == 1
+
+
+def test_a_database_that_is_not_one_is_moved_aside_and_a_new_one_opened(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    store.put_items("t", [("k", {"id": {"S": "k"}})], None)
+    store.close()
+    (tmp_path / "local.db").write_bytes(b"this is not SQLite" * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"local.db{suffix}").unlink(missing_ok=True)
+    reopened = DurableStore(tmp_path)
+    assert reopened.items("t") == []
+    [note] = reopened.notes
+    assert "local.db was damaged (file is not a database)" in note and "lost: objects" in note
+    assert len(list(tmp_path.glob("local.db.damaged-*"))) == 1
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "dir" / "file"
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(StateWriteError, match=r"cannot write .*file: No space left on device") as caught:
+        atomic_write(target, b"data")
+    assert is_disk_full(caught.value)
+    assert list((tmp_path / "dir").iterdir()) == []
+
+
+def test_the_recorder_stores_what_moto_holds_after_each_kind_of_write(aws: FakeAws, tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    table = TableSpec("Registry", aws.registry_table, [{"AttributeName": "model_name", "KeyType": "HASH"},
+                      {"AttributeName": "version", "KeyType": "RANGE"}], [])  # fmt: skip
+    clients = {"s3": aws.s3, "dynamodb": aws.dynamodb}
+    recorder = StateRecorder(store, clients.__getitem__, {aws.bucket}, {"Registry": table})
+    item = {"model_name": {"S": "iris"}, "version": {"N": "1"}, "status": {"S": "pending"}}
+    aws.dynamodb.put_item(TableName=aws.registry_table, Item=item)
+    update: dict[str, Any] = {
+        "TableName": aws.registry_table,
+        "Key": {"model_name": {"S": "iris"}, "version": {"N": "1"}},
+        "UpdateExpression": "SET #s = :s",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": {":s": {"S": "approved"}},
+    }
+    aws.dynamodb.update_item(**update)
+    recorder.sync_items(recorder.dynamodb_keys_changed("UpdateItem", update))
+    assert store.items(aws.registry_table) == [{**item, "status": {"S": "approved"}}]
+    batch = {"RequestItems": {aws.registry_table: [{"DeleteRequest": {"Key": update["Key"]}}], "elsewhere": []}}
+    aws.dynamodb.batch_write_item(RequestItems={aws.registry_table: batch["RequestItems"][aws.registry_table]})
+    recorder.sync_items(recorder.dynamodb_keys_changed("BatchWriteItem", batch))
+    assert store.items(aws.registry_table) == []
+
+    aws.put("raw/x.csv", b"a,b\n1,2\n")
+    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": f"/{aws.bucket}/raw/x.csv", "HTTP_HOST": "127.0.0.1:1"}
+    recorder.sync_objects(recorder.s3_keys_changed(environ, b""))
+    assert [(o.key, store.read_object(o)) for o in store.objects()] == [("raw/x.csv", b"a,b\n1,2\n")]
+    aws.s3.delete_objects(Bucket=aws.bucket, Delete={"Objects": [{"Key": "raw/x.csv"}]})
+    body = b"<Delete><Object><Key>raw/x.csv</Key></Object></Delete>"
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": f"/{aws.bucket}", "QUERY_STRING": "delete", "HTTP_HOST": "h"}
+    recorder.sync_objects(recorder.s3_keys_changed(environ, body))
+    assert store.objects() == []
+    # a part of a multipart upload or a tag changes no object's content
+    part = {"REQUEST_METHOD": "PUT", "PATH_INFO": f"/{aws.bucket}/k", "QUERY_STRING": "partNumber=1&uploadId=u"}
+    assert recorder.s3_keys_changed(part, b"") == []
+
+
+def test_the_archive_pages_stored_and_live_executions_newest_first(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
+    for index in range(5):
+        store.put_execution(
+            {
+                "executionArn": f"{machine.replace('stateMachine', 'execution')}:old-{index}",
+                "stateMachineArn": machine,
+                "name": f"old-{index}",
+                "status": "SUCCEEDED" if index else "FAILED",
+                "startDate": 1000.0 + index,
+                "events": [],
+            }
+        )
+    archive = ExecutionArchive(store, lambda _service: None, machine)
+    live = [
+        {"executionArn": "x:new", "stateMachineArn": machine, "name": "new", "status": "RUNNING", "startDate": 2000.0}
+    ]
+    first = archive.listing({"stateMachineArn": machine, "maxResults": 4}, live)
+    assert [e["name"] for e in first["executions"]] == ["new", "old-4", "old-3", "old-2"]
+    second = archive.listing({"stateMachineArn": machine, "maxResults": 4, "nextToken": first["nextToken"]}, live)
+    assert [e["name"] for e in second["executions"]] == ["old-1", "old-0"] and "nextToken" not in second
+    failed = archive.listing({"stateMachineArn": machine, "statusFilter": "FAILED"}, [])
+    assert [e["name"] for e in failed["executions"]] == ["old-0"]
+    # RUNNING ones left by a killed service come back ABORTED, with the reason and an ExecutionAborted event
+    store.put_execution({**json.loads(json.dumps(store.execution("old-3"))), "status": "RUNNING"})
+    assert archive.abort_running("killed") == ["old-3"]
+    record = store.execution("old-3")
+    assert record is not None and (record["status"], record["cause"]) == ("ABORTED", "killed")
+    assert record["events"][-1]["type"] == "ExecutionAborted"
