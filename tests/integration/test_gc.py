@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def h() -> Iterator[Harness]:
 
 
 def _job(h: Harness, name: str, threshold: float | None = None) -> Job:
-    execution_input = {"dataset": h.upload(f"datasets/{name}/iris.csv", IRIS), "model_name": MODEL}
+    execution_input: dict[str, Any] = {"dataset": h.upload(f"datasets/{name}/iris.csv", IRIS), "model_name": MODEL}
     if threshold is not None:
         execution_input["quality_threshold"] = threshold  # no model reaches it: rejected
     return Job(name, execution_input)
