@@ -225,7 +225,9 @@ def run_footprint(target: StackTarget, run_id: str, records: ResourceRecords | N
         found = stored_objects(s3, bucket, prefix)
         usage.append(PrefixUsage(prefix, len({o.key for o in found}), len(found), sum(o.size for o in found)))
     job = version.training_job_name if version else ((run or {}).get("input_pointers") or {}).get("training_job_name")
-    if job and isinstance(records, StandInRecords):
-        found = [o for kind in RECORD_KINDS for o in stored_objects(s3, bucket, f"_sagemaker/{kind}/{job}.json")]
-        usage.append(PrefixUsage("_sagemaker/", len({o.key for o in found}), len(found), sum(o.size for o in found)))
+    standin_keys = [f"_sagemaker/{kind}/{job}.json" for kind in RECORD_KINDS] if job else []
+    for key in standin_keys if isinstance(records, StandInRecords) else []:
+        found = [o for o in stored_objects(s3, bucket, key) if o.key == key]
+        if found:
+            usage.append(PrefixUsage(key, 1, len(found), sum(o.size for o in found)))
     return usage

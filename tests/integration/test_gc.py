@@ -43,7 +43,7 @@ def test_gc_removes_exactly_the_rejected_runs_and_the_champion_still_serves(h: H
         key
         for run in REJECTED
         for usage in footprints[run]
-        if usage.prefix != "_sagemaker/"
+        if not usage.prefix.startswith("_sagemaker/")
         for key in h.keys(usage.prefix)
     }
     before = set(h.keys(""))

@@ -333,7 +333,13 @@ def test_footprint_and_report(aws: FakeAws) -> None:
 
     usage = {u.prefix: u for u in run_footprint(FakeTarget(aws), "f1")}
 
-    assert set(usage) == {"datasets/f1/", "raw/f1/", "processed/f1/", "models/stepml-f1/", "_sagemaker/"}
+    assert set(usage) == {
+        "datasets/f1/",
+        "raw/f1/",
+        "processed/f1/",
+        "models/stepml-f1/",
+        "_sagemaker/training-jobs/stepml-f1.json",  # a rejected run made no model or endpoint config
+    }
     assert usage["processed/f1/"].keys == 3
     assert usage["models/stepml-f1/"].bytes == sum(
         len(f"models/stepml-f1/{n} bytes")
