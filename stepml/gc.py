@@ -310,7 +310,10 @@ def _mark(ddb: Any, table: str, key: dict[str, Any], key_attribute: str, at: str
 def format_report(report: GcReport) -> str:
     """The report as the CLI prints it: one line per collected run, then the kept runs and why."""
     verb = "would delete" if report.dry_run else "deleted"
-    lines = [f"{verb} {report.objects} objects, {_size(report.bytes)} from s3://{report.bucket}"]
+    refused = sum(len(u.errors) for u in report.collected)
+    lines = [f"{verb} {report.objects - refused} objects, {_size(report.bytes)} from s3://{report.bucket}"]
+    if refused:
+        lines[0] += f" ({refused} refused by S3: listed below, their runs not marked)"
     lines += [f"  collect {u.label}: {len(u.objects)} objects, {_size(u.bytes)} — {u.reason}" for u in report.collected]
     lines += [f"    failed: {error}" for u in report.collected for error in u.errors]
     lines += [f"  keep    {u.label}: {u.reason}" for u in report.kept]
