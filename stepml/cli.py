@@ -277,6 +277,36 @@ def cmd_local_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_local_gc(args: argparse.Namespace, out: TextIO) -> int:
+    """Plan (or, with --yes, do) the removal of old runs' artifacts from the local AWS; records stay."""
+    from datetime import timedelta
+
+    from stepml.artifacts import UnknownServingError
+    from stepml.gc import GcPolicy, collect, format_report
+
+    policy = GcPolicy(
+        keep_rejected=args.keep_rejected,
+        keep_approved=args.keep_approved,
+        failed_older_than=None if args.keep_failed else timedelta(days=args.failed_older_than),
+        model_name=args.model,
+    )
+    with _open_target(args, project_layout()) as target:
+        try:
+            report = collect(target, policy, delete=args.yes)
+        except UnknownServingError as error:
+            raise CliError(f"nothing collected: {error}") from error
+        freed = target.control("POST", "/_stepml/collect-garbage")["freed_bytes"] if args.yes else 0
+    if args.json:
+        print(json.dumps({**report.to_json(), "freed_bytes_on_disk": freed}), file=out)
+        return 0
+    print(format_report(report), file=out)
+    if args.yes:
+        print(f"Freed {_megabytes(freed)} MB on disk.", file=out)
+    elif report.collected:
+        print("Nothing was deleted: run again with --yes to delete this.", file=out)
+    return 0
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f}"
 
@@ -375,6 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = local_commands.add_parser("status", help="whether a local AWS serves this state directory (exit 1: none)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_local_status)
+    gc = local_commands.add_parser(
+        "gc", help="remove old runs' artifacts (rejected, superseded, failed): prints the plan, --yes deletes"
+    )
+    gc.add_argument("--yes", action="store_true", help="delete what the plan lists (permanently)")
+    gc.add_argument("--keep-rejected", type=int, default=3, metavar="K", help="rejected versions kept per model (3)")
+    gc.add_argument("--keep-approved", type=int, metavar="N", help="approved versions kept per model (default: all)")
+    gc.add_argument(
+        "--failed-older-than", type=float, default=7, metavar="DAYS", help="failed runs collected after (7 days)"
+    )
+    gc.add_argument("--keep-failed", action="store_true", help="keep every failed run's artifacts")
+    gc.add_argument("--model", help="only this model's versions")
+    gc.add_argument("--json", action="store_true")
+    gc.set_defaults(func=cmd_local_gc)
     return parser
 
 

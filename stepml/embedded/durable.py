@@ -206,10 +206,11 @@ class DurableStore:
         """Keep an object's current content; the blob is on disk before the index points at it."""
         digest = hashlib.sha256(data).hexdigest()
         path = self._blob_path(digest)
-        if not (path.exists() and path.stat().st_size == len(data)):
-            atomic_write(path, data)
         stored = StoredObject(bucket, key, digest, len(data), content_type, metadata or {}, time.time())
-        with self._transaction() as db:
+        # Under the store's lock from blob to row, so a garbage collection never sees the blob unreferenced.
+        with self._lock, self._transaction() as db:
+            if not (path.exists() and path.stat().st_size == len(data)):
+                atomic_write(path, data)
             db.execute(
                 "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (bucket, key, digest, len(data), content_type, json.dumps(stored.metadata), stored.last_modified),
@@ -245,15 +246,15 @@ class DurableStore:
         return data
 
     def collect_garbage(self) -> int:
-        """Delete blobs no object points at any more (call when no write is in flight); bytes freed."""
-        with self._lock:
-            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")}
+        """Delete the blobs no object points at any more; the bytes freed."""
         freed = 0
-        for path in self.blobs.glob("*/*") if self.blobs.is_dir() else ():
-            if path.name not in wanted:
-                with contextlib.suppress(OSError):
-                    freed += path.stat().st_size
-                    path.unlink()
+        with self._lock:  # no object write is between its blob and its row meanwhile
+            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")}
+            for path in self.blobs.glob("*/*") if self.blobs.is_dir() else ():
+                if path.name not in wanted:
+                    with contextlib.suppress(OSError):
+                        freed += path.stat().st_size
+                        path.unlink()
         return freed
 
     # -- DynamoDB ---------------------------------------------------------------------------------------

@@ -339,6 +339,7 @@ class EmbeddedAws:
         root = self.layout.state_dir / "state"
         self.store = DurableStore(root)
         self.load_state()
+        self.store.collect_garbage()  # contents no object points at (deleted objects, a write cut by a kill)
         self.recorder = StateRecorder(
             self.store, self.internal_client, set(self.stack.buckets.values()), self.stack.tables
         )
