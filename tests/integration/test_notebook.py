@@ -101,7 +101,7 @@ else:
             text=True,
         )
         deadline = time.monotonic() + 60
-        while not (state_dir / "server.json").exists():
+        while not (state_dir / "local.json").exists():
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
                 pytest.fail(f"stepml local up did not start:\n{server.stdout.read() if server.stdout else ''}")
@@ -113,7 +113,7 @@ else:
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
-        ).describe_stacks(StackName="stepml")["Stacks"][0]
+        ).describe_stacks(StackName="stepml-local")["Stacks"][0]
         yield LocalUp(endpoint, {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]})
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -215,17 +215,25 @@ else:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         for target in ("aws", "localstack"):
-            attached = attach(target, endpoint_url=local_up.endpoint_url, stack_name="stepml")
+            attached = attach(target, endpoint_url=local_up.endpoint_url, stack_name="stepml-local")
             assert attached.workflow.state_machine_arn == local_up.outputs["StateMachineArn"], target
 
     def test_missing_stack_is_a_clear_error(local_up: LocalUp) -> None:
         with pytest.raises(TargetError, match=r"no stack 'nope'.*deploy it first"):
             attach("embedded", endpoint_url=local_up.endpoint_url, stack_name="nope")
 
-    def test_embedded_without_local_up_says_how_to_start_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_embedded_without_local_up_starts_the_local_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from stepml.embedded.service import running_service, stop_service
+        from stepml.project import project_layout
+
         monkeypatch.setenv("STEPML_STATE_DIR", str(tmp_path))
-        with pytest.raises(TargetError, match=r"no `stepml local up` is serving this project"):
-            attach("embedded")
+        try:
+            attached = attach("embedded")
+            service = running_service(project_layout())
+            assert service is not None and service.background
+            assert attached.state_machine_arn.endswith(":stateMachine:stepml-local-PipelineStateMachine")
+        finally:
+            stop_service(project_layout())
         with pytest.raises(TargetError, match="unknown target 'gcp'"):
             attach("gcp")
 

@@ -21,7 +21,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -82,9 +81,12 @@ def serve_model(state_dir: Path) -> Iterator[Any]:
 
 
 def artifact_predictions(state_dir: Path, artifact: str, frame: pd.DataFrame) -> list[Any]:
-    """The registered model's own predictions: its model.tar.gz from the saved state, model_fn, predict_fn."""
+    """The registered model's own predictions: its model.tar.gz from the local AWS, model_fn, predict_fn."""
+    from stepml.project import project_layout
+    from stepml.targets import embedded_target
+
     bucket, key = artifact.removeprefix("s3://").split("/", 1)
-    blob = (state_dir / "state" / "s3" / bucket / quote(key, safe="")).read_bytes()
+    blob = embedded_target(project_layout()).client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     spec = importlib.util.spec_from_file_location("_serve_test_inference", REPO / "training" / "inference.py")
     assert spec is not None and spec.loader is not None
     inference = importlib.util.module_from_spec(spec)

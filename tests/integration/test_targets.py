@@ -69,7 +69,7 @@ def local_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalUp]:
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not (state_dir / "server.json").exists():
+    while not (state_dir / "local.json").exists():
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
             pytest.fail(f"stepml local up did not start:\n{server.stdout.read() if server.stdout else ''}")
@@ -87,7 +87,7 @@ def _last_json(completed: subprocess.CompletedProcess[str]) -> dict:
 def test_boto3_starts_and_describes_executions_on_local_up(local_up: LocalUp) -> None:
     sfn, s3 = local_up.client("stepfunctions"), local_up.client("s3")
     [machine] = sfn.list_state_machines()["stateMachines"]
-    bucket = local_up.client("cloudformation").describe_stacks(StackName="stepml")["Stacks"][0]["Outputs"]
+    bucket = local_up.client("cloudformation").describe_stacks(StackName="stepml-local")["Stacks"][0]["Outputs"]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in bucket}
     assert outputs["StateMachineArn"] == machine["stateMachineArn"]
     s3.put_object(
@@ -133,7 +133,7 @@ def test_duplicate_event_delivery_starts_one_run(local_up: LocalUp) -> None:
     from stepml.embedded.runtime import object_created_event
 
     s3, sfn, lam = local_up.client("s3"), local_up.client("stepfunctions"), local_up.client("lambda")
-    stack = local_up.client("cloudformation").describe_stacks(StackName="stepml")["Stacks"][0]
+    stack = local_up.client("cloudformation").describe_stacks(StackName="stepml-local")["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     bucket, key = outputs["DataBucketName"], "incoming/dup.csv"
     body = (REPO / "data" / "iris.csv").read_bytes()
@@ -156,12 +156,19 @@ def test_duplicate_event_delivery_starts_one_run(local_up: LocalUp) -> None:
 def test_remote_code_paths_reach_local_up(local_up: LocalUp) -> None:
     for target in ("localstack", "aws"):
         listed = local_up.cli(
-            "runs", "--target", target, "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml", "--json"
+            "runs",
+            "--target",
+            target,
+            "--endpoint-url",
+            local_up.endpoint_url,
+            "--stack-name",
+            "stepml-local",
+            "--json",
         )
         assert listed.returncode == 0, listed.stderr
         assert any(r["status"] == "SUCCEEDED" for r in json.loads(listed.stdout)), target
     models = local_up.cli(
-        "models", "--target", "aws", "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml", "--json"
+        "models", "--target", "aws", "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml-local", "--json"
     )
     assert models.returncode == 0, models.stderr
     assert any(m["status"] == "approved" for m in json.loads(models.stdout))
@@ -176,7 +183,7 @@ def test_missing_stack_is_a_clear_error(local_up: LocalUp) -> None:
 @pytest.mark.parametrize("target", ["localstack", "aws"])
 def test_start_and_watch_through_the_remote_targets(local_up: LocalUp, target: str) -> None:
     # The same commands a user runs against LocalStack or AWS, with local up standing in for the account.
-    remote = ("--target", target, "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml")
+    remote = ("--target", target, "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml-local")
     name = f"remote-{target}"
     started = local_up.cli("start", *remote, "--no-wait", "--data", str(REPO / "data" / "iris.csv"), "--name", name)
     assert started.returncode == 0, started.stderr
