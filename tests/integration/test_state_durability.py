@@ -253,3 +253,49 @@ def test_an_upload_starts_one_run_and_no_restart_starts_it_again(project: Projec
     time.sleep(3)
     assert [r["status"] for r in project.runs()] == ["SUCCEEDED"]
     assert len(project.models()) == 1
+
+
+def test_serve_stopped_while_a_run_writes_loses_neither_the_log_nor_the_run(project: Project) -> None:
+    import urllib.request
+
+    first = project.run("--data", IRIS)
+    served = subprocess.Popen(
+        [sys.executable, "-m", "stepml.cli", "serve", "--port", "0"],
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    second = project.popen("run", "--json", "--data", IRIS, "--name", "while-serving")
+    try:
+        assert served.stdout is not None
+        url = next(line.split(" on ")[1].split()[0] for line in served.stdout if "inference API on" in line)
+        rows = [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]
+        for _ in range(20):
+            request = urllib.request.Request(
+                f"{url}/predict", json.dumps({"instances": rows}).encode(), {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert answer.status == 200
+        assert second.poll() is None, "the run must still be going when serve stops"
+        served.send_signal(signal.SIGINT)
+        assert served.wait(timeout=60) == 0
+        out, err = second.communicate(timeout=300)
+    finally:
+        served.kill()
+        second.kill()
+    assert second.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    versions = sorted(m["version"] for m in project.models())
+    assert versions == [1, 2] and result["model_version"] == 2 and first["model_version"] == 1
+    assert _artifact_readable(project, result["model_artifact"])
+    code = (
+        "from stepml.targets import embedded_target\n"
+        "from stepml.project import project_layout\n"
+        "from stepml.embedded.template import stack_model\n"
+        "layout = project_layout()\n"
+        "table = stack_model(layout.template, 'stepml-local', {'Target': 'local'}).tables['PredictionLogTable'].name\n"
+        "print(embedded_target(layout).client('dynamodb').scan(TableName=table, Select='COUNT')['Count'])\n"
+    )
+    counted = subprocess.run([sys.executable, "-c", code], env=project.env, capture_output=True, text=True, check=True)
+    assert int(counted.stdout.strip().splitlines()[-1]) == 20
