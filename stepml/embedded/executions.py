@@ -85,14 +85,25 @@ class ExecutionArchive:
         """Store every execution moto holds that ended since the last sweep; how many were stored."""
         sfn = self._client("stepfunctions")
         stored = 0
-        with self._lock:
-            for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.state_machine_arn):
-                for execution in page["executions"]:
-                    if execution["status"] in TERMINAL and execution["name"] not in self._ended:
-                        self.store.put_execution(self.snapshot(execution["executionArn"]))
-                        self._ended.add(execution["name"])
-                        stored += 1
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.state_machine_arn):
+            for execution in page["executions"]:
+                if execution["status"] in TERMINAL:
+                    stored += self.ended(execution["executionArn"])
         return stored
+
+    def ended(self, execution_arn: str) -> bool:
+        """Store an execution moto reports ended, unless stored already; whether it was stored now.
+
+        Called by the sweep and as soon as a client is told an execution ended, so a command that reports
+        an outcome never reports one the disk does not hold yet.
+        """
+        name = execution_arn.rsplit(":", 1)[-1]
+        with self._lock:
+            if name in self._ended:
+                return False
+            self.store.put_execution(self.snapshot(execution_arn))
+            self._ended.add(name)
+            return True
 
     def snapshot(self, execution_arn: str) -> dict[str, Any]:
         """An execution's description and full history, as moto has them now."""

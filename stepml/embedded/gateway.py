@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from stepml.embedded.durable import StateWriteError
+from stepml.embedded.executions import TERMINAL
 from stepml.embedded.recording import s3_location, s3_object_written
 
 if TYPE_CHECKING:
@@ -221,6 +222,11 @@ class Gateway:
             return self._json_answer(start_response, archive.listing(request, live))
         captured = _Captured()
         answer = b"".join(self._moto_app(environ, captured))
+        if captured.ok and operation == "DescribeExecution" and _json(answer).get("status") in TERMINAL:
+            try:
+                archive.ended(request["executionArn"])
+            except StateWriteError as error:
+                return json_error(start_response, "500 Internal Server Error", "States.InternalError", str(error))
         if not captured.ok and b"ExecutionDoesNotExist" in answer:
             stored = (
                 archive.describe(request.get("executionArn", ""))
