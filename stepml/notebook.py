@@ -83,9 +83,10 @@ def attach(
 ) -> PipelineNotebook:
     """Attach the SDK's ``Workflow`` to the deployed pipeline's state machine (from the stack's outputs).
 
-    ``embedded`` is the state directory's local AWS (started in the background when none serves it), or the one at ``endpoint_url``;
-    ``localstack`` uses localstack-client's endpoint; ``aws`` the normal credential chain. A missing stack or
-    state machine is a ``TargetError`` saying what to do; a missing SDK an ``ImportError`` with the install line.
+    ``embedded`` is the state directory's local AWS (started in the background when none serves it), or
+    the one at ``endpoint_url``; ``localstack`` uses localstack-client's endpoint; ``aws`` the normal
+    credential chain. A missing stack or state machine is a ``TargetError`` saying what to do; a missing SDK
+    an ``ImportError`` with the install line.
     """
     sdk = _sdk()
     from botocore.exceptions import ClientError
