@@ -299,3 +299,23 @@ def test_serve_stopped_while_a_run_writes_loses_neither_the_log_nor_the_run(proj
     )
     counted = subprocess.run([sys.executable, "-c", code], env=project.env, capture_output=True, text=True, check=True)
     assert int(counted.stdout.strip().splitlines()[-1]) == 20
+
+
+def test_one_local_aws_per_state_directory_and_its_control_routes_need_its_token(project: Project) -> None:
+    import urllib.error
+    import urllib.request
+
+    started = project.cli("local", "up", "--background")
+    assert started.returncode == 0, started.stderr
+    second = project.cli("local", "up", "--port", "0")  # a second one for the same state directory
+    assert second.returncode == 2 and "already serves" in second.stderr, second.stderr
+    info = _service(project)
+    assert oct((project.state_dir / "local.json").stat().st_mode & 0o777) == "0o600"
+    for headers in ({}, {"X-Stepml-Token": "guess"}):
+        request = urllib.request.Request(f"{info['endpoint_url']}/_stepml/shutdown", b"{}", headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+    assert project.cli("local", "status").returncode == 0
+    assert project.cli("local", "down").returncode == 0
+    assert project.cli("local", "status").returncode == 1
