@@ -39,13 +39,20 @@ $(SM_SKLEARN_STAMP): tests/data/sagemaker-sklearn-1.2-1.txt
 	$(VENV)/sagemaker-sklearn/bin/python -m pip install --quiet -r tests/data/sagemaker-sklearn-1.2-1.txt
 	touch $(SM_SKLEARN_STAMP)
 
-install: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP)
+# The AWS CLI (v1, the one on PyPI) checks the local AWS the way a user's scripts would; it pins botocore
+# versions of its own, so it lives in a venv of its own too.
+AWSCLI := $(VENV)/awscli/bin/aws
+$(AWSCLI):
+	$(PYTHON) -m venv $(VENV)/awscli
+	$(VENV)/awscli/bin/python -m pip install --quiet "awscli==1.46.3"
+
+install: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP) $(AWSCLI)
 
 run: $(STAMP)
 	$(BIN)/stepml run $(ARGS)
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
-test: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP) lint
+test: $(STAMP) $(CHECKOV) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP) $(AWSCLI) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -57,7 +64,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: $(STAMP) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP)
+integration: $(STAMP) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP) $(AWSCLI)
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: $(STAMP)
