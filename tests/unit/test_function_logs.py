@@ -223,3 +223,21 @@ def test_invocations_publish_lambdas_own_metrics(clients: Clients, tmp_path: Pat
     assert _sum(clients, "AWS/Lambda", "Invocations", dimensions) == 3.0
     assert _sum(clients, "AWS/Lambda", "Errors", dimensions) == 1.0
     assert _sum(clients, "AWS/Lambda", "Duration", dimensions) == 3025.0
+
+
+def test_what_aws_logs_tail_reads(clients: Clients, tmp_path: Path) -> None:
+    """AWS CLI v2's ``logs tail`` pages through FilterLogEvents (interleaved, from --since) and prints each
+    event's timestamp, stream and message, following by eventId."""
+    shipper = FunctionLogShipper(tmp_path, [_spec("a"), _spec("b")], clients, from_start=True)
+    (tmp_path / "a.log").write_text("a1\na2\n")
+    (tmp_path / "b.log").write_text("b1\n")
+    shipper.ship()
+    since = int((time.time() - 600) * 1000)
+    paginator = clients("logs").get_paginator("filter_log_events")
+    events = [
+        e for page in paginator.paginate(logGroupName=GROUP, interleaved=True, startTime=since) for e in page["events"]
+    ]
+    assert [e["message"] for e in events if e["logStreamName"].split("/")[-1].startswith("a[")] == ["a1", "a2"]
+    assert sorted(e["message"] for e in events) == ["a1", "a2", "b1"]
+    assert len({e["eventId"] for e in events}) == 3
+    assert all(since <= e["timestamp"] <= e["ingestionTime"] for e in events)
