@@ -12,9 +12,11 @@ from __future__ import annotations
 import decimal
 import importlib
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import sys
 import threading
 import time
@@ -22,6 +24,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.forkserver import ensure_running
 from pathlib import Path
 from typing import Any
@@ -88,7 +91,7 @@ class _LambdaContext:
         self.invoked_function_arn = arn
         self.memory_limit_in_mb = memory_mb
         self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{spec_name}"
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", f"/aws/lambda/{spec_name}")
         self.log_stream_name = "embedded"
         self._deadline = time.monotonic() + timeout_s
 
@@ -113,6 +116,77 @@ def _lambda_json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def platform_start(log_format: str, request_id: str) -> str:
+    """The line Lambda logs as an invocation starts (a JSON ``platform.start`` record under LogFormat JSON)."""
+    if log_format == "JSON":
+        return _platform_record("platform.start", {"requestId": request_id, "version": "$LATEST"})
+    return f"START RequestId: {request_id} Version: $LATEST\n"
+
+
+def platform_end(
+    log_format: str,
+    request_id: str,
+    duration_ms: float,
+    memory_mb: int,
+    max_memory_used_mb: int,
+    init_duration_ms: float | None = None,
+    error_type: str | None = None,
+) -> str:
+    """END and REPORT as Lambda logs them (one ``platform.report`` record under LogFormat JSON).
+
+    ``error_type`` is set only for what ends the execution environment (a timeout, an exit), the cases in
+    which Lambda's REPORT has a Status; an error the handler raises leaves REPORT as for a success.
+    """
+    billed_ms = max(1, math.ceil(duration_ms))  # Lambda bills by the millisecond, rounded up
+    status = None if error_type is None else ("timeout" if error_type == "Sandbox.Timedout" else "error")
+    if log_format == "JSON":
+        metrics: dict[str, Any] = {
+            "durationMs": round(duration_ms, 3),
+            "billedDurationMs": billed_ms,
+            "memorySizeMB": memory_mb,
+            "maxMemoryUsedMB": max_memory_used_mb,
+        }
+        if init_duration_ms is not None:
+            metrics["initDurationMs"] = round(init_duration_ms, 3)
+        record: dict[str, Any] = {"requestId": request_id, "metrics": metrics, "status": status or "success"}
+        if status == "error":
+            record["errorType"] = error_type
+        return _platform_record("platform.report", record)
+    # REPORT's fields are tab-separated, with a trailing tab, as Lambda writes them
+    report = (
+        f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\tBilled Duration: {billed_ms} ms\t"
+        f"Memory Size: {memory_mb} MB\tMax Memory Used: {max_memory_used_mb} MB\t"
+    )
+    if init_duration_ms is not None:
+        report += f"Init Duration: {init_duration_ms:.2f} ms\t"
+    if status == "timeout":
+        report += "Status: timeout"
+    elif status == "error":
+        report += f"Status: error\tError Type: {error_type}"
+    return f"END RequestId: {request_id}\n{report}\n"
+
+
+def _platform_record(kind: str, record: dict[str, Any]) -> str:
+    return json.dumps({"time": _utc_now(), "type": kind, "record": record}) + "\n"
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _max_memory_used_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # (kilobytes on Linux)
+
+
+def _peak_memory_mb(pid: int | None) -> int:
+    """A live worker's peak memory, read before it is killed (0 where /proc does not say)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+
+
 def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec, env: dict[str, str]) -> None:
     log_path = env.get("STEPML_FUNCTION_LOG")
     if log_path:
@@ -125,12 +199,15 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec
     os.environ.update(env)
     sys.path.insert(0, str(spec.code_dir))
     module_name, _, attribute = spec.handler.rpartition(".")
+    log_format = env.get("AWS_LAMBDA_LOG_FORMAT", "Text")
     handler: Callable[[Any, Any], Any] | None = None
     import_error: BaseException | None = None
+    init_started = time.perf_counter()
     try:
         handler = getattr(importlib.import_module(module_name), attribute)
     except BaseException as error:  # reported on every invocation, as Lambda reports Runtime.ImportModuleError
         import_error = error
+    init_duration_ms: float | None = (time.perf_counter() - init_started) * 1000  # REPORTed once, on a cold start
     while True:
         try:
             message = conn.recv()
@@ -138,6 +215,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec
             return
         request_id, event = message
         context = _LambdaContext(spec.name, spec.arn, spec.memory_mb, spec.timeout_seconds, request_id)
+        sys.stdout.write(platform_start(log_format, request_id))
+        sys.stdout.flush()
         started = time.perf_counter()
         try:
             if handler is None:
@@ -154,8 +233,6 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec
                 _error_type(error),
             )
             traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
         payload, error_type = outcome
         try:
             body = json.dumps(payload, default=_lambda_json_default)
@@ -164,7 +241,14 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec
                 {"errorMessage": f"Unable to marshal response: {error}", "errorType": "Runtime.MarshalError"}
             )
             error_type = "Runtime.MarshalError"
-        conn.send((body, error_type, (time.perf_counter() - started) * 1000))
+        duration_ms = (time.perf_counter() - started) * 1000
+        sys.stderr.flush()
+        sys.stdout.write(
+            platform_end(log_format, request_id, duration_ms, spec.memory_mb, _max_memory_used_mb(), init_duration_ms)
+        )
+        sys.stdout.flush()
+        init_duration_ms = None
+        conn.send((body, error_type, duration_ms))
 
 
 class _Worker:
@@ -209,8 +293,18 @@ class LambdaRunner:
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
-            "STEPML_FUNCTION_LOG": str(self._log_dir / f"{spec.name}.log"),
+            "AWS_LAMBDA_LOG_FORMAT": spec.log_format,
+            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group_name,
+            "STEPML_FUNCTION_LOG": str(self._log_path(spec)),
         }
+
+    def _log_path(self, spec: FunctionSpec) -> Path:
+        return self._log_dir / f"{spec.name}.log"
+
+    def _log_platform_end(self, spec: FunctionSpec, lines: str) -> None:
+        """What Lambda itself logs for an invocation the worker could not finish (it was killed or it died)."""
+        with self._log_path(spec).open("a", encoding="utf-8") as log:
+            log.write(lines)
 
     def prestart(self, names_or_arns: Iterable[str]) -> None:
         """Start one idle worker per named function now, so its first invocation finds it ready.
@@ -253,6 +347,16 @@ class LambdaRunner:
             reply = worker.conn.recv() if answered else None
         except EOFError:  # the worker died mid-invocation (os._exit, a crash in native code)
             worker.process.join(timeout=2)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            exit_line = (
+                f"RequestId: {request_id} Error: Runtime exited with error: exit status {worker.process.exitcode}\n"
+                "Runtime.ExitError\n"
+            )
+            self._log_platform_end(
+                spec,
+                (exit_line if spec.log_format != "JSON" else "")
+                + platform_end(spec.log_format, request_id, elapsed_ms, spec.memory_mb, 0, None, "Runtime.ExitError"),
+            )
             reply = (
                 json.dumps(
                     {
@@ -272,8 +376,17 @@ class LambdaRunner:
             result = InvocationResult(spec.name, json.loads(body), error_type, duration_ms, request_id)
         else:
             # Lambda kills an execution environment that runs past its timeout; so do we.
+            peak_mb = _peak_memory_mb(worker.process.pid)
             worker.process.kill()
             elapsed = time.perf_counter() - started
+            timed_out = f"{_utc_now()} {request_id} Task timed out after {elapsed:.2f} seconds\n"
+            self._log_platform_end(
+                spec,
+                (timed_out if spec.log_format != "JSON" else "")
+                + platform_end(
+                    spec.log_format, request_id, elapsed * 1000, spec.memory_mb, peak_mb, None, "Sandbox.Timedout"
+                ),
+            )
             result = InvocationResult(
                 spec.name,
                 {

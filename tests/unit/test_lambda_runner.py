@@ -6,8 +6,10 @@ Each test writes tiny handler modules into a temporary code directory and runs t
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import re
 import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -197,3 +199,61 @@ def test_prestart_after_close_leaves_no_worker_behind(runner: LambdaRunner) -> N
     before = {p.pid for p in multiprocessing.active_children()}
     runner.prestart(["test-env_echo"])
     assert {p.pid for p in multiprocessing.active_children() if p.is_alive()} <= before
+
+
+def test_each_invocation_is_framed_by_lambdas_start_end_and_report_lines(runner: LambdaRunner, tmp_path: Path) -> None:
+    first = runner.invoke("test-failing", {})
+    second = runner.invoke("test-failing", {})
+    lines = (tmp_path / "logs" / "test-failing.log").read_text().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("START RequestId:")]
+    assert [lines[i] for i in starts] == [f"START RequestId: {r.request_id} Version: $LATEST" for r in (first, second)]
+    assert lines[starts[0] + 1] == "about to fail"  # the handler's output comes after START
+    reports = [line for line in lines if line.startswith("REPORT RequestId:")]
+    assert [f"END RequestId: {r.request_id}" for r in (first, second)] == [x for x in lines if x.startswith("END ")]
+    pattern = (
+        r"REPORT RequestId: (\S+)\tDuration: (\d+\.\d\d) ms\tBilled Duration: (\d+) ms\t"
+        r"Memory Size: 128 MB\tMax Memory Used: (\d+) MB\t(Init Duration: \d+\.\d\d ms\t)?$"
+    )
+    matches = [re.match(pattern, line) for line in reports]
+    assert all(matches), reports
+    assert [m.group(1) for m in matches if m] == [first.request_id, second.request_id]
+    assert [bool(m.group(5)) for m in matches if m] == [True, False]  # Init Duration on the cold start only
+    for m in matches:
+        assert m is not None and int(m.group(3)) >= float(m.group(2)) and int(m.group(4)) > 0
+
+
+def test_json_log_format_writes_platform_records(tmp_path: Path, code_dir: Path) -> None:
+    spec = FunctionSpec(**{**_spec(code_dir, "env_echo").__dict__, "log_format": "JSON", "log_group": "/stepml/x"})
+    runner = _runner(tmp_path, [spec])
+    try:
+        result = runner.invoke(spec.name, {"names": ["AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_GROUP_NAME"]})
+    finally:
+        runner.close()
+    assert result.payload["AWS_LAMBDA_LOG_FORMAT"] == "JSON"
+    assert result.payload["AWS_LAMBDA_LOG_GROUP_NAME"] == "/stepml/x"
+    records = [json.loads(line) for line in (tmp_path / "logs" / f"{spec.name}.log").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["platform.start", "platform.report"]
+    assert records[0]["record"] == {"requestId": result.request_id, "version": "$LATEST"}
+    report = records[1]["record"]
+    assert (report["requestId"], report["status"], report["metrics"]["memorySizeMB"]) == (
+        result.request_id,
+        "success",
+        128,
+    )
+    assert {"durationMs", "billedDurationMs", "maxMemoryUsedMB", "initDurationMs"} <= set(report["metrics"])
+
+
+def test_a_timeout_is_logged_as_lambda_logs_it(runner: LambdaRunner, tmp_path: Path) -> None:
+    slow = runner.invoke("test-sleepy", {"seconds": 5})
+    log = (tmp_path / "logs" / "test-sleepy.log").read_text()
+    assert f"{slow.request_id} Task timed out after " in log
+    assert f"END RequestId: {slow.request_id}\nREPORT RequestId: {slow.request_id}\t" in log
+    assert log.rstrip("\n").endswith("Status: timeout")
+
+
+def test_a_crash_is_logged_with_its_exit_status(runner: LambdaRunner, tmp_path: Path) -> None:
+    crashed = runner.invoke("test-crashing", {})
+    log = (tmp_path / "logs" / "test-crashing.log").read_text()
+    exited = f"RequestId: {crashed.request_id} Error: Runtime exited with error: exit status 3\nRuntime.ExitError\n"
+    assert exited in log
+    assert log.rstrip("\n").endswith("Status: error\tError Type: Runtime.ExitError")
