@@ -307,6 +307,17 @@ def cmd_local_gc(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_local_alarms(args: argparse.Namespace, out: TextIO) -> int:
+    """Evaluate the stack's CloudWatch alarms against the metrics the functions emitted, and show them."""
+    with _open_target(args, project_layout()) as target:
+        answer = target.control("POST", "/_stepml/alarms", timeout=300)
+    if args.json:
+        print(json.dumps(answer["alarms"], default=str), file=out)
+    else:
+        print(answer["table"], file=out)
+    return 0
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f}"
 
@@ -405,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = local_commands.add_parser("status", help="whether a local AWS serves this state directory (exit 1: none)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_local_status)
+    alarms = local_commands.add_parser(
+        "alarms", help="evaluate the stack's CloudWatch alarms now (as CloudWatch does every minute) and list them"
+    )
+    alarms.add_argument("--json", action="store_true")
+    alarms.set_defaults(func=cmd_local_alarms)
     gc = local_commands.add_parser(
         "gc", help="remove old runs' artifacts (rejected, superseded, failed): prints the plan, --yes deletes"
     )

@@ -55,9 +55,16 @@ def _epoch(value: Any) -> Any:
 class ExecutionArchive:
     """Store executions as they start and end; answer the read APIs for those moto has forgotten."""
 
-    def __init__(self, store: DurableStore, client: Callable[[str], Any], state_machine_arn: str) -> None:
+    def __init__(
+        self,
+        store: DurableStore,
+        client: Callable[[str], Any],
+        state_machine_arn: str,
+        on_ended: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.store = store
         self._client = client
+        self._on_ended = on_ended
         self.state_machine_arn = state_machine_arn
         self._ended: set[str] = {r["name"] for r in store.executions() if r["status"] in TERMINAL}
         self._lock = threading.Lock()
@@ -101,9 +108,12 @@ class ExecutionArchive:
         with self._lock:
             if name in self._ended:
                 return False
-            self.store.put_execution(self.snapshot(execution_arn))
+            record = self.snapshot(execution_arn)
+            self.store.put_execution(record)
             self._ended.add(name)
-            return True
+        if self._on_ended is not None:
+            self._on_ended(record)
+        return True
 
     def snapshot(self, execution_arn: str) -> dict[str, Any]:
         """An execution's description and full history, as moto has them now."""

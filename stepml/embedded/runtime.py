@@ -9,6 +9,7 @@ EventBridge (moto does not deliver it to Step Functions). Everything is provisio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,10 +32,12 @@ from stepml.embedded.durable import DurableStore
 from stepml.embedded.events import matches
 from stepml.embedded.executions import ExecutionArchive
 from stepml.embedded.faults import FaultPlan, Injection, running_state
+from stepml.embedded.function_logs import FunctionLogShipper
 from stepml.embedded.gateway import INTERNAL_HEADER, json_error
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
 from stepml.embedded.legacy_state import migrate_legacy_state
 from stepml.embedded.recording import StateRecorder
+from stepml.embedded.stack_resources import StackResources, provision_stack_resources
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
 from stepml.project import ProjectLayout
 from stepml.targets import StackOutputs
@@ -133,6 +136,11 @@ class EmbeddedAws:
         self._thread: threading.Thread | None = None
         self._clients: dict[tuple[str, bool], Any] = {}
         self._client_lock = threading.Lock()
+        # One session for every client: a new session per service costs ~0.3-0.5 s (it loads its models again).
+        self._session = boto3.session.Session()
+        self.resources: StackResources | None = None
+        self.resources_ready = threading.Event()
+        self.shipper: FunctionLogShipper | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> EmbeddedAws:
@@ -157,6 +165,15 @@ class EmbeddedAws:
         moto_api_backend.reset()
         self._serve()
         self.provision()
+        # The stack's other resources (functions, log groups, alarms, dashboard, rules) are for the AWS APIs to
+        # show; no state needs them, so they are made while the state loads and the first run starts.
+        threading.Thread(target=self._provision_stack_resources, name="stack-resources", daemon=True).start()
+        self.shipper = FunctionLogShipper(
+            self.layout.state_dir / "logs",
+            self.stack.functions.values(),
+            self.internal_client,
+            invocations=self.runner.log,
+        )
         if self.persist:
             self._open_state()
         self.notifications_enabled = True
@@ -199,6 +216,28 @@ class EmbeddedAws:
         self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
         self._thread.start()
 
+    def _provision_stack_resources(self) -> None:
+        try:
+            self.resources = provision_stack_resources(
+                self.internal_client, self.layout.template, STACK_NAME, {"Target": "local"}
+            )
+        except Exception as error:  # the local AWS works without them; say why they are missing
+            self.notes.append(f"the stack's functions, log groups, alarms and rules could not be created: {error}")
+        finally:
+            self.resources_ready.set()
+
+    def ship_logs(self) -> None:
+        """Send the functions' new log lines and metrics to CloudWatch (once the log groups exist)."""
+        if self.shipper is not None and self.resources_ready.wait(timeout=120):
+            self.shipper.ship()
+
+    def evaluate_alarms(self) -> list[Any]:
+        """Evaluate the stack's alarms against the metrics as CloudWatch does, and set their states."""
+        from stepml.embedded.alarms import evaluate_alarms
+
+        self.ship_logs()
+        return evaluate_alarms(self.internal_client("cloudwatch"))
+
     def stop(self) -> None:
         self.notifications_enabled = False
         if self.archive is not None:
@@ -209,6 +248,8 @@ class EmbeddedAws:
             if stopped:
                 self.notes.append(f"stopped while running (recorded as ABORTED): {', '.join(stopped)}")
         self.runner.close()
+        with contextlib.suppress(Exception):  # what the workers wrote last; a failure must not stop the stop
+            self.ship_logs()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -223,11 +264,19 @@ class EmbeddedAws:
         the old ones.
         """
         self.stack = stack_model(self.layout.template, STACK_NAME, {"Target": "local"})
+        with contextlib.suppress(Exception):
+            self.ship_logs()  # what the old workers wrote, before the shipper follows the new ones
         previous, self.runner = (
             self.runner,
             LambdaRunner(self.stack.functions, self._base_env, self.layout.state_dir / "logs"),
         )
         previous.close()
+        self.shipper = FunctionLogShipper(
+            self.layout.state_dir / "logs",
+            self.stack.functions.values(),
+            self.internal_client,
+            invocations=self.runner.log,
+        )
         assert self.stack.state_machine_definition is not None
         definition = substitute_definition(self.stack.state_machine_definition.read_text(), self.stack.substitutions)
         self.client("stepfunctions").update_state_machine(
@@ -250,7 +299,7 @@ class EmbeddedAws:
         """
         with self._client_lock:
             if (service, internal) not in self._clients:
-                made = boto3.session.Session().client(
+                made = self._session.client(
                     service,
                     endpoint_url=self.endpoint_url,
                     region_name=REGION,
@@ -343,7 +392,9 @@ class EmbeddedAws:
         self.recorder = StateRecorder(
             self.store, self.internal_client, set(self.stack.buckets.values()), self.stack.tables
         )
-        self.archive = ExecutionArchive(self.store, self.internal_client, self.stack.state_machine_arn)
+        self.archive = ExecutionArchive(
+            self.store, self.internal_client, self.stack.state_machine_arn, on_ended=self._execution_metrics
+        )
         interrupted = self.archive.abort_running(
             "the local AWS ended (killed or crashed) while this execution was running; what it wrote until then is kept"
         )
@@ -372,6 +423,22 @@ class EmbeddedAws:
             s3.put_object(Bucket=stored.bucket, Key=stored.key, Body=data, Metadata=stored.metadata, **extra)
         for table in self.stack.tables.values():
             put_items(ddb, table.name, self.store.items(table.name))
+
+    def _execution_metrics(self, record: dict[str, Any]) -> None:
+        """Publish the AWS/States metrics Step Functions emits when an execution ends (the alarms watch them)."""
+        metric = {"SUCCEEDED": "ExecutionsSucceeded", "FAILED": "ExecutionsFailed", "TIMED_OUT": "ExecutionsTimedOut"}
+        names = [metric[record["status"]]] if record["status"] in metric else ["ExecutionsAborted"]
+        dimensions = [{"Name": "StateMachineArn", "Value": record["stateMachineArn"]}]
+        data: list[dict[str, Any]] = [
+            {"MetricName": n, "Dimensions": dimensions, "Value": 1.0, "Unit": "Count"} for n in names
+        ]
+        if record.get("stopDate"):
+            elapsed = (float(record["stopDate"]) - float(record["startDate"])) * 1000
+            data.append(
+                {"MetricName": "ExecutionTime", "Dimensions": dimensions, "Value": elapsed, "Unit": "Milliseconds"}
+            )
+        with contextlib.suppress(Exception):  # metrics are for looking at; they never fail an execution's record
+            self.internal_client("cloudwatch").put_metric_data(Namespace="AWS/States", MetricData=data)
 
     def release_stale_deploy_leases(self) -> int:
         """Give back the deploy leases loaded from disk: the executions that held them lived in an

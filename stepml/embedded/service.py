@@ -305,6 +305,12 @@ class ControlApi:
         self.stop.set()
         return {"stopping": True}
 
+    def post_alarms(self, _request: dict[str, Any], _query: dict[str, str]) -> dict[str, Any]:
+        from stepml.embedded.alarms import render_alarm_table
+
+        evaluations = self.aws.evaluate_alarms()
+        return {"alarms": [asdict(e) for e in evaluations], "table": render_alarm_table(evaluations)}
+
     def post_collect_garbage(self, _request: dict[str, Any], _query: dict[str, str]) -> dict[str, Any]:
         return {"freed_bytes": self.aws.store.collect_garbage() if self.aws.store else 0}
 
@@ -357,11 +363,20 @@ def serve(layout: ProjectLayout, port: int, out: TextIO, background: bool = Fals
 def _run_until_stopped(aws: Any, stop: threading.Event, idle_timeout: float | None) -> None:
     """Keep the execution records current; stop when asked, idle too long, or the state directory is gone."""
     state_dir = aws.layout.state_dir
+    last_alarm_check = time.monotonic()
     while not stop.wait(0.5):
         try:
             aws.sweep_executions()
         except LocalStateError as error:  # a full disk: said once per sweep, tried again at the next
             print(f"cannot store ended executions yet: {error}", flush=True)
+        try:
+            aws.ship_logs()
+            # CloudWatch evaluates alarms every minute; so does the local AWS.
+            if time.monotonic() - last_alarm_check > 60:
+                last_alarm_check = time.monotonic()
+                aws.evaluate_alarms()
+        except Exception as error:  # logs and alarms are for looking at; they never stop the service
+            print(f"function logs or alarms: {type(error).__name__}: {error}", flush=True)
         if not state_dir.exists():
             print(f"{state_dir} was removed: stopping", flush=True)
             return

@@ -105,7 +105,9 @@ def test_the_stack_is_known_by_the_name_the_banner_gives(local: LocalAws) -> Non
     [stack] = local.aws("cloudformation", "describe-stacks", "--stack-name", "stepml-local")["Stacks"]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
     assert outputs["StateMachineArn"] == _machine(local)
-    runs = local.stepml("runs", "--target", "aws", "--endpoint-url", local.endpoint_url, "--json")
+    runs = local.stepml(
+        "runs", "--target", "aws", "--endpoint-url", local.endpoint_url, "--stack-name", "stepml-local", "--json"
+    )
     assert runs.returncode == 0 and json.loads(runs.stdout)[0]["name"] == "cli-visible", runs.stderr
 
 
@@ -134,4 +136,47 @@ def test_an_object_put_with_the_cli_is_kept_across_lives(local: LocalAws, tmp_pa
     target = tmp_path / "back.txt"
     local.aws("s3api", "get-object", "--bucket", "stepml-local-databucket", "--key", "notes/note.txt", str(target))
     assert target.read_text() == "kept"
-    time.sleep(0)
+
+
+def test_the_stacks_functions_logs_alarms_dashboard_and_rule_are_visible(local: LocalAws) -> None:
+    from stepml.embedded.template import stack_model
+    from stepml.project import project_layout
+
+    stack = stack_model(project_layout().template, "stepml-local", {"Target": "local"})
+    names = {f["FunctionName"] for f in local.aws("lambda", "list-functions")["Functions"]}
+    assert names == {spec.name for spec in stack.functions.values()}
+    function = local.aws("lambda", "get-function", "--function-name", stack.functions["IngestFunction"].name)
+    assert function["Configuration"]["Environment"]["Variables"]["DATA_BUCKET"] == stack.data_bucket
+    groups = {g["logGroupName"] for g in local.aws("logs", "describe-log-groups")["logGroups"]}
+    assert "/stepml/dev/functions" in groups
+    # a run after this local AWS started: its functions' lines reach CloudWatch Logs within a second or two
+    failed = local.stepml("run", "--data", str(REPO / "data" / "iris.csv"), "--inject-fault", "Evaluate=InjectedError")
+    assert failed.returncode == 1, failed.stderr
+    deadline = time.monotonic() + 30
+    messages: list[str] = []
+    while time.monotonic() < deadline and not any('"stage": "Evaluate"' in m or "Evaluate" in m for m in messages):
+        events = local.aws("logs", "filter-log-events", "--log-group-name", "/stepml/dev/functions")["events"]
+        messages = [e["message"] for e in events]
+        time.sleep(1)
+    assert any("platform.start" in m for m in messages), messages[:5]
+    assert any("stage succeeded" in m for m in messages), messages[:5]
+    metrics = {m["MetricName"] for m in local.aws("cloudwatch", "list-metrics", "--namespace", "stepml")["Metrics"]}
+    assert "ValidateInputDuration" in metrics, metrics  # Powertools' EMF, extracted as CloudWatch does
+    alarms = {a["AlarmName"] for a in local.aws("cloudwatch", "describe-alarms")["MetricAlarms"]}
+    assert "stepml-local-PipelineExecutionsFailedAlarm" in alarms and len(alarms) >= 20
+    evaluated = json.loads(local.stepml("local", "alarms", "--json").stdout)
+    states = {a["name"]: a["state"] for a in evaluated}
+    assert states["stepml-local-PipelineExecutionsFailedAlarm"] == "ALARM"
+    described = local.aws(
+        "cloudwatch", "describe-alarms", "--alarm-names", "stepml-local-PipelineExecutionsFailedAlarm"
+    )
+    assert described["MetricAlarms"][0]["StateValue"] == "ALARM"
+    [dashboard] = local.aws("cloudwatch", "list-dashboards")["DashboardEntries"]
+    body = json.loads(
+        local.aws("cloudwatch", "get-dashboard", "--dashboard-name", dashboard["DashboardName"])["DashboardBody"]
+    )
+    assert body["widgets"]
+    [rule] = local.aws("events", "list-rules")["Rules"]
+    assert json.loads(rule["EventPattern"])["detail-type"] == ["Object Created"]
+    [target] = local.aws("events", "list-targets-by-rule", "--rule", rule["Name"])["Targets"]
+    assert target["Arn"].endswith(f":function:{stack.functions['StartPipelineFunction'].name}")
