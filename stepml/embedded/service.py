@@ -38,8 +38,11 @@ LOCK_FILE = "local.lock"
 START_LOCK_FILE = "local.start.lock"
 DEFAULT_IDLE_TIMEOUT = 1800.0
 START_TIMEOUT = 180.0
-# Folders whose code the running service has loaded: a change there is picked up by a reload.
+# Code the running service has loaded. A change to the project's handlers, training code, definition or
+# template is taken up by a reload; the service's own code and the shared layer (which its workers'
+# forkserver imported once) need a new process.
 PROJECT_CODE = ("functions", "training", "statemachine", "infra/template.yaml")
+SERVICE_CODE = ("stepml", "functions/shared")
 
 
 class LocalServiceError(TargetError):
@@ -154,15 +157,20 @@ def ensure_service(layout: ProjectLayout, progress: TextIO | None = None) -> Ser
 
 def _up_to_date(layout: ProjectLayout, info: ServiceInfo, progress: TextIO | None) -> ServiceInfo:
     health = control(info, "GET", "/_stepml/health")
-    if health.get("stepml_code") != code_fingerprint(Path(__file__).resolve().parents[1], ("",)):
+    if health.get("service_code") != code_fingerprint(layout.root, SERVICE_CODE):
         if info.background and not health.get("running_executions"):
             if progress:
-                print("stepml changed since the local AWS started: restarting it", file=progress, flush=True)
+                print("stepml's code changed since the local AWS started: restarting it", file=progress, flush=True)
             stop_service(layout)
             with _start_lock(layout):
                 return running_service(layout) or _start_background(layout, progress)
-        if progress and not info.background:
-            print("note: stepml changed since `stepml local up` started; restart it to use the change", file=progress)
+        if progress:
+            print(
+                "note: stepml's code (stepml/, functions/shared/) changed since the local AWS started; "
+                "`stepml local down` (or restarting `stepml local up`) takes it up",
+                file=progress,
+            )
+        return info
     if health.get("project_code") != code_fingerprint(layout.root):
         answer = control(info, "POST", "/_stepml/reload", timeout=120)
         if progress and answer.get("reloaded"):
@@ -233,7 +241,7 @@ class ControlApi:
         self.aws = aws
         self.stop = stop
         self.started_at = started_at
-        self.stepml_code = code_fingerprint(Path(__file__).resolve().parents[1], ("",))
+        self.service_code = code_fingerprint(aws.layout.root, SERVICE_CODE)
         self.project_code = code_fingerprint(aws.layout.root)
 
     def __call__(
@@ -266,7 +274,7 @@ class ControlApi:
             "pid": os.getpid(),
             "state_dir": str(self.aws.layout.state_dir),
             "started_at": self.started_at,
-            "stepml_code": self.stepml_code,
+            "service_code": self.service_code,
             "project_code": self.project_code,
             "running_executions": running,
             "notes": self.aws.notes,

@@ -7,9 +7,11 @@ import functools
 import io
 import json
 import re
+import sys
 import tarfile
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -636,3 +638,31 @@ def test_every_stand_in_function_of_the_template_has_an_action() -> None:
     template = (ROOT / "infra" / "template.yaml").read_text()
     named = re.findall(r"STANDIN_ACTION: (\w+)", template)
     assert named and set(named) <= set(ACTIONS)
+
+
+def test_a_job_after_the_first_runs_in_an_interpreter_that_imported_the_libraries_already(
+    aws: FakeAws, store: RecordStore, tmp_path: Path
+) -> None:
+    from pipeline_core.standin.warm_interpreter import interpreters
+
+    script = (
+        "import os, sys\n"
+        "print('preloaded' if 'sklearn.ensemble' in sys.modules else 'fresh', sys.argv[1:], os.getcwd() == "
+        "os.path.dirname(os.path.abspath(__file__)), os.environ['SM_CURRENT_HOST'], flush=True)\n"
+        "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt'), 'w').write('m')\n"
+        "sys.exit(0)\n"
+    )
+    upload_source(aws, {"train.py": script}, tmp_path)
+    interpreters.close()  # no interpreter waits: the first job starts Python itself
+    outputs = []
+    for run in ("warm-1", "warm-2"):
+        upload_splits(aws, run, iris_splits())
+        described = create_training_job(store, asl_request("Train", pipeline_state(aws, run)))
+        outputs.append(described["StandInLogs"]["stdout"].strip())
+        deadline = time.monotonic() + 120
+        while not interpreters.is_ready(sys.executable) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    first, second = outputs
+    assert first.startswith("fresh") and second.startswith("preloaded"), outputs
+    assert first.removeprefix("fresh") == second.removeprefix("preloaded")  # same argv, cwd and environment
+    interpreters.close()

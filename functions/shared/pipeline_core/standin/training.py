@@ -31,6 +31,7 @@ from typing import Any
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, DatasetNotFoundError, TrainingFailedError
 from pipeline_core.observability import logger
+from pipeline_core.standin import warm_interpreter
 from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
 
@@ -219,18 +220,24 @@ def _run_script(
     """Run ``command``; the exit status, or None if it ran out of time and was killed."""
     stdout_path, stderr_path = layout.logs / "stdout.log", layout.logs / "stderr.log"
     posix = os.name == "posix"
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        # Its own session, so a timeout kills whatever the script started too (joblib workers).
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=posix)
-        try:
-            return process.wait(timeout=time_limit), stdout_path, stderr_path
-        except subprocess.TimeoutExpired:
-            if posix:
-                os.killpg(process.pid, signal.SIGKILL)
-            else:  # pragma: no cover - Windows has no process groups to kill
-                process.kill()
-            process.wait()
-            return None, stdout_path, stderr_path
+    warm = warm_interpreter.enabled(env)
+    process = warm_interpreter.interpreters.start_job(command, cwd, env, stdout_path, stderr_path) if warm else None
+    if process is None:
+        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+            # Its own session, so a timeout kills whatever the script started too (joblib workers).
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=posix)
+    try:
+        return process.wait(timeout=time_limit), stdout_path, stderr_path
+    except subprocess.TimeoutExpired:
+        if posix:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows has no process groups to kill
+            process.kill()
+        process.wait()
+        return None, stdout_path, stderr_path
+    finally:
+        if warm:  # the next job's interpreter imports while the pipeline goes on
+            warm_interpreter.interpreters.prepare(command[0], os.environ)
 
 
 def _failure_reason(layout: _Layout, stderr_tail: str, stdout_tail: str, program: str, status: int) -> str:
