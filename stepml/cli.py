@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,6 +50,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     with _open_target(args, layout, progress=sys.stderr) as target:
         key = f"datasets/{name}/{dataset.name}"
         execution_input = _run_input(args, f"s3://{target.outputs.data_bucket}/{key}")
+        preparing: list[threading.Thread] = []
         try:
             # before the upload, which would replace the file an earlier run with this name staged
             check_name(target, name, execution_input)
@@ -60,10 +62,18 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"stepml run on the embedded target: {dataset.name} → {machine}", file=out)
             cursor = target.control("GET", "/_stepml/invocations")["next"]
             outcome, _ = start_and_follow(
-                target.client("stepfunctions"), target.outputs.state_machine_arn, name, execution_input, progress
+                target.client("stepfunctions"),
+                target.outputs.state_machine_arn,
+                name,
+                execution_input,
+                progress,
+                on_started=lambda _arn: preparing.append(_prepare_results(target)),
             )
         except TargetError as error:
             raise CliError(str(error)) from error
+        finally:
+            for thread in preparing:  # no import left half done when the command ends
+                thread.join()
         # the functions invoked while this run ran (those of runs alongside it too)
         outcome.invocations = target.control("GET", f"/_stepml/invocations?after={cursor}")["entries"]
         if outcome.status == "SUCCEEDED":
@@ -86,6 +96,23 @@ def _fault_plan(args: argparse.Namespace) -> Any:
     except FaultSpecError as error:
         raise CliError(str(error)) from error
     return plan
+
+
+def _prepare_results(target: Any) -> threading.Thread:
+    """While the execution runs (this command only waits for it), get ready to read what it produced: import
+    the registry's code (its pydantic models take ~0.25 s) and build the DynamoDB and S3 clients, in a thread,
+    so that the command ends soon after the execution does. A failure here only leaves the work for later."""
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            import pipeline_core.aws.registry  # noqa: F401
+
+            target.client("dynamodb")
+            target.client("s3")
+
+    thread = threading.Thread(target=prepare, name="stepml-prepare-results", daemon=True)
+    thread.start()
+    return thread
 
 
 def _attach_registry_record(target: Any, outcome: Any) -> None:
