@@ -12,6 +12,7 @@ from typing import Any, TextIO
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _SCHEDULED = {"TaskScheduled", "LambdaFunctionScheduled"}
 _FAILED = {"TaskFailed", "LambdaFunctionFailed", "TaskTimedOut", "LambdaFunctionTimedOut"}
+HISTORY_MIN_SECONDS = 0.2
 
 
 @dataclass
@@ -117,19 +118,20 @@ def follow(
     DescribeExecution is polled every ``poll_seconds``: it says when the execution ends. The history is what
     costs (GetExecutionHistory is throttled hardest on AWS, and the local AWS answers it with every event,
     data included, whatever ``maxResults``), so it is read once at the end when nobody watches (no ``out``,
-    no ``on_change``), and otherwise after ``poll_seconds`` growing to ``history_max_seconds`` while no new
-    event arrives (back to ``poll_seconds`` when one does).
+    no ``on_change``), and otherwise every 0.2 s (or ``poll_seconds`` if longer) growing to
+    ``history_max_seconds`` while no new event arrives, back to the shortest when one does.
     """
     reader = HistoryReader()
     watched = out is not None or on_change is not None
     deadline = time.monotonic() + timeout_seconds
-    history_every, history_due = poll_seconds, 0.0
+    history_min = max(poll_seconds, HISTORY_MIN_SECONDS)
+    history_every, history_due = history_min, 0.0
     while True:
         description = sfn.describe_execution(executionArn=execution_arn)
         ended = description["status"] in TERMINAL
         if ended or (watched and time.monotonic() >= history_due):
             changes = reader.feed(_new_events(sfn, execution_arn, reader.seen_ids))
-            history_every = poll_seconds if changes else min(history_every * 1.5, history_max_seconds)
+            history_every = history_min if changes else min(history_every * 1.5, history_max_seconds)
             history_due = time.monotonic() + history_every
             _report(changes, out, on_change)
         if ended:
