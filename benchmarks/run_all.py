@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import e2e, inference
+from benchmarks import e2e, inference, warm_run
 
 
 def main() -> int:
     print("== end-to-end run on the embedded target ==")
     status = e2e.main([])
+    print("\n== warm `stepml run` against a plain scikit-learn script ==")
+    status = warm_run.main([]) or status
     print("\n== inference: handler in-process and HTTP ==")
-    return status or inference.main([])
+    return inference.main([]) or status
 
 
 if __name__ == "__main__":

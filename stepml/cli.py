@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
+import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,6 +52,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     with _open_target(args, layout, progress=sys.stderr) as target:
         key = f"datasets/{name}/{dataset.name}"
         execution_input = _run_input(args, f"s3://{target.outputs.data_bucket}/{key}")
+        preparing: list[threading.Thread] = []
         try:
             # before the upload, which would replace the file an earlier run with this name staged
             check_name(target, name, execution_input)
@@ -60,10 +64,21 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 print(f"stepml run on the embedded target: {dataset.name} → {machine}", file=out)
             cursor = target.control("GET", "/_stepml/invocations")["next"]
             outcome, _ = start_and_follow(
-                target.client("stepfunctions"), target.outputs.state_machine_arn, name, execution_input, progress
+                target.client("stepfunctions"),
+                target.outputs.state_machine_arn,
+                name,
+                execution_input,
+                progress,
+                on_started=lambda _arn: preparing.append(_prepare_results(target)),
+                # the command ends this much after the execution, on average half of it; a DescribeExecution
+                # costs the local AWS ~8 ms of CPU (AWS's own quota is not at stake: this is the embedded target)
+                poll_seconds=0.1,
             )
         except TargetError as error:
             raise CliError(str(error)) from error
+        finally:
+            for thread in preparing:  # no import left half done when the command ends
+                thread.join()
         # the functions invoked while this run ran (those of runs alongside it too)
         outcome.invocations = target.control("GET", f"/_stepml/invocations?after={cursor}")["entries"]
         if outcome.status == "SUCCEEDED":
@@ -77,6 +92,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _fault_plan(args: argparse.Namespace) -> Any:
+    if not args.inject_fault and not args.fault_config:
+        return None
     from stepml.embedded.faults import FaultPlan, FaultSpecError
 
     try:
@@ -86,6 +103,26 @@ def _fault_plan(args: argparse.Namespace) -> Any:
     except FaultSpecError as error:
         raise CliError(str(error)) from error
     return plan
+
+
+def _prepare_results(target: Any) -> threading.Thread:
+    """While the execution runs (this command only waits for it), get ready to read what it produced: import
+    the registry's code (its pydantic models take ~0.25 s) and build the DynamoDB and S3 clients, in a thread,
+    so that the command ends soon after the execution does. A failure here only leaves the work for later."""
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            # At a low priority (Linux: this thread only): on a busy machine the execution comes first.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            import pipeline_core.aws.registry  # noqa: F401
+
+            target.client("dynamodb")
+            target.client("s3")
+
+    thread = threading.Thread(target=prepare, name="stepml-prepare-results", daemon=True)
+    thread.start()
+    return thread
 
 
 def _attach_registry_record(target: Any, outcome: Any) -> None:
@@ -439,6 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``stepml`` command."""
+    try:
+        return _main(argv, out)
+    finally:
+        if argv is None:
+            # The process ends next (the `stepml` script, `python -m stepml.cli`). At exit the interpreter walks
+            # every object the collector tracks, ~0.3 s once botocore's API models and pydantic are loaded;
+            # frozen, they are skipped (and nothing that runs at exit is: buffers are flushed, atexit runs).
+            gc.freeze()
+
+
+def _main(argv: list[str] | None, out: TextIO | None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     try:

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _SCHEDULED = {"TaskScheduled", "LambdaFunctionScheduled"}
 _FAILED = {"TaskFailed", "LambdaFunctionFailed", "TaskTimedOut", "LambdaFunctionTimedOut"}
+HISTORY_MIN_SECONDS = 0.2
 
 
 @dataclass
@@ -110,33 +111,51 @@ def follow(
     poll_seconds: float = 0.2,
     timeout_seconds: float = 7200,
     on_change: Callable[[str, StateVisit], None] | None = None,
+    history_max_seconds: float = 1.0,
 ) -> tuple[dict[str, Any], HistoryReader]:
-    """Poll until the execution ends, printing each state as it starts and ends; return its description."""
+    """Poll until the execution ends, printing each state as it starts and ends; return its description.
+
+    DescribeExecution is polled every ``poll_seconds``: it says when the execution ends. The history is what
+    costs (GetExecutionHistory is throttled hardest on AWS, and the local AWS answers it with every event,
+    data included, whatever ``maxResults``), so it is read once at the end when nobody watches (no ``out``,
+    no ``on_change``), and otherwise every 0.2 s (or ``poll_seconds`` if longer) growing to
+    ``history_max_seconds`` while no new event arrives, back to the shortest when one does.
+    """
     reader = HistoryReader()
+    watched = out is not None or on_change is not None
     deadline = time.monotonic() + timeout_seconds
+    history_min = max(poll_seconds, HISTORY_MIN_SECONDS)
+    history_every, history_due = history_min, 0.0
     while True:
         description = sfn.describe_execution(executionArn=execution_arn)
-        events = _new_events(sfn, execution_arn, reader.seen_ids)
-        for change, visit in reader.feed(events):
-            if on_change:
-                on_change(change, visit)
-            if out is None:
-                continue
-            if change == "entered" and visit.kind in {"Task", "Wait"}:
-                print(f"  … {visit.name} running", file=out, flush=True)
-            elif change == "retry":
-                print(
-                    f"  ↻ {visit.name} retrying after {visit.errors[-1] if visit.errors else 'an error'}",
-                    file=out,
-                )
-            elif change == "exited":
-                mark = "✗" if visit.name.endswith("Failed") or visit.name == "RecordFailure" else "✓"
-                print(_line(mark, visit), file=out, flush=True)
-        if description["status"] in TERMINAL:
+        ended = description["status"] in TERMINAL
+        if ended or (watched and time.monotonic() >= history_due):
+            changes = reader.feed(_new_events(sfn, execution_arn, reader.seen_ids))
+            history_every = history_min if changes else min(history_every * 1.5, history_max_seconds)
+            history_due = time.monotonic() + history_every
+            _report(changes, out, on_change)
+        if ended:
             return description, reader
         if time.monotonic() > deadline:
             raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout_seconds} s")
         time.sleep(poll_seconds)
+
+
+def _report(
+    changes: list[tuple[str, StateVisit]], out: TextIO | None, on_change: Callable[[str, StateVisit], None] | None
+) -> None:
+    for change, visit in changes:
+        if on_change:
+            on_change(change, visit)
+        if out is None:
+            continue
+        if change == "entered" and visit.kind in {"Task", "Wait"}:
+            print(f"  … {visit.name} running", file=out, flush=True)
+        elif change == "retry":
+            print(f"  ↻ {visit.name} retrying after {visit.errors[-1] if visit.errors else 'an error'}", file=out)
+        elif change == "exited":
+            mark = "✗" if visit.name.endswith("Failed") or visit.name == "RecordFailure" else "✓"
+            print(_line(mark, visit), file=out, flush=True)
 
 
 def readable_cause(cause: str | None) -> str | None:

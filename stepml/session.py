@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,13 +139,25 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
 
 
 def start_and_follow(
-    sfn: Any, state_machine_arn: str, name: str, execution_input: dict[str, Any], out: TextIO | None
+    sfn: Any,
+    state_machine_arn: str,
+    name: str,
+    execution_input: dict[str, Any],
+    out: TextIO | None,
+    on_started: Callable[[str], None] | None = None,
+    poll_seconds: float = 0.2,
 ) -> tuple[RunOutcome, dict[str, Any]]:
-    """Start an execution, report its states live, and return its outcome and description."""
+    """Start an execution, report its states live, and return its outcome and description.
+
+    ``on_started`` is called with the execution's ARN once it runs (before following it); DescribeExecution
+    is polled every ``poll_seconds``.
+    """
     arn = start_execution(sfn, state_machine_arn, name, execution_input)
     if out:
         print(f"Started {arn}", file=out, flush=True)
-    description, reader = follow(sfn, arn, out)
+    if on_started:
+        on_started(arn)
+    description, reader = follow(sfn, arn, out, poll_seconds=poll_seconds)
     return outcome_of(description, reader), description
 
 
