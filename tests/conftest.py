@@ -122,3 +122,21 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAws]:
         yield fake
         client.cache_clear()
         reset_observability()
+
+
+@pytest.fixture
+def moto_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh moto account and ``client(service)`` giving one cached boto3 client per service in it."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        made: dict[str, Any] = {}
+
+        def client(service: str) -> Any:
+            if service not in made:
+                made[service] = session.client(service)
+            return made[service]
+
+        yield client

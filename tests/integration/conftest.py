@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,18 @@ import pytest
 from stepml.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def stepml_command(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``stepml ARGS`` in a process of its own, with ``env``; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "stepml.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, stepml_command
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +30,7 @@ class LocalAws:
     endpoint_url: str = ""
 
     def stepml(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stepml.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return stepml_command(self.env, *args, timeout=timeout)
 
     def aws(self, *args: str) -> Any:
         done = subprocess.run(

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from stepml.embedded.runtime import free_port
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, stepml_command
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +30,7 @@ class LocalUp:
     state_dir: Path
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stepml.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return stepml_command(self.env, *args, timeout=timeout)
 
     def client(self, service: str) -> Any:
         return boto3.client(

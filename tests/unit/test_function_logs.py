@@ -8,16 +8,14 @@ import io
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
-from moto import mock_aws
 
 from stepml.embedded.function_logs import EmfError, FunctionLogShipper, emf_metric_data
 from stepml.embedded.lambda_runner import InvocationLog, InvocationResult
@@ -28,21 +26,9 @@ Clients = Callable[[str], Any]
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clients]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        made: dict[str, Any] = {}
-
-        def client(service: str) -> Any:
-            if service not in made:
-                made[service] = session.client(service)
-            return made[service]
-
-        client("logs").create_log_group(logGroupName=GROUP)
-        yield client
+def clients(moto_clients: Clients) -> Clients:
+    moto_clients("logs").create_log_group(logGroupName=GROUP)
+    return moto_clients
 
 
 def _spec(name: str, log_group: str = GROUP) -> FunctionSpec:

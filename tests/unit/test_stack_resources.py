@@ -4,13 +4,11 @@ functions, log groups, alarms, the dashboard and EventBridge rules (stepml/embed
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from stepml.embedded.stack_resources import provision_stack_resources
 from stepml.embedded.template import stack_model
@@ -25,20 +23,8 @@ Clients = Callable[[str], Any]
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clients]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        made: dict[str, Any] = {}
-
-        def client(service: str) -> Any:
-            if service not in made:
-                made[service] = session.client(service)
-            return made[service]
-
-        yield client
+def clients(moto_clients: Clients) -> Clients:
+    return moto_clients
 
 
 def _all(client: Any, operation: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
