@@ -4,7 +4,6 @@ M of N, missing data, and the reasons CloudWatch gives, through the AWS APIs aga
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,8 @@ NOW = datetime.fromtimestamp(math.floor(datetime.now(UTC).timestamp() / PERIOD) 
 
 
 @pytest.fixture
-def cloudwatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield boto3.client("cloudwatch", region_name=REGION)
+def cloudwatch(moto_clients: Any) -> Any:
+    return moto_clients("cloudwatch")
 
 
 def _alarm(cloudwatch: Any, name: str, **overrides: Any) -> None:
