@@ -14,7 +14,6 @@ The store knows nothing of moto: the local AWS service writes through it as requ
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -339,8 +338,3 @@ def _ttl_of(item: dict[str, Any], ttl_attribute: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:  # DynamoDB ignores a TTL attribute that is not a number; so do we
         return None
-
-
-def is_disk_full(error: BaseException) -> bool:
-    cause = error.__cause__ if isinstance(error, StateWriteError) else error
-    return isinstance(cause, OSError) and cause.errno in {errno.ENOSPC, errno.EDQUOT}

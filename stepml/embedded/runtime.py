@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
@@ -44,7 +43,6 @@ from stepml.targets import StackOutputs
 
 STACK_NAME = "stepml-local"
 STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
-_EXECUTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 # DynamoDB's BatchWriteItem takes at most 25 put or delete requests.
 BATCH_WRITE_LIMIT = 25
 
@@ -389,6 +387,7 @@ class EmbeddedAws:
         self.store = DurableStore(root)
         self.load_state()
         self.store.collect_garbage()  # contents no object points at (deleted objects, a write cut by a kill)
+        self.store.drop_expired_items()  # DynamoDB deletes items past their TTL; so does the store, at each start
         self.recorder = StateRecorder(
             self.store, self.internal_client, set(self.stack.buckets.values()), self.stack.tables
         )
@@ -478,13 +477,6 @@ class EmbeddedAws:
             ]
         except Exception:
             return None
-
-    def stored_execution(self, name: str) -> dict[str, Any] | None:
-        """The stored record of an execution of this pipeline named ``name`` (None without persistence)."""
-        if self.archive is None or not _EXECUTION_NAME.match(name):
-            return None
-        record = self.archive.stored(name)
-        return record if record and record.get("stateMachineArn") == self.stack.state_machine_arn else None
 
     # -- S3 events -------------------------------------------------------------------------------------
     def object_created(self, bucket: str, key: str) -> None:
