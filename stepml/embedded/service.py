@@ -98,6 +98,12 @@ def _lock_is_held(layout: ProjectLayout) -> bool:
 
 def running_service(layout: ProjectLayout) -> ServiceInfo | None:
     """The local AWS serving this state directory, if one is up and answering."""
+    found = _running(layout)
+    return found[0] if found else None
+
+
+def _running(layout: ProjectLayout) -> tuple[ServiceInfo, dict[str, Any]] | None:
+    """The serving local AWS and its health answer (one request: every command asks this)."""
     path = info_path(layout)
     try:
         info = ServiceInfo(**json.loads(path.read_text()))
@@ -106,10 +112,9 @@ def running_service(layout: ProjectLayout) -> ServiceInfo | None:
     if not _lock_is_held(layout):
         return None
     try:
-        control(info, "GET", "/_stepml/health", timeout=5)
+        return info, control(info, "GET", "/_stepml/health", timeout=5)
     except LocalServiceError:
         return None
-    return info
 
 
 def control(info: ServiceInfo, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
@@ -148,15 +153,19 @@ def ensure_service(layout: ProjectLayout, progress: TextIO | None = None) -> Ser
     A service that runs older project code (functions, training, the definition, the template) is told to
     reload it; one that runs an older stepml is restarted when it was started in the background.
     """
-    info = running_service(layout)
-    if info is None:
+    found = _running(layout)
+    if found is None:
         with _start_lock(layout):
-            info = running_service(layout) or _start_background(layout, progress)
-    return _up_to_date(layout, info, progress)
+            found = _running(layout)
+            if found is None:
+                info = _start_background(layout, progress)
+                found = info, control(info, "GET", "/_stepml/health")
+    return _up_to_date(layout, *found, progress)
 
 
-def _up_to_date(layout: ProjectLayout, info: ServiceInfo, progress: TextIO | None) -> ServiceInfo:
-    health = control(info, "GET", "/_stepml/health")
+def _up_to_date(
+    layout: ProjectLayout, info: ServiceInfo, health: dict[str, Any], progress: TextIO | None
+) -> ServiceInfo:
     if health.get("service_code") != code_fingerprint(layout.root, SERVICE_CODE):
         if info.background and not health.get("running_executions"):
             if progress:
