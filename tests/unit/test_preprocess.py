@@ -75,8 +75,25 @@ def test_hyperparameters_are_all_strings_with_target_problem_type_and_seed(aws: 
         "target": "species",
         "problem_type": "multiclass_classification",
         "seed": "11",
+        "algorithm": "auto",
         "max_iter": "50",
         "learning_rate": "0.1",
+    }
+
+
+def test_a_builtin_trainer_gets_its_algorithm_and_a_user_trainer_none(aws: Any) -> None:
+    data = csv_bytes(iris_frame())
+    linear = run(aws, "iris.csv", data, trainer="linear", hyperparameters={"C": 2})[3]
+    assert (linear.hyperparameters["algorithm"], linear.hyperparameters["C"]) == ("linear", "2.0")
+
+    own = {"source": f"s3://{aws.bucket}/code/trainers/abc.tar.gz"}
+    custom = run(aws, "iris2.csv", data, trainer=own, hyperparameters={"ngram_max": 2, "lowercase": True})[3]
+    assert custom.hyperparameters == {
+        "target": "species",
+        "problem_type": "multiclass_classification",
+        "seed": "42",
+        "ngram_max": "2",
+        "lowercase": "true",
     }
 
 

@@ -138,6 +138,8 @@ def preprocess(
         "target": profile.target,
         "problem_type": profile.problem_type,
         "seed": str(config.seed),
+        # a built-in trainer is training/train.py run with the algorithm it is named for
+        **({"algorithm": config.trainer.name} if config.trainer.builtin else {}),
         **config.hyperparameters,
     }
     return PreprocessResult(
