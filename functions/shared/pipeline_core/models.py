@@ -16,7 +16,7 @@ Only S3 URIs and small summaries travel in the state (Step Functions caps a stat
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,7 @@ class Contract(BaseModel):
 
 
 BuiltinTrainer = Literal["auto", "gradient-boosting", "linear", "text"]
-BUILTIN_TRAINERS: tuple[BuiltinTrainer, ...] = ("auto", "gradient-boosting", "linear", "text")
+BUILTIN_TRAINERS: tuple[BuiltinTrainer, ...] = get_args(BuiltinTrainer)
 CUSTOM_TRAINER = "custom"
 
 
