@@ -75,7 +75,6 @@ def test_hyperparameters_are_all_strings_with_target_problem_type_and_seed(aws: 
         "target": "species",
         "problem_type": "multiclass_classification",
         "seed": "11",
-        "algorithm": "auto",
         "max_iter": "50",
         "learning_rate": "0.1",
     }
