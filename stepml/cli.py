@@ -49,11 +49,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     name = args.name or execution_name_for(dataset)
     progress = None if args.json else out
     faults = _fault_plan(args)
+    hyperparameters = _hyperparameters(args)
     with _open_target(args, layout, progress=sys.stderr) as target:
         key = f"datasets/{name}/{dataset.name}"
         execution_input = _run_input(args, f"s3://{target.outputs.data_bucket}/{key}")
         preparing: list[threading.Thread] = []
         try:
+            execution_input.update(_trainer(target, args), **hyperparameters)
             # before the upload, which would replace the file an earlier run with this name staged
             check_name(target, name, execution_input)
             if faults:
@@ -218,14 +220,37 @@ def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
     return execution_input
 
 
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"hyperparameters": ...}`` from the repeated --hyperparameter NAME=VALUE ({} when none is given)."""
+    from stepml.trainers import TrainerError, parse_hyperparameters
+
+    try:
+        parsed = parse_hyperparameters(args.hyperparameter)
+    except TrainerError as error:
+        raise CliError(str(error)) from error
+    return {"hyperparameters": parsed} if parsed else {}
+
+
+def _trainer(target: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``{"trainer": ...}`` from --trainer (a directory is uploaded to the target first), or {}."""
+    from stepml.trainers import trainer_input
+
+    return trainer_input(target, args.trainer, args.entry_point, args.serving_entry_point)
+
+
 def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     """Start a run on a target and (unless --no-wait) follow it to the end."""
     from stepml.remote import print_outcome, start
 
     layout = project_layout()
     args.data = args.data or str(layout.sample_data_dir / "iris.csv")
+    execution_input = {**_execution_input(args), **_hyperparameters(args)}
     with _open_target(args, layout) as target:
-        result = start(target, args, _execution_input(args), None if args.json else out)
+        try:
+            execution_input.update(_trainer(target, args))
+        except TargetError as error:
+            raise CliError(str(error)) from error
+        result = start(target, args, execution_input, None if args.json else out)
         if isinstance(result, str):
             print(result, file=out)
             return 0
@@ -374,6 +399,8 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stepml.trainers import add_trainer_options
+
     parser = argparse.ArgumentParser(prog="stepml", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -384,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", help="registry model name (default: from the file name)")
     run.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     run.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
+    add_trainer_options(run)
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     run.add_argument(
         "--inject-fault",
@@ -409,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--model-name", help="registry model name (default: from the file name)")
     start.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     start.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
+    add_trainer_options(start)
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
     start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     start.set_defaults(func=cmd_start)

@@ -45,6 +45,7 @@ CREATE_PATH = [
     "Ingest",
     "ValidateData",
     "Preprocess",
+    "TrainerDefaults",
     "PrepareTrainingJob",
     "Train",
     "Evaluate",

@@ -24,6 +24,7 @@ HAPPY_PATH = [
     "Ingest",
     "ValidateData",
     "Preprocess",
+    "TrainerDefaults",
     "PrepareTrainingJob",
     "Train",
     "Evaluate",

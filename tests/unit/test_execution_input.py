@@ -42,7 +42,21 @@ def test_example_is_accepted_by_the_schema_and_by_validate_input() -> None:
     request = parse_input(example)
 
     assert request.dataset == example["dataset"]
-    assert request.hyperparameters.max_iter == example["hyperparameters"]["max_iter"]
+    assert request.hyperparameters["max_iter"] == example["hyperparameters"]["max_iter"]
+
+
+def test_schema_lets_a_user_trainer_take_any_scalar_hyperparameter() -> None:
+    validator = jsonschema.Draft202012Validator(load("execution-input.schema.json"))
+    given = {
+        "dataset": "s3://b/i.csv",
+        "trainer": {"source": "s3://b/code/trainers/abc.tar.gz", "entry_point": "fit.py"},
+        "hyperparameters": {"ngram_max": 2, "lowercase": True, "analyzer": "word"},
+    }
+    assert not list(validator.iter_errors(given))
+    parse_input(given)
+    linear = {"dataset": "s3://b/i.csv", "trainer": "linear", "hyperparameters": {"C": 0.5, "alpha": 1}}
+    assert not list(validator.iter_errors(linear))
+    parse_input(linear)
 
 
 def test_example_sets_every_documented_field() -> None:
@@ -57,6 +71,11 @@ def test_example_sets_every_documented_field() -> None:
         {"dataset": "s3://bucket/incoming/iris.csv", "epochs": 3},  # unknown field
         {"dataset": "s3://bucket/incoming/iris.csv", "seed": "42"},  # wrong type
         {"dataset": "s3://bucket/incoming/iris.csv", "hyperparameters": {"max_iter": 0}},  # out of range
+        {"dataset": "s3://bucket/incoming/iris.csv", "hyperparameters": {"n_estimators": 10}},  # not a built-in's
+        {"dataset": "s3://b/i.csv", "trainer": "linear", "hyperparameters": {"max_iter": 10}},  # not linear's
+        {"dataset": "s3://b/i.csv", "trainer": "xgboost"},  # no such built-in
+        {"dataset": "s3://b/i.csv", "trainer": {"entry_point": "train.py"}},  # no source
+        {"dataset": "s3://b/i.csv", "trainer": {"source": "s3://b/t.tar.gz"}, "hyperparameters": {"k": [1]}},
     ],
 )
 def test_schema_and_validate_input_reject_the_same_mistakes(bad: dict[str, Any]) -> None:

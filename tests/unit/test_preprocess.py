@@ -80,6 +80,22 @@ def test_hyperparameters_are_all_strings_with_target_problem_type_and_seed(aws: 
     }
 
 
+def test_a_builtin_trainer_gets_its_algorithm_and_a_user_trainer_none(aws: Any) -> None:
+    data = csv_bytes(iris_frame())
+    linear = run(aws, "iris.csv", data, trainer="linear", hyperparameters={"C": 2})[3]
+    assert (linear.hyperparameters["algorithm"], linear.hyperparameters["C"]) == ("linear", "2.0")
+
+    own = {"source": f"s3://{aws.bucket}/code/trainers/abc.tar.gz"}
+    custom = run(aws, "iris2.csv", data, trainer=own, hyperparameters={"ngram_max": 2, "lowercase": True})[3]
+    assert custom.hyperparameters == {
+        "target": "species",
+        "problem_type": "multiclass_classification",
+        "seed": "42",
+        "ngram_max": "2",
+        "lowercase": "true",
+    }
+
+
 def test_the_split_depends_on_the_seed_only(aws: Any) -> None:
     data = csv_bytes(iris_frame())
     first = splits(aws, run(aws, "iris.csv", data, seed=3)[3])

@@ -81,8 +81,11 @@ def asl_request(state_name: str, state: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def pipeline_state(fake: FakeAws, run: str, hyperparameters: dict[str, str] | None = None) -> dict[str, Any]:
-    """The state data the Train .. DescribeEndpoint states read (see docs/architecture.md)."""
+def pipeline_state(
+    fake: FakeAws, run: str, hyperparameters: dict[str, str] | None = None, trainer: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The state data the Train .. DescribeEndpoint states read (see docs/architecture.md); ``trainer`` is the
+    run's ``config.trainer.overrides`` (ValidateInput's TrainerConfig)."""
     SUBSTITUTIONS["TrainingSourceUri"] = f"s3://{fake.bucket}/{SOURCE_KEY}"
     state: dict[str, Any] = {
         "config": {
@@ -92,6 +95,7 @@ def pipeline_state(fake: FakeAws, run: str, hyperparameters: dict[str, str] | No
             "endpoint_config_name": f"stepml-{run}",
             "endpoint_name": "stepml-test-iris-ep",
             "models_prefix": f"s3://{fake.bucket}/models",
+            "trainer": {"overrides": trainer or {}},
         },
         "prep": {
             "hyperparameters": dict(IRIS_HPS if hyperparameters is None else hyperparameters),
@@ -100,7 +104,8 @@ def pipeline_state(fake: FakeAws, run: str, hyperparameters: dict[str, str] | No
             "test_uri": f"s3://{fake.bucket}/processed/{run}/test",
         },
     }
-    state["script"] = _resolve(ASL["States"]["PrepareTrainingJob"]["Parameters"], state)
+    state["trainer"] = _resolve(ASL["States"]["TrainerDefaults"]["Result"], state)
+    state["trainer"] = _resolve(ASL["States"]["PrepareTrainingJob"]["Parameters"], state)
     return state
 
 
@@ -219,6 +224,13 @@ def test_create_training_job_runs_the_real_train_py_on_iris(aws: FakeAws, store:
         create_training_job(store, {**request, "HyperParameters": {**request["HyperParameters"], "seed": "1"}})
 
 
+# the least a trainer writes: a model and its test predictions
+MINIMAL_TRAINER = """
+import os, pathlib
+pathlib.Path(os.environ["SM_MODEL_DIR"], "m.txt").write_text("ok")
+pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "test_predictions.csv").write_text("y_true,y_pred\\na,a\\n")
+"""
+
 CONTRACT_PROBE = """
     import json, os, sys
     from pathlib import Path
@@ -236,6 +248,7 @@ CONTRACT_PROBE = """
     }
     Path(os.environ["SM_MODEL_DIR"], "seen.json").write_text(json.dumps(seen))
     Path(os.environ["SM_OUTPUT_DATA_DIR"], "note.txt").write_text("output data")
+    Path(os.environ["SM_OUTPUT_DATA_DIR"], "test_predictions.csv").write_text("y_true,y_pred\\na,a\\n")
     print("probe done")
 """
 
@@ -268,7 +281,10 @@ def test_the_script_gets_the_script_mode_contract(aws: FakeAws, store: RecordSto
     assert seen["channel_files"] == {"test": ["test.csv"], "train": ["train.csv"], "validation": ["validation.csv"]}
     assert seen["cwd_files"] == ["helper.py", "train.py"]  # run from the extracted source
     assert seen["helper"] == "sibling import works"
-    assert untar(aws.get(f"models/stepml-{run}/output/output.tar.gz")) == {"note.txt": b"output data"}
+    assert untar(aws.get(f"models/stepml-{run}/output/output.tar.gz")) == {
+        "note.txt": b"output data",
+        "test_predictions.csv": b"y_true,y_pred\na,a\n",
+    }
     assert response["StandInLogs"]["stdout"].strip() == "probe done"
 
 
@@ -339,8 +355,7 @@ def test_a_failed_job_can_be_run_again_under_its_name(aws: FakeAws, store: Recor
     request = asl_request("Train", pipeline_state(aws, run))
     with pytest.raises(TrainingFailedError, match="not yet"):
         create_training_job(store, request)
-    script = "import os, pathlib\npathlib.Path(os.environ['SM_MODEL_DIR'], 'm.txt').write_text('ok')\n"
-    upload_source(aws, {"train.py": script}, tmp_path / "b")
+    upload_source(aws, {"train.py": MINIMAL_TRAINER}, tmp_path / "b")
 
     assert create_training_job(store, request)["TrainingJobStatus"] == "Completed"
 
@@ -650,6 +665,7 @@ def test_a_job_after_the_first_runs_in_an_interpreter_that_imported_the_librarie
         "print('preloaded' if 'sklearn.ensemble' in sys.modules else 'fresh', sys.argv[1:], os.getcwd() == "
         "os.path.dirname(os.path.abspath(__file__)), os.environ['SM_CURRENT_HOST'], flush=True)\n"
         "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt'), 'w').write('m')\n"
+        "open(os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], 'test_predictions.csv'), 'w').write('y_true,y_pred\\n')\n"
         "sys.exit(0)\n"
     )
     upload_source(aws, {"train.py": script}, tmp_path)

@@ -101,7 +101,8 @@ def test_unknown_field_wrong_type_and_missing_dataset_are_reported_together(env:
     assert "seed: integer (>= 0, <= 4294967295); default 42" in message
     assert "endpoint_poll_seconds: integer (>= 1, <= 600); default 30" in message
     assert 'problem_type: "classification" | "regression" or null; optional' in message
-    assert "max_iter (integer (>= 1, <= 10000) or null)" in message
+    assert 'trainer: "auto" | "gradient-boosting" | "linear" | "text" or object with keys source (string; ' in message
+    assert "linear, text: C, alpha" in message
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,42 @@ def test_unknown_field_wrong_type_and_missing_dataset_are_reported_together(env:
         ({"hyperparameters": {"max_iter": 20000}}, "hyperparameters.max_iter: Input should be less than or equal"),
         ({"hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate: Input should be greater than 0"),
         ({"hyperparameters": {"max_leaf_nodes": 1}}, "hyperparameters.max_leaf_nodes: Input should be greater"),
-        ({"hyperparameters": {"n_estimators": 10}}, "hyperparameters.n_estimators: unknown field (value 10)"),
+        (
+            {"hyperparameters": {"n_estimators": 10}},
+            "hyperparameters.n_estimators: not a setting of the built-in trainer 'auto', which takes learning_rate",
+        ),
+        (
+            {"trainer": "linear", "hyperparameters": {"max_iter": 10}},
+            "hyperparameters.max_iter: not a setting of the built-in trainer 'linear', which takes C, alpha (got 10)",
+        ),
+        (
+            {"trainer": "text", "hyperparameters": {"c": 1.0}},
+            "hyperparameters.c: not a setting of the built-in trainer 'text', which takes C, alpha; did you mean 'C'?",
+        ),
+        ({"trainer": "linear", "hyperparameters": {"C": 0}}, "hyperparameters.C: Input should be greater than 0"),
+        ({"trainer": "xgboost"}, "trainer: Input should be 'auto', 'gradient-boosting', 'linear' or 'text'"),
+        ({"trainer": 3}, "trainer: must be a built-in trainer name or an object with a source (got 3)"),
+        ({"trainer": {"entry_point": "train.py"}}, "trainer.source: required field is missing"),
+        ({"trainer": {"source": "s3://b/t.zip"}}, "trainer.source: must be the S3 URI of a .tar.gz"),
+        ({"trainer": {"source": "s3://b/t.tar.gz", "entry_point": "../x.py"}}, "trainer.entry_point: must be a .py"),
+        ({"trainer": {"source": "s3://b/t.tar.gz", "image": "latest"}}, "trainer.image: must be a container image"),
+        ({"trainer": {"source": "s3://b/t.tar.gz", "code": "x"}}, "trainer.code: unknown field"),
+        (
+            {"trainer": {"source": "s3://b/t.tar.gz"}, "hyperparameters": {"seed": 1}},
+            "hyperparameters.seed: is set by the pipeline; choose another name (got 1)",
+        ),
+        (
+            {"trainer": {"source": "s3://b/t.tar.gz"}, "hyperparameters": {"sagemaker_program": "x.py"}},
+            "hyperparameters.sagemaker_program: is set by the pipeline",
+        ),
+        (
+            {"trainer": {"source": "s3://b/t.tar.gz"}, "hyperparameters": {"ngram": [1, 2]}},
+            "hyperparameters.ngram: must be a string, number or boolean (got [1, 2])",
+        ),
+        (
+            {"trainer": {"source": "s3://b/t.tar.gz"}, "hyperparameters": {"--x": 1}},
+            "hyperparameters.--x: a name is letters, digits",
+        ),
         ({"hyperparameters": {"max_depth": 2.5}}, "hyperparameters.max_depth: Input should be a valid integer"),
         ({"seed": True}, "seed: Input should be a valid integer (got true)"),
         ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
@@ -132,6 +168,47 @@ def test_each_bad_value_is_named(given: dict[str, Any], expected: str) -> None:
         parse_input({"dataset": "s3://bucket/iris.csv", **given})
     assert expected in str(caught.value)
     assert "Allowed fields" in str(caught.value)
+
+
+def test_a_builtin_trainer_needs_no_overrides(env: None) -> None:
+    config = config_of(lambda_handler(event({"dataset": "s3://b/i.csv", "trainer": "text"}), None))
+    assert (config.trainer.name, config.trainer.builtin, config.trainer.overrides) == ("text", True, {})
+    # the default trainer
+    config = config_of(lambda_handler(event({"dataset": "s3://b/i.csv"}), None))
+    assert (config.trainer.name, config.trainer.builtin, config.trainer.overrides) == ("auto", True, {})
+
+
+def test_a_user_trainer_overrides_the_script_and_serving_program(env: None) -> None:
+    source = "s3://stepml-test-data/code/trainers/abc.tar.gz"
+    hyperparameters = {"ngram_max": 2, "lower": True}
+    given = {"dataset": "s3://b/i.csv", "trainer": {"source": source}, "hyperparameters": hyperparameters}
+    config = config_of(lambda_handler(event(given), None))
+
+    assert (config.trainer.name, config.trainer.builtin, config.trainer.source) == ("custom", False, source)
+    assert config.trainer.overrides == {
+        "script": {
+            "sagemaker_program": "train.py",
+            "sagemaker_submit_directory": source,
+            "sagemaker_container_log_level": "20",
+        },
+        "serving_program": "train.py",  # the training entry point serves too unless told otherwise
+    }
+    assert config.hyperparameters == {"ngram_max": "2", "lower": "true"}
+
+
+def test_a_user_trainer_may_bring_its_images_and_serving_script(env: None) -> None:
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-trainer:1"
+    trainer = {"source": "s3://b/t.tar.gz", "entry_point": "fit.py", "serving_entry_point": "serve.py", "image": image}
+    config = config_of(lambda_handler(event({"dataset": "s3://b/i.csv", "trainer": trainer}), None))
+
+    overrides = config.trainer.overrides
+    assert overrides["script"]["sagemaker_program"] == "fit.py"
+    assert overrides["serving_program"] == "serve.py"
+    # one image for both unless an inference image is given
+    assert overrides["image"] == overrides["inference_image"] == image
+    other = {**trainer, "inference_image": image.replace("my-trainer", "my-server")}
+    config = config_of(lambda_handler(event({"dataset": "s3://b/i.csv", "trainer": other}), None))
+    assert config.trainer.overrides["inference_image"].endswith("/my-server:1")
 
 
 @pytest.mark.parametrize("raw", [None, "s3://bucket/iris.csv", ["s3://bucket/iris.csv"]])
@@ -211,6 +288,7 @@ def test_json_schema_documents_the_console_input() -> None:
         "problem_type",
         "model_name",
         "quality_threshold",
+        "trainer",
         "hyperparameters",
         "test_size",
         "validation_size",

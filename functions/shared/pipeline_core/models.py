@@ -16,7 +16,7 @@ Only S3 URIs and small summaries travel in the state (Step Functions caps a stat
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,30 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+BuiltinTrainer = Literal["auto", "gradient-boosting", "linear", "text"]
+BUILTIN_TRAINERS: tuple[BuiltinTrainer, ...] = get_args(BuiltinTrainer)
+CUSTOM_TRAINER = "custom"
+
+
+class TrainerConfig(Contract):
+    """What the training job runs (``$.config.trainer``): a built-in trainer (the deployment's training/
+    source, its ``algorithm`` hyperparameter set to ``name``) or a user's script-mode source tarball.
+
+    ``overrides`` holds only what differs from the deployment's defaults, in the shape PrepareTrainingJob
+    merges (``States.JsonMerge``, shallow) over them: ``image``, ``inference_image``, ``serving_program`` and
+    ``script`` (the ``sagemaker_program``/``sagemaker_submit_directory`` hyperparameters, whole).
+    """
+
+    name: str = "auto"  # a built-in name, or "custom" for a user's source
+    builtin: bool = True
+    source: str | None = None  # s3://.../x.tar.gz of a user trainer; None: the deployment's training/
+    entry_point: str | None = None
+    serving_entry_point: str | None = None
+    image: str | None = None
+    inference_image: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunConfig(Contract):
     """The execution input after ValidateInput filled in every default (stored at ``$.config``)."""
 
@@ -40,6 +64,8 @@ class RunConfig(Contract):
     model_name: str
     quality_threshold: float | None
     hyperparameters: dict[str, str]
+    # a default for run configs written before trainers could be chosen (stored executions)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     test_size: float
     validation_size: float
     seed: int

@@ -138,6 +138,9 @@ def preprocess(
         "target": profile.target,
         "problem_type": profile.problem_type,
         "seed": str(config.seed),
+        # a built-in trainer is training/train.py run with the algorithm it is named for; auto is its default,
+        # left out so that a training source from before `algorithm` existed still takes the default run
+        **({"algorithm": config.trainer.name} if config.trainer.builtin and config.trainer.name != "auto" else {}),
         **config.hyperparameters,
     }
     return PreprocessResult(

@@ -19,6 +19,19 @@ from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, InputValidationError
 from pipeline_core.models import RunConfig
 from pipeline_core.settings import require_env
+from pipeline_core.stages.trainer_input import (
+    TRAINER_TAGS,
+    Hyperparameters,
+    HyperparameterValue,
+    TrainerInput,
+    add_hyperparameter_rules,
+    builtin_hyperparameter_strings,
+    hyperparameter_problems,
+    hyperparameter_strings,
+    trainer_config,
+)
+
+__all__ = ["Hyperparameters", "PipelineInput", "build_run_config", "parse_input", "validate_input"]
 
 MODEL_NAME_PATTERN = r"^[a-z0-9](-?[a-z0-9])*$"
 MODEL_NAME_MAX = 40
@@ -27,19 +40,6 @@ SAGEMAKER_NAME_MAX = 63
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 RESERVED_PREFIX = "stepml-"
 TOKEN_SLUG_MAX = 30
-
-
-class Hyperparameters(BaseModel):
-    """Estimator settings passed to training/train.py (HistGradientBoosting); all optional."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    learning_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="shrinkage, > 0")
-    max_iter: int | None = Field(default=None, ge=1, le=10000, description="boosting iterations, 1..10000")
-    max_depth: int | None = Field(default=None, ge=1, description="maximum tree depth, >= 1")
-    max_leaf_nodes: int | None = Field(default=None, ge=2, description="maximum leaves per tree, >= 2")
-    min_samples_leaf: int | None = Field(default=None, ge=1, description="minimum samples per leaf, >= 1")
-    l2_regularization: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=">= 0")
 
 
 class PipelineInput(BaseModel):
@@ -66,7 +66,17 @@ class PipelineInput(BaseModel):
         allow_inf_nan=False,
         description="minimum primary metric to deploy; default 0.6 (f1_macro) or 0.3 (r2)",
     )
-    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="estimator settings")
+    trainer: TrainerInput = Field(
+        default="auto",
+        description="a built-in trainer (auto, gradient-boosting, linear, text) or your own: "
+        '{"source": "s3://.../trainer.tar.gz", "entry_point": "train.py"} (docs/bring-your-model.md)',
+    )
+    hyperparameters: dict[str, HyperparameterValue] = Field(
+        default_factory=dict,
+        description="trainer settings; built-ins take gradient-boosting: learning_rate, max_iter, max_depth, "
+        "max_leaf_nodes, min_samples_leaf, l2_regularization; linear, text: C, alpha; auto: all of them. "
+        "Your own trainer takes any names with string, number or boolean values",
+    )
     test_size: float = Field(default=0.2, ge=0.05, le=0.4, description="share of rows for the test split")
     validation_size: float = Field(default=0.2, ge=0.05, le=0.4, description="share of rows for the validation split")
     seed: int = Field(default=42, ge=0, le=2**32 - 1, description="random seed of the split and the estimator")
@@ -124,7 +134,9 @@ class ValidateInputEvent(BaseModel):
 
 def input_json_schema() -> dict[str, Any]:
     """The JSON schema of the execution input (used to document what a console user may paste)."""
-    return PipelineInput.model_json_schema()
+    schema = PipelineInput.model_json_schema()
+    add_hyperparameter_rules(schema)  # which hyperparameters a trainer takes, as parse_input checks them
+    return schema
 
 
 def slugify(text: str) -> str:
@@ -151,17 +163,24 @@ def default_model_name(dataset_uri: str) -> str:
 def _describe_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> str:
     if "$ref" in schema:
         return _describe_schema(definitions[schema["$ref"].split("/")[-1]], definitions)
-    if "anyOf" in schema:
-        return " or ".join(_describe_schema(option, definitions) for option in schema["anyOf"])
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return " or ".join(_describe_schema(option, definitions) for option in options)
     if "enum" in schema:
         return " | ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
         return json.dumps(schema["const"])
-    kind = str(schema.get("type", "any"))
+    kind = schema.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(str(k) for k in kind)
     kind = {"number": "number", "integer": "integer", "string": "string", "null": "null"}.get(kind, kind)
     if kind == "object" and "properties" in schema:
-        keys = ", ".join(f"{k} ({_describe_schema(v, definitions)})" for k, v in schema["properties"].items())
-        return f"object with optional keys {keys}"
+        required = set(schema.get("required", []))
+        keys = ", ".join(
+            f"{k} ({_describe_schema(v, definitions)}{'; required' if k in required else ''})"
+            for k, v in schema["properties"].items()
+        )
+        return f"object with keys {keys}" if required else f"object with optional keys {keys}"
     bounds = []
     for key, symbol in (("exclusiveMinimum", ">"), ("minimum", ">="), ("maximum", "<="), ("exclusiveMaximum", "<")):
         if key in schema:
@@ -198,7 +217,10 @@ def _value_text(value: Any) -> str:
 
 
 def _problem_text(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "input"
+    loc = list(error["loc"])
+    if loc[:1] == ["trainer"] and len(loc) > 1 and loc[1] in TRAINER_TAGS:
+        del loc[1]  # the union's tag: "trainer.source", not "trainer.object.source"
+    where = ".".join(str(part) for part in loc) or "input"
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{where}: unknown field (value {_value_text(error['input'])})"
@@ -216,9 +238,15 @@ def parse_input(raw: Any) -> PipelineInput:
         problems = [f"input: must be a JSON object, got {type(raw).__name__} {_value_text(raw)}"]
     else:
         try:
-            return PipelineInput.model_validate(raw)
+            request = PipelineInput.model_validate(raw)
         except ValidationError as error:
             problems = [_problem_text(dict(e)) for e in error.errors()]
+        else:
+            # which names and values are right depends on the trainer, known only now
+            found = hyperparameter_problems(request.trainer, request.hyperparameters)
+            if not found:
+                return request
+            problems = [_problem_text(e) for e in found]
     raise InputValidationError(
         f"the execution input is not valid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n"
         + "\n".join(f"- {p}" for p in problems)
@@ -249,7 +277,10 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
 
     token = run_token(execution_name)
     job_name = f"{RESERVED_PREFIX}{token}"
-    hyperparameters = {key: str(value) for key, value in request.hyperparameters.model_dump(exclude_none=True).items()}
+    if isinstance(request.trainer, str):
+        hyperparameters = builtin_hyperparameter_strings(request.hyperparameters)
+    else:
+        hyperparameters = hyperparameter_strings(request.hyperparameters)
     run_id = execution_name
     return RunConfig(
         run_id=run_id,
@@ -259,6 +290,7 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         model_name=model_name,
         quality_threshold=request.quality_threshold,
         hyperparameters=hyperparameters,
+        trainer=trainer_config(request.trainer),
         test_size=request.test_size,
         validation_size=request.validation_size,
         seed=request.seed,

@@ -10,10 +10,15 @@ still fails, as on SageMaker).
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from pipeline_core.errors import DatasetNotFoundError, TrainingFailedError
 from pipeline_core.standin.errors import ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
+from pipeline_core.standin.training import extract_tar_gz
+from pipeline_core.trainer_contract import serving_problem
 
 
 def create_model(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
@@ -28,9 +33,31 @@ def create_model(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
         if same_request(existing, request):
             return {"ModelArn": existing["ModelArn"]}
         raise ValidationException(f'Cannot create already existing model "{arn}".')
+    check_serving_code(store, name, request["PrimaryContainer"].get("Environment", {}))
     record = {key: value for key, value in request.items() if key != "Tags"}
     store.put("models", name, {**record, "ModelArn": arn, "CreationTime": now_iso()})
     return {"ModelArn": arn}
+
+
+def check_serving_code(store: RecordStore, name: str, environment: dict[str, str]) -> None:
+    """The serving code a model names can serve: SageMaker would only find out when the endpoint failed to start
+    (or at the first request); the stand-in says at CreateModel what is missing."""
+    source_uri = environment.get("SAGEMAKER_SUBMIT_DIRECTORY")
+    if not source_uri:
+        return  # a model without script-mode code: the runtime says so if it is ever invoked
+    program = environment.get("SAGEMAKER_PROGRAM", "inference.py")
+    try:
+        data = store.objects.read_bytes(source_uri)
+    except DatasetNotFoundError:
+        return  # as on SageMaker, CreateModel does not look for it; the runtime names it missing when invoked
+    with tempfile.TemporaryDirectory(prefix="standin-serving-") as temp:
+        try:
+            code_dir = extract_tar_gz(data, Path(temp), f"SAGEMAKER_SUBMIT_DIRECTORY {source_uri}")
+        except TrainingFailedError as error:
+            raise ValidationException(f"model {name}: {error}") from error
+        problem = serving_problem(code_dir, program)
+    if problem:
+        raise ValidationException(f"model {name}: {problem} ({source_uri})")
 
 
 def describe_model(store: RecordStore, name: str) -> dict[str, Any]:

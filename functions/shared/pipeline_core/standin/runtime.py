@@ -13,14 +13,16 @@ SageMaker, so an unchanged EndpointConfigName means an unchanged model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import sys
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +33,7 @@ from pipeline_core.standin.endpoints import describe_endpoint, describe_endpoint
 from pipeline_core.standin.errors import ModelError
 from pipeline_core.standin.store import RecordStore
 from pipeline_core.standin.training import extract_tar_gz
+from pipeline_core.trainer_contract import serving_problem
 
 DEFAULT_REFRESH_SECONDS = 1.0
 # Each UpdateEndpoint brings a new model; the few most recent stay loaded, older ones are dropped.
@@ -40,10 +43,14 @@ MAX_SOURCES = 8
 
 @dataclass
 class _Source:
-    """An extracted source tarball and its imported inference module."""
+    """An extracted source tarball, its imported serving module and the modules it imported from its own
+    directory (kept out of sys.modules between calls, so two trainers' ``model.py`` never meet)."""
 
     module: ModuleType
     directory: tempfile.TemporaryDirectory[str] = field(repr=False)
+    code_dir: Path
+    local_names: frozenset[str]
+    modules: dict[str, ModuleType] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -52,15 +59,33 @@ class _Model:
 
     model_data_url: str
     bundle: Any
-    module: ModuleType
+    source: _Source
     directory: tempfile.TemporaryDirectory[str] = field(repr=False)
 
-    def predict(self, records: list[dict[str, Any]]) -> list[Any]:
-        if hasattr(self.module, "predict_records"):
-            return list(self.module.predict_records(self.bundle, records))
-        import pandas as pd  # only the predict_fn path needs a frame
+    @property
+    def module(self) -> ModuleType:
+        return self.source.module
 
-        return list(self.module.predict_fn(pd.DataFrame.from_records(records), self.bundle))
+    def predict(self, records: list[dict[str, Any]]) -> list[Any]:
+        module = self.module
+        if hasattr(module, "predict_records"):
+            return list(module.predict_records(self.bundle, records))
+        if hasattr(module, "input_fn"):
+            # what the inference API sends an endpoint on AWS, through the trainer's own deserialiser
+            data = module.input_fn(json.dumps({"instances": records}), "application/json")
+        else:
+            import pandas as pd  # only this path needs a frame
+
+            data = pd.DataFrame.from_records(records)
+        prediction = module.predict_fn(data, self.bundle)
+        if not hasattr(module, "output_fn"):
+            return list(prediction)
+        answer = module.output_fn(prediction, "application/json")
+        body = answer[0] if isinstance(answer, tuple) else answer  # (body, content type) or the body alone
+        payload = json.loads(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("predictions"), list):
+            raise ValueError(f'output_fn must answer {{"predictions": [...]}} to the inference API, not {body!s:.200}')
+        return list(payload["predictions"])
 
 
 @dataclass
@@ -155,61 +180,100 @@ class ModelServer:
         """Download, extract and model_fn a model (called under the lock: loads are rare and one at a time
         avoids loading the same model twice)."""
         url, source_uri, program = model_key
-        module = self._inference_module(store, source_uri, program)
+        source = self._inference_source(store, source_uri, program)
         directory = tempfile.TemporaryDirectory(prefix="standin-model-")
         try:
             model_dir = extract_tar_gz(store.objects.read_bytes(url), Path(directory.name), url)
-            bundle = module.model_fn(str(model_dir))
+            with source_modules(source):  # a pickle's classes resolve against this trainer's own modules
+                bundle = source.module.model_fn(str(model_dir))
         except Exception as error:
             directory.cleanup()
             raise ModelError(f"could not load the model at {url}: {type(error).__name__}: {error}") from error
-        model = _Model(url, bundle, module, directory)
+        model = _Model(url, bundle, source, directory)
         _lru_put(self._models, model_key, model, MAX_MODELS)
         return model
 
-    def _inference_module(self, store: RecordStore, source_uri: str, program: str) -> ModuleType:
+    def _inference_source(self, store: RecordStore, source_uri: str, program: str) -> _Source:
         """``program`` from the source tarball, imported under a name unique to the tarball's content."""
         data = store.objects.read_bytes(source_uri)
         digest = hashlib.sha256(data).hexdigest()
         cached = self._sources.get((digest, program))
         if cached is not None:
-            return cached.module
+            return cached
         directory = tempfile.TemporaryDirectory(prefix="standin-code-")
         try:
             code_dir = extract_tar_gz(data, Path(directory.name), source_uri)
-            path = code_dir / program
-            if not path.is_file():
-                raise ModelError(f"SAGEMAKER_PROGRAM {program} is not in {source_uri}")
-            module = _import_path(path, f"_stepml_standin_{Path(program).stem}_{digest[:16]}", code_dir)
-            for required in ("model_fn",):
-                if not hasattr(module, required):
-                    raise ModelError(f"{program} from {source_uri} defines no {required}")
-            if not hasattr(module, "predict_records") and not hasattr(module, "predict_fn"):
-                raise ModelError(f"{program} from {source_uri} defines neither predict_records nor predict_fn")
+            problem = serving_problem(code_dir, program)
+            if problem:
+                raise ModelError(f"{problem} ({source_uri})")
+            source = _import_source(code_dir, program, f"_stepml_standin_{Path(program).stem}_{digest[:16]}", directory)
         except Exception:
             directory.cleanup()
             raise
-        _lru_put(self._sources, (digest, program), _Source(module, directory), MAX_SOURCES)
-        return module
+        _lru_put(self._sources, (digest, program), source, MAX_SOURCES)
+        return source
 
 
-def _import_path(path: Path, module_name: str, code_dir: Path) -> ModuleType:
-    """Import ``path`` as ``module_name``; its folder is on sys.path while it runs, as in the container
-    (a module it imports from there stays in sys.modules under its own name)."""
+def local_module_names(code_dir: Path) -> frozenset[str]:
+    """The top-level module names ``code_dir`` provides (``model`` for model.py, packages by folder name)."""
+    names = {path.stem for path in code_dir.glob("*.py")}
+    names |= {path.name for path in code_dir.iterdir() if path.is_dir() and path.name.isidentifier()}
+    return frozenset(names)
+
+
+# sys.modules and sys.path are process-wide: one source's modules are swapped in at a time.
+_SWAP_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def source_modules(source: _Source) -> Iterator[None]:
+    """While inside: ``source``'s own modules are the ones ``import model`` (or a pickle naming ``model.X``)
+    finds, its directory is first on sys.path; on leaving, what it imported from there is kept with the
+    source and sys.modules is as it was (a module of that name from elsewhere comes back)."""
+
+    def own(name: str) -> bool:
+        return name.split(".", 1)[0] in source.local_names
+
+    with _SWAP_LOCK:
+        shadowed = {name: module for name, module in sys.modules.items() if own(name)}
+        for name in shadowed:
+            del sys.modules[name]
+        sys.modules.update(source.modules)
+        sys.path.insert(0, str(source.code_dir))
+        try:
+            yield
+        finally:
+            sys.path.remove(str(source.code_dir))
+            imported = {name: module for name, module in sys.modules.items() if own(name)}
+            for name in imported:
+                del sys.modules[name]
+            source.modules.update(imported)
+            sys.modules.update(shadowed)
+
+
+def _import_source(
+    code_dir: Path, program: str, module_name: str, directory: tempfile.TemporaryDirectory[str]
+) -> _Source:
+    """Import ``program`` as ``module_name`` with its folder on sys.path, as in the container; the modules it
+    imports from there stay with the returned source, not in sys.modules."""
+    path = code_dir / program
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ModelError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # pickles and dataclasses look their module up here
-    sys.path.insert(0, str(code_dir))
+    source = _Source(module, directory, code_dir, local_module_names(code_dir))
+    # under its unique name for pickles and dataclasses that look their module up; under its own name (train)
+    # only while its source is swapped in
+    sys.modules[module_name] = module
+    if "/" not in program:
+        source.modules[Path(program).stem] = module
     try:
-        spec.loader.exec_module(module)
+        with source_modules(source):
+            spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
-    finally:
-        sys.path.remove(str(code_dir))
-    return module
+    return source
 
 
 _SERVER = ModelServer()

@@ -34,6 +34,7 @@ from pipeline_core.observability import logger
 from pipeline_core.standin import warm_interpreter
 from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
+from pipeline_core.trainer_contract import empty_model_problem, entry_point_problem, predictions_problem
 
 # How much of the script's stdout/stderr the job record keeps (the whole output goes to the log).
 LOG_TAIL_BYTES = 4096
@@ -356,9 +357,11 @@ def create_training_job(
                 ) from error
             extract_tar_gz(source, layout.code, f"sagemaker_submit_directory of {name}")
             program = str(framework["sagemaker_program"])
-            if not (layout.code / program).is_file():
+            missing_program = entry_point_problem(layout.code, program)
+            if missing_program:
                 raise TrainingFailedError(
-                    f"sagemaker_program {program} is not in {framework['sagemaker_submit_directory']}"
+                    f"{missing_program}: sagemaker_program {program} is not in "
+                    f"{framework['sagemaker_submit_directory']}"
                 )
             channels = _download_channels(store, request, layout)
         except TrainingFailedError as error:
@@ -398,8 +401,14 @@ def create_training_job(
             reason = _failure_reason(layout, logs["stderr"], logs["stdout"], program, status)
             finish("Failed", "Failed", FailureReason=reason, StandInLogs=logs)
             raise TrainingFailedError(reason)
-        if not _files_under(layout.model):
-            reason = f"{program} exited successfully but wrote nothing to SM_MODEL_DIR"
+        # the contract's outputs (docs/bring-your-model.md); SageMaker itself would upload whatever is there
+        # and leave Evaluate or the endpoint to fail later, less clearly
+        reason = (
+            empty_model_problem(program)
+            if not _files_under(layout.model)
+            else predictions_problem(layout.output_data, program)
+        )
+        if reason:
             finish("Failed", "Failed", FailureReason=reason, StandInLogs=logs)
             raise TrainingFailedError(reason)
 
