@@ -37,7 +37,9 @@ def run(
 def read_split(aws: Any, prefix: str, name: str) -> pd.DataFrame:
     assert prefix.endswith(f"/{name}/")
     body = aws.get(prefix.removeprefix(f"s3://{aws.bucket}/") + f"{name}.csv")
-    return pd.read_csv(io.BytesIO(body))
+    # Only an empty cell is missing: "None" and "NA" in a text column are categories (pandas' default reads
+    # them as NaN, so a trainer must read the splits this way too).
+    return pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""])
 
 
 def splits(aws: Any, result: PreprocessResult) -> dict[str, pd.DataFrame]:
@@ -93,7 +95,7 @@ def test_the_split_depends_on_the_seed_only(aws: Any) -> None:
 
 def test_empty_targets_are_dropped_and_text_is_cleaned(aws: Any) -> None:
     frame = iris_frame().astype(str)
-    frame.loc[[0, 60, 120], "species"] = ["", "NA", "  "]
+    frame.loc[[0, 60, 120], "species"] = ["", "null", "  "]
     frame.loc[5, "sepal_length"] = "  6.25 "
     frame.loc[6, "sepal_width"] = "?"
     frame["colour"] = np.where(np.arange(150) % 2 == 0, " red", "blue ")
@@ -104,6 +106,8 @@ def test_empty_targets_are_dropped_and_text_is_cleaned(aws: Any) -> None:
     together = pd.concat(parts.values())
 
     assert result.dropped_rows == 3
+    assert result.dropped_rows_by_reason == {"empty target": 3}
+    assert profile.dropped_rows == {"empty target": 3}
     assert result.n_train + result.n_validation + result.n_test == 147 == len(together)
     assert set(together["species"]) == {"setosa", "versicolor", "virginica"}
     assert set(together["colour"]) == {"red", "blue"}
@@ -134,11 +138,11 @@ def test_integer_class_labels_are_written_as_the_profiled_labels(aws: Any) -> No
 
 
 def test_stratification_falls_back_to_plain_when_a_class_is_too_small() -> None:
-    labels = pd.Series(["a"] * 40 + ["b"] * 5)  # b gets 1 test row: cannot have 2 in each split
+    labels = pd.Series(["a"] * 43 + ["b"] * 2)  # b has fewer than min_rows_per_class (3) rows
     split = split_rows(45, 0.2, 0.2, seed=1, labels=labels)
 
     assert not split.stratified
-    assert split.reason == "plain (not stratified): classes b cannot have 2 rows in each split"
+    assert split.reason == "plain (not stratified): classes b have fewer than 3 rows"
     positions = np.concatenate([split.train, split.validation, split.test])
     assert sorted(positions) == list(range(45))
     assert (len(split.train), len(split.validation), len(split.test)) == (27, 9, 9)
@@ -148,6 +152,15 @@ def test_stratification_falls_back_to_plain_when_a_class_is_too_small() -> None:
     assert stratified.stratified
     assert balanced.iloc[stratified.test].value_counts().to_dict() == {"a": 6, "b": 3}
     assert balanced.iloc[stratified.train].value_counts().to_dict() == {"a": 18, "b": 9}
+
+
+def test_a_class_of_min_rows_gets_a_test_row_and_two_for_training() -> None:
+    labels = pd.Series(["a"] * 40 + ["b"] * 3)  # b has exactly min_rows_per_class(0.2, 0.2) rows
+    split = split_rows(43, 0.2, 0.2, seed=1, labels=labels)
+
+    assert split.stratified
+    assert (labels.iloc[split.test] == "b").sum() == 1
+    assert (labels.iloc[np.concatenate([split.train, split.validation])] == "b").sum() == 2
 
 
 def test_the_four_handlers_chain_like_the_state_machine(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:

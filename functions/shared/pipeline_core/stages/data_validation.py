@@ -33,23 +33,38 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from pipeline_core.aws.s3 import ObjectStore
+from pipeline_core.classes import (
+    apply_rare_classes,
+    infer_problem_type,
+    sorted_labels,
+    split_sizes,
+    target_labels,
+)
 from pipeline_core.errors import ConfigurationError, DataValidationError
-from pipeline_core.models import ColumnProfile, DataProfile, IngestResult, ProblemType, RunConfig
+from pipeline_core.models import ColumnProfile, DataProfile, IngestResult, RunConfig
 from pipeline_core.observability import logger
 from pipeline_core.settings import optional_env
+from pipeline_core.stages.column_roles import (
+    FEATURE_ROLES,
+    STRICT_MISSING,
+    infer_column,
+    numeric_share,
+    profile_columns,
+    read_values,
+    storage_dtype,
+    typed,
+)
+
+__all__ = ["split_sizes", "target_labels"]  # re-exported: Preprocess and the tests use them from here
 
 MIB = 1024 * 1024
 DEFAULT_MAX_DATASET_BYTES = 512 * MIB
 DEFAULT_MAX_LINE_BYTES = 1 * MIB
-# Values read as "missing" (compared lowercased, after stripping whitespace); "?" is UCI's convention.
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", "?"})
-BOOLEAN_TOKENS = frozenset({"true", "false"})
-# A text column whose non-empty values are numbers in at least this share is meant to be numeric: the
-# few text values in it are errors, reported, rather than a reason to treat the column as categories.
-NUMERIC_SHARE = 0.9
-MAX_INFERRED_INTEGER_CLASSES = 20
 MIN_ROWS_PER_SPLIT = 5
-MIN_ROWS_PER_CLASS = 2
+EXCLUDED_ROLES = ("identifier", "constant", "excluded")
+# keys of DataProfile.dropped_rows / PreprocessResult.dropped_rows_by_reason
+EMPTY_TARGET = "empty target"
+RARE_DROPPED = "rare class (dropped)"
 MAX_EXAMPLES = 5
 _SCAN_CHUNK = 64 * MIB
 _MAGIC = {
@@ -296,7 +311,8 @@ def scan_csv(text: str) -> tuple[list[str], array[int]]:
 
 
 def normalize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Strip text values and turn the missing-value tokens (``MISSING_TOKENS``) into NA."""
+    """Strip text values and turn the missing-value tokens that are never a value (``STRICT_MISSING``) into
+    NA; "None" and "NA" stay until a column's role says whether they are missing (:func:`read_values`)."""
     result = {}
     for name in frame.columns:
         column = frame[name]
@@ -304,7 +320,7 @@ def normalize(frame: pd.DataFrame) -> pd.DataFrame:
             column = column.astype("str").where(column.notna())
         if pd.api.types.is_string_dtype(column) or column.dtype == object:
             text = column.astype("str").str.strip().where(column.notna())
-            column = text.mask(text.str.lower().isin(MISSING_TOKENS))
+            column = text.mask(text.str.lower().isin(STRICT_MISSING))
         result[name] = column
     return pd.DataFrame(result, index=frame.index)
 
@@ -379,37 +395,19 @@ def load_table(data: bytes, file_format: Literal["csv", "parquet"], limits: Limi
 # --------------------------------------------------------------------------- types
 
 
-def _numeric_share(column: pd.Series) -> tuple[float, int]:
-    present = column.dropna()
-    if present.empty:
-        return 1.0, 0
-    parsed = pd.to_numeric(present, errors="coerce")
-    return float(parsed.notna().sum()) / len(present), len(present)
-
-
-def infer_dtype(column: pd.Series) -> Literal["numeric", "categorical", "boolean"]:
-    """numeric, boolean or categorical for one normalized column."""
-    if pd.api.types.is_bool_dtype(column):
-        return "boolean"
-    if pd.api.types.is_numeric_dtype(column):
-        return "numeric"
-    share, _ = _numeric_share(column)
-    if share >= NUMERIC_SHARE:
-        return "numeric"  # an all-empty column is numeric too: it reaches training as NaN
-    if set(column.dropna().astype("str").str.lower().unique()) <= BOOLEAN_TOKENS:
-        return "boolean"
-    return "categorical"
-
-
 def _finite_or_missing(series: pd.Series) -> pd.Series:
     return series.isna() | np.isfinite(series)
 
 
 def frame_schema(columns: Sequence[ColumnProfile]) -> pa.DataFrameSchema:
-    """The pandera schema of a profiled dataset: numeric columns coerce to finite floats (NA allowed)."""
+    """The pandera schema of a profiled dataset: used numeric columns coerce to finite floats (NA allowed).
+
+    Columns training does not see (identifier, constant, excluded) are not checked: excluding a column is
+    how a user gets past its bad values.
+    """
     spec: dict[str, pa.Column] = {}
     for column in columns:
-        if column.dtype == "numeric":
+        if column.dtype == "numeric" and typed(column):
             spec[column.name] = pa.Column(
                 float,
                 coerce=True,
@@ -423,23 +421,23 @@ def frame_schema(columns: Sequence[ColumnProfile]) -> pa.DataFrameSchema:
 
 
 def apply_schema(table: Table, columns: Sequence[ColumnProfile]) -> pd.DataFrame:
-    """The frame with numeric columns as floats; every value that does not fit is reported at once."""
+    """The frame read with each column's role (:func:`read_values`), numeric columns as floats; every
+    value that does not fit is reported at once."""
+    values = read_values(table.frame, columns)
     try:
-        return frame_schema(columns).validate(table.frame, lazy=True)
+        return frame_schema(columns).validate(values, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        raise DataValidationError(_describe_failures(table, errors.failure_cases)) from None
+        raise DataValidationError(_describe_failures(table, values, errors.failure_cases)) from None
 
 
-def _describe_failures(table: Table, cases: pd.DataFrame) -> str:
+def _describe_failures(table: Table, values: pd.DataFrame, cases: pd.DataFrame) -> str:
     problems = []
     for name in table.frame.columns:
         mine = cases[(cases["column"] == name) & cases["index"].notna()].drop_duplicates(subset=["index"])
         if mine.empty:
             continue
-        share, present = _numeric_share(table.frame[name])
-        examples = [
-            f"{table.where(int(i))} has {_snippet(v)}" for i, v in zip(mine["index"], mine["failure_case"], strict=True)
-        ]
+        share, present = numeric_share(values[name])
+        examples = [f"{table.where(int(i))} has {_snippet(table.frame[name].iloc[int(i)])}" for i in mine["index"]]
         n_bad = len(mine)
         problems.append(
             f"column {name!r} is numeric in {math.floor(share * 100)}% of rows ({present - n_bad} of {present} "
@@ -448,17 +446,14 @@ def _describe_failures(table: Table, cases: pd.DataFrame) -> str:
         )
     if not problems:  # a schema-level failure pandera reports without rows (should not happen)
         problems = [str(cases.head(MAX_EXAMPLES).to_dict("records"))]
-    return "; ".join(problems) + ". Fix or empty those cells (empty, NA and ? are read as missing values)"
+    return (
+        "; ".join(problems)
+        + ". Fix or empty those cells (empty, NA and ? are read as missing values), or leave the column out "
+        "with exclude_columns"
+    )
 
 
 # --------------------------------------------------------------------------- target and split
-
-
-def split_sizes(n_rows: int, test_size: float, validation_size: float) -> tuple[int, int, int]:
-    """(train, validation, test) row counts for ``n_rows`` rows; the same rounding Preprocess uses."""
-    n_test = round(n_rows * test_size)
-    n_validation = round(n_rows * validation_size)
-    return n_rows - n_test - n_validation, n_validation, n_test
 
 
 def rows_needed(test_size: float, validation_size: float, minimum: int = MIN_ROWS_PER_SPLIT) -> int:
@@ -467,31 +462,6 @@ def rows_needed(test_size: float, validation_size: float, minimum: int = MIN_ROW
     while min(split_sizes(n, test_size, validation_size)) < minimum:
         n += 1
     return n
-
-
-def _is_integer_valued(values: pd.Series) -> bool:
-    return bool(((values - np.floor(values)) == 0).all())
-
-
-def target_labels(target: pd.Series, dtype: str) -> pd.Series:
-    """The target as class-label strings (NA kept): integers without '.0', booleans as 'true'/'false'."""
-    if dtype == "numeric":
-        numbers = pd.to_numeric(target, errors="coerce")
-        present = numbers.dropna()
-        if _is_integer_valued(present):
-            return numbers.map(lambda v: str(int(v)) if pd.notna(v) else None).astype(object)
-        return numbers.map(lambda v: repr(float(v)) if pd.notna(v) else None).astype(object)
-    if pd.api.types.is_bool_dtype(target):
-        return target.map(lambda v: "true" if v else "false").astype(object)
-    if dtype == "boolean":
-        return target.map(lambda v: str(v).lower() if pd.notna(v) else None).astype(object)
-    return target.astype(object).where(target.notna(), None)
-
-
-def sorted_labels(labels: Sequence[str], numeric: bool) -> list[str]:
-    """Class labels in order: by value when numeric (the order a classifier's classes_ has), else by text."""
-    unique = set(labels)
-    return sorted(unique, key=float) if numeric else sorted(unique)
 
 
 def _choose_target(config: RunConfig, names: list[str]) -> tuple[str, Literal["input", "last_column"]]:
@@ -506,116 +476,109 @@ def _choose_target(config: RunConfig, names: list[str]) -> tuple[str, Literal["i
     )
 
 
-def _problem_type(
-    config: RunConfig, table: Table, target: str, dtype: str, labels: pd.Series
-) -> tuple[ProblemType, Literal["input", "inferred"], str]:
+def _check_target_is_not_an_identifier(
+    table: Table, target: str, column: pd.Series, labels: pd.Series, classification: bool
+) -> None:
+    """A target with its own value in every row (an ID, a name) is nothing a model can learn to predict."""
+    inferred = infer_column(target, column)
     present = labels.dropna()
-    n_distinct = present.nunique()
-    if config.problem_type == "regression":
-        if dtype != "numeric":
-            first = int(present.index[0])
-            raise DataValidationError(
-                f"problem_type 'regression' needs a numeric target, but column {target!r} is {dtype} "
-                f"({table.where(first)} has {_snippet(table.frame[target].iloc[first])})"
-            )
-        return "regression", "input", "problem_type 'regression' given in the input"
-    if config.problem_type == "classification":
-        kind: ProblemType = "binary_classification" if n_distinct == 2 else "multiclass_classification"
-        return kind, "input", f"problem_type 'classification' given in the input; target has {n_distinct} classes"
-    if dtype != "numeric":
-        example = _snippet(present.iloc[0])
-        reason = f"target {target!r} is {dtype}, not numeric (e.g. {example}), so it is classification"
-    else:
-        numbers = pd.to_numeric(present)
-        if not _is_integer_valued(numbers):
-            return (
-                "regression",
-                "inferred",
-                f"target {target!r} is numeric with non-integer values, so it is regression",
-            )
-        if n_distinct > MAX_INFERRED_INTEGER_CLASSES:
-            return (
-                "regression",
-                "inferred",
-                f"target {target!r} is integer-valued with {n_distinct} distinct values "
-                f"(more than {MAX_INFERRED_INTEGER_CLASSES}), so it is regression",
-            )
-        reason = (
-            f"target {target!r} is integer-valued with {n_distinct} distinct values "
-            f"(at most {MAX_INFERRED_INTEGER_CLASSES}), so it is classification"
+    if inferred.role == "identifier" or (classification and len(present) >= 2 and present.nunique() == len(present)):
+        why = (
+            inferred.reason
+            if inferred.role == "identifier"
+            else f"{len(present)} distinct values in {len(present)} rows"
         )
-    kind = "binary_classification" if n_distinct == 2 else "multiclass_classification"
-    return kind, "inferred", reason
+        first = int(present.index[0])
+        raise DataValidationError(
+            f"target {target!r} looks like an identifier ({why}; {table.where(first)} has "
+            f"{_snippet(column.iloc[first])}): every row has its own value, so there is nothing to learn to "
+            "predict. Choose another target column (input field target)"
+        )
 
 
-def _check_classes(table: Table, target: str, labels: pd.Series) -> None:
+def _check_problem_type(table: Table, target: str, dtype: str, labels: pd.Series, config: RunConfig) -> None:
+    if config.problem_type == "regression" and dtype != "numeric":
+        first = int(labels.dropna().index[0])
+        raise DataValidationError(
+            f"problem_type 'regression' needs a numeric target, but column {target!r} is {dtype} "
+            f"({table.where(first)} has {_snippet(table.frame[target].iloc[first])})"
+        )
+
+
+def _check_classes(target: str, labels: pd.Series) -> None:
     counts = labels.dropna().value_counts()
     if len(counts) < 2:
         raise DataValidationError(
             f"target {target!r} has a single class {counts.index[0]!r} in all {int(counts.iloc[0])} rows with a "
             "value: classification needs at least 2 classes"
         )
-    small = counts[counts < MIN_ROWS_PER_CLASS]
-    if not small.empty:
-        details = []
-        for label, count in list(small.items())[:MAX_EXAMPLES]:
-            rows = [table.where(int(i)) for i in labels.index[labels == label][:3]]
-            details.append(f"class {label!r} has {count} row{'s' if count != 1 else ''}: {', '.join(rows)}")
-        raise DataValidationError(
-            f"target {target!r}: {len(small)} of {len(counts)} classes have fewer than {MIN_ROWS_PER_CLASS} rows, "
-            f"too few to appear in both training and evaluation: {'; '.join(details)}"
-            + ("; ..." if len(small) > MAX_EXAMPLES else "")
-            + ". Remove or merge those classes (or is the target column the right one?)"
-        )
 
 
 def profile_table(table: Table, config: RunConfig) -> DataProfile:
-    """Type, target and split checks on a loaded table; the profile later states rely on."""
+    """Roles, types, target and split checks on a loaded table; the profile later states rely on."""
     frame = table.frame
     names = [str(c) for c in frame.columns]
     target, target_chosen_by = _choose_target(config, names)
-    columns = [
-        ColumnProfile(name=name, dtype=infer_dtype(frame[name]), missing=int(frame[name].isna().sum()))
-        for name in names
-    ]
-    apply_schema(table, columns)
-    dtype = next(c.dtype for c in columns if c.name == target)
+    dtype = storage_dtype(frame[target])
+    columns = profile_columns(frame, target, dtype, config.column_roles, config.exclude_columns, table.where)
+    values = apply_schema(table, columns)
 
     n_rows = len(frame)
-    present = int(frame[target].notna().sum())
+    present = int(values[target].notna().sum())
     if present == 0:
         chosen = "the last column" if target_chosen_by == "last_column" else "named in the input"
         raise DataValidationError(f"target column {target!r} ({chosen}) is empty in all {n_rows} rows")
-    labels = target_labels(frame[target], dtype)
-    problem_type, chosen_by, reason = _problem_type(config, table, target, dtype, labels)
+    dropped = {EMPTY_TARGET: n_rows - present} if present < n_rows else {}
+    labels = target_labels(values[target], dtype)
+    _check_problem_type(table, target, dtype, labels, config)
+    choice = infer_problem_type(target, dtype, labels, config.problem_type)
+    classification = choice.problem_type != "regression"
+    if config.problem_type is None or classification:
+        _check_target_is_not_an_identifier(table, target, values[target], labels, classification)
     class_labels: list[str] = []
-    if problem_type != "regression":
-        _check_classes(table, target, labels)
-        class_labels = sorted_labels(list(labels.dropna()), numeric=dtype == "numeric")
+    merged: dict[str, int] = {}
+    problem_type = choice.problem_type
+    if classification:
+        _check_classes(target, labels)
+        outcome = apply_rare_classes(
+            labels, config.rare_classes, config.test_size, config.validation_size, table.where, target
+        )
+        if outcome.dropped:
+            dropped[RARE_DROPPED] = sum(outcome.dropped.values())
+        merged = outcome.merged
+        class_labels = sorted_labels(list(outcome.labels.dropna()))
+        # dropping or merging classes can leave two: the problem becomes binary
+        problem_type = "binary_classification" if len(class_labels) == 2 else "multiclass_classification"
+        present = int(outcome.labels.notna().sum())
 
     sizes = split_sizes(present, config.test_size, config.validation_size)
     if min(sizes) < MIN_ROWS_PER_SPLIT:
-        dropped = (
-            f" ({n_rows - present} of {n_rows} rows have an empty target and are not used)" if present < n_rows else ""
-        )
+        left_out = []
+        if EMPTY_TARGET in dropped:
+            left_out.append(f"{dropped[EMPTY_TARGET]} of {n_rows} rows have an empty target and are not used")
+        if RARE_DROPPED in dropped:
+            left_out.append(f'{dropped[RARE_DROPPED]} rows of rare classes are dropped (rare_classes "drop")')
+        not_used = f" ({'; '.join(left_out)})" if left_out else ""
         raise DataValidationError(
-            f"not enough rows: {present} rows with a target{dropped}; the split (test_size "
+            f"not enough rows: {present} rows with a target{not_used}; the split (test_size "
             f"{config.test_size:g}, validation_size {config.validation_size:g}) gives train {sizes[0]}, "
             f"validation {sizes[1]}, test {sizes[2]} rows, and each needs at least {MIN_ROWS_PER_SPLIT}: "
             f"at least {rows_needed(config.test_size, config.validation_size)} rows are needed"
         )
-    features = [name for name in names if name != target]
     return DataProfile(
         n_rows=n_rows,
         n_columns=len(names),
         target=target,
         target_chosen_by=target_chosen_by,
         problem_type=problem_type,
-        problem_type_chosen_by=chosen_by,
-        problem_type_reason=reason,
+        problem_type_chosen_by=choice.chosen_by,
+        problem_type_reason=choice.reason,
         class_labels=class_labels,
-        feature_columns=features,
+        feature_columns=[c.name for c in columns if c.role in FEATURE_ROLES],
         columns=columns,
+        excluded_columns={c.name: f"{c.role}: {c.reason}" for c in columns if c.role in EXCLUDED_ROLES},
+        dropped_rows=dropped,
+        merged_classes=merged,
     )
 
 
@@ -638,4 +601,6 @@ def describe(profile: DataProfile) -> dict[str, Any]:
         "target": profile.target,
         "problem_type": profile.problem_type,
         "reason": profile.problem_type_reason,
+        "roles": {c.name: c.role for c in profile.columns},
+        "dropped_rows": profile.dropped_rows,
     }
