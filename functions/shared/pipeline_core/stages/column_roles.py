@@ -172,16 +172,19 @@ def _is_identifier_name(name: str) -> bool:
 
 
 def _numeric_identifier(name: str, column: pd.Series) -> str | None:
-    """Why an all-distinct whole-number column is an identifier, or None when it is a number to learn from."""
-    numbers = parse_numbers(column).dropna()
+    """Why an all-distinct whole-number column is an identifier (it must be named like one), or None.
+
+    The name decides: distinct whole numbers without an id-like name may be a count or a year, and a float
+    is a measurement even when every value differs.
+    """
+    numbers = parse_numbers(column.mask(soft_missing(column))).dropna()
     n = len(numbers)
     if n < IDENTIFIER_MIN_ROWS or numbers.nunique() != n or not bool((numbers == np.floor(numbers)).all()):
         return None
+    if _ROW_NAME.match(name.strip()) and n == len(column) and bool((np.diff(numbers.to_numpy()) == 1).all()):
+        return f"numbers the rows {int(numbers.iloc[0])}..{int(numbers.iloc[-1])} in file order"
     if _is_identifier_name(name):
         return f"a different whole number in each of its {n} non-empty rows and named like an identifier"
-    steps = np.diff(numbers.to_numpy())
-    if len(numbers) == len(column) and numbers.iloc[0] in (0, 1) and bool((steps == 1).all()):
-        return f"numbers the rows {int(numbers.iloc[0])}..{int(numbers.iloc[-1])} in file order"
     return None
 
 
@@ -202,10 +205,10 @@ def infer_column(name: str, column: pd.Series) -> Inferred:
     if n_distinct == 1 and n_present == n_rows:
         return Inferred(dtype, "constant", f"one value {str(present.iloc[0])!r} in all {n_rows} rows")
     if dtype == "numeric":
-        why = _numeric_identifier(name, column[usable])
+        why = _numeric_identifier(name, column)
         if why:
             return Inferred(dtype, "identifier", why)
-        grouped = int(present.astype("str").str.match(THOUSANDS).sum()) if present.dtype == object else 0
+        grouped = 0 if pd.api.types.is_numeric_dtype(present) else int(present.astype("str").str.match(THOUSANDS).sum())
         reason = f"numbers, {n_distinct} distinct values in {n_present} non-empty rows"
         if grouped:
             reason += f" ({grouped} written with thousands separators, e.g. {_first_match(present)!r})"
