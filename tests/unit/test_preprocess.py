@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -204,6 +205,7 @@ def test_a_retried_preprocess_writes_nothing_new(aws: Any) -> None:
     aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
     config, ingested, profile, first = run(aws, "retried.csv", csv_bytes(iris_frame()), seed=5)
     uris = [f"{first.train_uri}train.csv", f"{first.validation_uri}validation.csv", f"{first.test_uri}test.csv"]
+    uris += [f"{prefix}columns.json" for prefix in (first.train_uri, first.validation_uri, first.test_uri)]
     written = {uri: _versions(aws, uri) for uri in uris}
 
     second = preprocess(config, ingested, profile, ObjectStore(aws.s3), Limits())
@@ -223,3 +225,87 @@ def test_put_if_changed_replaces_different_bytes_only(aws: Any) -> None:
     # different bytes under the key: the object must hold what the caller goes on with
     assert store.put_if_changed(uri, b"a\n2\n", "text/csv") is True
     assert store.read_bytes(uri) == b"a\n2\n" and len(_versions(aws, uri)) == 2
+
+
+# --- the data contract with trainers (columns.json and normalised values) -----------------------------
+
+
+def _mixed_frame(n: int = 60) -> pd.DataFrame:
+    days = pd.date_range("2024-01-01", periods=n, freq="D")
+    return pd.DataFrame(
+        {
+            "id": [f"row-{i:03d}" for i in range(n)],
+            "price": [f"{1000 + 7 * i:,}" for i in range(n)],  # "1,000", "1,007", ...
+            "day": days.strftime("%m/%d/%Y"),
+            "paid": ["TRUE" if i % 3 else "False" for i in range(n)],
+            "smoker": ["None" if i % 2 else "Heavy" for i in range(n)],
+            "same": ["x"] * n,
+            "note": [f"free text number {i} about the row" for i in range(n)],
+            "label": ["None" if i % 2 else "Strong" for i in range(n)],
+        }
+    )
+
+
+def _columns_json(aws: Any, prefix: str) -> Any:
+    return json.loads(aws.get(prefix.removeprefix(f"s3://{aws.bucket}/") + "columns.json"))
+
+
+def test_splits_hold_features_then_target_normalised_and_columns_json(aws: Any) -> None:
+    _, _, profile, result = run(aws, "mixed.csv", csv_bytes(_mixed_frame()), exclude_columns=["note"])
+    parts = splits(aws, result)
+    together = pd.concat(parts.values()).reset_index(drop=True)
+
+    features = ["price", "day", "paid", "smoker"]
+    assert profile.feature_columns == result.feature_columns == features
+    for name, part in parts.items():
+        assert list(part.columns) == [*features, "label"], name
+        assert _columns_json(aws, getattr(result, f"{name}_uri")) == {
+            "format": 1,
+            "target": "label",
+            "problem_type": "binary_classification",
+            "roles": {"price": "numeric", "day": "datetime", "paid": "boolean", "smoker": "categorical"},
+            "class_labels": ["None", "Strong"],
+        }
+    assert sorted(together["price"]) == [1000 + 7 * i for i in range(60)]
+    assert "2024-01-31" in set(together["day"])
+    assert set(together["paid"].astype(str).str.lower()) == {"true", "false"}
+    assert set(together["smoker"]) == {"None", "Heavy"}  # a category, not a missing value
+    assert set(together["label"]) == {"None", "Strong"}
+    assert result.column_roles == {
+        "id": "identifier",
+        "price": "numeric",
+        "day": "datetime",
+        "paid": "boolean",
+        "smoker": "categorical",
+        "same": "constant",
+        "note": "excluded",
+        "label": "target",
+    }
+    assert set(result.excluded_columns) == {"id", "same", "note"}
+    assert result.excluded_columns["note"].startswith("excluded: excluded in the input")
+    assert (result.dropped_rows, result.dropped_rows_by_reason) == (0, {})
+
+
+def _rare_frame() -> pd.DataFrame:
+    labels = ["a"] * 30 + ["b"] * 30 + ["c"] * 2 + ["d"] + [""] * 2
+    return pd.DataFrame({"x": np.arange(len(labels)) * 0.5, "y": labels})
+
+
+def test_rare_classes_drop_is_counted_and_applied(aws: Any) -> None:
+    _, _, profile, result = run(aws, "rare.csv", csv_bytes(_rare_frame()), rare_classes="drop")
+    together = pd.concat(splits(aws, result).values())
+
+    assert profile.class_labels == ["a", "b"] and profile.problem_type == "binary_classification"
+    assert profile.dropped_rows == {"empty target": 2, "rare class (dropped)": 3}
+    assert result.dropped_rows_by_reason == profile.dropped_rows and result.dropped_rows == 5
+    assert together["y"].value_counts().to_dict() == {"a": 30, "b": 30}
+
+
+def test_rare_classes_merge_relabels_them_other(aws: Any) -> None:
+    _, _, profile, result = run(aws, "rare.csv", csv_bytes(_rare_frame()), rare_classes="merge")
+    parts = splits(aws, result)
+
+    assert profile.class_labels == ["(other)", "a", "b"] and profile.merged_classes == {"c": 2, "d": 1}
+    assert result.dropped_rows_by_reason == {"empty target": 2}
+    assert pd.concat(parts.values())["y"].value_counts().to_dict() == {"a": 30, "b": 30, "(other)": 3}
+    assert (parts["test"]["y"] == "(other)").sum() == 1  # the merged class is stratified like the others

@@ -235,8 +235,8 @@ def infer_column(name: str, column: pd.Series) -> Inferred:
         return Inferred(
             dtype,
             "identifier",
-            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {str(text.iloc[0])!r}), "
-            f"{mean_words:.1f} words on average: a name or code per row, nothing to generalise from",
+            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {str(text.iloc[0])!r}): "
+            "a name or code per row, nothing to generalise from",
         )
     return Inferred(dtype, "categorical", f"{n_distinct} distinct values in {n_present} non-empty rows")
 
@@ -357,6 +357,7 @@ def profile_columns(
     column_roles: Mapping[str, InputRole],
     exclude_columns: Sequence[str],
     where: object = None,
+    target_reason: str = "the target",
 ) -> list[ColumnProfile]:
     """Every column's profile (missing counted after reading with its role), in file order."""
     names = [str(c) for c in frame.columns]
@@ -365,7 +366,7 @@ def profile_columns(
     for name in names:
         column = frame[name]
         if name == target:
-            inferred = Inferred(target_dtype, "target", "the target")
+            inferred = Inferred(target_dtype, "target", target_reason)
             chosen_by: Literal["inferred", "input"] = "inferred"
         else:
             inferred = infer_column(name, column)

@@ -520,7 +520,10 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
     names = [str(c) for c in frame.columns]
     target, target_chosen_by = _choose_target(config, names)
     dtype = storage_dtype(frame[target])
-    columns = profile_columns(frame, target, dtype, config.column_roles, config.exclude_columns, table.where)
+    target_reason = "the target, named in the input" if target_chosen_by == "input" else "the target, the last column"
+    columns = profile_columns(
+        frame, target, dtype, config.column_roles, config.exclude_columns, table.where, target_reason
+    )
     values = apply_schema(table, columns)
 
     n_rows = len(frame)
