@@ -89,6 +89,14 @@ def test_iso_dates_us_dates_and_date_times_are_datetime_written_as_iso() -> None
     assert result.feature_columns == ["iso", "us", "european", "stamp"]
 
 
+def test_times_with_an_offset_are_written_in_utc() -> None:
+    stamps = [f"2024-03-{1 + i % 28:02d}T08:30:00{'Z' if i % 2 else '+02:00'}" for i in range(N)]
+    result, read = values(with_target(seen=stamps))
+
+    assert (column(result, "seen").role, column(result, "seen").format) == ("datetime", "%Y-%m-%dT%H:%M:%S%z")
+    assert list(read["seen"][:2]) == ["2024-03-01T06:30:00Z", "2024-03-02T08:30:00Z"]
+
+
 def test_a_column_of_dates_needs_ninety_percent_readable_with_one_format() -> None:
     days = list(pd.date_range("2012-01-01", periods=N, freq="D").strftime("%Y-%m-%d"))
     mostly = [*days[:57], "soon", "later", "never"]  # 95%: datetime, the rest read as missing

@@ -49,6 +49,8 @@ DATETIME_FORMATS: tuple[tuple[str, str], ...] = (
     ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"),
     ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f"),
     ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f"),
+    ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ"),  # with an offset ("Z", "+02:00"): written in UTC
+    ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%SZ"),
     ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"),
     ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"),
     ("%Y/%m/%d", "%Y-%m-%d"),
@@ -151,15 +153,20 @@ def datetime_format(column: pd.Series) -> tuple[str | None, int, int]:
         return None, 0, len(present)
     best: tuple[str | None, int] = (None, 0)
     for fmt, _ in DATETIME_FORMATS:
-        parsed = pd.to_datetime(sample, format=fmt, errors="coerce")
+        parsed = parse_datetimes(sample, fmt)
         hits = int(parsed.notna().sum())
         if hits > best[1]:
             best = (fmt, hits)
     if best[0] is None:
         return None, 0, len(present)
-    parsed = pd.to_datetime(values, format=best[0], errors="coerce")
+    parsed = parse_datetimes(values, best[0])
     read = int(counts.to_numpy()[parsed.notna().to_numpy()].sum())
     return best[0], read, len(present)
+
+
+def parse_datetimes(values: pd.Series, fmt: str) -> pd.Series:
+    """Timestamps (NaT where a value does not fit ``fmt``); values with an offset in UTC."""
+    return pd.to_datetime(values, format=fmt, errors="coerce", utc="%z" in fmt)
 
 
 def iso_output(fmt: str) -> str:
@@ -327,7 +334,7 @@ def override(name: str, role: InputRole, column: pd.Series, inferred: Inferred, 
         if fmt is None or read < DATETIME_SHARE * total:
             wrong = usable.copy()
             if fmt is not None:
-                wrong &= pd.to_datetime(column.astype("str"), format=fmt, errors="coerce").isna()
+                wrong &= parse_datetimes(column.astype("str"), fmt).isna()
             found = f"the best format, {fmt}, reads {read} of {total} values" if fmt else "no date format fits"
             raise DataValidationError(
                 f"{cannot} {found} ({_example(column, wrong, where)}); accepted formats: "
@@ -414,7 +421,7 @@ def read_values(frame: pd.DataFrame, columns: Sequence[ColumnProfile]) -> pd.Dat
         if not typed(profile):
             pass
         elif profile.role == "datetime" and profile.format:
-            parsed = pd.to_datetime(column.astype("str").where(column.notna()), format=profile.format, errors="coerce")
+            parsed = parse_datetimes(column.astype("str").where(column.notna()), profile.format)
             column = parsed.dt.strftime(iso_output(profile.format)).astype(object).where(parsed.notna(), None)
         elif profile.dtype == "numeric":
             if column.dtype == object or pd.api.types.is_string_dtype(column):
