@@ -360,3 +360,12 @@ def test_an_identifier_like_target_is_rejected(target: list[Any], given: dict[st
         frame = frame.rename(columns={"y": "id"})
     with pytest.raises(DataValidationError, match=r"looks like an identifier .* Choose another target column"):
         profile_csv(frame, **given)
+
+
+def test_a_dataset_with_no_feature_left_is_rejected_saying_why() -> None:
+    frame = with_target(code=[f"C-{i:04d}" for i in range(N)], same=["x"] * N)
+    with pytest.raises(DataValidationError) as caught:
+        profile_csv(frame)
+    message = str(caught.value)
+    assert "no column is left to learn from: besides the target 'y', every column is left out" in message
+    assert "'code': identifier (60 distinct values" in message and "'same': constant (one value 'x'" in message

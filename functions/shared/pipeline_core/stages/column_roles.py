@@ -92,15 +92,15 @@ class Inferred:
     format: str | None = None
 
 
-def _present_text(column: pd.Series) -> pd.Series:
-    return column.dropna().astype("str")
-
-
 def soft_missing(column: pd.Series) -> pd.Series:
     """True where a text value is "None" or "NA" (missing in typed columns only)."""
     if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
         return pd.Series(False, index=column.index)
     return column.astype("str").str.lower().isin(SOFT_MISSING) & column.notna()
+
+
+def _text(column: pd.Series) -> pd.Series:
+    return column.astype("str").where(column.notna())
 
 
 def parse_numbers(column: pd.Series) -> pd.Series:
@@ -109,41 +109,64 @@ def parse_numbers(column: pd.Series) -> pd.Series:
         return column.astype(float)
     if pd.api.types.is_numeric_dtype(column):
         return pd.to_numeric(column, errors="coerce").astype(float)
-    text = column.astype("str").where(column.notna())
-    grouped = text.str.match(THOUSANDS, na=False)
-    text = text.where(~grouped, text.str.replace(",", "", regex=False))
-    return pd.to_numeric(text, errors="coerce").astype(float)
+    text = _text(column)
+    numbers = pd.to_numeric(text, errors="coerce").astype(float)
+    failed = numbers.isna() & text.notna()
+    if failed.any():  # only the values that are not plain numbers pay for the separator regex
+        rest = text[failed]
+        rest = rest[rest.str.contains(",", regex=False)]
+        unique = pd.Series(rest.unique(), dtype=object)
+        grouped = set(unique[unique.str.match(THOUSANDS)]) if len(unique) else set()
+        if grouped:
+            chosen = rest[rest.isin(grouped)]
+            numbers[chosen.index] = pd.to_numeric(chosen.str.replace(",", "", regex=False)).astype(float)
+    return numbers
 
 
-def numeric_share(column: pd.Series) -> tuple[float, int]:
+def without_separators(column: pd.Series) -> pd.Series:
+    """The text with thousands separators removed from the values written with them."""
+    text = _text(column)
+    if not text.str.contains(",", regex=False).any():
+        return text
+    plain = pd.to_numeric(text, errors="coerce").notna() | text.isna()
+    if plain.all():
+        return text
+    rest = text[~plain]
+    grouped = rest[rest.str.match(THOUSANDS, na=False)]
+    return text.where(~text.index.isin(grouped.index), text.str.replace(",", "", regex=False))
+
+
+def numeric_share(column: pd.Series, soft: pd.Series | None = None) -> tuple[float, int]:
     """(share of non-empty values that are numbers, non-empty count), "None"/"NA" not counted."""
-    present = column[column.notna() & ~soft_missing(column)]
+    present = column[column.notna() & ~(soft_missing(column) if soft is None else soft)]
     if present.empty:
         return 1.0, 0
     return float(parse_numbers(present).notna().sum()) / len(present), len(present)
 
 
 def _is_boolean(present: pd.Series) -> bool:
-    return bool(set(present.astype("str").str.lower().unique()) <= BOOLEAN_TOKENS)
+    unique = pd.Series(present.unique()).astype("str")
+    return len(unique) <= 2 * len(BOOLEAN_TOKENS) and bool(set(unique.str.lower()) <= BOOLEAN_TOKENS)
 
 
-def storage_dtype(column: pd.Series) -> Dtype:
+def storage_dtype(column: pd.Series, soft: pd.Series | None = None) -> Dtype:
     """numeric, boolean or categorical for one normalized column (as the pandera schema stores it)."""
     if pd.api.types.is_bool_dtype(column):
         return "boolean"
     if pd.api.types.is_numeric_dtype(column):
         return "numeric"
-    share, _ = numeric_share(column)
+    soft = soft_missing(column) if soft is None else soft
+    share, _ = numeric_share(column, soft)
     if share >= NUMERIC_SHARE:
         return "numeric"  # an all-empty column is numeric too: it reaches training as NaN
-    if _is_boolean(column[column.notna() & ~soft_missing(column)]):
+    if _is_boolean(column[column.notna() & ~soft]):
         return "boolean"
     return "categorical"
 
 
-def datetime_format(column: pd.Series) -> tuple[str | None, int, int]:
+def datetime_format(column: pd.Series, soft: pd.Series | None = None) -> tuple[str | None, int, int]:
     """(format reading the most values, values it reads, non-empty values); format None if none reads any."""
-    present = column[column.notna() & ~soft_missing(column)].astype("str")
+    present = column[column.notna() & ~(soft_missing(column) if soft is None else soft)].astype("str")
     if present.empty:
         return None, 0, 0
     counts = present.value_counts()
@@ -178,13 +201,15 @@ def _is_identifier_name(name: str) -> bool:
     return bool(_ID_NAME.search(name.strip()) or _ROW_NAME.match(name.strip()))
 
 
-def _numeric_identifier(name: str, column: pd.Series) -> str | None:
+def _numeric_identifier(name: str, column: pd.Series, soft: pd.Series) -> str | None:
     """Why an all-distinct whole-number column is an identifier (it must be named like one), or None.
 
     The name decides: distinct whole numbers without an id-like name may be a count or a year, and a float
     is a measurement even when every value differs.
     """
-    numbers = parse_numbers(column.mask(soft_missing(column))).dropna()
+    if not _is_identifier_name(name):
+        return None
+    numbers = parse_numbers(column.mask(soft)).dropna()
     n = len(numbers)
     if n < IDENTIFIER_MIN_ROWS or numbers.nunique() != n or not bool((numbers == np.floor(numbers)).all()):
         return None
@@ -202,35 +227,40 @@ def _plural(n: int, word: str) -> str:
 def infer_column(name: str, column: pd.Series) -> Inferred:
     """The storage type, role and reason of one feature column (values normalized, soft tokens present)."""
     n_rows = len(column)
-    dtype = storage_dtype(column)
-    usable = column.notna() & (~soft_missing(column) if dtype != "categorical" else True)
+    soft = soft_missing(column)
+    dtype = storage_dtype(column, soft)
+    usable = column.notna() & (~soft if dtype != "categorical" else True)
     present = column[usable]
     if present.empty:
         return Inferred(dtype, "constant", f"empty in all {n_rows} rows")
     n_present = len(present)
-    n_distinct = int(present.astype("str").nunique())
+    counts = present.astype("str").value_counts()
+    n_distinct = len(counts)
     if n_distinct == 1 and n_present == n_rows:
         return Inferred(dtype, "constant", f"one value {str(present.iloc[0])!r} in all {n_rows} rows")
     if dtype == "numeric":
-        why = _numeric_identifier(name, column)
+        why = _numeric_identifier(name, column, soft)
         if why:
             return Inferred(dtype, "identifier", why)
-        grouped = 0 if pd.api.types.is_numeric_dtype(present) else int(present.astype("str").str.match(THOUSANDS).sum())
         reason = f"numbers, {n_distinct} distinct values in {n_present} non-empty rows"
-        if grouped:
-            reason += f" ({grouped} written with thousands separators, e.g. {_first_match(present)!r})"
+        if not pd.api.types.is_numeric_dtype(present) and present.str.contains(",", regex=False).any():
+            unique = pd.Series(counts.index, dtype=object)
+            grouped = unique[unique.str.match(THOUSANDS)]
+            if not grouped.empty:
+                n_grouped = int(counts[grouped].sum())
+                reason += f" ({n_grouped} written with thousands separators, e.g. {str(grouped.iloc[0])!r})"
         return Inferred(dtype, "numeric", reason)
     if dtype == "boolean":
         return Inferred(dtype, "boolean", "only true/false values")
-    fmt, read, total = datetime_format(column)
+    fmt, read, total = datetime_format(column, soft)
     if fmt is not None and read >= DATETIME_SHARE * total:
         unread = total - read
         reason = f"dates/times in the format {fmt} in {read} of {total} non-empty values"
         if unread:
             reason += f"; the other {unread} are read as missing"
         return Inferred(dtype, "datetime", reason, fmt)
-    text = present.astype("str")
-    mean_words = float(text.str.split().str.len().mean())
+    words = counts.index.to_series().str.count(r"\s+").to_numpy() + 1  # values are stripped: gaps + 1
+    mean_words = float(np.average(words, weights=counts.to_numpy()))
     share = n_distinct / n_present
     if mean_words >= TEXT_MIN_MEAN_WORDS and (share >= TEXT_MIN_DISTINCT_SHARE or n_distinct >= TEXT_MIN_DISTINCT):
         return Inferred(
@@ -242,15 +272,10 @@ def infer_column(name: str, column: pd.Series) -> Inferred:
         return Inferred(
             dtype,
             "identifier",
-            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {str(text.iloc[0])!r}): "
+            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {str(present.iloc[0])!r}): "
             "a name or code per row, nothing to generalise from",
         )
     return Inferred(dtype, "categorical", f"{n_distinct} distinct values in {n_present} non-empty rows")
-
-
-def _first_match(present: pd.Series) -> str:
-    text = present.astype("str")
-    return str(text[text.str.match(THOUSANDS)].iloc[0])
 
 
 def infer_target_dtype(column: pd.Series) -> Dtype:
@@ -366,7 +391,8 @@ def profile_columns(
     where: object = None,
     target_reason: str = "the target",
 ) -> list[ColumnProfile]:
-    """Every column's profile (missing counted after reading with its role), in file order."""
+    """Every column's profile in file order; ``missing`` is counted by the caller once values are read
+    (:func:`with_missing_counts`)."""
     names = [str(c) for c in frame.columns]
     check_override_names(column_roles, exclude_columns, names, target)
     profiles = []
@@ -395,8 +421,7 @@ def profile_columns(
                 missing=0,
             )
         )
-    values = read_values(frame, profiles)
-    return [p.model_copy(update={"missing": int(values[p.name].isna().sum())}) for p in profiles]
+    return profiles
 
 
 # --------------------------------------------------------------------------- reading values
@@ -424,10 +449,8 @@ def read_values(frame: pd.DataFrame, columns: Sequence[ColumnProfile]) -> pd.Dat
             parsed = parse_datetimes(column.astype("str").where(column.notna()), profile.format)
             column = parsed.dt.strftime(iso_output(profile.format)).astype(object).where(parsed.notna(), None)
         elif profile.dtype == "numeric":
-            if column.dtype == object or pd.api.types.is_string_dtype(column):
-                text = column.astype("str").where(column.notna())
-                grouped = text.str.match(THOUSANDS, na=False)
-                column = text.where(~grouped, text.str.replace(",", "", regex=False))
+            if not pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+                column = without_separators(column)
         elif profile.dtype == "boolean":
             if pd.api.types.is_bool_dtype(column):
                 column = column.map({True: "true", False: "false"}).astype(object)
@@ -438,3 +461,8 @@ def read_values(frame: pd.DataFrame, columns: Sequence[ColumnProfile]) -> pd.Dat
                 ).where(column.notna(), None)
         result[profile.name] = column
     return pd.DataFrame(result, index=frame.index)
+
+
+def with_missing_counts(columns: Sequence[ColumnProfile], values: pd.DataFrame) -> list[ColumnProfile]:
+    """The profiles with ``missing`` = the values read as missing (``values`` from :func:`read_values`)."""
+    return [c.model_copy(update={"missing": int(values[c.name].isna().sum())}) for c in columns]

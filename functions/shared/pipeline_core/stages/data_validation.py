@@ -43,6 +43,7 @@ from pipeline_core.stages.column_roles import (
     read_values,
     storage_dtype,
     typed,
+    with_missing_counts,
 )
 from pipeline_core.stages.dataset_file import MIB, Limits, Table, check_size, load_table, quote_list, snippet
 
@@ -196,7 +197,14 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
     columns = profile_columns(
         frame, target, dtype, config.column_roles, config.exclude_columns, table.where, target_reason
     )
+    if not any(c.role in FEATURE_ROLES for c in columns):
+        unused = "; ".join(f"{c.name!r}: {c.role} ({c.reason})" for c in columns if c.role != "target")
+        raise DataValidationError(
+            f"no column is left to learn from: besides the target {target!r}, every column is left out "
+            f"({unused[:1000]}). Give a column a role with column_roles, or check the target"
+        )
     values = apply_schema(table, columns)
+    columns = with_missing_counts(columns, values)
 
     n_rows = len(frame)
     present = int(values[target].notna().sum())
