@@ -230,7 +230,7 @@ def test_roles_and_exclusions_from_the_input() -> None:
         "categorical",
         "categorical",
         "input",
-        "given in the input",
+        "given in the input (inferred: numeric)",
     )
     assert read.loc[0, "zip"] == "02000"  # kept as text, not the number 2000
     assert list(read["answer"][:2]) == ["true", "false"]

@@ -31,7 +31,6 @@ from pipeline_core.models import ColumnProfile, InputRole, Role
 Dtype = Literal["numeric", "categorical", "boolean"]
 STRICT_MISSING = frozenset({"", "n/a", "nan", "null", "#n/a", "?"})
 SOFT_MISSING = frozenset({"na", "none"})
-MISSING_TOKENS = STRICT_MISSING | SOFT_MISSING
 BOOLEAN_TOKENS = frozenset({"true", "false"})
 # What a column the input declares boolean may hold.
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
@@ -278,11 +277,6 @@ def infer_column(name: str, column: pd.Series) -> Inferred:
     return Inferred(dtype, "categorical", f"{n_distinct} distinct values in {n_present} non-empty rows")
 
 
-def infer_target_dtype(column: pd.Series) -> Dtype:
-    """The target's storage type (its role is always "target")."""
-    return storage_dtype(column)
-
-
 # --------------------------------------------------------------------------- overrides
 
 
@@ -333,7 +327,7 @@ def _example(column: pd.Series, wrong: pd.Series, where: object) -> str:
 
 def override(name: str, role: InputRole, column: pd.Series, inferred: Inferred, where: object) -> Inferred:
     """The column read with the role the input gives it, or DataValidationError saying why it cannot be."""
-    given = "given in the input"
+    given = f"given in the input (inferred: {inferred.role})"
     usable = column.notna() & ~soft_missing(column)
     present = column[usable]
     cannot = f"column_roles sets {name!r} to {role!r}, but"
@@ -405,7 +399,7 @@ def profile_columns(
             inferred = infer_column(name, column)
             chosen_by = "inferred"
             if name in exclude_columns:
-                inferred = Inferred(inferred.dtype, "excluded", f"excluded in the input (inferred {inferred.role})")
+                inferred = Inferred(inferred.dtype, "excluded", f"excluded in the input (inferred: {inferred.role})")
                 chosen_by = "input"
             elif name in column_roles:
                 inferred = override(name, column_roles[name], column, inferred, where)
