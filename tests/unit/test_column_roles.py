@@ -369,3 +369,12 @@ def test_a_dataset_with_no_feature_left_is_rejected_saying_why() -> None:
     message = str(caught.value)
     assert "no column is left to learn from: besides the target 'y', every column is left out" in message
     assert "'code': identifier (60 distinct values" in message and "'same': constant (one value 'x'" in message
+
+
+def test_a_profile_too_large_for_the_state_is_rejected_naming_the_column_count() -> None:
+    rng = np.random.default_rng(3)
+    wide = pd.DataFrame({f"feature_number_{i}": rng.normal(size=30).round(2) for i in range(1000)})
+    wide["y"] = ["a", "b"] * 15
+    with pytest.raises(DataValidationError, match=r"the dataset has 1001 columns: their profile .* is \d+ bytes"):
+        profile_csv(wide)
+    assert len(profile_csv(wide.iloc[:, -600:]).model_dump_json()) < 150_000

@@ -56,6 +56,8 @@ EXCLUDED_ROLES = ("identifier", "constant", "excluded")
 EMPTY_TARGET = "empty target"
 RARE_DROPPED = "rare class (dropped)"
 MAX_EXAMPLES = 5
+# $.data must leave room in the 256 KiB state for $.prep (which repeats the column names) and the rest.
+MAX_PROFILE_BYTES = 150_000
 
 
 class ValidateDataEvent(BaseModel):
@@ -248,7 +250,7 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
             f"validation {sizes[1]}, test {sizes[2]} rows, and each needs at least {MIN_ROWS_PER_SPLIT}: "
             f"at least {rows_needed(config.test_size, config.validation_size)} rows are needed"
         )
-    return DataProfile(
+    profile = DataProfile(
         n_rows=n_rows,
         n_columns=len(names),
         target=target,
@@ -263,6 +265,20 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
         dropped_rows=dropped,
         merged_classes=merged,
     )
+    _check_profile_fits_the_state(profile)
+    return profile
+
+
+def _check_profile_fits_the_state(profile: DataProfile) -> None:
+    """A profile too large for the execution's state would fail later as States.DataLimitExceeded, a
+    message that names nothing; a role and a reason per column make it grow with the column count."""
+    size = len(profile.model_dump_json())
+    if size > MAX_PROFILE_BYTES:
+        raise DataValidationError(
+            f"the dataset has {profile.n_columns} columns: their profile (a role and a reason per column) is "
+            f"{size} bytes, more than the {MAX_PROFILE_BYTES} bytes the state machine can carry beside the rest "
+            "of the run's state (Step Functions' limit is 256 KiB); keep fewer columns in the file"
+        )
 
 
 def validate_data(config: RunConfig, ingest: IngestResult, store: ObjectStore, limits: Limits) -> DataProfile:
