@@ -68,7 +68,7 @@ CORPUS_EXPECTED: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     "duplicate_columns.csv": (("duplicate column names: 'sepal_width' at columns 2, 4",), "ValidateData", {}),
     "empty_column_name.csv": (("column 4 of 5 has an empty name",), "ValidateData", {}),
     "too_few_rows.csv": (("not enough rows: 11 rows", "at least 23 rows are needed"), "ValidateData", {}),
-    "rare_class.csv": (("class 'virginica' has 1 row: row 41 (line 42)",), "ValidateData", {}),
+    "rare_class.csv": (("'virginica' (1 row: row 41 (line 42))", 'Set rare_classes to "drop"'), "ValidateData", {}),
     "unclosed_quote.csv": (("a quoted field starting on line 8 is never closed",), "ValidateData", {}),
     "no_header.csv": (
         ("the first line does not look like a header: 4 of its 5 values are numbers",),

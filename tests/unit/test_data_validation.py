@@ -117,7 +117,8 @@ def test_diabetes_is_regression_because_the_target_has_many_values(aws: Any) -> 
     assert result.target == "target"
     n_distinct = frame["target"].nunique()
     assert result.problem_type_reason == (
-        f"target 'target' is integer-valued with {n_distinct} distinct values (more than 20), so it is regression"
+        f"target 'target' holds non-negative integers with {n_distinct} distinct values (more than 10: counts or "
+        "an ordinal scale), so it is regression"
     )
     assert result.class_labels == []
 
@@ -231,7 +232,15 @@ CORPUS = [
         {},
         ["not enough rows: 11 rows with a target", "validation 2, test 2", "at least 23 rows are needed"],
     ),
-    ("rare_class.csv", {}, ["class 'virginica' has 1 row: row 41 (line 42)", "fewer than 2 rows"]),
+    (
+        "rare_class.csv",
+        {},
+        [
+            "target 'species': 1 of 2 classes have fewer than 3 rows: 'virginica' (1 row: row 41 (line 42))",
+            "needs at least 3 rows of a class to put 1 in the test split and 2 in training",
+            'Set rare_classes to "drop"',
+        ],
+    ),
     ("unclosed_quote.csv", {}, ["a quoted field starting on line 8 is never closed"]),
     ("no_header.csv", {}, ["the first line does not look like a header: 4 of its 5 values are numbers", "'5.1'"]),
     ("semicolon.csv", {}, ["has a single column", "it seems to use ';' as separator"]),
@@ -319,13 +328,36 @@ def test_a_single_class_target_is_rejected(aws: Any) -> None:
 
 def test_rows_with_an_empty_target_do_not_count_towards_the_split(aws: Any) -> None:
     frame = iris_frame().iloc[::5].reset_index(drop=True).astype({"species": object})  # 30 rows, 10 per class
-    frame.loc[~frame.index.isin([0, 1, 10, 11, 20, 21]), "species"] = None  # 24 empty targets, 2 per class left
+    frame.loc[~frame.index.isin([0, 1, 2, 10, 11, 12, 20, 21, 22]), "species"] = None  # 3 per class left
     with pytest.raises(DataValidationError) as caught:
         profile(aws, "iris.csv", csv_bytes(frame), problem_type="classification")
-    assert "6 rows with a target (24 of 30 rows have an empty target and are not used)" in str(caught.value)
+    assert "9 rows with a target (21 of 30 rows have an empty target and are not used)" in str(caught.value)
 
 
 def test_split_sizes_and_rows_needed_agree() -> None:
     assert split_sizes(150, 0.2, 0.2) == (90, 30, 30)
     needed = rows_needed(0.2, 0.2)
     assert min(split_sizes(needed, 0.2, 0.2)) >= 5 > min(split_sizes(needed - 1, 0.2, 0.2))
+
+
+# --------------------------------------------------------------------------- missing-value tokens
+
+
+def _with_none_category(n: int = 84) -> pd.DataFrame:
+    """84 rows whose target has a literal "None" class in half of them (the issue's case)."""
+    return pd.DataFrame(
+        {
+            "dose": [float(i % 7) for i in range(n)],
+            "smoker": ["None" if i % 2 else "Heavy" for i in range(n)],
+            "effect": ["None" if i % 2 else "Strong" for i in range(n)],
+        }
+    )
+
+
+def test_a_literal_none_category_is_a_value_not_missing(aws: Any) -> None:
+    result = profile(aws, "effects.csv", csv_bytes(_with_none_category()))
+
+    assert result.class_labels == ["None", "Strong"]
+    columns = {c.name: c for c in result.columns}
+    assert columns["smoker"].missing == 0 and columns["effect"].missing == 0
+    assert result.n_rows == 84

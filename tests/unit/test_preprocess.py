@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,9 @@ def run(
 def read_split(aws: Any, prefix: str, name: str) -> pd.DataFrame:
     assert prefix.endswith(f"/{name}/")
     body = aws.get(prefix.removeprefix(f"s3://{aws.bucket}/") + f"{name}.csv")
-    return pd.read_csv(io.BytesIO(body))
+    # Only an empty cell is missing: "None" and "NA" in a text column are categories (pandas' default reads
+    # them as NaN, so a trainer must read the splits this way too).
+    return pd.read_csv(io.BytesIO(body), keep_default_na=False, na_values=[""])
 
 
 def splits(aws: Any, result: PreprocessResult) -> dict[str, pd.DataFrame]:
@@ -109,7 +112,7 @@ def test_the_split_depends_on_the_seed_only(aws: Any) -> None:
 
 def test_empty_targets_are_dropped_and_text_is_cleaned(aws: Any) -> None:
     frame = iris_frame().astype(str)
-    frame.loc[[0, 60, 120], "species"] = ["", "NA", "  "]
+    frame.loc[[0, 60, 120], "species"] = ["", "null", "  "]
     frame.loc[5, "sepal_length"] = "  6.25 "
     frame.loc[6, "sepal_width"] = "?"
     frame["colour"] = np.where(np.arange(150) % 2 == 0, " red", "blue ")
@@ -120,6 +123,8 @@ def test_empty_targets_are_dropped_and_text_is_cleaned(aws: Any) -> None:
     together = pd.concat(parts.values())
 
     assert result.dropped_rows == 3
+    assert result.dropped_rows_by_reason == {"empty target": 3}
+    assert profile.dropped_rows == {"empty target": 3}
     assert result.n_train + result.n_validation + result.n_test == 147 == len(together)
     assert set(together["species"]) == {"setosa", "versicolor", "virginica"}
     assert set(together["colour"]) == {"red", "blue"}
@@ -150,11 +155,11 @@ def test_integer_class_labels_are_written_as_the_profiled_labels(aws: Any) -> No
 
 
 def test_stratification_falls_back_to_plain_when_a_class_is_too_small() -> None:
-    labels = pd.Series(["a"] * 40 + ["b"] * 5)  # b gets 1 test row: cannot have 2 in each split
+    labels = pd.Series(["a"] * 43 + ["b"] * 2)  # b has fewer than min_rows_per_class (3) rows
     split = split_rows(45, 0.2, 0.2, seed=1, labels=labels)
 
     assert not split.stratified
-    assert split.reason == "plain (not stratified): classes b cannot have 2 rows in each split"
+    assert split.reason == "plain (not stratified): classes b have fewer than 3 rows"
     positions = np.concatenate([split.train, split.validation, split.test])
     assert sorted(positions) == list(range(45))
     assert (len(split.train), len(split.validation), len(split.test)) == (27, 9, 9)
@@ -164,6 +169,15 @@ def test_stratification_falls_back_to_plain_when_a_class_is_too_small() -> None:
     assert stratified.stratified
     assert balanced.iloc[stratified.test].value_counts().to_dict() == {"a": 6, "b": 3}
     assert balanced.iloc[stratified.train].value_counts().to_dict() == {"a": 18, "b": 9}
+
+
+def test_a_class_of_min_rows_gets_a_test_row_and_two_for_training() -> None:
+    labels = pd.Series(["a"] * 40 + ["b"] * 3)  # b has exactly min_rows_per_class(0.2, 0.2) rows
+    split = split_rows(43, 0.2, 0.2, seed=1, labels=labels)
+
+    assert split.stratified
+    assert (labels.iloc[split.test] == "b").sum() == 1
+    assert (labels.iloc[np.concatenate([split.train, split.validation])] == "b").sum() == 2
 
 
 def test_the_four_handlers_chain_like_the_state_machine(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,6 +221,7 @@ def test_a_retried_preprocess_writes_nothing_new(aws: Any) -> None:
     aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
     config, ingested, profile, first = run(aws, "retried.csv", csv_bytes(iris_frame()), seed=5)
     uris = [f"{first.train_uri}train.csv", f"{first.validation_uri}validation.csv", f"{first.test_uri}test.csv"]
+    uris += [f"{prefix}columns.json" for prefix in (first.train_uri, first.validation_uri, first.test_uri)]
     written = {uri: _versions(aws, uri) for uri in uris}
 
     second = preprocess(config, ingested, profile, ObjectStore(aws.s3), Limits())
@@ -226,3 +241,87 @@ def test_put_if_changed_replaces_different_bytes_only(aws: Any) -> None:
     # different bytes under the key: the object must hold what the caller goes on with
     assert store.put_if_changed(uri, b"a\n2\n", "text/csv") is True
     assert store.read_bytes(uri) == b"a\n2\n" and len(_versions(aws, uri)) == 2
+
+
+# --- the data contract with trainers (columns.json and normalised values) -----------------------------
+
+
+def _mixed_frame(n: int = 60) -> pd.DataFrame:
+    days = pd.date_range("2024-01-01", periods=n, freq="D")
+    return pd.DataFrame(
+        {
+            "id": [f"row-{i:03d}" for i in range(n)],
+            "price": [f"{1000 + 7 * i:,}" for i in range(n)],  # "1,000", "1,007", ...
+            "day": days.strftime("%m/%d/%Y"),
+            "paid": ["TRUE" if i % 3 else "False" for i in range(n)],
+            "smoker": ["None" if i % 2 else "Heavy" for i in range(n)],
+            "same": ["x"] * n,
+            "note": [f"free text number {i} about the row" for i in range(n)],
+            "label": ["None" if i % 2 else "Strong" for i in range(n)],
+        }
+    )
+
+
+def _columns_json(aws: Any, prefix: str) -> Any:
+    return json.loads(aws.get(prefix.removeprefix(f"s3://{aws.bucket}/") + "columns.json"))
+
+
+def test_splits_hold_features_then_target_normalised_and_columns_json(aws: Any) -> None:
+    _, _, profile, result = run(aws, "mixed.csv", csv_bytes(_mixed_frame()), exclude_columns=["note"])
+    parts = splits(aws, result)
+    together = pd.concat(parts.values()).reset_index(drop=True)
+
+    features = ["price", "day", "paid", "smoker"]
+    assert profile.feature_columns == result.feature_columns == features
+    for name, part in parts.items():
+        assert list(part.columns) == [*features, "label"], name
+        assert _columns_json(aws, getattr(result, f"{name}_uri")) == {
+            "format": 1,
+            "target": "label",
+            "problem_type": "binary_classification",
+            "roles": {"price": "numeric", "day": "datetime", "paid": "boolean", "smoker": "categorical"},
+            "class_labels": ["None", "Strong"],
+        }
+    assert sorted(together["price"]) == [1000 + 7 * i for i in range(60)]
+    assert "2024-01-31" in set(together["day"])
+    assert set(together["paid"].astype(str).str.lower()) == {"true", "false"}
+    assert set(together["smoker"]) == {"None", "Heavy"}  # a category, not a missing value
+    assert set(together["label"]) == {"None", "Strong"}
+    assert result.column_roles == {
+        "id": "identifier",
+        "price": "numeric",
+        "day": "datetime",
+        "paid": "boolean",
+        "smoker": "categorical",
+        "same": "constant",
+        "note": "excluded",
+        "label": "target",
+    }
+    assert set(result.excluded_columns) == {"id", "same", "note"}
+    assert result.excluded_columns["note"].startswith("excluded: excluded in the input")
+    assert (result.dropped_rows, result.dropped_rows_by_reason) == (0, {})
+
+
+def _rare_frame() -> pd.DataFrame:
+    labels = ["a"] * 30 + ["b"] * 30 + ["c"] * 2 + ["d"] + [""] * 2
+    return pd.DataFrame({"x": np.arange(len(labels)) * 0.5, "y": labels})
+
+
+def test_rare_classes_drop_is_counted_and_applied(aws: Any) -> None:
+    _, _, profile, result = run(aws, "rare.csv", csv_bytes(_rare_frame()), rare_classes="drop")
+    together = pd.concat(splits(aws, result).values())
+
+    assert profile.class_labels == ["a", "b"] and profile.problem_type == "binary_classification"
+    assert profile.dropped_rows == {"empty target": 2, "rare class (dropped)": 3}
+    assert result.dropped_rows_by_reason == profile.dropped_rows and result.dropped_rows == 5
+    assert together["y"].value_counts().to_dict() == {"a": 30, "b": 30}
+
+
+def test_rare_classes_merge_relabels_them_other(aws: Any) -> None:
+    _, _, profile, result = run(aws, "rare.csv", csv_bytes(_rare_frame()), rare_classes="merge")
+    parts = splits(aws, result)
+
+    assert profile.class_labels == ["(other)", "a", "b"] and profile.merged_classes == {"c": 2, "d": 1}
+    assert result.dropped_rows_by_reason == {"empty target": 2}
+    assert pd.concat(parts.values())["y"].value_counts().to_dict() == {"a": 30, "b": 30, "(other)": 3}
+    assert (parts["test"]["y"] == "(other)").sum() == 1  # the merged class is stratified like the others

@@ -294,6 +294,9 @@ def test_json_schema_documents_the_console_input() -> None:
         "validation_size",
         "seed",
         "endpoint_poll_seconds",
+        "column_roles",
+        "exclude_columns",
+        "rare_classes",
     }
     assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
 
@@ -301,3 +304,34 @@ def test_json_schema_documents_the_console_input() -> None:
 def test_slugify() -> None:
     assert slugify("  Hello, World!! 2026 ") == "hello-world-2026"
     assert slugify("ÄÖÜ") == ""
+
+
+def test_column_roles_exclusions_and_rare_classes_reach_the_run_config(env: None) -> None:
+    given = {
+        "dataset": "s3://b/iris.csv",
+        "column_roles": {"when": "datetime", "code": "identifier"},
+        "exclude_columns": ["notes"],
+        "rare_classes": "merge",
+    }
+    config = RunConfig.model_validate(lambda_handler(event(given), None)["config"])
+
+    assert config.column_roles == {"when": "datetime", "code": "identifier"}
+    assert config.exclude_columns == ["notes"]
+    assert config.rare_classes == "merge"
+    defaults = RunConfig.model_validate(lambda_handler(event({"dataset": "s3://b/iris.csv"}), None)["config"])
+    assert (defaults.column_roles, defaults.exclude_columns, defaults.rare_classes) == ({}, [], "error")
+
+
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ({"column_roles": {"a": "target"}}, "column_roles.a: Input should be 'numeric', 'categorical'"),
+        ({"column_roles": {"a": "excluded"}}, "column_roles.a"),
+        ({"exclude_columns": "a"}, "exclude_columns: Input should be a valid list"),
+        ({"rare_classes": "keep"}, "rare_classes: Input should be 'error', 'drop' or 'merge'"),
+    ],
+)
+def test_bad_column_options_are_rejected_naming_the_field(env: None, given: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        lambda_handler(event({"dataset": "s3://b/iris.csv", **given}), None)
+    assert fragment in str(caught.value)

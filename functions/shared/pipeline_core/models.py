@@ -22,6 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ProblemType = Literal["binary_classification", "multiclass_classification", "regression"]
 RequestedProblemType = Literal["classification", "regression"]
+# The roles the execution input may give a column; a profile adds "target" and "excluded".
+InputRole = Literal["numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant"]
+Role = Literal["numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "target", "excluded"]
+RareClasses = Literal["error", "drop", "merge"]
 
 
 class Contract(BaseModel):
@@ -78,6 +82,9 @@ class RunConfig(Contract):
     raw_prefix: str
     processed_prefix: str
     models_prefix: str
+    column_roles: dict[str, InputRole] = Field(default_factory=dict)
+    exclude_columns: list[str] = Field(default_factory=list)
+    rare_classes: RareClasses = "error"
 
 
 class IngestResult(Contract):
@@ -91,9 +98,15 @@ class IngestResult(Contract):
 
 
 class ColumnProfile(Contract):
+    """One column: how it is stored (the pandera schema's type), its role for training and why."""
+
     name: str
     dtype: Literal["numeric", "categorical", "boolean"]
-    missing: int
+    role: Role
+    reason: str  # one short sentence: why this role
+    chosen_by: Literal["inferred", "input"] = "inferred"
+    format: str | None = None  # a datetime column's strptime format, the one Preprocess reads it with
+    missing: int  # values read as missing (empty, "?", "null", ...; "None"/"NA" only where not a category)
 
 
 class DataProfile(Contract):
@@ -107,8 +120,12 @@ class DataProfile(Contract):
     problem_type_chosen_by: Literal["input", "inferred"]
     problem_type_reason: str
     class_labels: list[str] = Field(default_factory=list)
+    # columns whose role is numeric/categorical/boolean/datetime/text: what training sees, in file order
     feature_columns: list[str]
     columns: list[ColumnProfile]
+    excluded_columns: dict[str, str] = Field(default_factory=dict)  # name -> why it is not a feature
+    dropped_rows: dict[str, int] = Field(default_factory=dict)  # reason -> rows left out
+    merged_classes: dict[str, int] = Field(default_factory=dict)  # rare label -> rows relabelled "(other)"
 
 
 class PreprocessResult(Contract):
@@ -121,8 +138,11 @@ class PreprocessResult(Contract):
     n_validation: int
     n_test: int
     feature_columns: list[str]
-    dropped_rows: int
+    dropped_rows: int  # total of dropped_rows_by_reason
     hyperparameters: dict[str, str]
+    column_roles: dict[str, str] = Field(default_factory=dict)  # every column -> its role, in file order
+    excluded_columns: dict[str, str] = Field(default_factory=dict)  # name -> why it is not a feature
+    dropped_rows_by_reason: dict[str, int] = Field(default_factory=dict)
 
 
 class TrainingSummary(Contract):

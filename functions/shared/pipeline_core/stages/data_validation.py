@@ -2,91 +2,62 @@
 
 Checks run from the bytes up, so each failure gets the most precise message available:
 
-1. bytes: size limit, empty file, compressed/binary files (magic bytes, NUL bytes), UTF-8, line length;
-2. CSV structure (``csv`` module, strict quoting): header present, column names non-empty and unique,
-   every row as wide as the header, at least one data row;
-3. types: a pandera schema built from the inferred column types coerces every column that is numeric in
-   most rows; its failure cases name the column, row and offending value;
-4. target and split: target present and not empty, problem type, classes, enough rows per split.
+1. bytes and file structure (:mod:`pipeline_core.stages.dataset_file`);
+2. column roles and overrides (:mod:`pipeline_core.stages.column_roles`), then types: a pandera schema
+   built from the profiled columns coerces every used numeric column; its failure cases name the column,
+   row and offending value;
+3. target and split: target present and not empty, problem type and classes
+   (:mod:`pipeline_core.classes`), enough rows per split.
 
-Rows are counted from 1 without the header ("row 1" is the first data row); for CSV the physical line in
-the file is given too (a quoted field may span lines). Preprocess reuses :func:`load_table`,
-:func:`frame_schema`, :func:`target_labels` and :func:`split_sizes` so both stages see the same data.
+Preprocess reuses :func:`load_table`, :func:`apply_schema` and :mod:`pipeline_core.classes` so both stages
+see the same data.
 """
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import math
-from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow as pyarrow_lib
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from pipeline_core.aws.s3 import ObjectStore
-from pipeline_core.errors import ConfigurationError, DataValidationError
-from pipeline_core.models import ColumnProfile, DataProfile, IngestResult, ProblemType, RunConfig
-from pipeline_core.observability import logger
-from pipeline_core.settings import optional_env
+from pipeline_core.classes import (
+    apply_rare_classes,
+    infer_problem_type,
+    sorted_labels,
+    split_sizes,
+    target_labels,
+)
+from pipeline_core.errors import DataValidationError
+from pipeline_core.models import ColumnProfile, DataProfile, IngestResult, RunConfig
+from pipeline_core.stages.column_roles import (
+    FEATURE_ROLES,
+    infer_column,
+    numeric_share,
+    profile_columns,
+    read_values,
+    storage_dtype,
+    typed,
+    with_missing_counts,
+)
+from pipeline_core.stages.dataset_file import MIB, Limits, Table, check_size, load_table, quote_list, snippet
 
-MIB = 1024 * 1024
-DEFAULT_MAX_DATASET_BYTES = 512 * MIB
-DEFAULT_MAX_LINE_BYTES = 1 * MIB
-# Values read as "missing" (compared lowercased, after stripping whitespace); "?" is UCI's convention.
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", "?"})
-BOOLEAN_TOKENS = frozenset({"true", "false"})
-# A text column whose non-empty values are numbers in at least this share is meant to be numeric: the
-# few text values in it are errors, reported, rather than a reason to treat the column as categories.
-NUMERIC_SHARE = 0.9
-MAX_INFERRED_INTEGER_CLASSES = 20
+# re-exported: the handlers, Preprocess and the tests use them from here
+__all__ = ["MIB", "Limits", "Table", "load_table", "split_sizes", "target_labels"]
+
 MIN_ROWS_PER_SPLIT = 5
-MIN_ROWS_PER_CLASS = 2
+EXCLUDED_ROLES = ("identifier", "constant", "excluded")
+# keys of DataProfile.dropped_rows / PreprocessResult.dropped_rows_by_reason
+EMPTY_TARGET = "empty target"
+RARE_DROPPED = "rare class (dropped)"
 MAX_EXAMPLES = 5
-_SCAN_CHUNK = 64 * MIB
-_MAGIC = {
-    b"PAR1": "a Parquet file",
-    b"\x1f\x8b": "gzip-compressed",
-    b"PK\x03\x04": "a zip archive (or an .xlsx workbook)",
-    b"\xd0\xcf\x11\xe0": "an old Excel/OLE file",
-    b"BZh": "bzip2-compressed",
-    b"\xfd7zXZ\x00": "xz-compressed",
-}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Tuning knobs: the largest dataset and the longest CSV line accepted."""
-
-    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
-        """Limits from MAX_DATASET_BYTES and MAX_LINE_BYTES (defaults 512 MiB and 1 MiB)."""
-        values = {}
-        for name, default in (
-            ("MAX_DATASET_BYTES", DEFAULT_MAX_DATASET_BYTES),
-            ("MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES),
-        ):
-            text = optional_env(name, str(default), environ)
-            try:
-                values[name] = int(text)
-            except ValueError:
-                raise ConfigurationError(
-                    f"environment variable {name} must be a number of bytes, got {text!r}"
-                ) from None
-            if values[name] <= 0:
-                raise ConfigurationError(f"environment variable {name} must be positive, got {text!r}")
-        return cls(values["MAX_DATASET_BYTES"], values["MAX_LINE_BYTES"])
+# $.data must leave room in the 256 KiB state for $.prep (which repeats the column names) and the rest.
+MAX_PROFILE_BYTES = 150_000
 
 
 class ValidateDataEvent(BaseModel):
@@ -96,309 +67,7 @@ class ValidateDataEvent(BaseModel):
     ingest: IngestResult
 
 
-@dataclass(frozen=True)
-class Table:
-    """A dataset as one DataFrame (strings stripped, missing values as NA) and where each row came from."""
-
-    frame: pd.DataFrame
-    # For CSV: the 1-based file line on which each data row starts; None for Parquet.
-    lines: Sequence[int] | None = None
-
-    def where(self, position: int) -> str:
-        """'row N (line L)' for the row at 0-based ``position``."""
-        if self.lines is not None and position < len(self.lines):
-            return f"row {position + 1} (line {self.lines[position]})"
-        return f"row {position + 1}"
-
-
-def _size(n: int) -> str:
-    return f"{n} bytes" if n < MIB else f"{n / MIB:.1f} MiB ({n} bytes)"
-
-
-def _quote_list(names: Sequence[object], limit: int = 30) -> str:
-    shown = ", ".join(repr(str(n)) for n in names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def _snippet(value: object, limit: int = 40) -> str:
-    text = repr(value) if isinstance(value, str) else repr(str(value))
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-# --------------------------------------------------------------------------- bytes
-
-
-def check_size(size: int, limits: Limits) -> None:
-    """Reject a dataset larger than the configured limit before reading it."""
-    if size > limits.max_dataset_bytes:
-        raise DataValidationError(
-            f"the dataset is {_size(size)}; the limit is {_size(limits.max_dataset_bytes)} "
-            "(MAX_DATASET_BYTES): use a sample, or raise the limit and the function's memory"
-        )
-
-
-def _line_of(data: bytes, offset: int) -> tuple[int, int]:
-    """1-based line number and 1-based byte column of ``offset``."""
-    line = data.count(b"\n", 0, offset) + 1
-    start = data.rfind(b"\n", 0, offset) + 1
-    return line, offset - start + 1
-
-
-def _first_long_line(data: bytes, max_line_bytes: int) -> tuple[int, int] | None:
-    """(line number, length) of the first line longer than the limit, scanning in bounded chunks."""
-    view = np.frombuffer(data, dtype=np.uint8)
-    previous_newline = -1
-    lines_before = 0
-    for start in range(0, len(view), _SCAN_CHUNK):
-        newlines = np.flatnonzero(view[start : start + _SCAN_CHUNK] == 10) + start
-        if newlines.size:
-            lengths = np.diff(np.concatenate(([previous_newline], newlines))) - 1
-            over = np.flatnonzero(lengths > max_line_bytes)
-            if over.size:
-                return lines_before + int(over[0]) + 1, int(lengths[over[0]])
-            lines_before += int(newlines.size)
-            previous_newline = int(newlines[-1])
-    last = len(view) - previous_newline - 1
-    return (lines_before + 1, last) if last > max_line_bytes else None
-
-
-def decode_csv_bytes(data: bytes, limits: Limits) -> str:
-    """The CSV's text, after checking it is not empty, binary, compressed, non-UTF-8 or one endless line."""
-    if not data:
-        raise DataValidationError("the file is empty (0 bytes)")
-    if not data.strip():
-        raise DataValidationError(f"the file contains only whitespace ({len(data)} bytes) and no header or data")
-    for magic, what in _MAGIC.items():
-        if data.startswith(magic):
-            raise DataValidationError(
-                f"the file is named .csv but its first bytes say it is {what}; upload a plain-text "
-                "UTF-8 CSV (or give a Parquet file the .parquet extension)"
-            )
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line, column = _line_of(data, nul)
-        raise DataValidationError(
-            f"the file contains a NUL byte at byte offset {nul} (line {line}, byte {column} of that line): "
-            "it looks like binary data or UTF-16 text, not a UTF-8 CSV"
-        )
-    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        text = data[bom:].decode("utf-8")
-    except UnicodeDecodeError as error:
-        offset = error.start + bom
-        line, column = _line_of(data, offset)
-        line_start = offset - column + 1
-        context = data[line_start : line_start + 60].split(b"\n")[0].decode("utf-8", errors="replace")
-        raise DataValidationError(
-            f"the file is not valid UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} "
-            f"(line {line}, byte {column} of that line) cannot be decoded; the line starts {context!r}. "
-            "Save the file as UTF-8 (e.g. it may be Latin-1/Windows-1252)"
-        ) from None
-    long_line = _first_long_line(data, limits.max_line_bytes)
-    if long_line:
-        line, length = long_line
-        raise DataValidationError(
-            f"line {line} is {length} bytes long; the limit is {limits.max_line_bytes} bytes per line "
-            "(MAX_LINE_BYTES). A file without '\\n' line breaks (old Mac "
-            "'\\r' endings?) or a runaway field would cause this"
-        )
-    return text
-
-
-# --------------------------------------------------------------------------- CSV structure
-
-
-def _check_column_names(names: list[str], where: str) -> None:
-    empty = [i + 1 for i, name in enumerate(names) if not name]
-    if empty:
-        hint = " (a trailing comma at the end of the header?)" if empty == [len(names)] else ""
-        raise DataValidationError(
-            f"{where}: column{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} of {len(names)} "
-            f"{'have' if len(empty) > 1 else 'has'} an empty name{hint}; every column needs a name"
-        )
-    positions: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        positions.setdefault(name, []).append(i + 1)
-    duplicates = {name: at for name, at in positions.items() if len(at) > 1}
-    if duplicates:
-        listed = "; ".join(f"{name!r} at columns {', '.join(map(str, at))}" for name, at in duplicates.items())
-        raise DataValidationError(f"{where}: duplicate column names: {listed}; column names must be unique")
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def scan_csv(text: str) -> tuple[list[str], array[int]]:
-    """The header's column names and the start line of every data row, after structural checks."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # lines are already length-checked
-    header: list[str] | None = None
-    lines: array[int] = array("q")
-    ragged: list[str] = []
-    n_ragged = 0
-    last_line = 0
-    try:
-        for row in reader:
-            start_line, last_line = last_line + 1, reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line: skipped (pandas does the same)
-            if header is None:
-                header = [name.strip() for name in row]
-                header_line = start_line
-                continue
-            lines.append(start_line)
-            if len(row) != len(header):
-                n_ragged += 1
-                if len(ragged) < MAX_EXAMPLES:
-                    fields = f"{len(row)} field{'s' if len(row) != 1 else ''}"
-                    ragged.append(f"row {len(lines)} (line {start_line}) has {fields}")
-    except csv.Error as error:
-        if "unexpected end of data" in str(error):
-            raise DataValidationError(
-                f"a quoted field starting on line {last_line + 1} is never closed: the file ends inside "
-                "quotes (an unbalanced '\"')"
-            ) from None
-        raise DataValidationError(
-            f"line {reader.line_num} is not valid CSV: {error} (check the quotes on that line)"
-        ) from None
-    if header is None:
-        raise DataValidationError("the file has no header line: it contains only blank lines")
-    where = f"header (line {header_line})"
-    if len(header) < 2:
-        other = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
-        hint = f"; it seems to use {other!r} as separator, but only comma-separated files are accepted" if other else ""
-        raise DataValidationError(
-            f"{where} has a single column {header[0]!r}: a dataset needs at least one feature and a target{hint}"
-        )
-    _check_column_names(header, where)
-    numeric_names = [name for name in header if _looks_numeric(name)]
-    if len(numeric_names) > len(header) / 2:
-        raise DataValidationError(
-            f"the first line does not look like a header: {len(numeric_names)} of its {len(header)} values are "
-            f"numbers ({_quote_list(numeric_names, 5)}); add a header line with the column names"
-        )
-    if n_ragged:
-        raise DataValidationError(
-            f"{n_ragged} row{'s have' if n_ragged > 1 else ' has'} a different number of fields than the "
-            f"header's {len(header)} ({_quote_list(header, 10)}): {'; '.join(ragged)}"
-            + ("; ..." if n_ragged > len(ragged) else "")
-        )
-    if not lines:
-        raise DataValidationError(
-            f"the file has a header line ({len(header)} columns: {_quote_list(header, 10)}) but no data rows"
-        )
-    return header, lines
-
-
-def normalize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Strip text values and turn the missing-value tokens (``MISSING_TOKENS``) into NA."""
-    result = {}
-    for name in frame.columns:
-        column = frame[name]
-        if isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_datetime64_any_dtype(column):
-            column = column.astype("str").where(column.notna())
-        if pd.api.types.is_string_dtype(column) or column.dtype == object:
-            text = column.astype("str").str.strip().where(column.notna())
-            column = text.mask(text.str.lower().isin(MISSING_TOKENS))
-        result[name] = column
-    return pd.DataFrame(result, index=frame.index)
-
-
-def read_csv_table(data: bytes, limits: Limits) -> Table:
-    """A CSV dataset as a :class:`Table` (all values as stripped strings), after every structural check."""
-    text = decode_csv_bytes(data, limits)
-    header, lines = scan_csv(text)
-    frame = pd.read_csv(
-        io.StringIO(text),
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,  # missing values are decided by normalize(), the same for CSV and Parquet
-        skip_blank_lines=True,
-        index_col=False,
-    )
-    frame.columns = header
-    if len(frame) != len(lines):
-        # The csv module and pandas disagree on an edge case (e.g. odd quoting): keep row numbers only.
-        logger.warning("row count differs between csv scan and pandas", extra={"csv": len(lines), "pandas": len(frame)})
-        return Table(normalize(frame), None)
-    return Table(normalize(frame), lines)
-
-
-def read_parquet_table(data: bytes) -> Table:
-    """A Parquet dataset as a :class:`Table` (column types as stored)."""
-    if not data:
-        raise DataValidationError("the file is empty (0 bytes)")
-    try:
-        arrow_table = pq.read_table(io.BytesIO(data))
-    except (pyarrow_lib.ArrowException, OSError, ValueError) as error:
-        raise DataValidationError(
-            f"the file is named .parquet but cannot be read as Parquet ({len(data)} bytes, starts with "
-            f"{data[:8]!r}): {error}"
-        ) from None
-    # A struct, list or map cell would reach training as its text ("{'a': 1}"), a meaningless category.
-    nested = [f"{f.name!r} ({f.type})" for f in arrow_table.schema if pyarrow_lib.types.is_nested(f.type)]
-    if nested:
-        raise DataValidationError(
-            f"the Parquet file has nested column{'s' if len(nested) > 1 else ''} {', '.join(nested[:MAX_EXAMPLES])}"
-            ": only flat columns (numbers, text, booleans) can be used; flatten them into separate columns"
-        )
-    try:
-        frame = arrow_table.to_pandas()
-    except (pyarrow_lib.ArrowException, ValueError) as error:
-        raise DataValidationError(f"the Parquet file's columns cannot be read as a table: {error}") from None
-    if isinstance(frame.index, pd.RangeIndex):
-        frame = frame.reset_index(drop=True)
-    else:  # a named index stored by pandas is a real column for the user; an unnamed one is not
-        frame = frame.reset_index(drop=frame.index.nlevels == 1 and frame.index.name is None)
-    names = [str(name).strip() for name in frame.columns]
-    if len(names) < 2:
-        raise DataValidationError(
-            f"the Parquet file has {len(names)} column(s) ({_quote_list(names)}): a dataset needs at least "
-            "one feature and a target"
-        )
-    _check_column_names(names, "the Parquet schema")
-    frame.columns = names
-    if frame.empty:
-        raise DataValidationError(
-            f"the Parquet file has {len(names)} columns ({_quote_list(names, 10)}) but no data rows"
-        )
-    return Table(normalize(frame))
-
-
-def load_table(data: bytes, file_format: Literal["csv", "parquet"], limits: Limits) -> Table:
-    """The dataset in ``data`` as a :class:`Table`; DataValidationError names what is wrong with it."""
-    check_size(len(data), limits)
-    return read_csv_table(data, limits) if file_format == "csv" else read_parquet_table(data)
-
-
 # --------------------------------------------------------------------------- types
-
-
-def _numeric_share(column: pd.Series) -> tuple[float, int]:
-    present = column.dropna()
-    if present.empty:
-        return 1.0, 0
-    parsed = pd.to_numeric(present, errors="coerce")
-    return float(parsed.notna().sum()) / len(present), len(present)
-
-
-def infer_dtype(column: pd.Series) -> Literal["numeric", "categorical", "boolean"]:
-    """numeric, boolean or categorical for one normalized column."""
-    if pd.api.types.is_bool_dtype(column):
-        return "boolean"
-    if pd.api.types.is_numeric_dtype(column):
-        return "numeric"
-    share, _ = _numeric_share(column)
-    if share >= NUMERIC_SHARE:
-        return "numeric"  # an all-empty column is numeric too: it reaches training as NaN
-    if set(column.dropna().astype("str").str.lower().unique()) <= BOOLEAN_TOKENS:
-        return "boolean"
-    return "categorical"
 
 
 def _finite_or_missing(series: pd.Series) -> pd.Series:
@@ -406,10 +75,14 @@ def _finite_or_missing(series: pd.Series) -> pd.Series:
 
 
 def frame_schema(columns: Sequence[ColumnProfile]) -> pa.DataFrameSchema:
-    """The pandera schema of a profiled dataset: numeric columns coerce to finite floats (NA allowed)."""
+    """The pandera schema of a profiled dataset: used numeric columns coerce to finite floats (NA allowed).
+
+    Columns training does not see (identifier, constant, excluded) are not checked: excluding a column is
+    how a user gets past its bad values.
+    """
     spec: dict[str, pa.Column] = {}
     for column in columns:
-        if column.dtype == "numeric":
+        if column.dtype == "numeric" and typed(column):
             spec[column.name] = pa.Column(
                 float,
                 coerce=True,
@@ -423,23 +96,23 @@ def frame_schema(columns: Sequence[ColumnProfile]) -> pa.DataFrameSchema:
 
 
 def apply_schema(table: Table, columns: Sequence[ColumnProfile]) -> pd.DataFrame:
-    """The frame with numeric columns as floats; every value that does not fit is reported at once."""
+    """The frame read with each column's role (:func:`read_values`), numeric columns as floats; every
+    value that does not fit is reported at once."""
+    values = read_values(table.frame, columns)
     try:
-        return frame_schema(columns).validate(table.frame, lazy=True)
+        return frame_schema(columns).validate(values, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        raise DataValidationError(_describe_failures(table, errors.failure_cases)) from None
+        raise DataValidationError(_describe_failures(table, values, errors.failure_cases)) from None
 
 
-def _describe_failures(table: Table, cases: pd.DataFrame) -> str:
+def _describe_failures(table: Table, values: pd.DataFrame, cases: pd.DataFrame) -> str:
     problems = []
     for name in table.frame.columns:
         mine = cases[(cases["column"] == name) & cases["index"].notna()].drop_duplicates(subset=["index"])
         if mine.empty:
             continue
-        share, present = _numeric_share(table.frame[name])
-        examples = [
-            f"{table.where(int(i))} has {_snippet(v)}" for i, v in zip(mine["index"], mine["failure_case"], strict=True)
-        ]
+        share, present = numeric_share(values[name])
+        examples = [f"{table.where(int(i))} has {snippet(table.frame[name].iloc[int(i)])}" for i in mine["index"]]
         n_bad = len(mine)
         problems.append(
             f"column {name!r} is numeric in {math.floor(share * 100)}% of rows ({present - n_bad} of {present} "
@@ -448,17 +121,14 @@ def _describe_failures(table: Table, cases: pd.DataFrame) -> str:
         )
     if not problems:  # a schema-level failure pandera reports without rows (should not happen)
         problems = [str(cases.head(MAX_EXAMPLES).to_dict("records"))]
-    return "; ".join(problems) + ". Fix or empty those cells (empty, NA and ? are read as missing values)"
+    return (
+        "; ".join(problems)
+        + ". Fix or empty those cells (empty, NA and ? are read as missing values), or leave the column out "
+        "with exclude_columns"
+    )
 
 
 # --------------------------------------------------------------------------- target and split
-
-
-def split_sizes(n_rows: int, test_size: float, validation_size: float) -> tuple[int, int, int]:
-    """(train, validation, test) row counts for ``n_rows`` rows; the same rounding Preprocess uses."""
-    n_test = round(n_rows * test_size)
-    n_validation = round(n_rows * validation_size)
-    return n_rows - n_test - n_validation, n_validation, n_test
 
 
 def rows_needed(test_size: float, validation_size: float, minimum: int = MIN_ROWS_PER_SPLIT) -> int:
@@ -469,31 +139,6 @@ def rows_needed(test_size: float, validation_size: float, minimum: int = MIN_ROW
     return n
 
 
-def _is_integer_valued(values: pd.Series) -> bool:
-    return bool(((values - np.floor(values)) == 0).all())
-
-
-def target_labels(target: pd.Series, dtype: str) -> pd.Series:
-    """The target as class-label strings (NA kept): integers without '.0', booleans as 'true'/'false'."""
-    if dtype == "numeric":
-        numbers = pd.to_numeric(target, errors="coerce")
-        present = numbers.dropna()
-        if _is_integer_valued(present):
-            return numbers.map(lambda v: str(int(v)) if pd.notna(v) else None).astype(object)
-        return numbers.map(lambda v: repr(float(v)) if pd.notna(v) else None).astype(object)
-    if pd.api.types.is_bool_dtype(target):
-        return target.map(lambda v: "true" if v else "false").astype(object)
-    if dtype == "boolean":
-        return target.map(lambda v: str(v).lower() if pd.notna(v) else None).astype(object)
-    return target.astype(object).where(target.notna(), None)
-
-
-def sorted_labels(labels: Sequence[str], numeric: bool) -> list[str]:
-    """Class labels in order: by value when numeric (the order a classifier's classes_ has), else by text."""
-    unique = set(labels)
-    return sorted(unique, key=float) if numeric else sorted(unique)
-
-
 def _choose_target(config: RunConfig, names: list[str]) -> tuple[str, Literal["input", "last_column"]]:
     if config.target is None:
         return names[-1], "last_column"
@@ -502,121 +147,138 @@ def _choose_target(config: RunConfig, names: list[str]) -> tuple[str, Literal["i
     close = difflib.get_close_matches(config.target, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise DataValidationError(
-        f"target column {config.target!r} is not in the dataset{hint}; its columns are {_quote_list(names)}"
+        f"target column {config.target!r} is not in the dataset{hint}; its columns are {quote_list(names)}"
     )
 
 
-def _problem_type(
-    config: RunConfig, table: Table, target: str, dtype: str, labels: pd.Series
-) -> tuple[ProblemType, Literal["input", "inferred"], str]:
+def _check_target_is_not_an_identifier(
+    table: Table, target: str, column: pd.Series, labels: pd.Series, classification: bool
+) -> None:
+    """A target with its own value in every row (an ID, a name) is nothing a model can learn to predict."""
+    inferred = infer_column(target, column)
     present = labels.dropna()
-    n_distinct = present.nunique()
-    if config.problem_type == "regression":
-        if dtype != "numeric":
-            first = int(present.index[0])
-            raise DataValidationError(
-                f"problem_type 'regression' needs a numeric target, but column {target!r} is {dtype} "
-                f"({table.where(first)} has {_snippet(table.frame[target].iloc[first])})"
-            )
-        return "regression", "input", "problem_type 'regression' given in the input"
-    if config.problem_type == "classification":
-        kind: ProblemType = "binary_classification" if n_distinct == 2 else "multiclass_classification"
-        return kind, "input", f"problem_type 'classification' given in the input; target has {n_distinct} classes"
-    if dtype != "numeric":
-        example = _snippet(present.iloc[0])
-        reason = f"target {target!r} is {dtype}, not numeric (e.g. {example}), so it is classification"
-    else:
-        numbers = pd.to_numeric(present)
-        if not _is_integer_valued(numbers):
-            return (
-                "regression",
-                "inferred",
-                f"target {target!r} is numeric with non-integer values, so it is regression",
-            )
-        if n_distinct > MAX_INFERRED_INTEGER_CLASSES:
-            return (
-                "regression",
-                "inferred",
-                f"target {target!r} is integer-valued with {n_distinct} distinct values "
-                f"(more than {MAX_INFERRED_INTEGER_CLASSES}), so it is regression",
-            )
-        reason = (
-            f"target {target!r} is integer-valued with {n_distinct} distinct values "
-            f"(at most {MAX_INFERRED_INTEGER_CLASSES}), so it is classification"
+    if inferred.role == "identifier" or (classification and len(present) >= 2 and present.nunique() == len(present)):
+        why = (
+            inferred.reason
+            if inferred.role == "identifier"
+            else f"{len(present)} distinct values in {len(present)} rows"
         )
-    kind = "binary_classification" if n_distinct == 2 else "multiclass_classification"
-    return kind, "inferred", reason
+        first = int(present.index[0])
+        raise DataValidationError(
+            f"target {target!r} looks like an identifier ({why}; {table.where(first)} has "
+            f"{snippet(column.iloc[first])}): every row has its own value, so there is nothing to learn to "
+            "predict. Choose another target column (input field target)"
+        )
 
 
-def _check_classes(table: Table, target: str, labels: pd.Series) -> None:
+def _check_problem_type(table: Table, target: str, dtype: str, labels: pd.Series, config: RunConfig) -> None:
+    if config.problem_type == "regression" and dtype != "numeric":
+        first = int(labels.dropna().index[0])
+        raise DataValidationError(
+            f"problem_type 'regression' needs a numeric target, but column {target!r} is {dtype} "
+            f"({table.where(first)} has {snippet(table.frame[target].iloc[first])})"
+        )
+
+
+def _check_classes(target: str, labels: pd.Series) -> None:
     counts = labels.dropna().value_counts()
     if len(counts) < 2:
         raise DataValidationError(
             f"target {target!r} has a single class {counts.index[0]!r} in all {int(counts.iloc[0])} rows with a "
             "value: classification needs at least 2 classes"
         )
-    small = counts[counts < MIN_ROWS_PER_CLASS]
-    if not small.empty:
-        details = []
-        for label, count in list(small.items())[:MAX_EXAMPLES]:
-            rows = [table.where(int(i)) for i in labels.index[labels == label][:3]]
-            details.append(f"class {label!r} has {count} row{'s' if count != 1 else ''}: {', '.join(rows)}")
-        raise DataValidationError(
-            f"target {target!r}: {len(small)} of {len(counts)} classes have fewer than {MIN_ROWS_PER_CLASS} rows, "
-            f"too few to appear in both training and evaluation: {'; '.join(details)}"
-            + ("; ..." if len(small) > MAX_EXAMPLES else "")
-            + ". Remove or merge those classes (or is the target column the right one?)"
-        )
 
 
 def profile_table(table: Table, config: RunConfig) -> DataProfile:
-    """Type, target and split checks on a loaded table; the profile later states rely on."""
+    """Roles, types, target and split checks on a loaded table; the profile later states rely on."""
     frame = table.frame
     names = [str(c) for c in frame.columns]
     target, target_chosen_by = _choose_target(config, names)
-    columns = [
-        ColumnProfile(name=name, dtype=infer_dtype(frame[name]), missing=int(frame[name].isna().sum()))
-        for name in names
-    ]
-    apply_schema(table, columns)
-    dtype = next(c.dtype for c in columns if c.name == target)
+    dtype = storage_dtype(frame[target])
+    target_reason = "the target, named in the input" if target_chosen_by == "input" else "the target, the last column"
+    columns = profile_columns(
+        frame, target, dtype, config.column_roles, config.exclude_columns, table.where, target_reason
+    )
+    if not any(c.role in FEATURE_ROLES for c in columns):
+        unused = "; ".join(f"{c.name!r}: {c.role} ({c.reason})" for c in columns if c.role != "target")
+        raise DataValidationError(
+            f"no column is left to learn from: besides the target {target!r}, every column is left out "
+            f"({unused[:1000]}). Give a column a role with column_roles, or check the target"
+        )
+    values = apply_schema(table, columns)
+    columns = with_missing_counts(columns, values)
 
     n_rows = len(frame)
-    present = int(frame[target].notna().sum())
+    present = int(values[target].notna().sum())
     if present == 0:
         chosen = "the last column" if target_chosen_by == "last_column" else "named in the input"
         raise DataValidationError(f"target column {target!r} ({chosen}) is empty in all {n_rows} rows")
-    labels = target_labels(frame[target], dtype)
-    problem_type, chosen_by, reason = _problem_type(config, table, target, dtype, labels)
+    dropped = {EMPTY_TARGET: n_rows - present} if present < n_rows else {}
+    labels = target_labels(values[target], dtype)
+    _check_problem_type(table, target, dtype, labels, config)
+    choice = infer_problem_type(target, dtype, labels, config.problem_type)
+    classification = choice.problem_type != "regression"
+    if config.problem_type is None or classification:
+        _check_target_is_not_an_identifier(table, target, values[target], labels, classification)
     class_labels: list[str] = []
-    if problem_type != "regression":
-        _check_classes(table, target, labels)
-        class_labels = sorted_labels(list(labels.dropna()), numeric=dtype == "numeric")
+    merged: dict[str, int] = {}
+    problem_type = choice.problem_type
+    if classification:
+        _check_classes(target, labels)
+        outcome = apply_rare_classes(
+            labels, config.rare_classes, config.test_size, config.validation_size, table.where, target
+        )
+        if outcome.dropped:
+            dropped[RARE_DROPPED] = sum(outcome.dropped.values())
+        merged = outcome.merged
+        class_labels = sorted_labels(list(outcome.labels.dropna()))
+        # dropping or merging classes can leave two: the problem becomes binary
+        problem_type = "binary_classification" if len(class_labels) == 2 else "multiclass_classification"
+        present = int(outcome.labels.notna().sum())
 
     sizes = split_sizes(present, config.test_size, config.validation_size)
     if min(sizes) < MIN_ROWS_PER_SPLIT:
-        dropped = (
-            f" ({n_rows - present} of {n_rows} rows have an empty target and are not used)" if present < n_rows else ""
-        )
+        left_out = []
+        if EMPTY_TARGET in dropped:
+            left_out.append(f"{dropped[EMPTY_TARGET]} of {n_rows} rows have an empty target and are not used")
+        if RARE_DROPPED in dropped:
+            left_out.append(f'{dropped[RARE_DROPPED]} rows of rare classes are dropped (rare_classes "drop")')
+        not_used = f" ({'; '.join(left_out)})" if left_out else ""
         raise DataValidationError(
-            f"not enough rows: {present} rows with a target{dropped}; the split (test_size "
+            f"not enough rows: {present} rows with a target{not_used}; the split (test_size "
             f"{config.test_size:g}, validation_size {config.validation_size:g}) gives train {sizes[0]}, "
             f"validation {sizes[1]}, test {sizes[2]} rows, and each needs at least {MIN_ROWS_PER_SPLIT}: "
             f"at least {rows_needed(config.test_size, config.validation_size)} rows are needed"
         )
-    features = [name for name in names if name != target]
-    return DataProfile(
+    profile = DataProfile(
         n_rows=n_rows,
         n_columns=len(names),
         target=target,
         target_chosen_by=target_chosen_by,
         problem_type=problem_type,
-        problem_type_chosen_by=chosen_by,
-        problem_type_reason=reason,
+        problem_type_chosen_by=choice.chosen_by,
+        problem_type_reason=choice.reason,
         class_labels=class_labels,
-        feature_columns=features,
+        feature_columns=[c.name for c in columns if c.role in FEATURE_ROLES],
         columns=columns,
+        excluded_columns={c.name: f"{c.role}: {c.reason}" for c in columns if c.role in EXCLUDED_ROLES},
+        dropped_rows=dropped,
+        merged_classes=merged,
     )
+    _check_profile_fits_the_state(profile)
+    return profile
+
+
+def _check_profile_fits_the_state(profile: DataProfile) -> None:
+    """A profile too large for the execution's state would fail later as States.DataLimitExceeded, a
+    message that names nothing; a role and a reason per column make it grow with the column count."""
+    size = len(profile.model_dump_json())
+    if size > MAX_PROFILE_BYTES:
+        raise DataValidationError(
+            f"the dataset has {profile.n_columns} columns: their profile (a role and a reason per column) is "
+            f"{size} bytes, more than the {MAX_PROFILE_BYTES} bytes the state machine can carry beside the rest "
+            "of the run's state (Step Functions' limit is 256 KiB); keep fewer columns in the file"
+        )
 
 
 def validate_data(config: RunConfig, ingest: IngestResult, store: ObjectStore, limits: Limits) -> DataProfile:
@@ -638,4 +300,6 @@ def describe(profile: DataProfile) -> dict[str, Any]:
         "target": profile.target,
         "problem_type": profile.problem_type,
         "reason": profile.problem_type_reason,
+        "roles": {c.name: c.role for c in profile.columns},
+        "dropped_rows": profile.dropped_rows,
     }

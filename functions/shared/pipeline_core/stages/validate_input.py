@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, InputValidationError
-from pipeline_core.models import RunConfig
+from pipeline_core.models import InputRole, RareClasses, RunConfig
 from pipeline_core.settings import require_env
 from pipeline_core.stages.trainer_input import (
     TRAINER_TAGS,
@@ -81,6 +81,17 @@ class PipelineInput(BaseModel):
     validation_size: float = Field(default=0.2, ge=0.05, le=0.4, description="share of rows for the validation split")
     seed: int = Field(default=42, ge=0, le=2**32 - 1, description="random seed of the split and the estimator")
     endpoint_poll_seconds: int = Field(default=30, ge=1, le=600, description="wait between endpoint status checks")
+    column_roles: dict[str, InputRole] = Field(
+        default_factory=dict,
+        description="column name -> role (numeric, categorical, boolean, datetime, text, identifier, constant), "
+        "overriding the inferred one; identifier and constant columns are left out of training",
+    )
+    exclude_columns: list[str] = Field(default_factory=list, description="columns to leave out of training")
+    rare_classes: RareClasses = Field(
+        default="error",
+        description="classes with too few rows for the split: error (stop and name them), drop (leave their rows "
+        "out) or merge (join them into one class '(other)')",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -304,6 +315,9 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         processed_prefix=f"s3://{data_bucket}/processed/{run_id}/",
         # No trailing slash: this is SageMaker's S3OutputPath; it appends /<job>/output/model.tar.gz.
         models_prefix=f"s3://{data_bucket}/models",
+        column_roles=request.column_roles,
+        exclude_columns=request.exclude_columns,
+        rare_classes=request.rare_classes,
     )
 
 
