@@ -35,7 +35,16 @@ def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
             execution_input[key] = getattr(args, option)
     if getattr(args, "threshold", None) is not None:
         execution_input["quality_threshold"] = args.threshold
-    return execution_input
+    return {**execution_input, **_data_options(args)}
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    from stepml.data_options import DataOptionError, data_options
+
+    try:
+        return data_options(args)
+    except DataOptionError as error:
+        raise CliError(str(error)) from error
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -217,7 +226,7 @@ def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
             execution_input[key] = getattr(args, option)
     if args.threshold is not None:
         execution_input["quality_threshold"] = args.threshold
-    return execution_input
+    return {**execution_input, **_data_options(args)}
 
 
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -399,6 +408,7 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stepml.data_options import add_data_options
     from stepml.trainers import add_trainer_options
 
     parser = argparse.ArgumentParser(prog="stepml", description=__doc__)
@@ -412,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     run.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
     add_trainer_options(run)
+    add_data_options(run)
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     run.add_argument(
         "--inject-fault",
@@ -438,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     start.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
     add_trainer_options(start)
+    add_data_options(start)
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
     start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     start.set_defaults(func=cmd_start)
