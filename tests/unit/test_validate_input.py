@@ -216,6 +216,7 @@ def test_json_schema_documents_the_console_input() -> None:
         "validation_size",
         "seed",
         "endpoint_poll_seconds",
+        "tuning",
     }
     assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
 

@@ -6,7 +6,9 @@ Each stage returns one of these models (as JSON) and the state machine stores it
     $.ingest       IngestResult         Ingest
     $.data         DataProfile          ValidateData
     $.prep         PreprocessResult     Preprocess
-    $.training     TrainingSummary      Train (ResultSelector over DescribeTrainingJob)
+    $.tuning       TuningSummary        Tune (ResultSelector over DescribeHyperParameterTuningJob), if tuning
+    $.training     TrainingSummary      Train, or DescribeBestTrainingJob after Tune (ResultSelector over
+                                        DescribeTrainingJob)
     $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held)
     $.lease        DeployLeaseResult    AcquireDeployLease
     $.registration RegistrationResult   Register / RegisterRejected
@@ -28,6 +30,19 @@ class Contract(BaseModel):
     """Base of the state contracts: unknown fields are ignored so a state can read a subset."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TuningConfig(Contract):
+    """Hyperparameter tuning of a run (``$.config.tuning``), in the shape of SageMaker's
+    CreateHyperParameterTuningJob request fields the Tune state fills (see ``pipeline_core.tuning``)."""
+
+    job_name: str  # HyperParameterTuningJobName: at most 32 characters
+    strategy: Literal["Bayesian", "Random"]
+    max_trials: int  # ResourceLimits.MaxNumberOfTrainingJobs
+    max_parallel: int  # ResourceLimits.MaxParallelTrainingJobs
+    objective_metric: str  # maximised; one of metric_definitions
+    metric_definitions: list[dict[str, str]]  # AlgorithmSpecification.MetricDefinitions: Name, Regex
+    parameter_ranges: dict[str, list[dict[str, Any]]]  # ParameterRanges
 
 
 class RunConfig(Contract):
@@ -52,6 +67,8 @@ class RunConfig(Contract):
     raw_prefix: str
     processed_prefix: str
     models_prefix: str
+    # None: no tuning, the Train state trains once (the TuneOrTrain state reads this)
+    tuning: TuningConfig | None = None
 
 
 class IngestResult(Contract):
@@ -97,6 +114,17 @@ class PreprocessResult(Contract):
     feature_columns: list[str]
     dropped_rows: int
     hyperparameters: dict[str, str]
+
+
+class TuningSummary(Contract):
+    """The part of DescribeHyperParameterTuningJob the run keeps (``$.tuning``)."""
+
+    HyperParameterTuningJobName: str
+    HyperParameterTuningJobStatus: str
+    BestTrainingJobName: str
+    TunedHyperParameters: dict[str, str]
+    Objective: dict[str, Any]  # FinalHyperParameterTuningJobObjectiveMetric: MetricName, Value (, Type)
+    TrainingJobStatusCounters: dict[str, int]
 
 
 class TrainingSummary(Contract):
