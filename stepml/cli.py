@@ -35,7 +35,17 @@ def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
             execution_input[key] = getattr(args, option)
     if getattr(args, "threshold", None) is not None:
         execution_input["quality_threshold"] = args.threshold
+    _add_tuning(args, execution_input)
     return execution_input
+
+
+def _add_tuning(args: argparse.Namespace, execution_input: dict[str, Any]) -> None:
+    """``--tune`` turns tuning on with its defaults; ``--tune N`` runs N training jobs."""
+    tune = getattr(args, "tune", None)
+    if tune is True:
+        execution_input["tuning"] = True
+    elif tune is not None:
+        execution_input["tuning"] = {"max_trials": tune}
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -215,6 +225,7 @@ def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
             execution_input[key] = getattr(args, option)
     if args.threshold is not None:
         execution_input["quality_threshold"] = args.threshold
+    _add_tuning(args, execution_input)
     return execution_input
 
 
@@ -384,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-name", help="registry model name (default: from the file name)")
     run.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     run.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
+    run.add_argument(
+        "--tune",
+        nargs="?",
+        const=True,
+        type=int,
+        metavar="MAX_TRIALS",
+        help="tune hyperparameters: several training jobs (default 6), the best goes on (docs/tuning.md)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     run.add_argument(
         "--inject-fault",
@@ -409,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--model-name", help="registry model name (default: from the file name)")
     start.add_argument("--threshold", type=float, help="quality gate threshold for the primary metric")
     start.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
+    start.add_argument(
+        "--tune",
+        nargs="?",
+        const=True,
+        type=int,
+        metavar="MAX_TRIALS",
+        help="tune hyperparameters: several training jobs (default 6), the best goes on (docs/tuning.md)",
+    )
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
     start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     start.set_defaults(func=cmd_start)

@@ -185,3 +185,18 @@ def test_the_built_in_regexes_read_the_validation_line_of_train_py(line: str, ex
 def test_the_last_match_is_the_final_value() -> None:
     lines = ["[train] validation metrics: f1_macro=0.5", "noise", "[train] validation metrics: f1_macro=0.75"]
     assert final_metric_values(BUILT_IN_METRIC_DEFINITIONS, lines)[OBJECTIVE_METRIC] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("argv", "tuning"),
+    [([], None), (["--tune"], True), (["--tune", "3"], {"max_trials": 3})],
+)
+def test_the_cli_turns_tuning_on_with_one_flag(argv: list[str], tuning: Any) -> None:
+    from stepml.cli import _execution_input, _run_input, build_parser
+
+    run = _run_input(build_parser().parse_args(["run", *argv]), DATASET)
+    start = _execution_input(build_parser().parse_args(["start", *argv]))
+    for execution_input in (run, start):
+        assert execution_input.get("tuning") == tuning
+        config = tuning_of({k: v for k, v in execution_input.items() if k != "dataset"})
+        assert (config is None) == (tuning is None)  # and ValidateInput accepts what the flag made
