@@ -17,18 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, InputValidationError
-from pipeline_core.models import RunConfig, TuningConfig
+from pipeline_core.models import RunConfig
 from pipeline_core.settings import require_env
-from pipeline_core.tuning import (
-    MAX_PARALLEL,
-    MAX_TRIALS,
-    OBJECTIVE_METRIC,
-    Range,
-    check_objective_regex,
-    default_ranges,
-    metric_definitions,
-    parameter_ranges,
-)
+from pipeline_core.tuning import TuningInput, tuning_config
 
 MODEL_NAME_PATTERN = r"^[a-z0-9](-?[a-z0-9])*$"
 MODEL_NAME_MAX = 40
@@ -51,99 +42,6 @@ class Hyperparameters(BaseModel):
     max_leaf_nodes: int | None = Field(default=None, ge=2, description="maximum leaves per tree, >= 2")
     min_samples_leaf: int | None = Field(default=None, ge=1, description="minimum samples per leaf, >= 1")
     l2_regularization: float | None = Field(default=None, ge=0, allow_inf_nan=False, description=">= 0")
-
-
-# Hyperparameters the pipeline sets from the data, never tuned.
-RESERVED_HYPERPARAMETERS = frozenset({"target", "problem_type", "seed"})
-
-
-class TuningRangeInput(BaseModel):
-    """A numeric search range of one hyperparameter (a list of values instead is a categorical range)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    min: int | float = Field(allow_inf_nan=False, description="lowest value")
-    max: int | float = Field(allow_inf_nan=False, description="highest value")
-    scale: Literal["linear", "log"] = Field(default="linear", description="log: search orders of magnitude")
-    type: Literal["integer", "continuous"] | None = Field(
-        default=None, description="default: integer when min and max are both integers"
-    )
-
-    @model_validator(mode="after")
-    def _is_a_range(self) -> TuningRangeInput:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
-        if self.scale == "log" and self.min <= 0:
-            raise ValueError("a log scale needs min > 0")
-        if self.type == "integer" and not (float(self.min).is_integer() and float(self.max).is_integer()):
-            raise ValueError("an integer range needs integer min and max")
-        return self
-
-    def as_range(self) -> Range:
-        integer = self.type == "integer" or (
-            self.type is None and isinstance(self.min, int) and isinstance(self.max, int)
-        )
-        return Range(float(self.min), float(self.max), "integer" if integer else "continuous", self.scale)
-
-
-class TuningInput(BaseModel):
-    """Hyperparameter tuning: train several settings in parallel and go on with the best (on validation)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    max_trials: int = Field(default=6, ge=1, le=MAX_TRIALS, description="training jobs in all")
-    max_parallel: int = Field(
-        default=2, ge=1, le=MAX_PARALLEL, description="training jobs at a time (locally also at most the CPU cores)"
-    )
-    strategy: Literal["Bayesian", "Random"] = Field(
-        default="Bayesian", description="SageMaker's search strategy; locally both sample at random"
-    )
-    ranges: dict[str, Any] | None = Field(
-        default=None,
-        description="name -> {min, max, scale: linear|log, type: integer|continuous} or a list of values; "
-        "default: the trainer's built-in ranges",
-    )
-    objective_regex: str | None = Field(
-        default=None,
-        description="regex with one group that finds the validation score (maximised) in the trainer's output; "
-        "default: the built-in trainer's f1_macro or r2",
-    )
-
-    @field_validator("objective_regex")
-    @classmethod
-    def _objective_regex_is_usable(cls, value: str | None) -> str | None:
-        return None if value is None else check_objective_regex(value)
-
-    @field_validator("ranges")
-    @classmethod
-    def _ranges_are_ranges(cls, value: dict[str, Any] | None) -> dict[str, TuningRangeInput | list[Any]] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("must name at least one hyperparameter (or leave ranges out for the built-in ones)")
-        checked: dict[str, TuningRangeInput | list[Any]] = {}
-        for name, spec in value.items():
-            if name in RESERVED_HYPERPARAMETERS or name.startswith(("sagemaker_", "_")):
-                raise ValueError(f"{name!r} is set by the pipeline and cannot be tuned")
-            if isinstance(spec, list):
-                if not spec or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in spec):
-                    raise ValueError(f"{name}: a list of values needs at least one, each a string or a number")
-                checked[name] = list(spec)
-            elif isinstance(spec, dict):
-                try:
-                    checked[name] = TuningRangeInput.model_validate(spec)
-                except ValidationError as error:
-                    problems = "; ".join(
-                        ": ".join(
-                            [".".join(map(str, e["loc"]))] * bool(e["loc"])
-                            + [str(e["msg"]).removeprefix("Value error, ")]
-                        )
-                        for e in error.errors()
-                    )
-                    raise ValueError(f"{name}: {problems}") from None
-            else:
-                raise ValueError(f"{name}: must be {{min, max[, scale, type]}} or a list of values")
-        return checked
 
 
 def _tuning_accepts_a_boolean(schema: dict[str, Any]) -> None:
@@ -349,43 +247,6 @@ def parse_input(raw: Any) -> PipelineInput:
     )
 
 
-def tuning_config(request: PipelineInput, execution_name: str, algorithm: str = "auto") -> TuningConfig | None:
-    """The run's tuning settings, or None when the input does not ask for tuning.
-
-    Ranges default to the trainer's built-in search space without the hyperparameters the input fixes;
-    a range given for a fixed hyperparameter is an error (SageMaker refuses a name both static and tuned).
-    """
-    settings = request.tuning
-    if settings is None:
-        return None
-    fixed = set(request.hyperparameters.model_dump(exclude_none=True))
-    if settings.ranges is None:
-        ranges = {k: v for k, v in default_ranges(algorithm, request.problem_type).items() if k not in fixed}
-        if not ranges:
-            raise InputValidationError(
-                f"tuning: every hyperparameter of the built-in search space is fixed in hyperparameters "
-                f"({', '.join(sorted(fixed))}); give tuning.ranges or leave some unset"
-            )
-    else:
-        both = sorted(fixed & set(settings.ranges))
-        if both:
-            raise InputValidationError(
-                f"tuning.ranges: {', '.join(both)} also fixed in hyperparameters; a hyperparameter is either "
-                "fixed or tuned"
-            )
-        ranges = {k: v.as_range() if isinstance(v, TuningRangeInput) else v for k, v in settings.ranges.items()}
-    return TuningConfig(
-        # SageMaker allows 32 characters: stepml- + 16 + - + 8 hex; its training jobs add -NNN-<8 hex>.
-        job_name=f"{RESERVED_PREFIX}{run_token(execution_name, slug_max=TUNING_SLUG_MAX)}",
-        strategy=settings.strategy,
-        max_trials=settings.max_trials,
-        max_parallel=min(settings.max_parallel, settings.max_trials),
-        objective_metric=OBJECTIVE_METRIC,
-        metric_definitions=metric_definitions(settings.objective_regex),
-        parameter_ranges=parameter_ranges(ranges),
-    )
-
-
 def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endpoint_name_prefix: str) -> RunConfig:
     """Validate ``raw_input`` and return the complete run configuration with derived names and prefixes."""
     request = parse_input(raw_input)
@@ -431,7 +292,15 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         processed_prefix=f"s3://{data_bucket}/processed/{run_id}/",
         # No trailing slash: this is SageMaker's S3OutputPath; it appends /<job>/output/model.tar.gz.
         models_prefix=f"s3://{data_bucket}/models",
-        tuning=tuning_config(request, execution_name),
+        tuning=None
+        if request.tuning is None
+        else tuning_config(
+            request.tuning,
+            # SageMaker allows 32 characters: stepml- + 16 + - + 8 hex; its training jobs add -NNN-<8 hex>.
+            job_name=f"{RESERVED_PREFIX}{run_token(execution_name, slug_max=TUNING_SLUG_MAX)}",
+            fixed=set(request.hyperparameters.model_dump(exclude_none=True)),
+            problem_type=request.problem_type,
+        ),
     )
 
 
