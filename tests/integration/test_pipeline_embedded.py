@@ -25,6 +25,7 @@ HAPPY_PATH = [
     "ValidateData",
     "Preprocess",
     "PrepareTrainingJob",
+    "TuneOrTrain",
     "Train",
     "Evaluate",
     "QualityGate",
