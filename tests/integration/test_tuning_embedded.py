@@ -67,6 +67,7 @@ def test_the_best_training_job_goes_on_through_evaluate_and_is_registered(h: Har
         "min_samples_leaf",
         "l2_regularization",
     }
+    assert tuned.outcome.tuning == tuning  # what `stepml run` reports (its "Tuning" line, and --json)
     # DescribeBestTrainingJob put the best job in $.training as Train would have
     training = tuned.output_of("DescribeBestTrainingJob")["training"]
     assert training == {

@@ -200,3 +200,21 @@ def test_the_cli_turns_tuning_on_with_one_flag(argv: list[str], tuning: Any) -> 
         assert execution_input.get("tuning") == tuning
         config = tuning_of({k: v for k, v in execution_input.items() if k != "dataset"})
         assert (config is None) == (tuning is None)  # and ValidateInput accepts what the flag made
+
+
+def test_the_run_summary_says_which_training_job_won() -> None:
+    from stepml.session import tuning_note
+
+    note = tuning_note(
+        {
+            "HyperParameterTuningJobName": "stepml-run-1234abcd",
+            "BestTrainingJobName": "stepml-run-1234abcd-002-0a1b2c3d",
+            "TunedHyperParameters": {"max_leaf_nodes": "12", "learning_rate": "0.05"},
+            "Objective": {"MetricName": "validation:objective", "Value": 0.96},
+            "TrainingJobStatusCounters": {"Completed": 2, "NonRetryableError": 1, "Stopped": 0},
+        }
+    )
+    assert note == (
+        "best of 3 training jobs (1 not completed): stepml-run-1234abcd-002-0a1b2c3d, "
+        "validation:objective 0.9600 with learning_rate=0.05, max_leaf_nodes=12"
+    )
