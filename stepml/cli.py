@@ -35,7 +35,13 @@ def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
             execution_input[key] = getattr(args, option)
     if getattr(args, "threshold", None) is not None:
         execution_input["quality_threshold"] = args.threshold
-    return {**execution_input, **_data_options(args)}
+    return {**execution_input, **_data_options(args), **_tuning_input(args)}
+
+
+def _tuning_input(args: argparse.Namespace) -> dict[str, Any]:
+    from stepml.trainers import tuning_input as from_args
+
+    return from_args(args)
 
 
 def _data_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +232,7 @@ def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
             execution_input[key] = getattr(args, option)
     if args.threshold is not None:
         execution_input["quality_threshold"] = args.threshold
-    return {**execution_input, **_data_options(args)}
+    return {**execution_input, **_data_options(args), **_tuning_input(args)}
 
 
 def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:

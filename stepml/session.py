@@ -72,6 +72,7 @@ class RunOutcome:
     problem_type: str | None = None
     problem_type_note: str | None = None
     registry_record: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None  # $.tuning (TuningSummary) when the run tuned
     states: list[dict[str, Any]] = field(default_factory=list)
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -90,6 +91,7 @@ class RunOutcome:
             "report_uri": self.report_uri,
             "report_path": self.report_path,
             "registry": self.registry_record,
+            "tuning": self.tuning,
             "duration_seconds": round(self.duration_seconds, 3),
             "states": self.states,
             "invocations": self.invocations,
@@ -130,6 +132,7 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
     outcome.report_uri = evaluation.get("report_uri")
     outcome.gate_reason = evaluation.get("reason")
     outcome.problem_type = data.get("problem_type")
+    outcome.tuning = output.get("tuning")
     if data:
         outcome.problem_type_note = (
             f"target '{data.get('target')}' ({data.get('target_chosen_by')}), "
@@ -161,6 +164,17 @@ def start_and_follow(
     return outcome_of(description, reader), description
 
 
+def tuning_note(tuning: dict[str, Any]) -> str:
+    """One line on a tuning job: which training job won, with what score and hyperparameters, of how many."""
+    counters = tuning.get("TrainingJobStatusCounters", {})
+    objective = tuning.get("Objective", {})
+    score = float(objective.get("Value", float("nan")))
+    tuned = ", ".join(f"{k}={v}" for k, v in sorted(tuning.get("TunedHyperParameters", {}).items()))
+    failed = sum(v for k, v in counters.items() if k != "Completed")
+    jobs = f"best of {sum(counters.values())} training jobs ({failed} not completed)"
+    return f"{jobs}: {tuning.get('BestTrainingJobName')}, {objective.get('MetricName')} {score:.4f} with {tuned}"
+
+
 def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     """The human summary at the end of a run."""
     print("", file=out)
@@ -173,6 +187,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         return
     if outcome.problem_type_note:
         print(f"Problem     {outcome.problem_type_note}", file=out)
+    if outcome.tuning:
+        print(f"Tuning      {tuning_note(outcome.tuning)}", file=out)
     status = outcome.registry_status or "?"
     print(f"Model       {outcome.model_name} v{outcome.model_version} ({status})", file=out)
     if outcome.gate_reason:

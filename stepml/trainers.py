@@ -114,3 +114,19 @@ def add_trainer_options(parser: Any) -> None:
         metavar="NAME=VALUE",
         help="a trainer setting, repeatable (e.g. max_iter=200, or any name for your own trainer)",
     )
+    parser.add_argument(
+        "--tune",
+        nargs="?",
+        const=True,
+        type=int,
+        metavar="MAX_TRIALS",
+        help="tune hyperparameters: several training jobs (default 6), the best goes on (docs/tuning.md)",
+    )
+
+
+def tuning_input(args: Any) -> dict[str, Any]:
+    """``{"tuning": ...}`` from ``--tune`` (its defaults) or ``--tune N`` (N training jobs); {} without it."""
+    tune = getattr(args, "tune", None)
+    if tune is None:
+        return {}
+    return {"tuning": True if tune is True else {"max_trials": tune}}

@@ -47,6 +47,7 @@ CREATE_PATH = [
     "Preprocess",
     "TrainerDefaults",
     "PrepareTrainingJob",
+    "TuneOrTrain",
     "Train",
     "Evaluate",
     "QualityGate",
@@ -65,12 +66,18 @@ CREATE_PATH = [
     "Succeeded",
 ]
 UPDATE_PATH = [("UpdateEndpoint" if s == "CreateEndpoint" else s) for s in CREATE_PATH]
+# A run with tuning on: one training job keeps it cheap, and a range with no degenerate setting keeps its
+# model above the threshold (the built-in min_samples_leaf reaches 50, a whole class of iris's train split).
+TUNING = {"tuning": {"max_trials": 1, "max_parallel": 1, "ranges": {"learning_rate": {"min": 0.05, "max": 0.2}}}}
+TUNE_STATES = ["Tune", "DescribeBestTrainingJob"]
+TUNE_PATH = [t for s in CREATE_PATH for t in (TUNE_STATES if s == "Train" else [s])]
 REJECTED_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
 # passed QualityGate, then a better champion was registered before it held the deploy lease
 SUPERSEDED_PATH = [*CREATE_PATH[: CREATE_PATH.index("StillPassesGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
 FAILURE_TASKS = ["RecordFailure", "NotifyFailure"]
 # Order of the states on the create path: later states have more input pointers.
 ORDER = {name: i for i, name in enumerate(CREATE_PATH)}
+ORDER.update({name: ORDER["Train"] for name in TUNE_STATES})  # in place of Train: no model yet if they fail
 
 
 def permanent_error(state: str) -> str:
@@ -243,6 +250,8 @@ def _run_campaign(h: Harness) -> Campaign:
     phase_a += [_job(h, name, model, faults) for name, model, faults in creates]
     for name, model, faults in _plan_retries(campaign, REJECTED_PATH, "rejected", "retry-rejected"):
         phase_a.append(_job(h, name, model, faults, quality_threshold=REJECTING_THRESHOLD))
+    for name, model, faults in _plan_retries(campaign, TUNE_PATH, "tune", "retry-tune"):
+        phase_a.append(_job(h, name, model, faults, **TUNING))
 
     # Catch: one run per Task that fails there for good (phase B ones need an earlier model).
     # RecordFailure and NotifyFailure run only in failing runs: early catch runs take their Retry entries.
@@ -259,6 +268,8 @@ def _run_campaign(h: Harness) -> Campaign:
         extra: dict[str, Any] = {}
         if state == "RegisterRejected":
             extra["quality_threshold"] = REJECTING_THRESHOLD
+        if state in TUNE_STATES:
+            extra.update(TUNING)
         faults = [f"{state}={permanent_error(state)}:1"]
         if state in FAILURE_TASKS:
             # the handlers run only after another state failed: make Ingest fail too. NotifyFailure's message
@@ -322,9 +333,9 @@ def test_retry_entry_retries_then_succeeds(campaign: Campaign, state: str, index
     assert run.next_after(state) != f"{state}Failed", run.describe()
     kind = campaign.kind[name]
     model = run.job.execution_input["model_name"]
-    if kind in {"create", "update", "rejected"}:
+    if kind in {"create", "update", "rejected", "tune"}:
         # the execution ends as it would have without the fault
-        expected = {"create": CREATE_PATH, "update": UPDATE_PATH, "rejected": REJECTED_PATH}[kind]
+        expected = {"create": CREATE_PATH, "update": UPDATE_PATH, "rejected": REJECTED_PATH, "tune": TUNE_PATH}[kind]
         assert run.status == "SUCCEEDED" and run.path == expected, run.describe()
         [registered] = [v for v in campaign.harness.model_versions(model) if v.execution_arn == run.arn]
         assert registered.status == ("rejected" if kind == "rejected" else "approved")

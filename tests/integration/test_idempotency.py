@@ -30,7 +30,14 @@ from stepml.embedded.faults import FaultPlan, Injection, Throw
 from stepml.embedded.runtime import wait_until
 from tests.integration.conftest import REPO, PipelineRun
 from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness, load_asl
-from tests.integration.test_failure_paths import CREATE_PATH, REJECTED_PATH, SUPERSEDED_PATH, UPDATE_PATH
+from tests.integration.test_failure_paths import (
+    CREATE_PATH,
+    REJECTED_PATH,
+    SUPERSEDED_PATH,
+    TUNE_PATH,
+    TUNING,
+    UPDATE_PATH,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +50,7 @@ EFFECTS = {
     "Ingest": "raw copy of the dataset, run record",
     "Preprocess": "train/validation/test splits",
     "Train": "training job record, model.tar.gz, output.tar.gz (SageMaker stand-in)",
+    "Tune": "tuning job record; each training job's record, model.tar.gz, output.tar.gz (SageMaker stand-in)",
     "Evaluate": "evaluation.json, report.html",
     "CreateModel": "model record (SageMaker stand-in)",
     "CreateEndpointConfig": "endpoint config record (SageMaker stand-in)",
@@ -53,7 +61,7 @@ EFFECTS = {
     "RegisterRejected": "registry version (rejected), run record",
     "RecordFailure": "failure record, endpoint rollback",
 }
-READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint"}
+READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint", "DescribeBestTrainingJob"}
 # f1_macro on iris is below 1.0, so this threshold sends the model to RegisterRejected.
 REJECTING_THRESHOLD = 1.0
 
@@ -147,6 +155,8 @@ def runs(state_dir: Path) -> Iterator[Runs]:
                 (*after("RegisterRejected"), "Notify=SNS.InternalErrorException:1:after"),
                 quality_threshold=REJECTING_THRESHOLD,
             ),
+            # tunes (two training jobs at once), then the tuning job's answer is lost
+            _job(h, "after-tune", after("Tune"), tuning={**TUNING["tuning"], "max_trials": 2, "max_parallel": 2}),
             # deploys a first model (no faults), which phase B updates
             _job(h, "update-base", model="after-update"),
             # fails for good after creating the endpoint; RecordFailure deletes it, then its response is lost
@@ -247,6 +257,22 @@ def test_create_run_leaves_one_of_each_effect(runs: Runs) -> None:
     assert run_record and run_record["status"] == "SUCCEEDED" and run_record["model_version"] == 1
     # AcquireDeployLease: taken twice by the same execution, given back once by Register
     assert h.registry.deploy_lease("after-create") is None
+
+
+def test_tune_retried_after_running_trains_each_job_once(runs: Runs) -> None:
+    h, run = runs.harness, runs["after-tune"]
+    assert run.status == "SUCCEEDED" and run.path == TUNE_PATH, run.describe()
+    _retried_after_running(h, run, ["Tune"])
+    name = _config(run)["tuning"]["job_name"]
+    # the retry found the tuning job completed: its record written twice (started, completed), not four times
+    assert _versions(h, _standin(h, "hyper-parameter-tuning-jobs", name)) == 2
+    jobs = [k.rsplit("/", 1)[1].removesuffix(".json") for k in h.keys(f"_sagemaker/training-jobs/{name}-")]
+    assert len(jobs) == 2
+    for job in jobs:  # each training job ran once: started and finished, one model and one output
+        assert _versions(h, _standin(h, "training-jobs", job)) == 2, job
+        assert _versions(h, f"s3://{h.bucket}/models/{job}/output/model.tar.gz") == 1, job
+        assert _versions(h, f"s3://{h.bucket}/models/{job}/output/output.tar.gz") == 1, job
+    assert _output(run)["training"]["TrainingJobName"] in jobs
 
 
 def test_update_run_switches_the_endpoint_once(runs: Runs) -> None:

@@ -26,6 +26,7 @@ HAPPY_PATH = [
     "Preprocess",
     "TrainerDefaults",
     "PrepareTrainingJob",
+    "TuneOrTrain",
     "Train",
     "Evaluate",
     "QualityGate",

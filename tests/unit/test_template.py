@@ -52,6 +52,8 @@ EMBEDDED_INTRINSICS = {"Ref", "Fn::GetAtt", "Fn::Sub", "Fn::If", "Fn::Equals", "
 # SageMaker resources of the ASL and the API each one calls (the stand-in's STANDIN_ACTION).
 SAGEMAKER_RESOURCES = {
     "CreateTrainingJobResource": "CreateTrainingJob",
+    "CreateTuningJobResource": "CreateHyperParameterTuningJob",
+    "DescribeTrainingJobResource": "DescribeTrainingJob",
     "CreateModelResource": "CreateModel",
     "CreateEndpointConfigResource": "CreateEndpointConfig",
     "ListEndpointsResource": "ListEndpoints",

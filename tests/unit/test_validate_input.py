@@ -297,6 +297,7 @@ def test_json_schema_documents_the_console_input() -> None:
         "column_roles",
         "exclude_columns",
         "rare_classes",
+        "tuning",
     }
     assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
 

@@ -39,6 +39,10 @@ class TrainingFailedError(PermanentError):
     """The training script failed; the cause carries the script's own error."""
 
 
+class TuningFailedError(PermanentError):
+    """No training job of a hyperparameter tuning job produced its objective metric; the cause names why."""
+
+
 class EvaluationError(PermanentError):
     """The trained model's evaluation could not be produced."""
 

@@ -6,7 +6,9 @@ Each stage returns one of these models (as JSON) and the state machine stores it
     $.ingest       IngestResult         Ingest
     $.data         DataProfile          ValidateData
     $.prep         PreprocessResult     Preprocess
-    $.training     TrainingSummary      Train (ResultSelector over DescribeTrainingJob)
+    $.tuning       TuningSummary        Tune (ResultSelector over DescribeHyperParameterTuningJob), if tuning
+    $.training     TrainingSummary      Train, or DescribeBestTrainingJob after Tune (ResultSelector over
+                                        DescribeTrainingJob)
     $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held)
     $.lease        DeployLeaseResult    AcquireDeployLease
     $.registration RegistrationResult   Register / RegisterRejected
@@ -58,6 +60,19 @@ class TrainerConfig(Contract):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class TuningConfig(Contract):
+    """Hyperparameter tuning of a run (``$.config.tuning``), in the shape of SageMaker's
+    CreateHyperParameterTuningJob request fields the Tune state fills (see ``pipeline_core.tuning``)."""
+
+    job_name: str  # HyperParameterTuningJobName: at most 32 characters
+    strategy: Literal["Bayesian", "Random"]
+    max_trials: int  # ResourceLimits.MaxNumberOfTrainingJobs
+    max_parallel: int  # ResourceLimits.MaxParallelTrainingJobs
+    objective_metric: str  # maximised; one of metric_definitions
+    metric_definitions: list[dict[str, str]]  # AlgorithmSpecification.MetricDefinitions: Name, Regex
+    parameter_ranges: dict[str, list[dict[str, Any]]]  # ParameterRanges
+
+
 class RunConfig(Contract):
     """The execution input after ValidateInput filled in every default (stored at ``$.config``)."""
 
@@ -85,6 +100,8 @@ class RunConfig(Contract):
     column_roles: dict[str, InputRole] = Field(default_factory=dict)
     exclude_columns: list[str] = Field(default_factory=list)
     rare_classes: RareClasses = "error"
+    # None: no tuning, the Train state trains once (the TuneOrTrain state reads this)
+    tuning: TuningConfig | None = None
 
 
 class IngestResult(Contract):
@@ -143,6 +160,17 @@ class PreprocessResult(Contract):
     column_roles: dict[str, str] = Field(default_factory=dict)  # every column -> its role, in file order
     excluded_columns: dict[str, str] = Field(default_factory=dict)  # name -> why it is not a feature
     dropped_rows_by_reason: dict[str, int] = Field(default_factory=dict)
+
+
+class TuningSummary(Contract):
+    """The part of DescribeHyperParameterTuningJob the run keeps (``$.tuning``)."""
+
+    HyperParameterTuningJobName: str
+    HyperParameterTuningJobStatus: str
+    BestTrainingJobName: str
+    TunedHyperParameters: dict[str, str]
+    Objective: dict[str, Any]  # FinalHyperParameterTuningJobObjectiveMetric: MetricName, Value (, Type)
+    TrainingJobStatusCounters: dict[str, int]
 
 
 class TrainingSummary(Contract):

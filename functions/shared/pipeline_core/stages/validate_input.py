@@ -32,6 +32,7 @@ from pipeline_core.stages.trainer_input import (
 )
 
 __all__ = ["Hyperparameters", "PipelineInput", "build_run_config", "parse_input", "validate_input"]
+from pipeline_core.tuning import TuningInput, tuning_config
 
 MODEL_NAME_PATTERN = r"^[a-z0-9](-?[a-z0-9])*$"
 MODEL_NAME_MAX = 40
@@ -40,6 +41,12 @@ SAGEMAKER_NAME_MAX = 63
 _SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 RESERVED_PREFIX = "stepml-"
 TOKEN_SLUG_MAX = 30
+TUNING_SLUG_MAX = 16
+
+
+def _tuning_accepts_a_boolean(schema: dict[str, Any]) -> None:
+    # The before-validator of PipelineInput.tuning turns true/false into settings; say so in the schema.
+    schema["anyOf"].insert(-1, {"type": "boolean"})
 
 
 class PipelineInput(BaseModel):
@@ -92,6 +99,11 @@ class PipelineInput(BaseModel):
         description="classes with too few rows for the split: error (stop and name them), drop (leave their rows "
         "out) or merge (join them into one class '(other)')",
     )
+    tuning: TuningInput | None = Field(
+        default=None,
+        description="hyperparameter tuning: true for the defaults, or its settings; default off",
+        json_schema_extra=_tuning_accepts_a_boolean,
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -105,6 +117,14 @@ class PipelineInput(BaseModel):
         if not location.key or location.key.endswith("/"):
             raise ValueError("must name an object (s3://bucket/key), not a bucket or a folder")
         return value
+
+    @field_validator("tuning", mode="before")
+    @classmethod
+    def _tuning_true_means_the_defaults(cls, value: Any) -> Any:
+        # One field turns tuning on: true is every default, false the same as leaving it out.
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @field_validator("model_name")
     @classmethod
@@ -155,10 +175,10 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def run_token(execution_name: str) -> str:
-    """First 30 chars of the slugged execution name + '-' + 8 hex of its sha256: unique and short."""
+def run_token(execution_name: str, slug_max: int = TOKEN_SLUG_MAX) -> str:
+    """First ``slug_max`` chars of the slugged execution name + '-' + 8 hex of its sha256: unique and short."""
     digest = hashlib.sha256(execution_name.encode("utf-8")).hexdigest()[:8]
-    prefix = slugify(execution_name)[:TOKEN_SLUG_MAX].rstrip("-")
+    prefix = slugify(execution_name)[:slug_max].rstrip("-")
     # A name with no letters or digits slugs to "": the hash alone keeps the name valid.
     return f"{prefix}-{digest}" if prefix else digest
 
@@ -318,6 +338,16 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         column_roles=request.column_roles,
         exclude_columns=request.exclude_columns,
         rare_classes=request.rare_classes,
+        tuning=None
+        if request.tuning is None
+        else tuning_config(
+            request.tuning,
+            # SageMaker allows 32 characters: stepml- + 16 + - + 8 hex; its training jobs add -NNN-<8 hex>.
+            job_name=f"{RESERVED_PREFIX}{run_token(execution_name, slug_max=TUNING_SLUG_MAX)}",
+            fixed=set(request.hyperparameters),
+            problem_type=request.problem_type,
+            algorithm=request.trainer if isinstance(request.trainer, str) else "custom",
+        ),
     )
 
 

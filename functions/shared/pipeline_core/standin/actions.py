@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline_core.errors import ConfigurationError
-from pipeline_core.standin import endpoints, training
+from pipeline_core.standin import endpoints, training, tuning
 from pipeline_core.standin.store import RecordStore
 
 Action = Callable[[RecordStore, dict[str, Any]], dict[str, Any]]
@@ -14,6 +14,9 @@ Action = Callable[[RecordStore, dict[str, Any]], dict[str, Any]]
 ACTIONS: dict[str, Action] = {
     "CreateTrainingJob": training.create_training_job,
     "DescribeTrainingJob": training.describe_training_job,
+    "CreateHyperParameterTuningJob": tuning.create_hyper_parameter_tuning_job,
+    "DescribeHyperParameterTuningJob": tuning.describe_hyper_parameter_tuning_job,
+    "ListTrainingJobsForHyperParameterTuningJob": tuning.list_training_jobs_for_hyper_parameter_tuning_job,
     "CreateModel": endpoints.create_model,
     "CreateEndpointConfig": endpoints.create_endpoint_config,
     "ListEndpoints": endpoints.list_endpoints,
@@ -37,7 +40,9 @@ def action(name: str) -> Action:
 def run_action(
     name: str, request: dict[str, Any], store: RecordStore, time_budget_seconds: float | None = None
 ) -> dict[str, Any]:
-    """Run SageMaker API ``name`` on ``request`` (``time_budget_seconds`` bounds CreateTrainingJob)."""
+    """Run SageMaker API ``name`` on ``request`` (``time_budget_seconds`` bounds the jobs that train)."""
     if name == "CreateTrainingJob":
         return training.create_training_job(store, request, time_budget_seconds=time_budget_seconds)
+    if name == "CreateHyperParameterTuningJob":
+        return tuning.create_hyper_parameter_tuning_job(store, request, time_budget_seconds=time_budget_seconds)
     return action(name)(store, request)

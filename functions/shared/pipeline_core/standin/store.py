@@ -24,7 +24,7 @@ from pipeline_core.errors import DatasetNotFoundError
 from pipeline_core.settings import require_env
 from pipeline_core.standin.errors import ValidationException
 
-Kind = Literal["training-jobs", "models", "endpoint-configs", "endpoints"]
+Kind = Literal["training-jobs", "hyper-parameter-tuning-jobs", "models", "endpoint-configs", "endpoints"]
 
 PREFIX = "_sagemaker"
 # LocalStack's account; the handler passes the real one from the Lambda context when it has it.
@@ -33,6 +33,7 @@ DEFAULT_ACCOUNT = "000000000000"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _ARN_RESOURCE = {
     "training-jobs": "training-job",
+    "hyper-parameter-tuning-jobs": "hyper-parameter-tuning-job",
     "models": "model",
     "endpoint-configs": "endpoint-config",
     "endpoints": "endpoint",

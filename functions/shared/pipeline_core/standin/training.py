@@ -33,6 +33,7 @@ from pipeline_core.errors import ConfigurationError, DatasetNotFoundError, Train
 from pipeline_core.observability import logger
 from pipeline_core.standin import warm_interpreter
 from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
+from pipeline_core.standin.metrics import compile_definitions, final_metric_values
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
 from pipeline_core.trainer_contract import empty_model_problem, entry_point_problem, predictions_problem
 
@@ -107,11 +108,20 @@ def decode_hyperparameter(value: str) -> Any:
         return value
 
 
+# What a tuning job adds to each of its training jobs' hyperparameters; the training toolkit keeps it from
+# the script, like the sagemaker_* ones (sagemaker_training.params.SAGEMAKER_HYPERPARAMETERS).
+TUNING_OBJECTIVE_PARAMETER = "_tuning_objective_metric"
+
+
+def _is_framework_parameter(name: str) -> bool:
+    return name.startswith("sagemaker_") or name == TUNING_OBJECTIVE_PARAMETER
+
+
 def split_hyperparameters(raw: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(user hyperparameters, ``sagemaker_*`` framework parameters), decoded."""
+    """(user hyperparameters, framework parameters: ``sagemaker_*`` and ``_tuning_objective_metric``), decoded."""
     decoded = {name: decode_hyperparameter(value) for name, value in raw.items()}
-    user = {name: value for name, value in decoded.items() if not name.startswith("sagemaker_")}
-    framework = {name: value for name, value in decoded.items() if name.startswith("sagemaker_")}
+    user = {name: value for name, value in decoded.items() if not _is_framework_parameter(name)}
+    framework = {name: value for name, value in decoded.items() if _is_framework_parameter(name)}
     return user, framework
 
 
@@ -277,6 +287,20 @@ def _check_channels(request: Mapping[str, Any]) -> None:
             raise ValidationException(f"channel {channel['ChannelName']!r}: the stand-in supports InputMode File")
 
 
+def _final_metric_data(request: Mapping[str, Any], logs: Iterable[Path]) -> dict[str, Any]:
+    """``{"FinalMetricDataList": [...]}`` from the whole of the script's output, when the request defines
+    metrics (SageMaker reads them from the job's log); else nothing."""
+    definitions = request["AlgorithmSpecification"].get("MetricDefinitions") or []
+    if not definitions:
+        return {}
+    lines: list[str] = []
+    for path in logs:
+        lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+    values = final_metric_values(definitions, lines)
+    at = now_iso()
+    return {"FinalMetricDataList": [{"MetricName": n, "Value": v, "Timestamp": at} for n, v in values.items()]}
+
+
 def artifact_uris(request: Mapping[str, Any]) -> tuple[str, str]:
     """Where SageMaker puts a job's model.tar.gz and output.tar.gz."""
     output = S3Uri.parse(request["OutputDataConfig"]["S3OutputPath"]).child(request["TrainingJobName"], "output")
@@ -299,6 +323,7 @@ def create_training_job(
     validate_request("CreateTrainingJob", request)
     name = check_name("training-jobs", request["TrainingJobName"])
     _check_channels(request)
+    compile_definitions(request["AlgorithmSpecification"].get("MetricDefinitions") or [])
     user_hps, framework = split_hyperparameters(request.get("HyperParameters", {}))
     for required in ("sagemaker_program", "sagemaker_submit_directory"):
         if not framework.get(required):
@@ -386,6 +411,7 @@ def create_training_job(
             command, layout.code, env, layout, max(1.0, time_limit - elapsed_before)
         )
         logs = {"stdout": _tail(stdout_path, LOG_TAIL_BYTES), "stderr": _tail(stderr_path, LOG_TAIL_BYTES)}
+        final_metrics = _final_metric_data(request, (stdout_path, stderr_path))
         logger.info("training process output", extra={"training_job": name, "exit_status": status, **logs})
 
         if status is None:
@@ -415,7 +441,9 @@ def create_training_job(
         record.update(SecondaryStatus="Uploading", LastModifiedTime=now_iso())
         store.objects.write_bytes(model_uri, _tar_gz(_files_under(layout.model)), "application/x-gzip")
         store.objects.write_bytes(output_uri, _tar_gz(_files_under(layout.output_data)), "application/x-gzip")
-    described = finish("Completed", "Completed", ModelArtifacts={"S3ModelArtifacts": model_uri}, StandInLogs=logs)
+    described = finish(
+        "Completed", "Completed", ModelArtifacts={"S3ModelArtifacts": model_uri}, StandInLogs=logs, **final_metrics
+    )
     logger.info("training completed", extra={"training_job": name, "model_artifacts": model_uri})
     return described
 
