@@ -12,12 +12,15 @@ The baseline is the ~15 lines a user would write: ``pd.read_csv`` (thousands sep
 empty cell as the only missing value, as Preprocess writes them), text columns ordinal-encoded and given to
 HistGradientBoosting as native categoricals (as plain numbers past 255 levels, HistGradientBoosting's limit),
 default hyperparameters, fit on the pipeline's train+validation rows, scored on its test rows. When the
-pipeline failed before writing splits, the baseline uses its own seeded 80/20 split of the file (marked).
+pipeline failed before writing splits, the baseline uses its own seeded 80/20 split of the file (marked). The
+informed baseline is what a user who looked at the columns would do (``informed_baseline``): dates split into
+parts, a value-per-row column dropped, free text through TF-IDF into a linear model.
 
 Usage: ``python -m benchmarks.model_quality [--datasets iris,dates] [--data-dir DIR --spec spec.json]
-[--json PATH]``. ``spec.json`` is a list of ``{"name", "file", "target", "problem_type"?}`` (file relative to
-``--data-dir``; problem_type one of binary_classification, multiclass_classification, regression; default:
-what the pipeline chose). Runs on demand, never in ``make test``: about 20-60 s per dataset.
+[--json PATH]``. ``spec.json`` is a list of ``{"name", "file", "target", "problem_type"?, "args"?}`` (file
+relative to ``--data-dir``; problem_type one of binary_classification, multiclass_classification, regression,
+default: what the pipeline chose; args: more ``stepml run`` arguments). Runs on demand, never in ``make test``:
+about 20-60 s per dataset. docs/model-quality.md has the figures.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Case:
     target: str
     problem_type: str | None  # None: take the pipeline's
     source: str  # bundled, generated or spec
+    args: tuple[str, ...] = ()  # more `stepml run` arguments (spec "args"), e.g. ("--problem-type", "regression")
 
 
 def bundled_cases() -> list[Case]:
@@ -85,7 +89,8 @@ def spec_cases(data_dir: Path, spec: Path) -> list[Case]:
         path = data_dir / entry["file"]
         if not path.is_file():
             raise SystemExit(f"{spec}: {entry['name']}: no file {path}")
-        cases.append(Case(entry["name"], str(path), entry["target"], entry.get("problem_type"), "spec"))
+        args = tuple(str(a) for a in entry.get("args", []))
+        cases.append(Case(entry["name"], str(path), entry["target"], entry.get("problem_type"), "spec", args))
     return cases
 
 
@@ -286,7 +291,12 @@ def run_pipeline(case: Case, env: dict[str, str]) -> tuple[dict[str, Any], float
     command = [sys.executable, "-m", "stepml.cli", "run", "--json", "--data", case.file, "--target", case.target]
     started = time.perf_counter()
     completed = subprocess.run(
-        [*command, "--model-name", model_name], env=env, capture_output=True, text=True, timeout=900, check=False
+        [*command, "--model-name", model_name, *case.args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     wall = time.perf_counter() - started
     lines = completed.stdout.strip().splitlines()
