@@ -187,7 +187,12 @@ def _none_category() -> Rows:
 
 
 def _rare_class() -> Rows:
-    """Three well-populated classes and one class with exactly 2 rows."""
+    """Three well-populated classes and one class (``delta``) with exactly 2 rows.
+
+    The two ``delta`` rows sit where the pipeline's default split (seed 42, 20 % test, 20 % validation, not
+    stratified since a 2-row class cannot be) puts one in test and one in train: the training split then has a
+    class with one row, the failure the issue reports, rather than a lucky split that hides it.
+    """
     rng = np.random.default_rng(1008)
     centers = {"alpha": (0.0, 0.0), "beta": (3.0, 0.5), "gamma": (1.0, 3.0), "delta": (4.0, 4.0)}
     labels = ["alpha"] * 100 + ["beta"] * 100 + ["gamma"] * 98 + ["delta"] * 2
@@ -195,8 +200,10 @@ def _rare_class() -> Rows:
     for label in labels:
         cx, cy = centers[label]
         rows.append([round(float(cx + rng.normal(0, 1)), 3), round(float(cy + rng.normal(0, 1)), 3), label])
-    order = rng.permutation(len(rows))
-    return ["x1", "x2", "label"], [rows[i] for i in order]
+    others = iter([rows[i] for i in rng.permutation(len(rows) - 2)])
+    split_order = np.random.default_rng(42).permutation(len(rows))  # Preprocess's plain split: test first
+    slots = {int(split_order[0]): rows[-2], int(split_order[-1]): rows[-1]}  # first test row, last train row
+    return ["x1", "x2", "label"], [slots[i] if i in slots else next(others) for i in range(len(rows))]
 
 
 def _small() -> Rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -108,3 +109,11 @@ def test_small_has_60_rows() -> None:
 def test_an_unknown_name_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="dates"):
         write_dataset("nope", tmp_path)
+
+
+def test_rare_class_rows_sit_where_the_default_split_puts_one_in_test_and_one_in_train(tmp_path: Path) -> None:
+    frame = _read("rare_class", tmp_path)
+    order = np.random.default_rng(42).permutation(len(frame))  # Preprocess's plain split, seed 42: test first
+    test, train = order[: int(0.2 * len(frame))], order[int(0.4 * len(frame)) :]
+    delta = set(frame.index[frame["label"] == "delta"])
+    assert len(delta & set(test)) == 1 and len(delta & set(train)) == 1
