@@ -23,6 +23,7 @@ HAPPY_PATH = [
     "ValidateInput",
     "Ingest",
     "ValidateData",
+    "UseModelIdentity",
     "Preprocess",
     "PrepareTrainingJob",
     "Train",

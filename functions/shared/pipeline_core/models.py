@@ -4,7 +4,7 @@ Each stage returns one of these models (as JSON) and the state machine stores it
 
     $.config       RunConfig            ValidateInput
     $.ingest       IngestResult         Ingest
-    $.data         DataProfile          ValidateData
+    $.data         DataProfile          ValidateData (its ``resolved`` is merged into $.config by UseModelIdentity)
     $.prep         PreprocessResult     Preprocess
     $.training     TrainingSummary      Train (ResultSelector over DescribeTrainingJob)
     $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held)
@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline_core.errors import ConfigurationError
+
 ProblemType = Literal["binary_classification", "multiclass_classification", "regression"]
 RequestedProblemType = Literal["classification", "regression"]
 
@@ -30,14 +32,28 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class ModelIdentity(Contract):
+    """What a model is: its registry name, the column it predicts and its problem type. Versions of one model
+    name share the other two, so a run is gated against, and deploys over, only the same model."""
+
+    model_name: str
+    target: str
+    problem_type: ProblemType
+
+
 class RunConfig(Contract):
-    """The execution input after ValidateInput filled in every default (stored at ``$.config``)."""
+    """The execution input after ValidateInput filled in every default (stored at ``$.config``).
+
+    ``model_name`` and ``endpoint_name`` are None until ValidateData resolves them when the input gives no
+    model_name (the default name is the file and the target, which is known once the file is read); the
+    UseModelIdentity state merges them and ``identity`` in, so every state after ValidateData has them.
+    """
 
     run_id: str
     dataset: str
     target: str | None
     problem_type: RequestedProblemType | None
-    model_name: str
+    model_name: str | None
     quality_threshold: float | None
     hyperparameters: dict[str, str]
     test_size: float
@@ -48,10 +64,32 @@ class RunConfig(Contract):
     training_job_name: str
     sagemaker_model_name: str
     endpoint_config_name: str
-    endpoint_name: str
+    endpoint_name: str | None
     raw_prefix: str
     processed_prefix: str
     models_prefix: str
+    # ValidateData derives endpoint_name = <prefix>-<model_name>-ep from it
+    endpoint_name_prefix: str | None = None
+    # None before ValidateData (and in executions of a definition older than the identity check)
+    identity: ModelIdentity | None = None
+
+    def require_model_name(self) -> str:
+        """``model_name``, which every state after ValidateData has (UseModelIdentity merged it in)."""
+        if self.model_name is None:
+            raise ConfigurationError(
+                "config.model_name is not set: ValidateData resolves it and the UseModelIdentity state merges it "
+                "into $.config, so a state after ValidateData must be passed that $.config"
+            )
+        return self.model_name
+
+
+class ResolvedIdentity(Contract):
+    """What ValidateData resolved (``$.data.resolved``); the UseModelIdentity Pass state merges it into
+    ``$.config`` with States.JsonMerge, so these keys are RunConfig's own names."""
+
+    model_name: str
+    endpoint_name: str
+    identity: ModelIdentity
 
 
 class IngestResult(Contract):
@@ -64,9 +102,18 @@ class IngestResult(Contract):
     format: Literal["csv", "parquet"]
 
 
+ColumnRole = Literal[
+    "numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "target", "excluded"
+]
+
+
 class ColumnProfile(Contract):
     name: str
     dtype: Literal["numeric", "categorical", "boolean"]
+    # why the column is (or is not) a feature; the defaults stand for a profile made before roles existed
+    role: ColumnRole | None = None
+    reason: str = ""
+    chosen_by: Literal["inferred", "input"] = "inferred"
     missing: int
 
 
@@ -83,6 +130,10 @@ class DataProfile(Contract):
     class_labels: list[str] = Field(default_factory=list)
     feature_columns: list[str]
     columns: list[ColumnProfile]
+    excluded_columns: dict[str, str] = Field(default_factory=dict)
+    dropped_rows: dict[str, int] = Field(default_factory=dict)
+    # set by the ValidateData handler; None in a profile of an older definition
+    resolved: ResolvedIdentity | None = None
 
 
 class PreprocessResult(Contract):
@@ -97,6 +148,9 @@ class PreprocessResult(Contract):
     feature_columns: list[str]
     dropped_rows: int
     hyperparameters: dict[str, str]
+    column_roles: dict[str, str] = Field(default_factory=dict)
+    excluded_columns: dict[str, str] = Field(default_factory=dict)
+    dropped_rows_by_reason: dict[str, int] = Field(default_factory=dict)
 
 
 class TrainingSummary(Contract):
@@ -106,6 +160,18 @@ class TrainingSummary(Contract):
     TrainingJobStatus: str
     ModelArtifacts: str
     OutputDataUri: str | None = None
+    # the job's HyperParameters and AlgorithmSpecification.TrainingImage (Train's ResultSelector): lineage
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    image: str | None = None
+
+
+class CodeLineage(Contract):
+    """Which trainer code trained the model: the job's sagemaker_submit_directory, its hash and S3 version."""
+
+    trainer: str
+    code_uri: str | None = None
+    code_sha256: str | None = None
+    code_version_id: str | None = None
 
 
 class EvaluationResult(Contract):
@@ -121,6 +187,8 @@ class EvaluationResult(Contract):
     reason: str
     evaluation_uri: str
     report_uri: str
+    # None for a result of an older Evaluate
+    lineage: CodeLineage | None = None
 
 
 class DeployLeaseResult(Contract):
@@ -178,6 +246,14 @@ class RegistryRecord(Contract):
     # why the gate approved or rejected it (EvaluationResult.reason as the run finally decided it);
     # None for versions registered before it was recorded
     gate_reason: str | None = None
+    # lineage: what trained it (None for versions registered before it was recorded)
+    trainer: str | None = None
+    code_uri: str | None = None
+    code_sha256: str | None = None
+    code_version_id: str | None = None
+    image: str | None = None
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    column_roles: dict[str, str] = Field(default_factory=dict)
 
 
 class FailureRecord(Contract):
