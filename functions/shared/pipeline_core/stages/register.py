@@ -17,6 +17,7 @@ from pipeline_core.models import (
     TrainingSummary,
 )
 from pipeline_core.stages.identity import check_identity
+from pipeline_core.stages.lineage import column_rows, feature_roles
 
 
 def registry_entry(
@@ -63,7 +64,8 @@ def registry_entry(
         "code_version_id": lineage.code_version_id if lineage else None,
         "image": training.image,
         "hyperparameters": training.hyperparameters or prep.hyperparameters,
-        "column_roles": prep.column_roles,
+        # each feature's role, as evaluation.json gives it (Preprocess's roles, else ValidateData's profile)
+        "column_roles": feature_roles(column_rows(data, prep), prep.feature_columns),
     }
 
 
