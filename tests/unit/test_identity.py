@@ -188,3 +188,22 @@ def test_register_refuses_to_add_a_version_of_another_identity(aws: FakeAws) -> 
     with pytest.raises(ModelIdentityError):
         run_register(aws, state, "run-1", status="rejected")
     assert [v.version for v in registry(aws).versions("iris")] == [1]
+
+
+@pytest.mark.parametrize("model_name", [None, "penguins-sex"], ids=["before-validate-data", "after"])
+def test_a_failed_run_is_recorded_with_its_model_name_once_known(aws: FakeAws, model_name: str | None) -> None:
+    from pipeline_core.aws.runs import RunLog
+    from pipeline_core.stages.record_failure import record_failure
+
+    config = build_run_config({"dataset": "s3://b/incoming/penguins.csv"}, "run-7", "bucket", "stepml-test")
+    config = config.model_copy(update={"model_name": model_name})
+    event = {
+        "failure": {"state": "Train", "error": "TrainingFailedError", "cause": "boom"},
+        "state": {"config": config.model_dump(mode="json")},
+        "execution_arn": ARN.format("run-7"),
+        "execution_name": "run-7",
+    }
+    runs = RunLog(aws.runs_table, aws.dynamodb)
+    record_failure(event, runs=runs, registry=lambda: registry(aws), endpoints=lambda: None)
+    record = runs.get_run("run-7")
+    assert record is not None and record.get("model_name") == model_name
