@@ -23,5 +23,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> DataProfile:
     profile = validate_data(parsed.config, parsed.ingest, store=ObjectStore(), limits=Limits.from_env())
     logger.info("dataset profiled", extra=describe(profile))
     resolved = resolve_identity(parsed.config, profile)
-    check_identity(ModelRegistry(require_env("MODEL_REGISTRY_TABLE")), resolved.identity)
+    registry = ModelRegistry(require_env("MODEL_REGISTRY_TABLE"))
+    check_identity(registry, resolved.identity, dataset=parsed.config.dataset)
     return profile.model_copy(update={"resolved": resolved})

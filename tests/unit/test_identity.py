@@ -119,6 +119,17 @@ def test_check_identity_refuses_a_name_registered_with_another_target_or_problem
     assert f"'{target}'" in message and problem_type in message and "model_name" in message
 
 
+def test_the_error_suggests_the_default_name_for_the_file_and_target(aws: FakeAws) -> None:
+    registry(aws).register_model(_record("penguins-species", "species", "multiclass_classification"))
+    clash = ModelIdentity(model_name="penguins-species", target="sex", problem_type="binary_classification")
+    with pytest.raises(ModelIdentityError, match=r"another model_name \(e\.g\. 'penguins-sex'\)"):
+        check_identity(registry(aws), clash, dataset="s3://b/incoming/penguins.csv")
+    # the default name itself taken by another problem type (the data changed): another name still
+    changed = ModelIdentity(model_name="penguins-species", target="species", problem_type="binary_classification")
+    with pytest.raises(ModelIdentityError, match=r"e\.g\. 'penguins-species-binary'"):
+        check_identity(registry(aws), changed, dataset="s3://b/incoming/penguins.csv")
+
+
 def test_a_rejected_version_claims_the_name_too(aws: FakeAws) -> None:
     registry(aws).register_model(_record("penguins", "id", "multiclass_classification", status="rejected"))
     with pytest.raises(ModelIdentityError):

@@ -326,7 +326,7 @@ def evaluate(
     model_name = config.require_model_name()
     identity = ModelIdentity(model_name=model_name, target=data.target, problem_type=problem_type)
     # never compared with a champion that predicts another column or another kind of value
-    check_identity(registry, identity)
+    check_identity(registry, identity, dataset=config.dataset)
     gate = decide_gate(primary, test_metrics[primary], threshold, registry.champion(model_name))
     lineage = code_lineage(config, training, store)
     columns = column_rows(data, prep)

@@ -74,19 +74,34 @@ def conflicting_version(versions: list[RegistryRecord], identity: ModelIdentity)
     )
 
 
-def identity_error(identity: ModelIdentity, other: RegistryRecord) -> ModelIdentityError:
+def another_name(identity: ModelIdentity, dataset: str | None) -> str:
+    """A model name to suggest: the default one for this file and target if that is not the taken name, else
+    the taken name with the problem type's kind appended."""
+    if dataset:
+        default = default_model_name(dataset, identity.target)
+        if default != identity.model_name:
+            return default
+    kind = {"binary_classification": "binary", "multiclass_classification": "classes"}.get(
+        identity.problem_type, identity.problem_type
+    )
+    return f"{identity.model_name[: MODEL_NAME_MAX - len(kind) - 1].rstrip('-')}-{kind}"
+
+
+def identity_error(identity: ModelIdentity, other: RegistryRecord, dataset: str | None = None) -> ModelIdentityError:
     return ModelIdentityError(
         f"model name {identity.model_name!r} is already a model of another kind: {other.model_name} v{other.version} "
         f"({other.status}) predicts {describe(other)}, and this run predicts {describe(identity)}. A model is "
         "(model name, target, problem type), so this run cannot be compared with it nor replace it on its "
-        f"endpoint. Give this run another model_name (e.g. {identity.model_name}-{slugify(identity.target)!s}"
-        "), or leave model_name out: the default is the file name and the target"
+        f"endpoint. Give this run another model_name (e.g. {another_name(identity, dataset)!r})"
     )
 
 
-def check_identity(registry: ModelRegistry, identity: ModelIdentity, *, consistent: bool = False) -> None:
+def check_identity(
+    registry: ModelRegistry, identity: ModelIdentity, *, consistent: bool = False, dataset: str | None = None
+) -> None:
     """Raise ModelIdentityError if the registry holds ``identity.model_name`` with another target or
-    problem type (``consistent``: a strongly consistent read, for a decision taken under the deploy lease)."""
+    problem type (``consistent``: a strongly consistent read, for a decision taken under the deploy lease;
+    ``dataset``: the run's dataset URI, to suggest the default name for its file and target)."""
     other = conflicting_version(registry.versions(identity.model_name, consistent=consistent), identity)
     if other is not None:
-        raise identity_error(identity, other)
+        raise identity_error(identity, other, dataset)
