@@ -184,6 +184,9 @@ def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
     return 0
 
 
+PROBLEM_SHORT = {"binary_classification": "binary", "multiclass_classification": "multiclass"}
+
+
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     """List the model registry (every version, newest first)."""
     from stepml.remote import list_models
@@ -198,14 +201,20 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     if not records:
         print("The registry is empty: run `stepml run` first.", file=out)
         return 0
-    print(f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'PRIMARY':<20} {'ENDPOINT':<28} {'CREATED':<25}  GATE", file=out)
+    # a model is (name, target, problem type): the target and problem type say what each version predicts
+    print(
+        f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'TARGET':<16} {'PROBLEM':<10} {'PRIMARY':<20} {'ENDPOINT':<28} "
+        f"{'CREATED':<25}  GATE",
+        file=out,
+    )
     for r in records:
         primary = f"{r.primary_metric}={r.metrics.get(r.primary_metric, float('nan')):.4f}"
         endpoint = r.endpoint_name or "-"
+        problem = PROBLEM_SHORT.get(r.problem_type, r.problem_type)
         # the gate's reason last: it is long, and for a rejected version it is the one thing to read
         print(
-            f"{r.model_name:<20} {r.version:>4} {r.status:<11} {primary:<20} {endpoint:<28} {r.created_at:<25}  "
-            f"{r.gate_reason or '-'}",
+            f"{r.model_name:<20} {r.version:>4} {r.status:<11} {r.target:<16} {problem:<10} {primary:<20} "
+            f"{endpoint:<28} {r.created_at:<25}  {r.gate_reason or '-'}",
             file=out,
         )
     return 0

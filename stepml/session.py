@@ -73,6 +73,9 @@ class RunOutcome:
     problem_type_note: str | None = None
     registry_record: dict[str, Any] | None = None
     tuning: dict[str, Any] | None = None  # $.tuning (TuningSummary) when the run tuned
+    # each column's role and why ({"name", "role", "reason", "missing"}), and rows left out by reason
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    dropped_rows: dict[str, int] = field(default_factory=dict)
     states: list[dict[str, Any]] = field(default_factory=list)
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -92,10 +95,52 @@ class RunOutcome:
             "report_path": self.report_path,
             "registry": self.registry_record,
             "tuning": self.tuning,
+            "columns": self.columns,
+            "dropped_rows": self.dropped_rows,
             "duration_seconds": round(self.duration_seconds, 3),
             "states": self.states,
             "invocations": self.invocations,
         }
+
+
+def column_roles(data: dict[str, Any], prep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each column of ValidateData's profile with its role and why (Preprocess's roles and exclusions where it
+    gives them; a profile without roles shows its storage type, or ``excluded`` if training did not see it)."""
+    target = data.get("target")
+    roles = prep.get("column_roles") or {}
+    excluded = {**(data.get("excluded_columns") or {}), **(prep.get("excluded_columns") or {})}
+    features = set(prep.get("feature_columns") or data.get("feature_columns") or [])
+    rows = []
+    for column in data.get("columns") or []:
+        name, reason = column.get("name"), column.get("reason") or ""
+        if name == target:
+            role = "target"
+        elif name in excluded:
+            role, reason = column.get("role") or "excluded", excluded[name]
+        else:
+            role = roles.get(name) or column.get("role") or (column.get("dtype") if name in features else "excluded")
+        rows.append({"name": name, "role": role, "reason": reason, "missing": column.get("missing")})
+    return rows
+
+
+def dropped_rows(data: dict[str, Any], prep: dict[str, Any]) -> dict[str, int]:
+    """Rows left out of training by reason (ValidateData's and Preprocess's), nonzero counts only."""
+    counts = {**(data.get("dropped_rows") or {}), **(prep.get("dropped_rows_by_reason") or {})}
+    if not counts and prep.get("dropped_rows"):
+        counts["dropped by Preprocess"] = prep["dropped_rows"]
+    return {str(reason): int(count) for reason, count in counts.items() if count}
+
+
+def columns_line(columns: list[dict[str, Any]]) -> str:
+    """``7 used: a numeric, b text; excluded: id (identifier: every value distinct)``; the target apart."""
+    used = [c for c in columns if c["role"] not in ("target", "excluded", "identifier", "constant")]
+    left_out = [c for c in columns if c["role"] in ("excluded", "identifier", "constant")]
+    text = f"{len(used)} used: " + (", ".join(f"{c['name']} {c['role']}" for c in used) or "none")
+    if left_out:
+        reasons = [f"{c['name']} ({c['role']}: {c['reason']})" if c["reason"] else f"{c['name']} ({c['role']})"
+                   for c in left_out]  # fmt: skip
+        text += "; excluded: " + ", ".join(reasons)
+    return text
 
 
 def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome:
@@ -133,6 +178,8 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
     outcome.gate_reason = evaluation.get("reason")
     outcome.problem_type = data.get("problem_type")
     outcome.tuning = output.get("tuning")
+    outcome.columns = column_roles(data, output.get("prep") or {})
+    outcome.dropped_rows = dropped_rows(data, output.get("prep") or {})
     if data:
         outcome.problem_type_note = (
             f"target '{data.get('target')}' ({data.get('target_chosen_by')}), "
@@ -189,6 +236,10 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         print(f"Problem     {outcome.problem_type_note}", file=out)
     if outcome.tuning:
         print(f"Tuning      {tuning_note(outcome.tuning)}", file=out)
+    if outcome.columns:
+        print(f"Columns     {columns_line(outcome.columns)}", file=out)
+    dropped = ", ".join(f"{reason} {count}" for reason, count in outcome.dropped_rows.items())
+    print(f"Dropped     {sum(outcome.dropped_rows.values())} rows" + (f": {dropped}" if dropped else ""), file=out)
     status = outcome.registry_status or "?"
     print(f"Model       {outcome.model_name} v{outcome.model_version} ({status})", file=out)
     if outcome.gate_reason:

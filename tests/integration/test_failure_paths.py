@@ -44,6 +44,7 @@ CREATE_PATH = [
     "ValidateInput",
     "Ingest",
     "ValidateData",
+    "UseModelIdentity",
     "Preprocess",
     "TrainerDefaults",
     "PrepareTrainingJob",

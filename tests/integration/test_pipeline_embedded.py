@@ -23,6 +23,7 @@ HAPPY_PATH = [
     "ValidateInput",
     "Ingest",
     "ValidateData",
+    "UseModelIdentity",
     "Preprocess",
     "TrainerDefaults",
     "PrepareTrainingJob",
@@ -72,7 +73,7 @@ def test_classification_run_succeeds_and_registers(iris_run: PipelineRun) -> Non
     assert result["metrics"]["f1_macro"] > 0.8
     assert result["metrics"]["accuracy"] > 0.8
     registry = result["registry"]
-    assert registry["model_name"] == "iris"
+    assert registry["model_name"] == "iris-species"  # the file and the target
     assert registry["status"] == "approved"
     assert registry["version"] == result["model_version"] >= 1
     assert registry["target"] == "species"
@@ -106,7 +107,7 @@ def test_state_persists_for_later_commands(iris_run: PipelineRun, diabetes_run: 
     assert (diabetes_run.result["model_name"], diabetes_run.result["model_version"]) in models
     # the table says why each version was approved or rejected (the registry record keeps the reason)
     out = io.StringIO()
-    assert main(["models", "--model", "iris"], out=out) == 0
+    assert main(["models", "--model", "iris-species"], out=out) == 0
     reason = iris_run.result["registry"]["gate_reason"]
     assert reason and reason.startswith("f1_macro") and "threshold" in reason
     assert reason in out.getvalue() and out.getvalue().splitlines()[0].endswith("GATE")

@@ -105,12 +105,12 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def test_iris_over_http(iris_run: PipelineRun, state_dir: Path, serve_model: Any) -> None:
     assert iris_run.exit_code == 0, iris_run.output
-    api = serve_model("iris")
+    api = serve_model("iris-species")
 
-    assert api.request("GET", "/health") == (200, {"status": "ok", "model_name": "iris"})
+    assert api.request("GET", "/health") == (200, {"status": "ok", "model_name": "iris-species"})
     status, model = api.request("GET", "/model")
     assert status == 200
-    assert model["model_name"] == "iris" and model["status"] == "approved"
+    assert model["model_name"] == "iris-species" and model["status"] == "approved"
     assert model["version"] >= iris_run.result["model_version"]
     features = model["feature_columns"]
     assert model["feature_kinds"] == dict.fromkeys(features, "numeric")
@@ -118,7 +118,7 @@ def test_iris_over_http(iris_run: PipelineRun, state_dir: Path, serve_model: Any
     frame = pd.read_csv(REPO / "data" / "iris.csv").drop(columns="species").sample(40, random_state=3)
     status, answer = api.request("POST", "/predict", {"instances": records(frame)})
     assert status == 200, answer
-    assert answer["model_name"] == "iris" and answer["model_version"] == model["version"]
+    assert answer["model_name"] == "iris-species" and answer["model_version"] == model["version"]
     assert answer["predictions"] == artifact_predictions(state_dir, model["model_artifact"], frame)
 
     # each class of invalid input, with what is wrong named

@@ -108,7 +108,7 @@ def test_two_runs_started_together_both_keep_their_versions_records_and_artifact
     assert all(r["status"] == "SUCCEEDED" for r in results)
     models = project.models()
     assert sorted(m["version"] for m in models if m["model_name"] == "flowers") == [1, 2]
-    assert [m["version"] for m in models if m["model_name"] == "diabetes"] == [1]
+    assert [m["version"] for m in models if m["model_name"] == "diabetes-target"] == [1]
     runs = {r["execution_arn"]: r for r in project.runs()}
     for result in results:
         assert runs[result["execution_arn"]]["status"] == "SUCCEEDED"
@@ -164,7 +164,7 @@ def test_a_killed_local_aws_leaves_earlier_runs_whole_and_the_cut_run_aborted(pr
     watched = project.cli("watch", "cut-short", "--json")
     cause = json.loads(watched.stdout.strip().splitlines()[-1])["cause"]
     assert "killed or crashed" in cause
-    assert [(m["model_name"], m["version"]) for m in project.models()] == [("iris", 1)]
+    assert [(m["model_name"], m["version"]) for m in project.models()] == [("iris-species", 1)]
     assert _artifact_readable(project, first["model_artifact"])
     # and the name stays taken, as on AWS
     again = project.cli("run", "--data", IRIS, "--name", "cut-short")
@@ -228,7 +228,7 @@ def test_a_full_disk_fails_the_run_and_keeps_nothing_half_written(tmp_path: Path
         notes = project.json_of("local", "status")["notes"]
         assert not any("damaged" in n or "missing" in n for n in notes), notes
         models = project.models()
-        assert [(m["model_name"], m["version"]) for m in models] == [("iris", 1)]
+        assert [(m["model_name"], m["version"]) for m in models] == [("iris-species", 1)]
         for model in models:
             assert _artifact_readable(project, model["model_artifact"])
         assert _artifact_readable(project, first["model_artifact"])

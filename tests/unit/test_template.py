@@ -586,6 +586,29 @@ def test_ingest_may_read_every_prefix_runs_start_from(template: dict[str, Any]) 
         assert f"arn:aws:s3:::databucket/{prefix}/*" in readable, prefix
 
 
+def _allowed(template: dict[str, Any], function: str, action: str) -> set[str]:
+    found = set()
+    for name, statement in statements(template, "aws"):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if name == function and action in actions:
+            resources = statement["Resource"]
+            found |= set(resources if isinstance(resources, list) else [resources])
+    return found
+
+
+def test_the_states_that_check_a_models_identity_may_read_the_registry(template: dict[str, Any]) -> None:
+    """ValidateData refuses a model name registered with another target or problem type (a registry Query);
+    Evaluate checks it again and reads the trainer code under code/ for the lineage."""
+    for function in ("ValidateDataFunction", "EvaluateFunction"):
+        assert any("ModelRegistryTable" in str(r) or "registry" in str(r).lower()
+                   for r in _allowed(template, function, "dynamodb:Query")), function  # fmt: skip
+    readable = _allowed(template, "EvaluateFunction", "s3:GetObject") & _allowed(
+        template, "EvaluateFunction", "s3:GetObjectVersion"
+    )
+    assert "arn:aws:s3:::databucket/code/*" in readable
+    assert "MODEL_REGISTRY_TABLE" in template["Globals"]["Function"]["Environment"]["Variables"]
+
+
 # ------------------------------------------------------------------ Lambda's 250 MB limit
 
 # A function's code and all its layers, unzipped, must stay under 262,144,000 bytes (250 MiB).

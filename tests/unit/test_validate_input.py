@@ -10,7 +10,6 @@ from pipeline_core.errors import ConfigurationError, InputValidationError
 from pipeline_core.models import RunConfig
 from pipeline_core.stages.validate_input import (
     build_run_config,
-    default_model_name,
     input_json_schema,
     parse_input,
     run_token,
@@ -50,7 +49,8 @@ def config_of(result: dict[str, Any]) -> RunConfig:
 def test_only_dataset_given_fills_every_default(env: None) -> None:
     config = config_of(lambda_handler(event({"dataset": "s3://stepml-test-data/incoming/Iris Data.csv"}), None))
 
-    assert config.model_name == "iris-data"
+    # the default model name is the file and the target: ValidateData resolves it (test_identity.py)
+    assert (config.model_name, config.endpoint_name, config.endpoint_name_prefix) == (None, None, "stepml-test")
     assert (config.target, config.problem_type, config.quality_threshold) == (None, None, None)
     assert (config.test_size, config.validation_size, config.seed, config.endpoint_poll_seconds) == (0.2, 0.2, 42, 30)
     assert config.hyperparameters == {}
@@ -59,7 +59,6 @@ def test_only_dataset_given_fills_every_default(env: None) -> None:
     assert config.raw_prefix == "s3://stepml-test-data/raw/run-2026-11-24/"
     assert config.processed_prefix == "s3://stepml-test-data/processed/run-2026-11-24/"
     assert config.models_prefix == "s3://stepml-test-data/models"
-    assert config.endpoint_name == "stepml-test-iris-data-ep"
 
 
 def test_full_input_is_kept_and_hyperparameters_become_strings(env: None) -> None:
@@ -223,16 +222,17 @@ def test_names_for_an_80_character_execution_name_are_deterministic_and_within_l
     assert len(long_name) == 80
     same_start = long_name[:-1] + "d"  # differs only after the first 30 characters
 
-    first = build_run_config({"dataset": "s3://b/iris.csv"}, long_name, "b", "stepml-test")
-    again = build_run_config({"dataset": "s3://b/iris.csv"}, long_name, "b", "stepml-test")
-    other = build_run_config({"dataset": "s3://b/iris.csv"}, same_start, "b", "stepml-test")
+    given = {"dataset": "s3://b/iris.csv", "model_name": "iris"}
+    first = build_run_config(given, long_name, "b", "stepml-test")
+    again = build_run_config(given, long_name, "b", "stepml-test")
+    other = build_run_config(given, same_start, "b", "stepml-test")
 
     assert first == again
     assert first.training_job_name == first.sagemaker_model_name == first.endpoint_config_name
     assert first.training_job_name.startswith("stepml-nightly-retrain-xxxxxxxxxxxxxx-")
     assert other.training_job_name != first.training_job_name
     for config in (first, other):
-        for name in (config.training_job_name, config.endpoint_name):
+        for name in (config.training_job_name, config.endpoint_name or ""):
             assert len(name) <= 63
             assert SAGEMAKER_NAME.match(name), name
 
@@ -248,28 +248,12 @@ def test_run_token_follows_the_documented_recipe() -> None:
     assert re.fullmatch(r"[0-9a-f]{8}", run_token("___"))
 
 
-@pytest.mark.parametrize(
-    ("dataset", "expected"),
-    [
-        ("s3://b/incoming/Iris Data.CSV", "iris-data"),
-        ("s3://b/x/__Sales--2026__.parquet", "sales-2026"),
-        ("s3://b/x/stepml-iris.csv", "iris"),
-        ("s3://b/x/___.csv", "model"),
-        ("s3://b/x/" + "Very Long Dataset Name " * 4 + ".csv", "very-long-dataset-name-very-long-dataset"),
-    ],
-)
-def test_default_model_name_is_the_file_name_slug(dataset: str, expected: str) -> None:
-    name = default_model_name(dataset)
-    assert name == expected
-    assert len(name) <= 40 and re.fullmatch(r"[a-z0-9](-?[a-z0-9])*", name)
-
-
 def test_model_name_too_long_for_the_endpoint_prefix_is_rejected() -> None:
     long_prefix = "stepml-a-very-long-stage-prefix"  # leaves 28 characters for the model name
     with pytest.raises(InputValidationError, match="allows at most 28"):
         build_run_config({"dataset": "s3://b/iris.csv", "model_name": "m" * 40}, "run", "b", long_prefix)
-    derived = build_run_config({"dataset": "s3://b/" + "d" * 60 + ".csv"}, "run", "b", long_prefix)
-    assert len(derived.endpoint_name) <= 63
+    fits = build_run_config({"dataset": "s3://b/iris.csv", "model_name": "m" * 28}, "run", "b", long_prefix)
+    assert fits.endpoint_name is not None and len(fits.endpoint_name) == 63
 
 
 def test_missing_data_bucket_is_a_configuration_error(env: None, monkeypatch: pytest.MonkeyPatch) -> None:

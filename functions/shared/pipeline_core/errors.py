@@ -31,6 +31,11 @@ class DataValidationError(PermanentError):
     """The dataset cannot be used for training; the message names the column, row and problem."""
 
 
+class ModelIdentityError(PermanentError):
+    """The model name is registered with another target or problem type: a model is (name, target, problem
+    type), so this run would be gated against, or deploy over, another model. The message names both."""
+
+
 class DatasetNotFoundError(PermanentError):
     """The dataset named in the input does not exist."""
 

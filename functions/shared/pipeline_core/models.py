@@ -4,7 +4,7 @@ Each stage returns one of these models (as JSON) and the state machine stores it
 
     $.config       RunConfig            ValidateInput
     $.ingest       IngestResult         Ingest
-    $.data         DataProfile          ValidateData
+    $.data         DataProfile          ValidateData (its ``resolved`` is merged into $.config by UseModelIdentity)
     $.prep         PreprocessResult     Preprocess
     $.tuning       TuningSummary        Tune (ResultSelector over DescribeHyperParameterTuningJob), if tuning
     $.training     TrainingSummary      Train, or DescribeBestTrainingJob after Tune (ResultSelector over
@@ -21,6 +21,8 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline_core.errors import ConfigurationError
 
 ProblemType = Literal["binary_classification", "multiclass_classification", "regression"]
 RequestedProblemType = Literal["classification", "regression"]
@@ -73,14 +75,28 @@ class TuningConfig(Contract):
     parameter_ranges: dict[str, list[dict[str, Any]]]  # ParameterRanges
 
 
+class ModelIdentity(Contract):
+    """What a model is: its registry name, the column it predicts and its problem type. Versions of one model
+    name share the other two, so a run is gated against, and deploys over, only the same model."""
+
+    model_name: str
+    target: str
+    problem_type: ProblemType
+
+
 class RunConfig(Contract):
-    """The execution input after ValidateInput filled in every default (stored at ``$.config``)."""
+    """The execution input after ValidateInput filled in every default (stored at ``$.config``).
+
+    ``model_name`` and ``endpoint_name`` are None until ValidateData resolves them when the input gives no
+    model_name (the default name is the file and the target, which is known once the file is read); the
+    UseModelIdentity state merges them and ``identity`` in, so every state after ValidateData has them.
+    """
 
     run_id: str
     dataset: str
     target: str | None
     problem_type: RequestedProblemType | None
-    model_name: str
+    model_name: str | None
     quality_threshold: float | None
     hyperparameters: dict[str, str]
     # a default for run configs written before trainers could be chosen (stored executions)
@@ -93,7 +109,7 @@ class RunConfig(Contract):
     training_job_name: str
     sagemaker_model_name: str
     endpoint_config_name: str
-    endpoint_name: str
+    endpoint_name: str | None
     raw_prefix: str
     processed_prefix: str
     models_prefix: str
@@ -102,6 +118,28 @@ class RunConfig(Contract):
     rare_classes: RareClasses = "error"
     # None: no tuning, the Train state trains once (the TuneOrTrain state reads this)
     tuning: TuningConfig | None = None
+    # ValidateData derives endpoint_name = <prefix>-<model_name>-ep from it
+    endpoint_name_prefix: str | None = None
+    # None before ValidateData (and in executions of a definition older than the identity check)
+    identity: ModelIdentity | None = None
+
+    def require_model_name(self) -> str:
+        """``model_name``, which every state after ValidateData has (UseModelIdentity merged it in)."""
+        if self.model_name is None:
+            raise ConfigurationError(
+                "config.model_name is not set: ValidateData resolves it and the UseModelIdentity state merges it "
+                "into $.config, so a state after ValidateData must be passed that $.config"
+            )
+        return self.model_name
+
+
+class ResolvedIdentity(Contract):
+    """What ValidateData resolved (``$.data.resolved``); the UseModelIdentity Pass state merges it into
+    ``$.config`` with States.JsonMerge, so these keys are RunConfig's own names."""
+
+    model_name: str
+    endpoint_name: str
+    identity: ModelIdentity
 
 
 class IngestResult(Contract):
@@ -143,6 +181,8 @@ class DataProfile(Contract):
     excluded_columns: dict[str, str] = Field(default_factory=dict)  # name -> why it is not a feature
     dropped_rows: dict[str, int] = Field(default_factory=dict)  # reason -> rows left out
     merged_classes: dict[str, int] = Field(default_factory=dict)  # rare label -> rows relabelled "(other)"
+    # set by the ValidateData handler; None in a profile of an older definition
+    resolved: ResolvedIdentity | None = None
 
 
 class PreprocessResult(Contract):
@@ -180,6 +220,18 @@ class TrainingSummary(Contract):
     TrainingJobStatus: str
     ModelArtifacts: str
     OutputDataUri: str | None = None
+    # the job's HyperParameters and AlgorithmSpecification.TrainingImage (Train's ResultSelector): lineage
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    image: str | None = None
+
+
+class CodeLineage(Contract):
+    """Which trainer code trained the model: the job's sagemaker_submit_directory, its hash and S3 version."""
+
+    trainer: str
+    code_uri: str | None = None
+    code_sha256: str | None = None
+    code_version_id: str | None = None
 
 
 class EvaluationResult(Contract):
@@ -195,6 +247,8 @@ class EvaluationResult(Contract):
     reason: str
     evaluation_uri: str
     report_uri: str
+    # None for a result of an older Evaluate
+    lineage: CodeLineage | None = None
 
 
 class DeployLeaseResult(Contract):
@@ -252,6 +306,14 @@ class RegistryRecord(Contract):
     # why the gate approved or rejected it (EvaluationResult.reason as the run finally decided it);
     # None for versions registered before it was recorded
     gate_reason: str | None = None
+    # lineage: what trained it (None for versions registered before it was recorded)
+    trainer: str | None = None
+    code_uri: str | None = None
+    code_sha256: str | None = None
+    code_version_id: str | None = None
+    image: str | None = None
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    column_roles: dict[str, str] = Field(default_factory=dict)
 
 
 class FailureRecord(Contract):

@@ -52,6 +52,20 @@ class ObjectStore:
                 raise
         return body
 
+    def read_versioned(self, uri: str) -> tuple[bytes, str | None]:
+        """The object's bytes and its S3 VersionId (None on a bucket that does not keep versions)."""
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"reading {uri}"):
+            try:
+                answer = self._s3.get_object(Bucket=location.bucket, Key=location.key)
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
+                    raise DatasetNotFoundError(f"no object at {uri}") from error
+                raise
+            body: bytes = answer["Body"].read()
+        version = answer.get("VersionId")
+        return body, version if isinstance(version, str) and version != "null" else None
+
     def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         location = S3Uri.parse(uri)
         with transient_errors_as(f"writing {uri}"):

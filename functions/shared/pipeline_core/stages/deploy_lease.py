@@ -38,6 +38,7 @@ from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.models import DeployLeaseResult, EvaluationResult, RunConfig
 from pipeline_core.observability import logger
 from pipeline_core.stages.gate import decide_gate
+from pipeline_core.stages.identity import check_identity
 
 # statemachine/pipeline.asl.json's TimeoutSeconds: no execution, so no lease holder, lives longer.
 LEASE_SECONDS = 7200
@@ -94,16 +95,29 @@ def acquire_deploy_lease(
     lease_seconds: int = LEASE_SECONDS,
 ) -> DeployLeaseResult:
     """Take the deploy lease of ``config.model_name`` for this execution (again, if it already has it), then
-    decide the gate again; a superseded run gives the lease back before it answers."""
-    lease = registry.acquire_deploy_lease(config.model_name, execution_arn, lease_seconds)
+    decide the gate again; a superseded run gives the lease back before it answers.
+
+    A run whose model name has been registered with another target or problem type since ValidateData and
+    Evaluate checked it (``config.identity``; None in an execution of an older definition) gives the lease
+    back and fails with ModelIdentityError: it must not deploy over another model.
+    """
+    model_name = config.require_model_name()
+    lease = registry.acquire_deploy_lease(model_name, execution_arn, lease_seconds)
+    if config.identity is not None:
+        try:
+            # under the lease no other run registers an approved version: this check holds until Register
+            check_identity(registry, config.identity, consistent=True)
+        except Exception:
+            registry.release_deploy_lease(model_name, execution_arn)
+            raise
     decided, superseded = None, False
     if evaluation is not None:
-        decided = recheck_gate(evaluation, registry, config.model_name)
+        decided = recheck_gate(evaluation, registry, model_name)
         if not decided.passed:
             # nothing to deploy: the next run of this model need not wait for this one
-            registry.release_deploy_lease(config.model_name, execution_arn)
+            registry.release_deploy_lease(model_name, execution_arn)
             superseded = True
-            logger.info("superseded", extra={"model_name": config.model_name, "reason": decided.reason})
+            logger.info("superseded", extra={"model_name": model_name, "reason": decided.reason})
     return DeployLeaseResult(
         model_name=lease.model_name,
         holder=lease.holder,

@@ -1,11 +1,15 @@
-"""Evaluate: read the training job's test metrics and predictions, decide the quality gate's inputs,
-and write ``evaluation.json`` and ``report.html`` next to the model artifact.
+"""Evaluate: measure the trained model on the test split from its predictions, decide the quality gate's
+inputs, and write ``evaluation.json`` and ``report.html`` next to the model artifact.
 
-The training script (``training/train.py``) writes ``metrics.json`` and ``test_predictions.csv`` to
-``SM_OUTPUT_DATA_DIR``; SageMaker uploads that directory as ``output.tar.gz`` beside ``model.tar.gz``.
-The test metrics are the evaluation (validation metrics were available to training, test ones were not).
-No scikit-learn here: it lives in the training container, and the confusion matrix and ROC curve are a
-few lines of numpy.
+A trainer writes ``test_predictions.csv`` (``y_true``, ``y_pred`` and optionally ``proba_<label>``) and may
+write ``metrics.json`` to ``SM_OUTPUT_DATA_DIR``; SageMaker uploads that directory as ``output.tar.gz`` beside
+``model.tar.gz``. The gate's metrics are computed here from the predictions (``stages/metrics.py``), so every
+trainer is measured the same way; a trainer's own ``validation`` metrics are kept for the report.
+No scikit-learn here: it lives in the training container, and the metrics, confusion matrix and ROC curve
+are a few lines of numpy.
+
+Before gating, the run's identity (model name, target, problem type) is checked against the registry: a
+model is never compared with a champion of another target or problem type (``stages/identity.py``).
 
 Once per execution: ``evaluation.json`` is written last and records the whole result, so an Evaluate retried
 after it finished (its response lost, a timeout after the writes) returns that result instead of writing
@@ -31,17 +35,23 @@ from pipeline_core.aws.runs import utc_now
 from pipeline_core.aws.s3 import ObjectStore
 from pipeline_core.errors import DatasetNotFoundError, EvaluationError
 from pipeline_core.models import (
+    CodeLineage,
     DataProfile,
     EvaluationResult,
     IngestResult,
+    ModelIdentity,
     PreprocessResult,
     ProblemType,
     RunConfig,
     TrainingSummary,
 )
 from pipeline_core.stages.gate import RESULT_FIELDS, decide_gate
+from pipeline_core.stages.identity import check_identity
+from pipeline_core.stages.lineage import code_lineage, column_rows, dropped_rows, feature_roles
+from pipeline_core.stages.metrics import classification_metrics, regression_metrics, roc_auc
 from pipeline_core.stages.report import (
     ClassificationView,
+    ColumnTable,
     RegressionView,
     ReportInput,
     RocCurve,
@@ -55,10 +65,6 @@ PRIMARY_METRIC: dict[ProblemType, str] = {
     "regression": "r2",
 }
 DEFAULT_THRESHOLD: dict[str, float] = {"classification": 0.6, "regression": 0.3}
-REQUIRED_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "f1_macro", "precision_macro", "recall_macro"),
-    "regression": ("r2", "rmse", "mae"),
-}
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.csv"
 _MODEL_SUFFIX = "/output/model.tar.gz"
@@ -90,8 +96,15 @@ def _job_prefix(model_artifacts: str) -> str:
     return model_artifacts[: -len(_MODEL_SUFFIX)]
 
 
-def read_training_output(archive: bytes, source: str) -> tuple[dict[str, Any], bytes]:
-    """``metrics.json`` (parsed) and ``test_predictions.csv`` (bytes) from the job's output.tar.gz.
+_CONTRACT = (
+    f"a trainer must write {PREDICTIONS_FILE} (columns y_true, y_pred and optionally proba_<label>) to "
+    f"SM_OUTPUT_DATA_DIR; {METRICS_FILE} is optional"
+)
+
+
+def read_training_output(archive: bytes, source: str) -> tuple[dict[str, Any] | None, bytes]:
+    """``metrics.json`` (parsed; None if the trainer wrote none) and ``test_predictions.csv`` (bytes) from the
+    job's output.tar.gz.
 
     Members are read in memory by base name (SageMaker may store them as ``./metrics.json``); nothing is
     extracted to disk, so a hostile archive cannot write outside a directory.
@@ -103,14 +116,16 @@ def read_training_output(archive: bytes, source: str) -> tuple[dict[str, Any], b
             for name in (METRICS_FILE, PREDICTIONS_FILE):
                 member = members.get(name)
                 handle = tar.extractfile(member) if member else None
-                if handle is None:
-                    raise EvaluationError(
-                        f"{source} has no {name} (it holds {sorted(members) or 'no files'}); train.py must "
-                        f"write {METRICS_FILE} and {PREDICTIONS_FILE} to SM_OUTPUT_DATA_DIR"
-                    )
-                found[name] = handle.read()
+                if handle is not None:
+                    found[name] = handle.read()
     except (tarfile.TarError, EOFError, OSError) as error:
         raise EvaluationError(f"{source} is not a readable tar.gz archive: {error}") from error
+    if PREDICTIONS_FILE not in found:
+        raise EvaluationError(
+            f"{source} has no {PREDICTIONS_FILE} (it holds {sorted(members) or 'no files'}); {_CONTRACT}"
+        )
+    if METRICS_FILE not in found:
+        return None, found[PREDICTIONS_FILE]
     try:
         metrics = json.loads(found[METRICS_FILE])
     except ValueError as error:
@@ -124,29 +139,6 @@ def _as_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
-
-
-def check_test_metrics(metrics: dict[str, Any], problem_type: ProblemType) -> dict[str, float]:
-    """The ``test`` metrics as floats; a missing, non-numeric or non-finite metric is an EvaluationError."""
-    test = metrics.get("test")
-    if not isinstance(test, dict):
-        raise EvaluationError(f"{METRICS_FILE} has no 'test' object of metrics (keys: {sorted(metrics)})")
-    missing = [name for name in REQUIRED_METRICS[family(problem_type)] if name not in test]
-    if missing:
-        raise EvaluationError(
-            f"{METRICS_FILE} test metrics lack {', '.join(missing)} required for {problem_type} "
-            f"(present: {', '.join(sorted(test)) or 'none'})"
-        )
-    checked: dict[str, float] = {}
-    for name, value in test.items():
-        number = _as_number(value)
-        if number is None:
-            raise EvaluationError(f"test metric {name} in {METRICS_FILE} is {value!r}, not a number")
-        if not math.isfinite(number):
-            # NaN would also be invalid JSON in the state data, and cannot be compared by the gate
-            raise EvaluationError(f"test metric {name} in {METRICS_FILE} is {value!r}; it must be a finite number")
-        checked[str(name)] = number
-    return checked
 
 
 def validation_metrics_of(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -172,7 +164,8 @@ def read_predictions(data: bytes, problem_type: ProblemType) -> pd.DataFrame:
     missing = [column for column in ("y_true", "y_pred") if column not in frame.columns]
     if missing:
         raise EvaluationError(
-            f"{PREDICTIONS_FILE} lacks column(s) {', '.join(missing)} (columns: {', '.join(map(str, frame.columns))})"
+            f"{PREDICTIONS_FILE} lacks column(s) {', '.join(missing)} (columns: {', '.join(map(str, frame.columns))}); "
+            + _CONTRACT
         )
     if frame.empty:
         raise EvaluationError(f"{PREDICTIONS_FILE} has no rows: the test split was empty")
@@ -207,13 +200,36 @@ def confusion_matrix(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
 def binary_roc(frame: pd.DataFrame, labels: list[str]) -> RocCurve | None:
     """The ROC curve of the positive class, if scored: the second of the sorted labels, as scikit-learn
     orders ``classes_`` and as train.py picks the positive class for ``roc_auc``."""
+    scored = positive_scores(frame, labels)
+    if scored is None:
+        return None
+    positive, scores = scored
+    return roc_curve(frame["y_true"].to_numpy() == positive, scores, positive)
+
+
+def positive_scores(frame: pd.DataFrame, labels: list[str]) -> tuple[str, np.ndarray] | None:
+    """The positive class of a binary problem and its ``proba_<label>`` scores, if the trainer wrote them."""
     if len(labels) != 2:
         return None
     positive = sorted(labels)[1]
     if f"proba_{positive}" not in frame.columns:
         return None
     scores = pd.to_numeric(frame[f"proba_{positive}"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return roc_curve(frame["y_true"].to_numpy() == positive, scores, positive)
+    return positive, scores
+
+
+def gate_metrics(frame: pd.DataFrame, problem_type: ProblemType, labels: list[str]) -> dict[str, float]:
+    """The test metrics the gate uses, computed from the predictions (any trainer is measured alike)."""
+    if family(problem_type) == "regression":
+        return regression_metrics(frame["y_true"].to_numpy(dtype=float), frame["y_pred"].to_numpy(dtype=float))
+    y_true, y_pred = frame["y_true"].to_numpy(dtype=object), frame["y_pred"].to_numpy(dtype=object)
+    metrics = classification_metrics(y_true, y_pred)
+    scored = positive_scores(frame, labels) if problem_type == "binary_classification" else None
+    if scored is not None:
+        auc = roc_auc(y_true == scored[0], scored[1])
+        if auc is not None:
+            metrics["roc_auc"] = auc
+    return metrics
 
 
 def residual_summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -240,16 +256,18 @@ def earlier_result(store: ObjectStore, evaluation_uri: str, run_id: str, job: st
         if document.get("run_id") != run_id or document.get("training_job_name") != job:
             return None
         gate = document["gate"]
+        lineage = document.get("lineage")
         return EvaluationResult(
             metrics=document["metrics"],
             primary_metric=document["primary_metric"],
             **{name: gate[name] for name in RESULT_FIELDS},
             evaluation_uri=evaluation_uri,
             report_uri=document["report_uri"],
+            lineage=CodeLineage.model_validate(lineage) if lineage else None,
         )
     except DatasetNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # pydantic's ValidationError is a ValueError
         return None  # not a complete evaluation.json: evaluate again and replace it
 
 
@@ -274,34 +292,49 @@ def evaluate(
         archive = store.read_bytes(source)
     except DatasetNotFoundError as error:
         raise EvaluationError(
-            f"training job {training.TrainingJobName} left no output data at {source}; train.py must write "
-            f"{METRICS_FILE} and {PREDICTIONS_FILE} to SM_OUTPUT_DATA_DIR"
+            f"training job {training.TrainingJobName} left no output data at {source}; {_CONTRACT}"
         ) from error
     raw_metrics, predictions_csv = read_training_output(archive, source)
+    trainer_metrics = raw_metrics or {}
 
     problem_type = data.problem_type
     primary = PRIMARY_METRIC[problem_type]
-    declared = raw_metrics.get("primary_metric")
+    declared = trainer_metrics.get("primary_metric")
     if declared is not None and declared != primary:
         raise EvaluationError(
             f"{METRICS_FILE} declares primary_metric {declared!r} but a {problem_type} model is gated on {primary}"
         )
-    test_metrics = check_test_metrics(raw_metrics, problem_type)
-    validation_metrics = validation_metrics_of(raw_metrics)
     frame = read_predictions(predictions_csv, problem_type)
-    n_test = _int_or(raw_metrics.get("n_test"), prep.n_test)
-    if len(frame) != n_test:
-        raise EvaluationError(f"{PREDICTIONS_FILE} has {len(frame)} rows but {METRICS_FILE} says n_test = {n_test}")
+    declared_n_test = _int_or(trainer_metrics.get("n_test"), -1)
+    if declared_n_test >= 0 and len(frame) != declared_n_test:
+        raise EvaluationError(
+            f"{PREDICTIONS_FILE} has {len(frame)} rows but {METRICS_FILE} says n_test = {declared_n_test}"
+        )
+    if declared_n_test < 0 and len(frame) != prep.n_test:
+        raise EvaluationError(
+            f"{PREDICTIONS_FILE} has {len(frame)} rows but the test split has {prep.n_test}: a trainer must "
+            "predict every row of the test channel, in order"
+        )
+    n_test = len(frame)
+    labels = class_labels(frame, data.class_labels) if family(problem_type) == "classification" else []
+    test_metrics = gate_metrics(frame, problem_type, labels)
+    validation_metrics = validation_metrics_of(trainer_metrics)
 
     threshold = (
         config.quality_threshold if config.quality_threshold is not None else DEFAULT_THRESHOLD[family(problem_type)]
     )
-    gate = decide_gate(primary, test_metrics[primary], threshold, registry.champion(config.model_name))
+    model_name = config.require_model_name()
+    identity = ModelIdentity(model_name=model_name, target=data.target, problem_type=problem_type)
+    # never compared with a champion that predicts another column or another kind of value
+    check_identity(registry, identity, dataset=config.dataset)
+    gate = decide_gate(primary, test_metrics[primary], threshold, registry.champion(model_name))
+    lineage = code_lineage(config, training, store)
+    columns = column_rows(data, prep)
+    dropped = dropped_rows(data, prep)
 
     view: ClassificationView | RegressionView
     analysis: dict[str, Any]
     if family(problem_type) == "classification":
-        labels = class_labels(frame, data.class_labels)
         matrix = confusion_matrix(frame, labels)
         view = ClassificationView(labels, matrix, binary_roc(frame, labels))
         analysis = {"confusion_matrix": {"labels": labels, "rows": "actual", "columns": "predicted",
@@ -312,18 +345,27 @@ def evaluate(
         analysis = {"residuals": view.residual_summary}
 
     sizes = {
-        "n_train": _int_or(raw_metrics.get("n_train"), prep.n_train),
-        "n_validation": _int_or(raw_metrics.get("n_validation"), prep.n_validation),
+        "n_train": _int_or(trainer_metrics.get("n_train"), prep.n_train),
+        "n_validation": _int_or(trainer_metrics.get("n_validation"), prep.n_validation),
         "n_test": n_test,
     }
     document = {
-        "model_name": config.model_name,
+        "model_name": model_name,
+        "identity": identity.model_dump(mode="json"),
         "run_id": config.run_id,
         "training_job_name": training.TrainingJobName,
         "model_artifact": training.ModelArtifacts,
         "problem_type": problem_type,
         "target": data.target,
         "feature_columns": prep.feature_columns,
+        "column_roles": feature_roles(columns, prep.feature_columns),
+        "columns": [row.to_json() for row in columns],
+        "dropped_rows": dropped,
+        "lineage": {
+            **lineage.model_dump(mode="json"),
+            "image": training.image,
+            "hyperparameters": training.hyperparameters or prep.hyperparameters,
+        },
         "dataset": {
             "uri": config.dataset,
             "raw_uri": ingest.raw_uri if ingest else None,
@@ -333,13 +375,15 @@ def evaluate(
         "primary_metric": primary,
         "metrics": test_metrics,
         "validation_metrics": validation_metrics,
+        # the gate's metrics are computed here; the trainer's own test figures, if it wrote any, for comparison
+        "trainer_test_metrics": trainer_metrics.get("test") if isinstance(trainer_metrics.get("test"), dict) else None,
         "gate": gate.result_fields(),
         **analysis,
         "report_uri": report_uri,
         "created_at": utc_now(),
     }
     summary = [
-        ("model", config.model_name),
+        ("model", model_name),
         ("run", config.run_id),
         ("training job", training.TrainingJobName),
         ("problem type", problem_type),
@@ -349,10 +393,17 @@ def evaluate(
         ("dataset sha256", ingest.sha256 if ingest else "not passed to Evaluate"),
         ("rows train / validation / test", f"{sizes['n_train']} / {sizes['n_validation']} / {sizes['n_test']}"),
         ("model artifact", training.ModelArtifacts),
+        ("trainer", lineage.trainer),
+        (
+            "trainer code",
+            f"{lineage.code_uri or 'not recorded'} (sha256 {lineage.code_sha256 or '?'}"
+            + (f", version {lineage.code_version_id})" if lineage.code_version_id else ")"),
+        ),
+        ("image", training.image or "not recorded"),
     ]
     html = render_report(
         ReportInput(
-            title=f"stepml evaluation: {config.model_name} ({training.TrainingJobName})",
+            title=f"stepml evaluation: {model_name} ({training.TrainingJobName})",
             summary=summary,
             target=data.target,
             primary_metric=primary,
@@ -361,6 +412,7 @@ def evaluate(
             passed=gate.passed,
             reason=gate.reason,
             view=view,
+            columns=ColumnTable(columns, dropped),
         )
     )
     # The report first: evaluation.json is the record that the evaluation finished (see earlier_result).
@@ -372,4 +424,5 @@ def evaluate(
         **gate.result_fields(),
         evaluation_uri=evaluation_uri,
         report_uri=report_uri,
+        lineage=lineage,
     )

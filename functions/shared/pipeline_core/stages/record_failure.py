@@ -259,7 +259,9 @@ def record_failure(
     )
     # the failure itself is on record before any rollback is attempted
     record_fields = summary.model_dump(exclude={"run_id", "rollback"})
-    runs.update_run(run_id, **record_fields, finished_at=summary.failed_at)
+    # model_name is None before ValidateData resolved a default one (update_run leaves None fields out); a run
+    # that failed later is found by its model, as `stepml gc --model` looks runs up
+    runs.update_run(run_id, **record_fields, model_name=model_name, finished_at=summary.failed_at)
     if store is not None:
         quarantined = quarantine_upload(store(), summary, summary.input_pointers.get("dataset"))
         if quarantined:

@@ -16,6 +16,8 @@ from pipeline_core.models import (
     RunConfig,
     TrainingSummary,
 )
+from pipeline_core.stages.identity import check_identity
+from pipeline_core.stages.lineage import column_rows, feature_roles
 
 
 def registry_entry(
@@ -30,8 +32,9 @@ def registry_entry(
 ) -> dict[str, object]:
     """The registry record for this run, without its version (the registry assigns it)."""
     approved = status == "approved"
+    lineage = evaluation.lineage
     return {
-        "model_name": config.model_name,
+        "model_name": config.require_model_name(),
         "status": status,
         "problem_type": data.problem_type,
         "target": data.target,
@@ -54,6 +57,15 @@ def registry_entry(
         # why it was approved or rejected; for a run superseded under the deploy lease, that reason
         # (GateUnderLease put AcquireDeployLease's decision in $.evaluation)
         "gate_reason": evaluation.reason,
+        # lineage: what trained the model, next to dataset_sha256 (what it was trained on)
+        "trainer": lineage.trainer if lineage else None,
+        "code_uri": lineage.code_uri if lineage else None,
+        "code_sha256": lineage.code_sha256 if lineage else None,
+        "code_version_id": lineage.code_version_id if lineage else None,
+        "image": training.image,
+        "hyperparameters": training.hyperparameters or prep.hyperparameters,
+        # each feature's role, as evaluation.json gives it (Preprocess's roles, else ValidateData's profile)
+        "column_roles": feature_roles(column_rows(data, prep), prep.feature_columns),
     }
 
 
@@ -86,8 +98,12 @@ def register(
     An approved model was deployed under the model's deploy lease (AcquireDeployLease); it is given back
     once the version and the run record are written, so the next run's deployment follows this version.
     """
-    record = find_registration(registry, config.model_name, execution_arn)
+    model_name = config.require_model_name()
+    record = find_registration(registry, model_name, execution_arn)
     if record is None:
+        if config.identity is not None:
+            # a rejected run holds no lease: another model may have taken the name since Evaluate
+            check_identity(registry, config.identity, consistent=True)
         entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status)
         record = registry.register_model(entry)
     runs.update_run(
@@ -105,7 +121,7 @@ def register(
         finished_at=utc_now(),
     )
     if status == "approved":
-        registry.release_deploy_lease(config.model_name, execution_arn)
+        registry.release_deploy_lease(model_name, execution_arn)
     return RegistrationResult(
         model_name=record.model_name,
         version=record.version,

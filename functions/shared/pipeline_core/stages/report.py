@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline_core.stages.lineage import ColumnRow
+
 # Small figures at a low dpi keep a report of a few hundred rows well under a second and under ~100 KB.
 _FIGSIZE = (4.6, 3.6)
 _DPI = 80
@@ -56,6 +58,14 @@ class RegressionView:
 
 
 @dataclass(frozen=True)
+class ColumnTable:
+    """Each column's role and why, and the rows left out of training by reason."""
+
+    rows: Sequence[ColumnRow] = ()
+    dropped_rows: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ReportInput:
     """Everything the report shows; every string in it is escaped when rendered."""
 
@@ -68,6 +78,7 @@ class ReportInput:
     passed: bool
     reason: str
     view: ClassificationView | RegressionView
+    columns: ColumnTable = field(default_factory=ColumnTable)
 
 
 def roc_curve(y_positive: np.ndarray, score: np.ndarray, positive_label: str) -> RocCurve | None:
@@ -224,6 +235,25 @@ def _per_class_table(view: ClassificationView) -> str:
     )
 
 
+def _columns_section(columns: ColumnTable) -> str:
+    if not columns.rows:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(row.name)}</td><td>{_e(row.role)}</td><td>{_e(row.reason)}</td>"
+        f"<td>{'' if row.missing is None else row.missing}</td></tr>"
+        for row in columns.rows
+    )
+    dropped = (
+        "<ul>" + "".join(f"<li>{_e(reason)}: {count}</li>" for reason, count in columns.dropped_rows.items()) + "</ul>"
+        if columns.dropped_rows
+        else "<p>none</p>"
+    )
+    return (
+        "<h2>Columns</h2><table><thead><tr><th>column</th><th>role</th><th>why</th><th>missing</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table><h3>Rows dropped</h3>{dropped}"
+    )
+
+
 def _image(uri: str, alt: str) -> str:
     return f'<figure><img src="{uri}" alt="{_e(alt)}"></figure>'
 
@@ -264,6 +294,7 @@ def render_report(report: ReportInput) -> str:
         f"<table><tbody>{summary_rows}</tbody></table>"
         f'<h2>Quality gate</h2><p class="gate {decision}"><strong>{decision}</strong>: {_e(report.reason)}</p>'
         f"<h2>Metrics</h2>{_metrics_table(report.primary_metric, report.test_metrics, report.validation_metrics)}"
+        f"{_columns_section(report.columns)}"
         f"<h2>Plots</h2>{''.join(plots)}"
         f"{details}"
         "</body></html>\n"

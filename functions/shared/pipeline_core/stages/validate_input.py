@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,7 +64,7 @@ class PipelineInput(BaseModel):
         max_length=MODEL_NAME_MAX,
         json_schema_extra={"pattern": MODEL_NAME_PATTERN},
         description="registry name: lowercase letters, digits and single dashes, no 'stepml-'; "
-        "default: the dataset's file name",
+        "default: the dataset's file name and the target (e.g. penguins-species)",
     )
     quality_threshold: float | None = Field(
         default=None,
@@ -183,14 +182,6 @@ def run_token(execution_name: str, slug_max: int = TOKEN_SLUG_MAX) -> str:
     return f"{prefix}-{digest}" if prefix else digest
 
 
-def default_model_name(dataset_uri: str) -> str:
-    """The slug of the dataset's file name stem, at most 40 characters ('model' if nothing is left)."""
-    stem = PurePosixPath(S3Uri.parse(dataset_uri).key).stem
-    slug = slugify(stem).replace(RESERVED_PREFIX, "")
-    slug = re.sub(r"-+", "-", slug).strip("-")[:MODEL_NAME_MAX].rstrip("-")
-    return slug or "model"
-
-
 def _describe_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> str:
     if "$ref" in schema:
         return _describe_schema(definitions[schema["$ref"].split("/")[-1]], definitions)
@@ -296,15 +287,14 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         )
     # endpoint_name = prefix + "-" + model_name + "-ep" must fit SageMaker's 63 characters.
     room = SAGEMAKER_NAME_MAX - len(endpoint_name_prefix) - len("-") - len("-ep")
-    if request.model_name is not None:
-        model_name = request.model_name
-        if len(model_name) > room:
-            raise InputValidationError(
-                f"model_name {model_name!r} is {len(model_name)} characters; with the endpoint prefix "
-                f"{endpoint_name_prefix!r} the endpoint name allows at most {room} (SageMaker's limit is 63)"
-            )
-    else:
-        model_name = default_model_name(request.dataset)[: max(room, 1)].rstrip("-") or "model"
+    # Without a model_name in the input, ValidateData derives it from the file and the target (the last
+    # column by default, known only once the file is read): see stages/identity.py.
+    model_name = request.model_name
+    if model_name is not None and len(model_name) > room:
+        raise InputValidationError(
+            f"model_name {model_name!r} is {len(model_name)} characters; with the endpoint prefix "
+            f"{endpoint_name_prefix!r} the endpoint name allows at most {room} (SageMaker's limit is 63)"
+        )
 
     token = run_token(execution_name)
     job_name = f"{RESERVED_PREFIX}{token}"
@@ -330,7 +320,8 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         training_job_name=job_name,
         sagemaker_model_name=job_name,
         endpoint_config_name=job_name,
-        endpoint_name=f"{endpoint_name_prefix}-{model_name}-ep",
+        endpoint_name=f"{endpoint_name_prefix}-{model_name}-ep" if model_name else None,
+        endpoint_name_prefix=endpoint_name_prefix,
         raw_prefix=f"s3://{data_bucket}/raw/{run_id}/",
         processed_prefix=f"s3://{data_bucket}/processed/{run_id}/",
         # No trailing slash: this is SageMaker's S3OutputPath; it appends /<job>/output/model.tar.gz.
