@@ -70,12 +70,15 @@ def test_the_best_training_job_goes_on_through_evaluate_and_is_registered(h: Har
     assert tuned.outcome.tuning == tuning  # what `stepml run` reports (its "Tuning" line, and --json)
     # DescribeBestTrainingJob put the best job in $.training as Train would have
     training = tuned.output_of("DescribeBestTrainingJob")["training"]
-    assert training == {
+    assert {k: training[k] for k in ("TrainingJobName", "TrainingJobStatus", "ModelArtifacts")} == {
         "TrainingJobName": best,
         "TrainingJobStatus": "Completed",
         "ModelArtifacts": f"s3://{h.bucket}/models/{best}/output/model.tar.gz",
     }
+    # the lineage keeps the best job's hyperparameters: the tuned values, not only the run's own
+    assert {k: training["hyperparameters"][k] for k in tuning["TunedHyperParameters"]} == tuning["TunedHyperParameters"]
     [version] = h.model_versions("tuned-iris")
+    assert {k: version.hyperparameters[k] for k in tuning["TunedHyperParameters"]} == tuning["TunedHyperParameters"]
     assert version.training_job_name == best and version.model_artifact == training["ModelArtifacts"]
     assert version.status == "approved" and version.metrics["f1_macro"] > 0.8
     endpoint = h.endpoint(h.endpoint_name("tuned-iris"))

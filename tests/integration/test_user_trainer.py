@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,29 +24,6 @@ WORDS = {
     "neutral": ["arrived", "tuesday", "package", "ordered", "colour", "size", "delivered", "box"],
 }
 FILLER = ["the", "it", "was", "and", "this", "product", "my", "a", "very", "really", "i", "item"]
-
-# Until Evaluate scores test_predictions.csv itself (issue 10, another change), the run also needs metrics.json:
-# this entry point runs the example unchanged, then writes the metrics from its predictions. Delete it, and
-# --entry-point below, once Evaluate computes them.
-WITH_METRICS = """
-    import json, os, runpy
-    from pathlib import Path
-
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    if __name__ == "__main__":
-        runpy.run_path("train.py", run_name="__main__")
-        output = Path(os.environ["SM_OUTPUT_DATA_DIR"])
-        rows = [line.split(",")[:2] for line in (output / "test_predictions.csv").read_text().splitlines()[1:]]
-        y_true, y_pred = [r[0] for r in rows], [r[1] for r in rows]
-        test = {
-            "accuracy": accuracy_score(y_true, y_pred),
-            "f1_macro": f1_score(y_true, y_pred, average="macro"),
-            "precision_macro": precision_score(y_true, y_pred, average="macro", zero_division=0),
-            "recall_macro": recall_score(y_true, y_pred, average="macro", zero_division=0),
-        }
-        (output / "metrics.json").write_text(json.dumps({"test": test}))
-"""
 
 
 def review(rng: random.Random, label: str) -> str:
@@ -71,12 +47,12 @@ def test_the_text_classifier_example_trains_deploys_and_answers(
 ) -> None:
     trainer = tmp_path / "text-classifier"
     shutil.copytree(EXAMPLE, trainer)
-    (trainer / "train_with_metrics.py").write_text(textwrap.dedent(WITH_METRICS))
     data = reviews_csv(tmp_path / "reviews.csv")
 
     run = run_cli(
         *("--data", str(data), "--target", "sentiment", "--model-name", "reviews"),
-        *("--trainer", str(trainer), "--entry-point", "train_with_metrics.py", "--serving-entry-point", "train.py"),
+        # no metrics.json from this trainer: Evaluate scores its test_predictions.csv
+        *("--trainer", str(trainer)),
         *("--hyperparameter", "C=20", "--hyperparameter", "ngram_max=1"),
     )
 
