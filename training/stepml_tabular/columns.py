@@ -46,6 +46,8 @@ TEXT_MIN_DF_ROWS = 100
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _PANDAS_2 = int(pd.__version__.split(".")[0]) >= 2
+# Datetime part -> pandas accessor (the underscored names exist since pandas 1.1; the others are deprecated).
+_ACCESSORS = {"dayofweek": "day_of_week", "dayofyear": "day_of_year"}
 
 
 # --- values ------------------------------------------------------------------------------------------
@@ -226,7 +228,7 @@ class DatetimeFeatures(BaseEstimator, TransformerMixin):
             parsed = parse_datetimes(frame.iloc[:, index].tolist())
             epoch_days = (parsed - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86400.0
             for part in self._parts(index):
-                values = epoch_days if part == "days" else getattr(parsed.dt, part)
+                values = epoch_days if part == "days" else getattr(parsed.dt, _ACCESSORS.get(part, part))
                 blocks.append(values.to_numpy(dtype="float64", na_value=np.nan))
         return np.column_stack(blocks) if blocks else np.empty((len(frame), 0))
 
