@@ -26,7 +26,7 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from stepml_tabular.columns import build_preprocessor
@@ -220,6 +220,15 @@ def _classes_of(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return np.asarray(classes)[np.argmax(proba, axis=1)]
 
 
+def _log_loss_curve(y: np.ndarray, classes: np.ndarray, staged: Any) -> list[float]:
+    """The mean log loss after each iteration (scikit-learn's log_loss checks its input each call, which
+    cost more than the boosting itself at a few hundred iterations)."""
+    index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)  # classes_ is sorted
+    known = np.asarray(classes)[index] == y  # a label the fit never saw has probability 0
+    rows = np.arange(len(y))
+    return [float(-np.mean(np.log(np.clip(np.where(known, p[rows, index], 0.0), 1e-15, 1.0)))) for p in staged]
+
+
 def _score_boosting(
     x: pd.DataFrame,
     y: np.ndarray,
@@ -242,7 +251,7 @@ def _score_boosting(
         if regression:
             curve = [mean_squared_error(y[scored], p) for p in model.staged_predict(x_scored)]
         else:
-            curve = [log_loss(y[scored], p, labels=model.classes_) for p in model.staged_predict_proba(x_scored)]
+            curve = _log_loss_curve(y[scored], model.classes_, model.staged_predict_proba(x_scored))
         fitted.append((model, x_scored))
         curves.append(curve)
     length = min(len(c) for c in curves)
