@@ -1,4 +1,4 @@
-"""SageMaker script-mode training: a scikit-learn gradient-boosting pipeline on tabular CSV channels.
+"""SageMaker script-mode training: stepml's built-in tabular models on CSV channels.
 
 The SageMaker training toolkit copies this folder into the container and runs
 ``python train.py --target species --problem_type multiclass_classification ...``. The contract it follows
@@ -6,16 +6,21 @@ The SageMaker training toolkit copies this folder into the container and runs
 
 * hyperparameters arrive as ``--name value`` arguments (all strings) and as JSON in ``SM_HPS``; arguments win.
   ``sagemaker_*`` names (sagemaker_program, sagemaker_submit_directory, ...) belong to the toolkit and are
-  ignored; any other unknown name is an error.
+  ignored; any other unknown name is an error. ``algorithm`` is ``auto`` (default), ``gradient-boosting``,
+  ``linear`` or ``text``; each takes its own parameters (``stepml_tabular.estimators``).
 * ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``, ``SM_CHANNEL_TEST``: each a directory holding exactly one
-  CSV with a header row, target column included.
+  CSV with a header row, target column included, and optionally ``columns.json`` (the column roles
+  Preprocess chose; the train channel's is used). Without it a column is numeric or categorical.
+* selection (algorithm, iterations, regularisation) uses train+validation only (cross-validation when
+  small), the chosen model is refit on train+validation, and the test split is only predicted.
 * writes ``model.joblib`` + ``metadata.json`` to ``SM_MODEL_DIR`` and ``metrics.json`` +
   ``test_predictions.csv`` to ``SM_OUTPUT_DATA_DIR``.
 * on any error writes the reason to ``$SM_OUTPUT_DIR/failure`` and exits non-zero: SageMaker reports that
   file's content as the job's FailureReason.
 
-The file is self-contained (the container copies only this folder) and must run on the SageMaker
-scikit-learn images (Python 3.10, scikit-learn 1.2 or newer), hence ``from __future__ import annotations``.
+The container copies only this folder (this file, ``inference.py`` and the ``stepml_tabular`` package) and
+it must run on the SageMaker scikit-learn image 1.2-1 (Python 3.9, scikit-learn 1.2.1, pandas 1.1.3), hence
+``from __future__ import annotations``.
 
 Classification labels are treated as strings: a target coded 0/1 becomes the classes "0" and "1", and
 integral floats are written without the ".0" ("1.0" -> "1"), so the same label reads the same from every
@@ -25,7 +30,6 @@ split. Predictions come back as those strings.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import traceback
@@ -38,55 +42,42 @@ import joblib
 import numpy as np
 import pandas as pd
 import sklearn
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.impute import SimpleImputer
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    mean_absolute_error,
-    mean_squared_error,
-    precision_score,
-    r2_score,
-    recall_score,
-    roc_auc_score,
-)
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
-PROBLEM_TYPES = ("binary_classification", "multiclass_classification", "regression")
-PRIMARY_METRIC = {
-    "binary_classification": "f1_macro",
-    "multiclass_classification": "f1_macro",
-    "regression": "r2",
-}
-# Defaults chosen for small tabular data: HistGradientBoosting's own defaults, spelled out so metadata.json
-# records what was used.
-DEFAULT_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.1,
-    "max_iter": 100,
-    "max_depth": None,
-    "max_leaf_nodes": 31,
-    "min_samples_leaf": 20,
-    "l2_regularization": 0.0,
-}
-# Beyond this many distinct values a categorical column's rare values share one one-hot column, so an
-# ID-like column cannot blow the dense matrix HistGradientBoosting needs up to rows x distinct values.
-MAX_CATEGORIES = 64
+# stepml_tabular lives beside this file; `python train.py` puts this folder on sys.path, an import as
+# ``training.train`` (tests) does not. The pickled model refers to it by this top-level name.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from stepml_tabular.columns import (  # noqa: E402
+    _as_label,
+    feature_kinds,
+    prepare_features,
+    read_columns_file,
+    read_csv_by_roles,
+)
+from stepml_tabular.errors import HyperparameterError, TrainingDataError  # noqa: E402
+from stepml_tabular.estimators import (  # noqa: E402
+    BOOSTING_DEFAULTS,
+    DEFAULT_ALGORITHM,
+    PARAMETER_NAMES,
+    check_classes,
+    check_params,
+    parse_number,
+    refit,
+    select,
+)
+from stepml_tabular.metrics import PRIMARY_METRIC, PROBLEM_TYPES, check_finite, compute_metrics  # noqa: E402
+
+__all__ = ["HyperparameterError", "TrainingDataError", "feature_kinds", "prepare_features"]
+
+DEFAULT_PARAMS: dict[str, Any] = dict(BOOSTING_DEFAULTS)
 # Up to this many rows, fit and predict on one OpenMP thread (see _openmp_threads).
 SINGLE_THREAD_MAX_ROWS = 50_000
 DEFAULT_SEED = 42
-ALLOWED_HYPERPARAMETERS = ("target", "problem_type", "seed", *DEFAULT_PARAMS)
+ALLOWED_HYPERPARAMETERS = ("target", "problem_type", "seed", "algorithm", *PARAMETER_NAMES)
 CHANNELS = ("train", "validation", "test")
-BUNDLE_FORMAT = 1
-
-
-class HyperparameterError(ValueError):
-    """A hyperparameter is missing, unknown or has a bad value."""
-
-
-class TrainingDataError(ValueError):
-    """A channel or its CSV does not fit the contract (missing file, column, label, ...)."""
+BUNDLE_FORMAT = 2
 
 
 @dataclass
@@ -158,26 +149,6 @@ def merge_hyperparameters(cli: dict[str, str], sm_hps: str | None) -> dict[str, 
     return merged
 
 
-def _parse_number(name: str, raw: str, kind: type, *, minimum: float, nullable: bool = False) -> Any:
-    text = raw.strip()
-    if nullable and text.lower() in ("none", "null", ""):
-        return None
-    number: float | int
-    try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if kind is int and math.isfinite(number):
-        # "100" and "100.0" (a JSON number that went through a float) are both accepted; "2.5" is not.
-        number = int(number) if float(number).is_integer() else math.nan
-    if math.isnan(number):
-        allowed = " or None" if nullable else ""
-        raise HyperparameterError(f"hyperparameter {name}={raw!r} is not a valid {kind.__name__}{allowed}")
-    if not math.isfinite(number) or number < minimum:
-        raise HyperparameterError(f"hyperparameter {name}={raw!r} must be a finite number >= {minimum}")
-    return number
-
-
 @dataclass(frozen=True)
 class Hyperparameters:
     """Validated hyperparameters: what ``train`` needs besides the data."""
@@ -185,7 +156,8 @@ class Hyperparameters:
     target: str
     problem_type: str
     seed: int
-    params: dict[str, Any]
+    params: dict[str, Any]  # the estimator parameters given, parsed
+    algorithm: str = DEFAULT_ALGORITHM
 
 
 def validate_hyperparameters(raw: dict[str, str]) -> Hyperparameters:
@@ -203,74 +175,17 @@ def validate_hyperparameters(raw: dict[str, str]) -> Hyperparameters:
         )
     seed = DEFAULT_SEED
     if "seed" in raw:
-        seed = _parse_number("seed", raw["seed"], int, minimum=0)
+        seed = parse_number("seed", raw["seed"], int, minimum=0)
         if seed >= 2**32:  # numpy's RandomState accepts 0 <= seed < 2**32
             raise HyperparameterError(f"hyperparameter seed={raw['seed']!r} must be below 2**32")
-    params = dict(DEFAULT_PARAMS)
-    for name, kind, minimum, nullable in (
-        ("learning_rate", float, 0.0, False),
-        ("max_iter", int, 1, False),
-        ("max_depth", int, 1, True),
-        ("max_leaf_nodes", int, 2, True),
-        ("min_samples_leaf", int, 1, False),
-        ("l2_regularization", float, 0.0, False),
-    ):
-        if name in raw:
-            params[name] = _parse_number(name, raw[name], kind, minimum=minimum, nullable=nullable)
-    if params["learning_rate"] <= 0:
-        raise HyperparameterError(f"hyperparameter learning_rate={raw['learning_rate']!r} must be > 0")
-    return Hyperparameters(target=target, problem_type=problem_type, seed=seed, params=params)
+    algorithm = raw.get("algorithm", DEFAULT_ALGORITHM).strip() or DEFAULT_ALGORITHM
+    given = {k: v for k, v in raw.items() if k in PARAMETER_NAMES}
+    checked = check_params(algorithm, problem_type, given)
+    params = {k: checked[k] for k in given}  # train() fills in the defaults of the algorithm it fits
+    return Hyperparameters(target=target, problem_type=problem_type, seed=seed, params=params, algorithm=algorithm)
 
 
 # --- data --------------------------------------------------------------------------------------------
-
-
-def _as_label(value: Any) -> Any:
-    """A categorical value or class label as str; missing stays NaN (what SimpleImputer looks for)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return np.nan
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return np.nan
-        if float(value).is_integer():
-            return str(int(value))
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    return str(value)
-
-
-def _is_numeric(series: pd.Series) -> bool:
-    return bool(pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype))
-
-
-def feature_kinds(frame: pd.DataFrame, feature_columns: list[str]) -> dict[str, str]:
-    """``numeric`` for numeric dtypes, ``categorical`` for everything else (strings, booleans, mixed)."""
-    return {c: "numeric" if _is_numeric(frame[c]) else "categorical" for c in feature_columns}
-
-
-def prepare_features(
-    frame: pd.DataFrame, feature_columns: list[str], kinds: dict[str, str], split: str
-) -> pd.DataFrame:
-    """The feature columns in training order and dtypes: numeric as float64, categorical as str objects."""
-    missing = [c for c in feature_columns if c not in frame.columns]
-    if missing:
-        raise TrainingDataError(f"{split} split is missing feature column(s) {missing}")
-    columns: dict[str, Any] = {}
-    for column in feature_columns:
-        series = frame[column]
-        if kinds[column] == "numeric":
-            converted = pd.to_numeric(series, errors="coerce")
-            bad = converted.isna() & series.notna()
-            if bad.any():
-                row = bad.to_numpy().nonzero()[0][0]
-                raise TrainingDataError(
-                    f"{split} split: column {column!r} is numeric in the train split but row {row} "
-                    f"holds {series.iloc[row]!r}"
-                )
-            columns[column] = converted.to_numpy(dtype="float64", na_value=np.nan)
-        else:
-            columns[column] = np.array([_as_label(v) for v in series.tolist()], dtype=object)
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)), columns=feature_columns)
 
 
 def prepare_target(frame: pd.DataFrame, target: str, problem_type: str, split: str) -> np.ndarray:
@@ -301,78 +216,6 @@ def prepare_target(frame: pd.DataFrame, target: str, problem_type: str, split: s
     return labels
 
 
-# Early stopping on a held-out 15 % of the training rows: on small tabular data it stops well before
-# max_iter (iris: 25 of 100 iterations) with equal or better test scores, and fewer trees make every
-# prediction faster (a 1-row predict walks each tree once). Below this many rows the held-out part would
-# be too small to judge by, so all max_iter iterations are used.
-EARLY_STOPPING_MIN_ROWS = 50
-EARLY_STOPPING = {"n_iter_no_change": 10, "validation_fraction": 0.15}
-
-
-def build_pipeline(
-    kinds: dict[str, str], problem_type: str, seed: int, params: dict[str, Any], n_train: int = 0
-) -> Pipeline:
-    """Imputation + one-hot encoding in a ColumnTransformer, then HistGradientBoosting."""
-    numeric = [c for c, k in kinds.items() if k == "numeric"]
-    categorical = [c for c, k in kinds.items() if k == "categorical"]
-    transformers: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        transformers.append(("numeric", SimpleImputer(strategy="median"), numeric))
-    if categorical:
-        encoder = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                # Dense output: HistGradientBoosting does not take sparse input.
-                (
-                    "onehot",
-                    OneHotEncoder(handle_unknown="ignore", sparse_output=False, max_categories=MAX_CATEGORIES),
-                ),
-            ]
-        )
-        transformers.append(("categorical", encoder, categorical))
-    preprocess = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
-    estimator_class = HistGradientBoostingRegressor if problem_type == "regression" else HistGradientBoostingClassifier
-    estimator = estimator_class(
-        random_state=seed, early_stopping=n_train >= EARLY_STOPPING_MIN_ROWS, **EARLY_STOPPING, **params
-    )
-    return Pipeline([("preprocess", preprocess), ("model", estimator)])
-
-
-# --- metrics -----------------------------------------------------------------------------------------
-
-
-def compute_metrics(
-    problem_type: str, y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: list[str]
-) -> dict[str, float]:
-    """The contract's metrics as plain floats."""
-    if problem_type == "regression":
-        return {
-            "r2": float(r2_score(y_true, y_pred)),
-            "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
-            "mae": float(mean_absolute_error(y_true, y_pred)),
-        }
-    metrics = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        # zero_division=0: a class never predicted scores 0 instead of raising a warning and NaN.
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "precision_macro": float(precision_score(y_true, y_pred, average="macro", zero_division=0)),
-        "recall_macro": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
-    if problem_type == "binary_classification" and proba is not None and set(y_true) == set(classes):
-        positive = classes[1]
-        metrics["roc_auc"] = float(roc_auc_score(y_true == positive, proba[:, 1]))
-    return metrics
-
-
-def _check_finite(metrics: dict[str, float], split: str, n_rows: int) -> None:
-    for name, value in metrics.items():
-        if not math.isfinite(value):
-            raise TrainingDataError(
-                f"metric {name} on the {split} split is {value} ({n_rows} row(s)); "
-                "the split is too small or degenerate to evaluate"
-            )
-
-
 # --- training ----------------------------------------------------------------------------------------
 
 
@@ -394,31 +237,17 @@ def _log(message: str) -> None:
     print(f"[train] {message}", flush=True)
 
 
-def train(
-    train_df: pd.DataFrame,
-    validation_df: pd.DataFrame,
-    test_df: pd.DataFrame,
-    *,
-    target: str,
-    problem_type: str,
-    seed: int = DEFAULT_SEED,
-    params: dict[str, Any] | None = None,
-) -> TrainingOutcome:
-    """Fit the pipeline on ``train_df``, score it on validation and test, return bundle and metrics."""
-    if problem_type not in PROBLEM_TYPES:
-        raise HyperparameterError(f"problem_type={problem_type!r} must be one of {', '.join(PROBLEM_TYPES)}")
-    estimator_params = dict(DEFAULT_PARAMS)
-    estimator_params.update(params or {})
-    unknown = sorted(set(estimator_params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise HyperparameterError(f"unknown estimator parameter(s) {unknown}; allowed: {list(DEFAULT_PARAMS)}")
-    splits = {"train": train_df, "validation": validation_df, "test": test_df}
-    for name, frame in splits.items():
-        if len(frame) == 0:
-            raise TrainingDataError(f"the {name} split has no rows")
-
-    y = {name: prepare_target(frame, target, problem_type, name) for name, frame in splits.items()}
-    candidates = [str(c) for c in train_df.columns if c != target]
+def _feature_roles(
+    train_df: pd.DataFrame, target: str, roles: dict[str, str] | None
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """(feature columns, their roles, columns left out because they have no value in the train split)."""
+    if roles:
+        candidates = [str(c) for c in roles if c != target]
+        absent = [c for c in candidates if c not in train_df.columns]
+        if absent:
+            raise TrainingDataError(f"columns.json names column(s) {absent} the train split does not have")
+    else:
+        candidates = [str(c) for c in train_df.columns if c != target]
     # A column with no value in the train split carries nothing to learn; SimpleImputer would drop it
     # anyway (and warn on every prediction), so it is left out of the model and need not be sent to it.
     empty_columns = [c for c in candidates if train_df[c].isna().all()]
@@ -430,62 +259,107 @@ def train(
             f"the train split has no usable feature columns besides the target {target!r}"
             + (f" (all missing: {empty_columns})" if empty_columns else "")
         )
-    kinds = feature_kinds(train_df, feature_columns)
+    kinds = {c: roles[c] for c in feature_columns} if roles else feature_kinds(train_df, feature_columns)
+    return feature_columns, kinds, empty_columns
+
+
+def _check_labels(y: dict[str, np.ndarray], target: str, problem_type: str) -> None:
+    if problem_type == "regression":
+        return
+    train_labels = sorted(set(y["train"].tolist()))
+    if len(train_labels) < 2:
+        raise TrainingDataError(
+            f"classification needs at least 2 classes in the train split; target {target!r} has only {train_labels}"
+        )
+    labels = sorted(set(y["train"].tolist()) | set(y["validation"].tolist()))
+    if problem_type == "binary_classification" and len(labels) != 2:
+        raise TrainingDataError(
+            f"binary_classification needs exactly 2 classes in train+validation; target {target!r} has "
+            f"{len(labels)}: {labels[:10]}"
+        )
+    check_classes(np.concatenate([y["train"], y["validation"]]), target)
+
+
+def _metrics_line(name: str, metrics: dict[str, float]) -> str:
+    # The line hyperparameter tuning's metric regexes read: "validation metrics: f1_macro=0.91230, ...".
+    return f"{name} metrics: " + ", ".join(f"{k}={v:.5f}" for k, v in metrics.items())
+
+
+def train(
+    train_df: pd.DataFrame,
+    validation_df: pd.DataFrame,
+    test_df: pd.DataFrame,
+    *,
+    target: str,
+    problem_type: str,
+    seed: int = DEFAULT_SEED,
+    params: dict[str, Any] | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
+    roles: dict[str, str] | None = None,
+) -> TrainingOutcome:
+    """Choose and fit a model on train+validation (see ``stepml_tabular.estimators``), predict test."""
+    if problem_type not in PROBLEM_TYPES:
+        raise HyperparameterError(f"problem_type={problem_type!r} must be one of {', '.join(PROBLEM_TYPES)}")
+    estimator_params = check_params(algorithm, problem_type, dict(params or {}))
+    splits = {"train": train_df, "validation": validation_df, "test": test_df}
+    for name, frame in splits.items():
+        if len(frame) == 0:
+            raise TrainingDataError(f"the {name} split has no rows")
+
+    y = {name: prepare_target(frame, target, problem_type, name) for name, frame in splits.items()}
+    feature_columns, kinds, empty_columns = _feature_roles(train_df, target, roles)
+    counts = {role: sum(k == role for k in kinds.values()) for role in sorted(set(kinds.values()))}
     _log(
-        f"problem_type={problem_type} target={target!r} rows train={len(train_df)} "
+        f"problem_type={problem_type} target={target!r} algorithm={algorithm} rows train={len(train_df)} "
         f"validation={len(validation_df)} test={len(test_df)} features={len(feature_columns)} "
-        f"(numeric={sum(k == 'numeric' for k in kinds.values())}, "
-        f"categorical={sum(k == 'categorical' for k in kinds.values())})"
+        f"({', '.join(f'{role}={n}' for role, n in counts.items())})"
     )
-
     x = {name: prepare_features(frame, feature_columns, kinds, name) for name, frame in splits.items()}
+    _check_labels(y, target, problem_type)
 
-    class_labels: list[str] = []
-    if problem_type != "regression":
-        class_labels = sorted(set(y["train"].tolist()))
-        if len(class_labels) < 2:
-            raise TrainingDataError(
-                f"classification needs at least 2 classes in the train split; target {target!r} has only {class_labels}"
-            )
-        if problem_type == "binary_classification" and len(class_labels) != 2:
-            raise TrainingDataError(
-                f"binary_classification needs exactly 2 classes in the train split; target {target!r} has "
-                f"{len(class_labels)}: {class_labels[:10]}"
-            )
-
-    pipeline = build_pipeline(kinds, problem_type, seed, estimator_params, n_train=len(train_df))
-    with _openmp_threads(len(train_df)):
-        pipeline.fit(x["train"], y["train"])
+    x_all = pd.concat([x["train"], x["validation"]], ignore_index=True)
+    y_all = np.concatenate([y["train"], y["validation"]])
+    with _openmp_threads(len(x_all)):
+        selection = select(x_all, y_all, len(x["train"]), kinds, problem_type, algorithm, estimator_params, seed)
+        pipeline = refit(x_all, y_all, kinds, problem_type, selection.chosen, estimator_params, seed)
+    chosen = selection.chosen
+    _log(f"selection: {selection.reason}; {chosen.detail}")
+    for note in selection.notes:
+        _log(f"note: {note}")
     model = pipeline.named_steps["model"]
-    _log(f"fitted {type(model).__name__} with {model.n_iter_} iteration(s), params={estimator_params}")
-    if class_labels:
-        class_labels = [str(c) for c in model.classes_]
+    class_labels = [str(c) for c in model.classes_] if problem_type != "regression" else []
 
     scores: dict[str, dict[str, float]] = {}
-    test_predictions = pd.DataFrame()
-    for name in ("validation", "test"):
-        with _openmp_threads(len(x[name])):
-            y_pred = pipeline.predict(x[name])
-            proba = pipeline.predict_proba(x[name]) if class_labels else None
-        scores[name] = compute_metrics(problem_type, y[name], y_pred, proba, class_labels)
-        _check_finite(scores[name], name, len(x[name]))
-        _log(f"{name} metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in scores[name].items()))
-        if name == "test":
-            columns: dict[str, Any] = {"y_true": y[name], "y_pred": y_pred}
-            if proba is not None:
-                for index, label in enumerate(class_labels):
-                    columns[f"proba_{label}"] = proba[:, index]
-            test_predictions = pd.DataFrame(columns)
+    scored_y = y_all[selection.folds.scored]
+    scores["validation"] = compute_metrics(problem_type, scored_y, chosen.predictions, chosen.proba, class_labels)
+    check_finite(scores["validation"], "validation", len(scored_y))
+    _log(_metrics_line("validation", scores["validation"]))
+    with _openmp_threads(len(x["test"])):
+        y_pred = pipeline.predict(x["test"])
+        proba = pipeline.predict_proba(x["test"]) if class_labels else None
+    scores["test"] = compute_metrics(problem_type, y["test"], y_pred, proba, class_labels)
+    check_finite(scores["test"], "test", len(x["test"]))
+    _log(_metrics_line("test", scores["test"]))
+    columns: dict[str, Any] = {"y_true": y["test"], "y_pred": y_pred}
+    if proba is not None:
+        for index, label in enumerate(class_labels):
+            columns[f"proba_{label}"] = proba[:, index]
 
-    metrics = {
+    chosen_params = dict(chosen.settings)
+    if chosen.family == "gradient-boosting":
+        chosen_params = {**{k: estimator_params[k] for k in BOOSTING_DEFAULTS}, **chosen.settings}
+    metrics: dict[str, Any] = {
         "problem_type": problem_type,
         "primary_metric": PRIMARY_METRIC[problem_type],
         "validation": scores["validation"],
         "test": scores["test"],
+        "selection": selection.report(problem_type),
         "n_train": len(train_df),
         "n_validation": len(validation_df),
         "n_test": len(test_df),
     }
+    if selection.notes:
+        metrics["notes"] = selection.notes
     bundle = {
         "format": BUNDLE_FORMAT,
         "pipeline": pipeline,
@@ -496,10 +370,13 @@ def train(
         "class_labels": class_labels,
         "ignored_columns": empty_columns,
         "seed": seed,
+        "algorithm": chosen.family,
+        "requested_algorithm": algorithm,
         "params": estimator_params,
+        "chosen_params": chosen_params,
         "sklearn_version": sklearn.__version__,
     }
-    return TrainingOutcome(bundle=bundle, metrics=metrics, test_predictions=test_predictions)
+    return TrainingOutcome(bundle=bundle, metrics=metrics, test_predictions=pd.DataFrame(columns))
 
 
 # --- script mode -------------------------------------------------------------------------------------
@@ -510,12 +387,18 @@ def _env_dir(name: str, default: str) -> Path:
     return Path(os.environ.get(name) or default)
 
 
-def read_channel(name: str) -> pd.DataFrame:
-    """The one CSV in channel ``name`` (``SM_CHANNEL_<NAME>``, default /opt/ml/input/data/<name>)."""
+def channel_dir(name: str) -> Path:
+    """Channel ``name``'s directory (``SM_CHANNEL_<NAME>``, default /opt/ml/input/data/<name>)."""
     variable = f"SM_CHANNEL_{name.upper()}"
     directory = _env_dir(variable, f"/opt/ml/input/data/{name}")
     if not directory.is_dir():
         raise TrainingDataError(f"channel {name!r}: directory {directory} ({variable}) does not exist")
+    return directory
+
+
+def read_channel(name: str, roles: dict[str, str] | None = None) -> pd.DataFrame:
+    """The one CSV in channel ``name``; with roles, non-numeric columns are read as the text written."""
+    directory = channel_dir(name)
     files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
     csvs = [p for p in files if p.suffix.lower() == ".csv"]
     if len(csvs) != 1:
@@ -524,7 +407,7 @@ def read_channel(name: str) -> pd.DataFrame:
             f"{[p.name for p in csvs] or 'none'} (all files: {[p.name for p in files]})"
         )
     try:
-        frame = pd.read_csv(csvs[0])
+        frame = read_csv_by_roles(csvs[0], roles)
     except (ValueError, UnicodeDecodeError) as exc:  # EmptyDataError and ParserError are ValueErrors
         raise TrainingDataError(f"channel {name!r}: cannot read {csvs[0].name} as CSV: {exc}") from exc
     _log(f"channel {name}: {csvs[0].name} {frame.shape[0]} rows x {frame.shape[1]} columns")
@@ -559,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli = parse_cli_hyperparameters(sys.argv[1:] if argv is None else list(argv))
         hps = validate_hyperparameters(merge_hyperparameters(cli, os.environ.get("SM_HPS")))
-        frames = {name: read_channel(name) for name in CHANNELS}
+        columns = read_columns_file(channel_dir("train"))
+        roles: dict[str, str] | None = columns["roles"] if columns else None
+        _log(f"column roles: {roles}" if roles else "no columns.json: columns are numeric or categorical by dtype")
+        frames = {name: read_channel(name, roles) for name in CHANNELS}
         outcome = train(
             frames["train"],
             frames["validation"],
@@ -568,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             problem_type=hps.problem_type,
             seed=hps.seed,
             params=hps.params,
+            algorithm=hps.algorithm,
+            roles=roles,
         )
         model_dir = _env_dir("SM_MODEL_DIR", "/opt/ml/model")
         output_data_dir = _env_dir("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")

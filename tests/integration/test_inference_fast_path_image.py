@@ -44,7 +44,9 @@ cases = {
 }
 report = {}
 for name, (frame, problem_type) in cases.items():
-    outcome = train.train(frame, frame, frame, target="target", problem_type=problem_type, seed=0)
+    outcome = train.train(
+        frame, frame, frame, target="target", problem_type=problem_type, seed=0, algorithm="gradient-boosting"
+    )
     directory = tempfile.mkdtemp()
     train.write_outputs(outcome, __import__("pathlib").Path(directory), __import__("pathlib").Path(directory))
     bundle = inference.model_fn(directory)

@@ -17,6 +17,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.model_selection import train_test_split
+from stepml_tabular import estimators, fast_path
 
 from training import inference, train
 
@@ -83,7 +84,9 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     with the frame's held-out rows as records."""
     frame, target, problem_type = dataset(request.param)
     tr, val, test = split3(frame)
-    outcome = train.train(tr, val, test, target=target, problem_type=problem_type, seed=0)
+    outcome = train.train(
+        tr, val, test, target=target, problem_type=problem_type, seed=0, algorithm="gradient-boosting"
+    )
     directory = tmp_path_factory.mktemp(request.param)
     train.write_outputs(outcome, directory, directory)
     bundle = inference.model_fn(str(directory))
@@ -134,8 +137,8 @@ def test_one_row_at_a_time_equals_the_pipeline(served: dict[str, Any]) -> None:
 def test_batches_equal_the_pipeline_on_both_sides_of_the_size_limit(served: dict[str, Any]) -> None:
     bundle = served["bundle"]
     records = awkward_records(bundle, served["records"])
-    records = (records * (1 + 3 * inference.FOREST_MAX_ROWS // len(records)))[: 3 * inference.FOREST_MAX_ROWS]
-    for size in (inference.FOREST_MAX_ROWS, inference.FOREST_MAX_ROWS + 1, len(records)):
+    records = (records * (1 + 3 * fast_path.FOREST_MAX_ROWS // len(records)))[: 3 * fast_path.FOREST_MAX_ROWS]
+    for size in (fast_path.FOREST_MAX_ROWS, fast_path.FOREST_MAX_ROWS + 1, len(records)):
         assert inference.predict_records(bundle, records[:size]) == pipeline_predictions(bundle, records[:size])
 
 
@@ -144,7 +147,7 @@ def test_raw_scores_are_the_estimators_bit_for_bit(served: dict[str, Any]) -> No
     the same floats, so the leaves are summed in scikit-learn's order."""
     bundle = served["bundle"]
     plan = bundle["_fast_plan"]
-    rows = inference._rows(plan, awkward_records(bundle, served["records"]))
+    rows = fast_path.plan_rows(plan, awkward_records(bundle, served["records"]))
     estimator = plan.estimator
     raw = plan.forest.raw_predict(rows)
     if bundle["problem_type"] == "regression":
@@ -160,7 +163,7 @@ def test_values_on_and_next_to_every_threshold(served: dict[str, Any]) -> None:
     bundle = served["bundle"]
     plan = bundle["_fast_plan"]
     estimator = plan.estimator
-    base = inference._rows(plan, served["records"])
+    base = fast_path.plan_rows(plan, served["records"])
     rows: list[np.ndarray] = []
     for iteration in estimator._predictors:
         for predictor in iteration:
@@ -183,13 +186,13 @@ def test_the_containers_csv_and_json_requests_take_the_fast_path(
     records = awkward_records(bundle, served["records"])
     expected = pipeline_predictions(bundle, records)
     walked: list[int] = []
-    walk = inference._Forest.predict
+    walk = fast_path.Forest.predict
 
     def counted(forest: Any, rows: np.ndarray) -> np.ndarray:
         walked.append(len(rows))
         return walk(forest, rows)
 
-    monkeypatch.setattr(inference._Forest, "predict", counted)
+    monkeypatch.setattr(fast_path.Forest, "predict", counted)
     # Both print floats in their shortest round-trip form, so the service reads back the same floats
     # (pandas' to_json would round to 10 digits).
     csv_body = pd.DataFrame(records, columns=bundle["feature_columns"]).to_csv(index=False)
@@ -213,7 +216,7 @@ def test_missing_values_seen_in_training_follow_the_learned_side(estimator_class
     # regression: the (complete) mean texture, which feature 1 holds where it is not missing
     y = data.target if estimator_class is HistGradientBoostingClassifier else data.data[:, 1]
     estimator = estimator_class(max_iter=30, random_state=0).fit(x, y)
-    forest = inference._build_forest(estimator, x.shape[1])
+    forest = fast_path.build_forest(estimator, x.shape[1])
     assert forest is not None
     assert forest.missing_left.any() and not forest.missing_left.all()  # both sides occur
     assert np.array_equal(forest.predict(x), estimator.predict(x))
@@ -227,7 +230,7 @@ def test_native_categorical_features_keep_scikit_learns_predict() -> None:
     frame, target, problem_type = dataset("mixed_churn")
     tr, _, test = split3(frame)
     kinds = train.feature_kinds(tr, [c for c in tr.columns if c != target])
-    pipeline = train.build_pipeline(kinds, problem_type, 0, train.DEFAULT_PARAMS, n_train=len(tr))
+    pipeline = estimators.build_pipeline(kinds, "gradient-boosting", problem_type, 0, train.DEFAULT_PARAMS, len(tr))
     # The ColumnTransformer puts the numeric features first: the first one-hot column comes after them.
     first_one_hot = sum(kind == "numeric" for kind in kinds.values())
     pipeline.set_params(model__categorical_features=[first_one_hot])
@@ -243,8 +246,8 @@ def test_native_categorical_features_keep_scikit_learns_predict() -> None:
     }
     estimator = pipeline.named_steps["model"]
     assert estimator.is_categorical_ is not None and estimator.is_categorical_.any()
-    assert inference._build_forest(estimator, 100) is None
-    plan = inference._build_plan(bundle)
+    assert fast_path.build_forest(estimator, 100) is None
+    plan = fast_path.build_plan(bundle)
     assert plan is not None and plan.forest is None
     bundle["_fast_plan"] = plan
     records = test[features].to_dict("records")
@@ -258,9 +261,11 @@ def test_a_walk_that_disagrees_is_not_used(tmp_path: Path, monkeypatch: pytest.M
     """The check at load catches a walk one float off on one threshold (the first tree's root, which every
     row passes), and the model is then served by scikit-learn, still correctly."""
     frame, target, problem_type = dataset("breast_cancer")
-    outcome = train.train(*split3(frame), target=target, problem_type=problem_type, seed=0)
+    outcome = train.train(
+        *split3(frame), target=target, problem_type=problem_type, seed=0, algorithm="gradient-boosting"
+    )
     train.write_outputs(outcome, tmp_path, tmp_path)
-    build = inference._build_forest
+    build = fast_path.build_forest
 
     def off_by_one_float(estimator: Any, width: int) -> Any:
         forest = build(estimator, width)
@@ -268,14 +273,14 @@ def test_a_walk_that_disagrees_is_not_used(tmp_path: Path, monkeypatch: pytest.M
         forest.threshold[forest.roots[0]] = np.nextafter(forest.threshold[forest.roots[0]], -np.inf)
         return forest
 
-    monkeypatch.setattr(inference, "_build_forest", off_by_one_float)
+    monkeypatch.setattr(fast_path, "build_forest", off_by_one_float)
     bundle = inference.model_fn(str(tmp_path))
     plan = bundle["_fast_plan"]
     assert plan is not None and plan.forest is None
     records = frame.drop(columns=target).head(20).to_dict("records")
     assert inference.predict_records(bundle, records) == pipeline_predictions(bundle, records)
 
-    monkeypatch.setattr(inference, "_build_forest", build)
+    monkeypatch.setattr(fast_path, "build_forest", build)
     assert inference.model_fn(str(tmp_path))["_fast_plan"].forest is not None  # the intact walk passes
 
 
@@ -284,17 +289,17 @@ def test_small_batches_walk_the_trees_and_large_ones_use_the_estimator(
 ) -> None:
     bundle = served["bundle"]
     calls: list[int] = []
-    walk = inference._Forest.predict
+    walk = fast_path.Forest.predict
 
     def counted(forest: Any, rows: np.ndarray) -> np.ndarray:
         calls.append(len(rows))
         return walk(forest, rows)
 
-    monkeypatch.setattr(inference._Forest, "predict", counted)
-    records = (served["records"] * (2 + inference.FOREST_MAX_ROWS // len(served["records"])))[
-        : inference.FOREST_MAX_ROWS + 1
+    monkeypatch.setattr(fast_path.Forest, "predict", counted)
+    records = (served["records"] * (2 + fast_path.FOREST_MAX_ROWS // len(served["records"])))[
+        : fast_path.FOREST_MAX_ROWS + 1
     ]
     inference.predict_records(bundle, records[:1])
-    inference.predict_records(bundle, records[: inference.FOREST_MAX_ROWS])
+    inference.predict_records(bundle, records[: fast_path.FOREST_MAX_ROWS])
     inference.predict_records(bundle, records)
-    assert calls == [1, inference.FOREST_MAX_ROWS]
+    assert calls == [1, fast_path.FOREST_MAX_ROWS]

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.model_selection import train_test_split
+from stepml_tabular import fast_path
 
 from training import inference, train
 
@@ -374,7 +375,11 @@ def test_script_mode_subprocess(sm_env: dict[str, Path]) -> None:
 def synthetic_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The synthetic model saved and loaded back through model_fn, as the serving container does."""
     outcome = train.train(
-        *split3(synthetic_frame(), stratify="label"), target="label", problem_type="binary_classification", seed=0
+        *split3(synthetic_frame(), stratify="label"),
+        target="label",
+        problem_type="binary_classification",
+        seed=0,
+        algorithm="gradient-boosting",
     )
     directory = tmp_path_factory.mktemp("model")
     train.write_outputs(outcome, directory, directory)
@@ -455,7 +460,7 @@ def test_fast_path_matches_the_pipeline(synthetic_bundle: dict[str, Any]) -> Non
 
     assert inference.predict_records(synthetic_bundle, records) == expected
     plan = synthetic_bundle["_fast_plan"]
-    assert np.allclose(plan.estimator.predict_proba(inference._rows(plan, records)), expected_proba)
+    assert np.allclose(plan.estimator.predict_proba(fast_path.plan_rows(plan, records)), expected_proba)
     slow_bundle = {**synthetic_bundle, "_fast_plan": None}
     assert inference.predict_records(slow_bundle, records) == expected
 
@@ -474,13 +479,18 @@ def test_fast_path_with_many_categories_and_an_empty_column() -> None:
         }
     )
     outcome = train.train(
-        *split3(frame), target="y", problem_type="binary_classification", seed=0, params={"max_iter": 10}
+        *split3(frame),
+        target="y",
+        problem_type="binary_classification",
+        seed=0,
+        params={"max_iter": 10},
+        algorithm="gradient-boosting",
     )
     bundle = dict(outcome.bundle)
     assert bundle["feature_columns"] == ["code", "x"]
     assert bundle["ignored_columns"] == ["empty"]
     records = [*frame.drop(columns="y").head(50).to_dict("records"), {"code": "zzz", "x": 0.1}]
-    plan = inference._build_plan(bundle)
+    plan = fast_path.build_plan(bundle)
     assert plan is not None
     encoder = bundle["pipeline"].named_steps["preprocess"].named_transformers_["categorical"]["onehot"]
     assert encoder.infrequent_categories_[0] is not None  # the grouping this test is about happened
@@ -490,8 +500,9 @@ def test_fast_path_with_many_categories_and_an_empty_column() -> None:
 
 def test_value_encoding_is_the_same_in_training_and_serving() -> None:
     values = [None, np.nan, pd.NA, 1, 1.0, 2.5, np.float32(3.0), True, np.bool_(False), "a", "1.0", 0, -0.0]
-    trained = [train._as_label(v) for v in values]
-    served = [inference._as_label(v) for v in values]
-    assert [str(v) for v in trained] == [str(v) for v in served]
+    frame = pd.DataFrame({"c": pd.Series(values, dtype=object)})
+    trained = train.prepare_features(frame, ["c"], {"c": "categorical"}, "train")["c"].tolist()
+    served = inference._prepare_frame(frame, {"feature_columns": ["c"], "feature_kinds": {"c": "categorical"}})
+    assert [str(v) for v in trained] == [str(v) for v in served["c"].tolist()]
     assert trained[4] == "1"
     assert trained[7] == "True"

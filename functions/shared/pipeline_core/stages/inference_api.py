@@ -14,9 +14,9 @@ path does not read DynamoDB per request and a newly registered version is served
 
 Rows are checked before the endpoint is called, so a client gets one 400 naming every bad row and field
 rather than the container's first error: the registry record gives the feature columns; the feature
-kinds (numeric or categorical) come from ``metadata.json`` inside the model artifact (train.py writes it
-next to model.joblib), read once per artifact (artifacts are immutable). If the artifact cannot be read,
-only the columns are checked and the endpoint's own checks remain.
+kinds (numeric, categorical, boolean, datetime, text) come from ``metadata.json`` inside the model artifact
+(train.py writes it next to model.joblib), read once per artifact (artifacts are immutable). If the artifact
+cannot be read, only the columns are checked and the endpoint's own checks remain.
 
 Status codes: 400 invalid rows or body (every problem listed in ``errors``), 413 too many rows or bytes,
 415 a body that is not JSON,
@@ -63,7 +63,9 @@ DEFAULT_REGISTRY_CACHE_SECONDS = 5.0
 # A response lists at most this many problems; the message says how many there were in all.
 MAX_LISTED_ERRORS = 50
 
-FeatureKind = Literal["numeric", "categorical"]
+# The feature roles train.py writes as feature_kinds (docs: column roles); only numeric ones are type-checked here,
+# the others take a string, number, boolean or null and the model converts them as in training.
+FeatureKind = Literal["numeric", "categorical", "boolean", "datetime", "text"]
 FeatureValue = float | int | str | bool | None
 
 
@@ -80,8 +82,9 @@ class PredictRequest(BaseModel):
         max_length=MAX_ROWS,
         description=(
             f"1 to {MAX_ROWS} rows. Each row carries every feature column of the served model (GET /model); "
-            "numeric features take a JSON number or null (missing, imputed like in training), categorical "
-            "ones a string, number, boolean or null. Fields that are not features are ignored."
+            "numeric features take a JSON number or null (missing, imputed like in training); categorical, "
+            "boolean, datetime (ISO 8601 text) and text ones a string, number, boolean or null. Fields that "
+            "are not features are ignored."
         ),
         examples=[[{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]],
     )
@@ -105,7 +108,10 @@ class ServedModel(RegistryRecord):
 
     feature_kinds: dict[str, FeatureKind] = Field(
         default_factory=dict,
-        description="numeric or categorical per feature column (empty if the artifact could not be read).",
+        description=(
+            "numeric, categorical, boolean, datetime or text per feature column (empty if the artifact could "
+            "not be read)."
+        ),
     )
 
 
