@@ -67,8 +67,13 @@ unit: $(STAMP)
 integration: $(STAMP) $(NOTEBOOK_STAMP) $(SM_SKLEARN_STAMP) $(AWSCLI)
 	$(BIN)/python -m pytest -q tests/integration
 
+# The bench extra (pinned packages that ship the public datasets) is installed once per pyproject.toml change.
+# `make bench QUALITY=1` also exports them and runs the model-quality benchmark on them (tens of minutes).
 bench: $(STAMP)
+	test $(VENV)/.bench-installed -nt pyproject.toml || { $(BIN)/python -m pip install --quiet -e ".[dev,bench]" && touch $(VENV)/.bench-installed; }
 	$(BIN)/python -m benchmarks.run_all
+	if [ -n "$(QUALITY)" ]; then $(BIN)/python -m benchmarks.public_datasets --out .stepml/public-datasets && \
+	  $(BIN)/python -m benchmarks.model_quality --data-dir .stepml/public-datasets --spec .stepml/public-datasets/spec.json; fi
 
 clean:
 	rm -rf $(VENV) .stepml .pytest_cache .mypy_cache .ruff_cache
