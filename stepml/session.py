@@ -69,6 +69,8 @@ class RunOutcome:
     report_uri: str | None = None
     report_path: str | None = None
     gate_reason: str | None = None
+    model_choice: str | None = None  # which model the trainer kept and why (Evaluate's model_choice)
+    trainer_notes: list[str] = field(default_factory=list)
     problem_type: str | None = None
     problem_type_note: str | None = None
     registry_record: dict[str, Any] | None = None
@@ -95,6 +97,8 @@ class RunOutcome:
             "report_path": self.report_path,
             "registry": self.registry_record,
             "tuning": self.tuning,
+            "model_choice": self.model_choice,
+            "trainer_notes": self.trainer_notes,
             "columns": self.columns,
             "dropped_rows": self.dropped_rows,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -176,6 +180,8 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
     outcome.evaluation_uri = evaluation.get("evaluation_uri")
     outcome.report_uri = evaluation.get("report_uri")
     outcome.gate_reason = evaluation.get("reason")
+    outcome.model_choice = evaluation.get("model_choice")
+    outcome.trainer_notes = list(evaluation.get("trainer_notes") or [])
     outcome.problem_type = data.get("problem_type")
     outcome.tuning = output.get("tuning")
     outcome.columns = column_roles(data, output.get("prep") or {})
@@ -242,6 +248,10 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     print(f"Dropped     {sum(outcome.dropped_rows.values())} rows" + (f": {dropped}" if dropped else ""), file=out)
     status = outcome.registry_status or "?"
     print(f"Model       {outcome.model_name} v{outcome.model_version} ({status})", file=out)
+    if outcome.model_choice:
+        print(f"Trainer     {outcome.model_choice}", file=out)
+    for note in outcome.trainer_notes:
+        print(f"Note        {note}", file=out)
     if outcome.gate_reason:
         print(f"Gate        {outcome.gate_reason}", file=out)
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))

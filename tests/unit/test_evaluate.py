@@ -427,6 +427,30 @@ def test_the_gate_metrics_are_computed_from_the_predictions_whatever_metrics_jso
     assert document["validation_metrics"] == {} and document["trainer_test_metrics"] is None
 
 
+def test_the_trainers_model_choice_and_notes_reach_the_result_and_the_report(aws: FakeAws) -> None:
+    """metrics.json's selection reason and notes (e.g. that a constant model is all the data supports) are
+    shown to the user, not left in the training job's output; a retried Evaluate returns them too."""
+    run = trained("iris")
+    document = {
+        **run.metrics,
+        "selection": {"reason": "linear scored f1_macro=0.9500 vs gradient-boosting 0.9400 by 5-fold CV"},
+        "notes": ["a constant model is all the data supports: ...", 7],
+    }
+    files = {**output_files(run), "metrics.json": json.dumps(document).encode()}
+    state = state_for(aws, run, model_name="iris", job="stepml-iris-notes", files=files)
+
+    result = run_evaluate(aws, state)
+
+    assert result.model_choice == "linear scored f1_macro=0.9500 vs gradient-boosting 0.9400 by 5-fold CV"
+    assert result.trainer_notes == ["a constant model is all the data supports: ..."]  # text only
+    report = aws.get("models/stepml-iris-notes/evaluation/report.html").decode()
+    assert "linear scored f1_macro=0.9500" in report and "a constant model is all the data supports" in report
+    assert run_evaluate(aws, state) == result
+    silent = state_for(aws, run, model_name="iris", job="stepml-iris-silent",
+                       files={"test_predictions.csv": files["test_predictions.csv"]})  # fmt: skip
+    assert (run_evaluate(aws, silent).model_choice, run_evaluate(aws, silent).trainer_notes) == (None, [])
+
+
 def test_bad_training_output_is_an_evaluation_error_naming_what_is_wrong(aws: FakeAws) -> None:
     iris, diabetes = trained("iris"), trained("diabetes")
     short = {

@@ -164,9 +164,14 @@ def test_the_summary_shows_each_columns_role_and_the_rows_dropped() -> None:
     )
     outcome = RunOutcome("arn", "SUCCEEDED", 1.0, model_name="iris-species", model_version=1, columns=columns)
     outcome.dropped_rows = {"empty target": 3, "rare class (dropped)": 2}
+    outcome.model_choice = "linear scored r2=0.0100 vs gradient-boosting -0.0200 by 5-fold CV"
+    outcome.trainer_notes = ["a constant model is all the data supports: linear scored r2=0.0100"]
     out = io.StringIO()
     print_summary(outcome, out)
+    assert "Trainer     linear scored r2=0.0100 vs gradient-boosting" in out.getvalue()
+    assert "Note        a constant model is all the data supports" in out.getvalue()
     assert "Columns     2 used: sepal_length numeric" in out.getvalue()
     assert "Dropped     5 rows: empty target 3, rare class (dropped) 2" in out.getvalue()
     as_json = outcome.to_json()
     assert as_json["columns"] == columns and as_json["dropped_rows"] == outcome.dropped_rows
+    assert as_json["trainer_notes"] == outcome.trainer_notes and as_json["model_choice"] == outcome.model_choice

@@ -249,6 +249,10 @@ class EvaluationResult(Contract):
     report_uri: str
     # None for a result of an older Evaluate
     lineage: CodeLineage | None = None
+    # what the trainer said of its model (metrics.json): which model it chose and why, and notes such as
+    # "a constant model is all the data supports"; empty when a trainer says nothing
+    model_choice: str | None = None
+    trainer_notes: list[str] = Field(default_factory=list)
 
 
 class DeployLeaseResult(Contract):

@@ -245,6 +245,16 @@ def residual_summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]
     }
 
 
+def trainer_findings(metrics: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """What a trainer's metrics.json says of its model: the model choice's reason (``selection.reason``) and
+    its ``notes``; anything not text is left out (the file is the trainer's, any trainer's)."""
+    selection = metrics.get("selection")
+    reason = selection.get("reason") if isinstance(selection, dict) else None
+    notes = metrics.get("notes")
+    kept = [note for note in notes if isinstance(note, str)] if isinstance(notes, list) else []
+    return (reason if isinstance(reason, str) else None), kept
+
+
 def _int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
@@ -264,6 +274,8 @@ def earlier_result(store: ObjectStore, evaluation_uri: str, run_id: str, job: st
             evaluation_uri=evaluation_uri,
             report_uri=document["report_uri"],
             lineage=CodeLineage.model_validate(lineage) if lineage else None,
+            model_choice=document.get("model_choice"),
+            trainer_notes=document.get("trainer_notes") or [],
         )
     except DatasetNotFoundError:
         return None
@@ -296,6 +308,7 @@ def evaluate(
         ) from error
     raw_metrics, predictions_csv = read_training_output(archive, source)
     trainer_metrics = raw_metrics or {}
+    model_choice, trainer_notes = trainer_findings(trainer_metrics)
 
     problem_type = data.problem_type
     primary = PRIMARY_METRIC[problem_type]
@@ -377,6 +390,9 @@ def evaluate(
         "validation_metrics": validation_metrics,
         # the gate's metrics are computed here; the trainer's own test figures, if it wrote any, for comparison
         "trainer_test_metrics": trainer_metrics.get("test") if isinstance(trainer_metrics.get("test"), dict) else None,
+        "model_choice": model_choice,
+        "trainer_notes": trainer_notes,
+        "selection": trainer_metrics.get("selection") if isinstance(trainer_metrics.get("selection"), dict) else None,
         "gate": gate.result_fields(),
         **analysis,
         "report_uri": report_uri,
@@ -400,6 +416,8 @@ def evaluate(
             + (f", version {lineage.code_version_id})" if lineage.code_version_id else ")"),
         ),
         ("image", training.image or "not recorded"),
+        ("model choice", model_choice or "not reported by the trainer"),
+        *(("note", note) for note in trainer_notes),
     ]
     html = render_report(
         ReportInput(
@@ -425,4 +443,6 @@ def evaluate(
         evaluation_uri=evaluation_uri,
         report_uri=report_uri,
         lineage=lineage,
+        model_choice=model_choice,
+        trainer_notes=trainer_notes,
     )
