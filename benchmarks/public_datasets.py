@@ -34,6 +34,8 @@ class Public:
     load: Callable[[], pd.DataFrame]
     targets: tuple[tuple[str, str], ...]
     note: str
+    # more runs of the file with more `stepml run` arguments: (target, problem type, args)
+    variants: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 def _vega(name: str) -> Callable[[], pd.DataFrame]:
@@ -173,6 +175,7 @@ DATASETS = [
         (("state", MULTI),),
         "US airports: an IATA code (one per row), name and city as text, the state from latitude/longitude; "
         "56 classes, some with 1-3 rows",
+        (("state", MULTI, ("--rare-classes", "drop")),),  # the default stops on DC and GU (1 row each)
     ),
 ]
 
@@ -192,15 +195,17 @@ def export(out: Path) -> list[dict[str, object]]:
         frame = dataset.load()
         file = f"{dataset.name}.csv"
         frame.to_csv(out / file, index=False)
-        for target, problem_type in dataset.targets:
+        runs = [(t, p, ()) for t, p in dataset.targets] + list(dataset.variants)
+        for target, problem_type, args in runs:
             if target not in frame.columns:
                 raise SystemExit(f"{dataset.name}: no column {target} in {list(frame.columns)}")
             spec.append(
                 {
-                    "name": dataset.name,
+                    "name": f"{dataset.name} ({' '.join(args)})" if args else dataset.name,
                     "file": file,
                     "target": target,
                     "problem_type": problem_type,
+                    "args": list(args),
                     # model_quality reads name/file/target/problem_type; the rest documents the source
                     "source": f"{dataset.package}=={installed[dataset.package]}",
                     "rows": len(frame),
@@ -219,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for dataset in DATASETS:
-            for target, problem_type in dataset.targets:
-                print(f"{dataset.name}\t{target}\t{problem_type}\t{dataset.package}\t{dataset.note}")
+            for target, problem_type, extra in [(t, p, ()) for t, p in dataset.targets] + list(dataset.variants):
+                print(f"{dataset.name}\t{target}\t{problem_type}\t{' '.join(extra)}\t{dataset.package}\t{dataset.note}")
         return 0
     spec = export(args.out)
     print(f"{len(spec)} cases from {len(DATASETS)} files in {args.out}; {versions()}")
