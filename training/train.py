@@ -64,7 +64,7 @@ from stepml_tabular.estimators import (  # noqa: E402
     check_classes,
     check_params,
     parse_number,
-    refit,
+    refit_checked,
     select,
 )
 from stepml_tabular.metrics import PRIMARY_METRIC, PROBLEM_TYPES, check_finite, compute_metrics  # noqa: E402
@@ -321,7 +321,7 @@ def train(
     y_all = np.concatenate([y["train"], y["validation"]])
     with _openmp_threads(len(x_all)):
         selection = select(x_all, y_all, len(x["train"]), kinds, problem_type, algorithm, estimator_params, seed)
-        pipeline = refit(x_all, y_all, kinds, problem_type, selection.chosen, estimator_params, seed)
+        pipeline = refit_checked(x_all, y_all, kinds, problem_type, selection, estimator_params, seed)
     chosen = selection.chosen
     _log(f"selection: {selection.reason}; {chosen.detail}")
     for note in selection.notes:

@@ -161,6 +161,32 @@ def test_auto_picks_gradient_boosting_for_a_nonlinear_numeric_target() -> None:
     assert outcome.metrics["validation"]["f1_macro"] == pytest.approx(selection["scores"]["gradient-boosting"])
 
 
+def test_a_refit_that_goes_wrong_is_not_kept() -> None:
+    """A refit scoring its own training rows far below what selection measured held out is a fit gone wrong
+    (HistGradientBoosting diverged so on 54 classes): the next candidate is refit and kept, and a note says so."""
+    rng = np.random.default_rng(6)
+    x = pd.DataFrame({"a": rng.normal(size=200)})
+    y = np.where(x["a"] > 0, "up", "down").astype(object)
+    kinds = {"a": "numeric"}
+    folds = estimators.make_folds(y, 150, "binary_classification", 0)
+    placeholder = np.array(["up"] * len(folds.scored), dtype=object)
+    # one iteration at a negligible learning rate predicts one class for every row: f1_macro about 0.33 in
+    # sample, far below the 0.99 it is said to have scored in selection
+    broken = estimators.Scored("gradient-boosting", {"max_iter": 1, "learning_rate": 1e-9}, 0.99, placeholder, None,
+                               "claims 0.99")  # fmt: skip
+    linear = estimators.Scored("linear", {"C": 1.0}, 0.95, placeholder, None, "0.95")
+    selection = estimators.Selection(broken, [broken, linear], 0.5, folds, "gradient-boosting scored 0.99", [])
+
+    pipeline = estimators.refit_checked(x, y, kinds, "binary_classification", selection, {}, 0)
+
+    assert type(pipeline.named_steps["model"]).__name__ == "LogisticRegression"
+    assert selection.chosen is linear and "linear kept instead" in selection.reason
+    assert selection.notes and selection.notes[0].startswith("gradient-boosting refit on all train+validation rows")
+    healthy = estimators.Selection(linear, [linear, broken], 0.5, folds, "linear scored 0.95", [])
+    estimators.refit_checked(x, y, kinds, "binary_classification", healthy, {}, 0)
+    assert healthy.chosen is linear and healthy.notes == []
+
+
 def test_validation_split_is_used_when_there_is_enough_data() -> None:
     rng = np.random.default_rng(4)
     frame = pd.DataFrame({"x": rng.normal(size=1300)})
