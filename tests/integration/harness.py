@@ -34,6 +34,10 @@ IRIS = (REPO / "data" / "iris.csv").read_bytes()
 POLL_SECONDS = 0.3
 # Executions followed at once: on a 2-core machine more only adds contention (training is CPU-bound).
 MAX_RUNNING = 6
+# Execution-input fields that make a run's model fail the quality gate: the built-in trainer now scores iris
+# f1_macro 1.0 on the test split, so no threshold alone can reject it; a linear model regularised to nothing
+# answers near chance.
+REJECTED_MODEL: dict[str, Any] = {"quality_threshold": 1.0, "trainer": "linear", "hyperparameters": {"C": 1e-6}}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness, load_asl
+from tests.integration.harness import IRIS, REJECTED_MODEL, Finished, Harness, Job, embedded_harness, load_asl
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,6 @@ PERMANENT = "InjectedPermanentError"
 PERMANENT_SNS = "SNS.NotFoundException"
 # ValidateInput accepts thresholds up to 1.0 (a metric cannot exceed it); the data and seed here give
 # f1_macro 0.93 on iris, so 1.0 sends the model to RegisterRejected.
-REJECTING_THRESHOLD = 1.0
 
 CREATE_PATH = [
     "ValidateInput",
@@ -250,7 +249,7 @@ def _run_campaign(h: Harness) -> Campaign:
     creates = _plan_retries(campaign, CREATE_PATH, "create", "retry-create")
     phase_a += [_job(h, name, model, faults) for name, model, faults in creates]
     for name, model, faults in _plan_retries(campaign, REJECTED_PATH, "rejected", "retry-rejected"):
-        phase_a.append(_job(h, name, model, faults, quality_threshold=REJECTING_THRESHOLD))
+        phase_a.append(_job(h, name, model, faults, **REJECTED_MODEL))
     for name, model, faults in _plan_retries(campaign, TUNE_PATH, "tune", "retry-tune"):
         phase_a.append(_job(h, name, model, faults, **TUNING))
 
@@ -268,7 +267,7 @@ def _run_campaign(h: Harness) -> Campaign:
             continue
         extra: dict[str, Any] = {}
         if state == "RegisterRejected":
-            extra["quality_threshold"] = REJECTING_THRESHOLD
+            extra.update(REJECTED_MODEL)
         if state in TUNE_STATES:
             extra.update(TUNING)
         faults = [f"{state}={permanent_error(state)}:1"]

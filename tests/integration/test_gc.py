@@ -13,7 +13,7 @@ import pytest
 
 from stepml.artifacts import StandInRecords, run_footprint
 from stepml.gc import GcPolicy, collect, plan
-from tests.integration.harness import IRIS, Harness, Job, embedded_harness
+from tests.integration.harness import IRIS, REJECTED_MODEL, Harness, Job, embedded_harness
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def h() -> Iterator[Harness]:
 def _job(h: Harness, name: str, threshold: float | None = None) -> Job:
     execution_input: dict[str, Any] = {"dataset": h.upload(f"datasets/{name}/iris.csv", IRIS), "model_name": MODEL}
     if threshold is not None:
-        execution_input["quality_threshold"] = threshold  # no model reaches it: rejected
+        execution_input.update(REJECTED_MODEL, quality_threshold=threshold)  # no model reaches it: rejected
     return Job(name, execution_input)
 
 

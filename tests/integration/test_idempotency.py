@@ -29,7 +29,7 @@ from stepml.cli import main
 from stepml.embedded.faults import FaultPlan, Injection, Throw
 from stepml.embedded.runtime import wait_until
 from tests.integration.conftest import REPO, PipelineRun
-from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness, load_asl
+from tests.integration.harness import IRIS, REJECTED_MODEL, Finished, Harness, Job, embedded_harness, load_asl
 from tests.integration.test_failure_paths import (
     CREATE_PATH,
     REJECTED_PATH,
@@ -63,7 +63,6 @@ EFFECTS = {
 }
 READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint", "DescribeBestTrainingJob"}
 # f1_macro on iris is below 1.0, so this threshold sends the model to RegisterRejected.
-REJECTING_THRESHOLD = 1.0
 
 
 # "after-superseded": its first AcquireDeployLease attempts are told the lease is taken (without running),
@@ -153,7 +152,7 @@ def runs(state_dir: Path) -> Iterator[Runs]:
                 h,
                 "after-rejected",
                 (*after("RegisterRejected"), "Notify=SNS.InternalErrorException:1:after"),
-                quality_threshold=REJECTING_THRESHOLD,
+                **REJECTED_MODEL,
             ),
             # tunes (two training jobs at once), then the tuning job's answer is lost
             _job(h, "after-tune", after("Tune"), tuning={**TUNING["tuning"], "max_trials": 2, "max_parallel": 2}),

@@ -203,6 +203,9 @@ def test_create_training_job_runs_the_real_train_py_on_iris(aws: FakeAws, store:
         "TrainingJobName": f"stepml-{run}",
         "TrainingJobStatus": "Completed",
         "ModelArtifacts": f"s3://{aws.bucket}/{model_key}",
+        # kept for the registry's lineage
+        "hyperparameters": request["HyperParameters"],
+        "image": request["AlgorithmSpecification"]["TrainingImage"],
     }
     assert {"model.joblib", "metadata.json"} <= set(untar(aws.get(model_key)))
     outputs = untar(aws.get(f"models/stepml-{run}/output/output.tar.gz"))
