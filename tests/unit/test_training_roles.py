@@ -16,6 +16,7 @@ import pytest
 from pipeline_core.stages.inference_api import FeatureKind, check_rows
 from stepml_tabular import columns, estimators
 
+from tests.unit.test_training import sm_env  # noqa: F401 - the fixture
 from training import inference, train
 
 FAST = {"max_iter": 30}
@@ -235,22 +236,7 @@ def test_candidates_follow_the_roles() -> None:
     assert estimators.candidates_for("linear", {"a": "text"}) == ["linear"]
 
 
-@pytest.fixture
-def sm_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """SageMaker's directories under tmp_path, the SM_* variables pointing at them."""
-    monkeypatch.delenv("SM_HPS", raising=False)
-    dirs = {"model": tmp_path / "model", "output_data": tmp_path / "output" / "data", "output": tmp_path / "output"}
-    for channel in train.CHANNELS:
-        dirs[channel] = tmp_path / "input" / channel
-        dirs[channel].mkdir(parents=True)
-        monkeypatch.setenv(f"SM_CHANNEL_{channel.upper()}", str(dirs[channel]))
-    monkeypatch.setenv("SM_MODEL_DIR", str(dirs["model"]))
-    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(dirs["output_data"]))
-    monkeypatch.setenv("SM_OUTPUT_DIR", str(dirs["output"]))
-    return dirs
-
-
-def test_main_reads_columns_json_and_writes_the_choice(sm_env: dict[str, Path]) -> None:
+def test_main_reads_columns_json_and_writes_the_choice(sm_env: dict[str, Path]) -> None:  # noqa: F811
     frame = mixed_roles_frame(n=100)
     document = {"format": 1, "target": "y", "problem_type": "binary_classification", "roles": ROLES}
     for channel, part in zip(train.CHANNELS, _split(frame, 60, 20), strict=True):
