@@ -28,34 +28,21 @@ def _dataset_path(layout: ProjectLayout, data: str | None) -> Path:
     return path.resolve()
 
 
-def _run_input(args: argparse.Namespace, dataset_uri: str) -> dict[str, Any]:
-    execution_input: dict[str, Any] = {"dataset": dataset_uri}
-    for option, key in (("target", "target"), ("problem_type", "problem_type"), ("model_name", "model_name")):
-        if getattr(args, option, None):
-            execution_input[key] = getattr(args, option)
-    if getattr(args, "threshold", None) is not None:
-        execution_input["quality_threshold"] = args.threshold
-    return {**execution_input, **_data_options(args), **_tuning_input(args)}
-
-
-def _tuning_input(args: argparse.Namespace) -> dict[str, Any]:
-    from stepml.trainers import tuning_input as from_args
-
-    return from_args(args)
-
-
-def _data_options(args: argparse.Namespace) -> dict[str, Any]:
-    from stepml.data_options import DataOptionError, data_options
+def _options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any]:
+    from stepml.data_options import DataOptionError
+    from stepml.run_input import options_input
+    from stepml.trainers import TrainerError
 
     try:
-        return data_options(args)
-    except DataOptionError as error:
+        return options_input(args, target_option)
+    except (DataOptionError, TrainerError) as error:
         raise CliError(str(error)) from error
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the whole pipeline on the embedded target (the local AWS) and print what it produced."""
     from stepml.remote import check_name
+    from stepml.run_input import trainer_fields
     from stepml.session import execution_name_for, print_summary, start_and_follow
     from stepml.targets import TargetError
 
@@ -64,13 +51,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     name = args.name or execution_name_for(dataset)
     progress = None if args.json else out
     faults = _fault_plan(args)
-    hyperparameters = _hyperparameters(args)
+    options = _options_input(args, "target")
     with _open_target(args, layout, progress=sys.stderr) as target:
         key = f"datasets/{name}/{dataset.name}"
-        execution_input = _run_input(args, f"s3://{target.outputs.data_bucket}/{key}")
+        execution_input = {"dataset": f"s3://{target.outputs.data_bucket}/{key}", **options}
         preparing: list[threading.Thread] = []
         try:
-            execution_input.update(_trainer(target, args), **hyperparameters)
+            execution_input.update(trainer_fields(target, args))
             # before the upload, which would replace the file an earlier run with this name staged
             check_name(target, name, execution_input)
             if faults:
@@ -234,44 +221,17 @@ def _open_target(args: argparse.Namespace, layout: ProjectLayout, progress: Text
         raise CliError(str(error)) from error
 
 
-def _execution_input(args: argparse.Namespace) -> dict[str, Any]:
-    execution_input: dict[str, Any] = {}
-    for option, key in (("target_column", "target"), ("problem_type", "problem_type"), ("model_name", "model_name")):
-        if getattr(args, option, None):
-            execution_input[key] = getattr(args, option)
-    if args.threshold is not None:
-        execution_input["quality_threshold"] = args.threshold
-    return {**execution_input, **_data_options(args), **_tuning_input(args)}
-
-
-def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
-    """``{"hyperparameters": ...}`` from the repeated --hyperparameter NAME=VALUE ({} when none is given)."""
-    from stepml.trainers import TrainerError, parse_hyperparameters
-
-    try:
-        parsed = parse_hyperparameters(args.hyperparameter)
-    except TrainerError as error:
-        raise CliError(str(error)) from error
-    return {"hyperparameters": parsed} if parsed else {}
-
-
-def _trainer(target: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """``{"trainer": ...}`` from --trainer (a directory is uploaded to the target first), or {}."""
-    from stepml.trainers import trainer_input
-
-    return trainer_input(target, args.trainer, args.entry_point, args.serving_entry_point)
-
-
 def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
     """Start a run on a target and (unless --no-wait) follow it to the end."""
     from stepml.remote import print_outcome, start
+    from stepml.run_input import trainer_fields
 
     layout = project_layout()
     args.data = args.data or str(layout.sample_data_dir / "iris.csv")
-    execution_input = {**_execution_input(args), **_hyperparameters(args)}
+    execution_input = _options_input(args, "target_column")
     with _open_target(args, layout) as target:
         try:
-            execution_input.update(_trainer(target, args))
+            execution_input.update(trainer_fields(target, args))
         except TargetError as error:
             raise CliError(str(error)) from error
         result = start(target, args, execution_input, None if args.json else out)

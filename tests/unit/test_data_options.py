@@ -59,3 +59,14 @@ def test_a_column_name_may_hold_an_equals_sign() -> None:
 def test_rare_classes_takes_only_the_three_policies() -> None:
     with pytest.raises(SystemExit):
         parse("--rare-classes", "keep")
+
+
+def test_run_and_start_options_make_one_input() -> None:
+    from stepml.cli import build_parser
+    from stepml.run_input import options_input
+
+    common = ["--column-role", "zip=categorical", "--hyperparameter", "max_iter=50", "--rare-classes", "drop"]
+    run = options_input(build_parser().parse_args(["run", "--target", "y", *common]), "target")
+    start = options_input(build_parser().parse_args(["start", "--target-column", "y", *common]), "target_column")
+    expected = {"target": "y", "hyperparameters": {"max_iter": 50}, "column_roles": {"zip": "categorical"}}
+    assert run == start == {**expected, "rare_classes": "drop"}

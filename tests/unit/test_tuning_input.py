@@ -192,10 +192,11 @@ def test_the_last_match_is_the_final_value() -> None:
     [([], None), (["--tune"], True), (["--tune", "3"], {"max_trials": 3})],
 )
 def test_the_cli_turns_tuning_on_with_one_flag(argv: list[str], tuning: Any) -> None:
-    from stepml.cli import _execution_input, _run_input, build_parser
+    from stepml.cli import build_parser
+    from stepml.run_input import options_input
 
-    run = _run_input(build_parser().parse_args(["run", *argv]), DATASET)
-    start = _execution_input(build_parser().parse_args(["start", *argv]))
+    run = options_input(build_parser().parse_args(["run", *argv]), "target")
+    start = options_input(build_parser().parse_args(["start", *argv]), "target_column")
     for execution_input in (run, start):
         assert execution_input.get("tuning") == tuning
         config = tuning_of({k: v for k, v in execution_input.items() if k != "dataset"})

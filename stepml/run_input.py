@@ -1,0 +1,34 @@
+"""The execution input ``stepml run`` and ``stepml start`` build from their options: the run's own fields
+(target, problem type, model name, threshold), how to read the dataset (``stepml.data_options``), the trainer
+and its hyperparameters, and tuning (``stepml.trainers``). ValidateInput checks the result like any input."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from stepml.data_options import data_options
+from stepml.trainers import parse_hyperparameters, trainer_input, tuning_input
+
+
+def options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any]:
+    """The input fields the options set (none for an option not given); ``target_option`` is the option that
+    names the target column (``target`` for run, ``target_column`` for start, whose --target is the place).
+
+    Raises DataOptionError or TrainerError for a malformed option.
+    """
+    execution_input: dict[str, Any] = {}
+    for option, key in ((target_option, "target"), ("problem_type", "problem_type"), ("model_name", "model_name")):
+        if getattr(args, option, None):
+            execution_input[key] = getattr(args, option)
+    if getattr(args, "threshold", None) is not None:
+        execution_input["quality_threshold"] = args.threshold
+    hyperparameters = parse_hyperparameters(getattr(args, "hyperparameter", None))
+    if hyperparameters:
+        execution_input["hyperparameters"] = hyperparameters
+    return {**execution_input, **data_options(args), **tuning_input(args)}
+
+
+def trainer_fields(target: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``{"trainer": ...}`` from --trainer (a directory is uploaded to ``target`` first), or {}."""
+    return trainer_input(target, args.trainer, args.entry_point, args.serving_entry_point)
