@@ -29,7 +29,16 @@ from stepml.cli import main
 from stepml.embedded.faults import FaultPlan, Injection, Throw
 from stepml.embedded.runtime import wait_until
 from tests.integration.conftest import REPO, PipelineRun
-from tests.integration.harness import IRIS, REJECTED_MODEL, Finished, Harness, Job, embedded_harness, load_asl
+from tests.integration.harness import (
+    IRIS,
+    REJECTED_MODEL,
+    WEAK_MODEL,
+    Finished,
+    Harness,
+    Job,
+    embedded_harness,
+    load_asl,
+)
 from tests.integration.test_failure_paths import (
     CREATE_PATH,
     REJECTED_PATH,
@@ -62,7 +71,6 @@ EFFECTS = {
     "RecordFailure": "failure record, endpoint rollback",
 }
 READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint", "DescribeBestTrainingJob"}
-# f1_macro on iris is below 1.0, so this threshold sends the model to RegisterRejected.
 
 
 # "after-superseded": its first AcquireDeployLease attempts are told the lease is taken (without running),
@@ -162,7 +170,9 @@ def runs(state_dir: Path) -> Iterator[Runs]:
             _job(h, "after-failure", ("DescribeEndpoint=InjectedPermanentError:1", *after("RecordFailure"))),
         ]
         found.finished.update(h.run_all(phase_a))
-        phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register")), _job(h, SUPERSEDED_RUN)]
+        # the superseded run's model passes its own gate (threshold 0) and loses to the better one under the lease
+        superseded = _job(h, SUPERSEDED_RUN, **WEAK_MODEL, quality_threshold=0.0)
+        phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register")), superseded]
         h.aws.faults.merge(_superseding_faults(SUPERSEDED_RUN))
         errors: list[BaseException] = []
         registering = _register_better_model_once_waiting(h, SUPERSEDED_RUN, errors)

@@ -116,7 +116,7 @@ def test_upload_starts_a_run_through_the_s3_trigger(local_up: LocalUp, tmp_path:
     assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
     result = _last_json(uploaded)
     assert result["status"] == "SUCCEEDED"
-    assert result["model_name"] == "petals"
+    assert result["model_name"] == "petals-species"  # the file and the target
     assert "The S3 trigger started" in uploaded.stdout
 
 
