@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# pipeline_core.models.InputRole and RareClasses as plain tuples: the CLI builds its parser without importing
+# pydantic (tests/unit/test_data_options.py checks they agree)
 ROLES = ("numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant")
 RARE_CLASS_POLICIES = ("error", "drop", "merge")
 

@@ -70,3 +70,15 @@ def test_run_and_start_options_make_one_input() -> None:
     start = options_input(build_parser().parse_args(["start", "--target-column", "y", *common]), "target_column")
     expected = {"target": "y", "hyperparameters": {"max_iter": 50}, "column_roles": {"zip": "categorical"}}
     assert run == start == {**expected, "rare_classes": "drop"}
+
+
+def test_the_clis_names_are_the_input_models() -> None:
+    """The CLI keeps plain tuples so building its parser imports no pydantic; they must be the input's own."""
+    from typing import get_args
+
+    from pipeline_core.models import InputRole, RareClasses
+
+    from stepml.data_options import RARE_CLASS_POLICIES, ROLES
+
+    assert get_args(InputRole) == ROLES
+    assert get_args(RareClasses) == RARE_CLASS_POLICIES

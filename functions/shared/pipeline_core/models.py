@@ -18,7 +18,7 @@ Only S3 URIs and small summaries travel in the state (Step Functions caps a stat
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +39,6 @@ class Contract(BaseModel):
 
 
 BuiltinTrainer = Literal["auto", "gradient-boosting", "linear", "text"]
-BUILTIN_TRAINERS: tuple[BuiltinTrainer, ...] = get_args(BuiltinTrainer)
 CUSTOM_TRAINER = "custom"
 
 

@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 # the built-in trainers (training/train.py's `algorithm`); models.BuiltinTrainer is the same list as a type
+# (tests/unit/test_user_trainer.py checks they agree)
 BUILTIN_TRAINERS = ("auto", "gradient-boosting", "linear", "text")
 PREDICTIONS_FILE = "test_predictions.csv"
 PREDICTION_COLUMNS = ("y_true", "y_pred")

@@ -29,7 +29,8 @@ from pydantic import (
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import InputValidationError
-from pipeline_core.models import BUILTIN_TRAINERS, CUSTOM_TRAINER, BuiltinTrainer, TrainerConfig
+from pipeline_core.models import CUSTOM_TRAINER, BuiltinTrainer, TrainerConfig
+from pipeline_core.trainer_contract import BUILTIN_TRAINERS
 
 _GRADIENT_BOOSTING = (
     "learning_rate",
