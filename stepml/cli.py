@@ -13,12 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from stepml.errors import CliError
 from stepml.project import ProjectLayout, ProjectLayoutError, project_layout
 from stepml.targets import TargetError
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed without a traceback."""
 
 
 def _dataset_path(layout: ProjectLayout, data: str | None) -> Path:
