@@ -381,6 +381,7 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from stepml.data_options import add_data_options
+    from stepml.run_input import add_cache_option
     from stepml.trainers import add_trainer_options
 
     parser = argparse.ArgumentParser(prog="stepml", description=__doc__)
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
     add_trainer_options(run)
     add_data_options(run)
+    add_cache_option(run)
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     run.add_argument(
         "--inject-fault",
@@ -422,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--name", help="execution name (default: <file>-<time>-<random>)")
     add_trainer_options(start)
     add_data_options(start)
+    add_cache_option(start)
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
     start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     start.set_defaults(func=cmd_start)

@@ -1,6 +1,7 @@
 """The execution input ``stepml run`` and ``stepml start`` build from their options: the run's own fields
-(target, problem type, model name, threshold), how to read the dataset (``stepml.data_options``), the trainer
-and its hyperparameters, and tuning (``stepml.trainers``). ValidateInput checks the result like any input."""
+(target, problem type, model name, threshold, whether to use the step cache), how to read the dataset
+(``stepml.data_options``), the trainer and its hyperparameters, and tuning (``stepml.trainers``). ValidateInput
+checks the result like any input."""
 
 from __future__ import annotations
 
@@ -26,7 +27,18 @@ def options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any
     hyperparameters = parse_hyperparameters(getattr(args, "hyperparameter", None))
     if hyperparameters:
         execution_input["hyperparameters"] = hyperparameters
+    if getattr(args, "no_cache", False):
+        execution_input["no_cache"] = True
     return {**execution_input, **data_options(args), **tuning_input(args)}
+
+
+def add_cache_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-cache``: run every step even when the step cache holds its result (results are still stored)."""
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every step, even those whose result the step cache holds (their results are still stored)",
+    )
 
 
 def trainer_fields(target: Any, args: argparse.Namespace) -> dict[str, Any]:
