@@ -13,6 +13,13 @@ TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _SCHEDULED = {"TaskScheduled", "LambdaFunctionScheduled"}
 _FAILED = {"TaskFailed", "LambdaFunctionFailed", "TaskTimedOut", "LambdaFunctionTimedOut"}
 HISTORY_MIN_SECONDS = 0.2
+# A step the step cache supplied: its Reuse* Pass state stands for the step, and the lookup's result (at
+# $.cache.<key> in the state's input and output) says which run it came from.
+REUSE_STATES = {
+    "ReusePreprocess": ("Preprocess", "preprocess"),
+    "ReuseTraining": ("Train", "training"),
+    "ReuseEvaluation": ("Evaluate", "evaluation"),
+}
 
 
 @dataclass
@@ -27,6 +34,34 @@ class StateVisit:
     errors: list[str] = field(default_factory=list)
     output: str | None = None
     input: str | None = None
+
+    @property
+    def reused_step(self) -> str | None:
+        """The step this visit stands for when it is a Reuse* state (Preprocess, Train, Evaluate), else None."""
+        reuse = REUSE_STATES.get(self.name)
+        return reuse[0] if reuse else None
+
+    @property
+    def cached_from(self) -> str | None:
+        """The run a Reuse* state's result came from (the lookup's ``from_run``), else None."""
+        reuse = REUSE_STATES.get(self.name)
+        if reuse is None:
+            return None
+        for text in (self.output, self.input):
+            try:
+                lookup = (json.loads(text or "null") or {}).get("cache", {}).get(reuse[1]) or {}
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(lookup, dict) and lookup.get("from_run"):
+                return str(lookup["from_run"])
+        return None
+
+    @property
+    def bookkeeping(self) -> bool:
+        """A step cache state that only looks up, chooses or remembers: the progress view leaves it out
+        (``--json`` keeps it) unless it was retried or failed."""
+        cache_state = self.name.startswith(("Lookup", "Remember")) or self.name.endswith("Cached?")
+        return cache_state and not self.name.endswith("Failed") and not self.errors and self.attempts <= 1
 
     @property
     def retries(self) -> int:
@@ -82,6 +117,8 @@ class HistoryReader:
 
 
 def _line(status: str, visit: StateVisit) -> str:
+    if visit.reused_step:
+        return f"  ↺ {visit.reused_step:<28} reused from run {visit.cached_from or '?'}"
     seconds = f"{visit.seconds:6.2f} s" if visit.seconds is not None else "        "
     retries = f"  {visit.retries} retr{'y' if visit.retries == 1 else 'ies'}" if visit.retries else ""
     errors = f"  errors: {', '.join(visit.errors)}" if visit.errors else ""
@@ -149,13 +186,20 @@ def _report(
             on_change(change, visit)
         if out is None:
             continue
+        if visit.bookkeeping and change != "retry":
+            continue
         if change == "entered" and visit.kind in {"Task", "Wait"}:
             print(f"  … {visit.name} running", file=out, flush=True)
         elif change == "retry":
             print(f"  ↻ {visit.name} retrying after {visit.errors[-1] if visit.errors else 'an error'}", file=out)
         elif change == "exited":
-            mark = "✗" if visit.name.endswith("Failed") or visit.name == "RecordFailure" else "✓"
-            print(_line(mark, visit), file=out, flush=True)
+            print(exited_line(visit), file=out, flush=True)
+
+
+def exited_line(visit: StateVisit) -> str:
+    """The progress line of a state that ended: ✓ (or ✗ on the failure path), ↺ for a reused step."""
+    mark = "✗" if visit.name.endswith("Failed") or visit.name == "RecordFailure" else "✓"
+    return _line(mark, visit)
 
 
 def readable_cause(cause: str | None) -> str | None:

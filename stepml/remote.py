@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from stepml.progress import HistoryReader
+from stepml.progress import HistoryReader, exited_line
 from stepml.session import (
     RunOutcome,
     execution_name_for,
@@ -117,9 +117,8 @@ def replay(record: dict[str, Any], out: TextIO | None) -> RunOutcome:
     events = [{**e, "timestamp": parse(e["timestamp"])} for e in record["events"]]
     reader = HistoryReader()
     for change, visit in reader.feed(events):
-        if out is not None and change == "exited":
-            seconds = f"{visit.seconds:6.2f} s" if visit.seconds is not None else ""
-            print(f"  ✓ {visit.name:<28} {visit.kind:<8} {seconds}", file=out)
+        if out is not None and change == "exited" and not visit.bookkeeping:
+            print(exited_line(visit), file=out)
     description = {**record, "startDate": parse(record["startDate"]), "stopDate": parse(record.get("stopDate"))}
     return outcome_of(description, reader)
 

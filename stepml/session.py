@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from stepml.progress import HistoryReader, failure_details, follow
+from stepml.progress import HistoryReader, StateVisit, failure_details, follow
 from stepml.targets import TargetError
 
 
@@ -79,6 +79,9 @@ class RunOutcome:
     columns: list[dict[str, Any]] = field(default_factory=list)
     dropped_rows: dict[str, int] = field(default_factory=dict)
     states: list[dict[str, Any]] = field(default_factory=list)
+    # steps the step cache supplied: step (Preprocess, Train, Evaluate) → the run it came from
+    reused_steps: dict[str, str] = field(default_factory=dict)
+    reused_version: bool = False  # Register returned the version this training job already had
     invocations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -103,6 +106,8 @@ class RunOutcome:
             "dropped_rows": self.dropped_rows,
             "duration_seconds": round(self.duration_seconds, 3),
             "states": self.states,
+            "reused_steps": self.reused_steps,
+            "reused_version": self.reused_version,
             "invocations": self.invocations,
         }
 
@@ -147,6 +152,29 @@ def columns_line(columns: list[dict[str, Any]]) -> str:
     return text
 
 
+def state_json(visit: StateVisit) -> dict[str, Any]:
+    """One entry of ``states[]``: a Reuse* state is ``cached`` (with the run and the step it stands for)."""
+    state: dict[str, Any] = {
+        "name": visit.name,
+        "type": visit.kind,
+        "seconds": visit.seconds,
+        "retries": visit.retries,
+        "errors": visit.errors,
+        "cached": visit.reused_step is not None,
+    }
+    if visit.reused_step:
+        state.update(cached_from=visit.cached_from, step=visit.reused_step)
+    return state
+
+
+def reused_line(reused_steps: dict[str, str]) -> str:
+    """``Preprocess, Train from run-a; Evaluate from run-b``: the reused steps grouped by the run they came from."""
+    by_run: dict[str, list[str]] = {}
+    for step, run in reused_steps.items():
+        by_run.setdefault(run, []).append(step)
+    return "; ".join(f"{', '.join(steps)} from {run}" for run, steps in by_run.items())
+
+
 def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome:
     """Summarise a finished execution from its description and history."""
     stop, start = description.get("stopDate"), description["startDate"]
@@ -154,10 +182,8 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
         execution_arn=description["executionArn"],
         status=description["status"],
         duration_seconds=(stop - start).total_seconds() if stop else 0.0,
-        states=[
-            {"name": v.name, "type": v.kind, "seconds": v.seconds, "retries": v.retries, "errors": v.errors}
-            for v in reader.visits
-        ],
+        states=[state_json(v) for v in reader.visits],
+        reused_steps={v.reused_step: v.cached_from or "?" for v in reader.visits if v.reused_step},
     )
     if description["status"] != "SUCCEEDED":
         details = failure_details(reader, description)
@@ -174,6 +200,7 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
     outcome.model_name = registration.get("model_name")
     outcome.model_version = registration.get("version")
     outcome.registry_status = registration.get("status")
+    outcome.reused_version = bool(registration.get("reused_version"))
     outcome.endpoint_name = registration.get("endpoint_name")
     outcome.model_artifact = registration.get("model_artifact") or output.get("training", {}).get("ModelArtifacts")
     outcome.metrics = evaluation.get("metrics", {})
@@ -233,6 +260,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     print("", file=out)
     print(f"Execution   {outcome.status} in {outcome.duration_seconds:.1f} s", file=out)
     print(f"            {outcome.execution_arn}", file=out)
+    if outcome.reused_steps:
+        print(f"Reused      {reused_line(outcome.reused_steps)}", file=out)
     if outcome.status != "SUCCEEDED":
         print(f"Failed in   {outcome.failed_state or '?'}", file=out)
         print(f"Error       {outcome.error}", file=out)
@@ -247,7 +276,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     dropped = ", ".join(f"{reason} {count}" for reason, count in outcome.dropped_rows.items())
     print(f"Dropped     {sum(outcome.dropped_rows.values())} rows" + (f": {dropped}" if dropped else ""), file=out)
     status = outcome.registry_status or "?"
-    print(f"Model       {outcome.model_name} v{outcome.model_version} ({status})", file=out)
+    existing = ", the version this training job already had" if outcome.reused_version else ""
+    print(f"Model       {outcome.model_name} v{outcome.model_version} ({status}{existing})", file=out)
     if outcome.model_choice:
         print(f"Trainer     {outcome.model_choice}", file=out)
     for note in outcome.trainer_notes:
