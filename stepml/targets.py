@@ -33,6 +33,8 @@ class StackOutputs:
     data_bucket: str
     registry_table: str
     runs_table: str
+    # None: a stack deployed before the step cache (no StepCacheTableName output); `stepml cache` says so
+    step_cache_table: str | None = None
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, str], where: str) -> StackOutputs:
@@ -44,6 +46,7 @@ class StackOutputs:
             outputs["DataBucketName"],
             outputs["ModelRegistryTableName"],
             outputs["RunsTableName"],
+            outputs.get("StepCacheTableName"),
         )
 
 
