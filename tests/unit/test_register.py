@@ -43,13 +43,18 @@ def run_register(
     execution: str,
     status: Literal["approved", "rejected"] = "approved",
     ddb: Any = None,
+    training_job: str | None = None,
 ) -> RegistrationResult:
+    """Register as ``execution``, whose own training job (as on every target) is named after it unless
+    ``training_job`` names another (a run that reused a training job from the step cache)."""
+    training = TrainingSummary.model_validate(state["training"])
+    training = training.model_copy(update={"TrainingJobName": training_job or f"stepml-{execution}-job"})
     return register(
         RunConfig.model_validate(state["config"]),
         IngestResult.model_validate(state["ingest"]),
         DataProfile.model_validate(state["data"]),
         PreprocessResult.model_validate(state["prep"]),
-        TrainingSummary.model_validate(state["training"]),
+        training,
         EvaluationResult.model_validate(state["evaluation"]),
         ARN.format(execution),
         status,
@@ -101,6 +106,19 @@ def test_a_retry_returns_the_version_already_registered(aws: FakeAws) -> None:
         (2, ARN.format("someone-else")),
         (1, ARN.format("retried")),
     ]
+
+
+def test_a_rerun_that_reused_the_training_job_gets_the_version_already_registered(aws: FakeAws) -> None:
+    state = evaluated_state(aws)
+    first = run_register(aws, state, "first", training_job="stepml-shared-job")
+    rerun = run_register(aws, state, "rerun", training_job="stepml-shared-job")
+    assert rerun.version == first.version == 1 and rerun.reused_version and not first.reused_version
+    # another decision about the same model is a new version: rejected now, say, under a higher threshold
+    rejected = run_register(aws, state, "stricter", "rejected", training_job="stepml-shared-job")
+    assert rejected.version == 2 and not rejected.reused_version
+    assert [r.version for r in ModelRegistry(aws.registry_table, aws.dynamodb).versions("iris")] == [2, 1]
+    record = RunLog(aws.runs_table, aws.dynamodb).get_run("run-1")
+    assert record is not None and record["model_version"] == 2
 
 
 class BarrierOnLatestVersion:

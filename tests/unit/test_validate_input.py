@@ -278,6 +278,8 @@ def test_json_schema_documents_the_console_input() -> None:
         "validation_size",
         "seed",
         "endpoint_poll_seconds",
+        "no_cache",
+        "resume_of",
         "column_roles",
         "exclude_columns",
         "rare_classes",

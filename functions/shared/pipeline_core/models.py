@@ -121,6 +121,10 @@ class RunConfig(Contract):
     endpoint_name_prefix: str | None = None
     # None before ValidateData (and in executions of a definition older than the identity check)
     identity: ModelIdentity | None = None
+    # True: the step cache's lookups miss (every step runs); results are still stored for later runs
+    no_cache: bool = False
+    # the run id of the failed run this one resumes (`stepml resume`), recorded in the run record
+    resume_of: str | None = None
 
     def require_model_name(self) -> str:
         """``model_name``, which every state after ValidateData has (UseModelIdentity merged it in)."""
@@ -252,6 +256,9 @@ class EvaluationResult(Contract):
     # "a constant model is all the data supports"; empty when a trainer says nothing
     model_choice: str | None = None
     trainer_notes: list[str] = Field(default_factory=list)
+    # the champion's training job when there is one: the QualityGate Choice skips the deployment when it is
+    # this run's own (a rerun that reused Train: the endpoint already serves that model)
+    champion_training_job: str | None = None
 
 
 class DeployLeaseResult(Contract):
@@ -281,6 +288,8 @@ class RegistrationResult(Contract):
     status: Literal["approved", "rejected"]
     endpoint_name: str | None
     model_artifact: str
+    # True: an earlier run registered this very model (same training job and status); no version was added
+    reused_version: bool = False
 
 
 class RegistryRecord(Contract):
@@ -317,6 +326,8 @@ class RegistryRecord(Contract):
     image: str | None = None
     hyperparameters: dict[str, str] = Field(default_factory=dict)
     column_roles: dict[str, str] = Field(default_factory=dict)
+    # steps this run took from the step cache: step -> {"from_run", "key"}
+    reused_steps: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class FailureRecord(Contract):
@@ -328,3 +339,34 @@ class FailureRecord(Contract):
     cause: str
     execution_arn: str | None = None
     input_pointers: dict[str, Any] = Field(default_factory=dict)
+
+
+CachedStep = Literal["Preprocess", "Training", "Evaluate"]
+
+
+class CacheEntry(Contract):
+    """One step's successful result in the step cache table, under the key of what determined it."""
+
+    cache_key: str
+    step: CachedStep
+    result: dict[str, Any]  # the step's state result: PreprocessResult, TrainingSummary or EvaluationResult
+    outputs: list[str]  # the S3 objects the result points at; all must still exist for a hit
+    run_id: str
+    execution_arn: str
+    model_name: str
+    created_at: str
+    expires_at: int  # epoch seconds; the table's TTL attribute (DynamoDB deletes expired items within days)
+    key_parts: dict[str, str] = Field(default_factory=dict)  # what was hashed, digested, for `stepml cache list`
+
+
+class CacheLookup(Contract):
+    """A lookup's answer (``$.cache.<step>``): a hit carries the earlier run's result for the Reuse* state."""
+
+    step: CachedStep
+    hit: bool
+    key: str
+    reason: str
+    from_run: str | None = None
+    from_execution: str | None = None
+    result: dict[str, Any] | None = None
+    key_parts: dict[str, str] = Field(default_factory=dict)

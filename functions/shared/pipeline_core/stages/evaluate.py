@@ -45,7 +45,7 @@ from pipeline_core.models import (
     RunConfig,
     TrainingSummary,
 )
-from pipeline_core.stages.gate import RESULT_FIELDS, decide_gate
+from pipeline_core.stages.gate import RESULT_FIELDS, decide_gate, gate_threshold
 from pipeline_core.stages.identity import check_identity
 from pipeline_core.stages.lineage import code_lineage, column_rows, dropped_rows, feature_roles
 from pipeline_core.stages.metrics import classification_metrics, regression_metrics, roc_auc
@@ -64,7 +64,6 @@ PRIMARY_METRIC: dict[ProblemType, str] = {
     "multiclass_classification": "f1_macro",
     "regression": "r2",
 }
-DEFAULT_THRESHOLD: dict[str, float] = {"classification": 0.6, "regression": 0.3}
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.csv"
 _MODEL_SUFFIX = "/output/model.tar.gz"
@@ -333,14 +332,13 @@ def evaluate(
     test_metrics = gate_metrics(frame, problem_type, labels)
     validation_metrics = validation_metrics_of(trainer_metrics)
 
-    threshold = (
-        config.quality_threshold if config.quality_threshold is not None else DEFAULT_THRESHOLD[family(problem_type)]
-    )
+    threshold = gate_threshold(config.quality_threshold, problem_type)
     model_name = config.require_model_name()
     identity = ModelIdentity(model_name=model_name, target=data.target, problem_type=problem_type)
     # never compared with a champion that predicts another column or another kind of value
     check_identity(registry, identity, dataset=config.dataset)
-    gate = decide_gate(primary, test_metrics[primary], threshold, registry.champion(model_name))
+    champion = registry.champion(model_name)
+    gate = decide_gate(primary, test_metrics[primary], threshold, champion)
     lineage = code_lineage(config, training, store)
     columns = column_rows(data, prep)
     dropped = dropped_rows(data, prep)
@@ -445,4 +443,5 @@ def evaluate(
         lineage=lineage,
         model_choice=model_choice,
         trainer_notes=trainer_notes,
+        champion_training_job=champion.training_job_name if champion else None,
     )

@@ -15,6 +15,17 @@ from typing import Any
 
 from pipeline_core.models import RegistryRecord
 
+# the threshold when the input sets none: by problem family (classification is gated on f1_macro, regression on r2)
+DEFAULT_THRESHOLD: dict[str, float] = {"classification": 0.6, "regression": 0.3}
+
+
+def gate_threshold(requested: float | None, problem_type: str) -> float:
+    """The run's quality threshold: the input's, else the default of the problem's family."""
+    if requested is not None:
+        return requested
+    return DEFAULT_THRESHOLD["regression" if problem_type == "regression" else "classification"]
+
+
 # The gate's fields as EvaluationResult (``$.evaluation``) and evaluation.json's "gate" object carry them.
 RESULT_FIELDS = ("primary_value", "threshold", "champion_version", "champion_value", "passed", "reason")
 

@@ -77,5 +77,7 @@ def ingest(config: RunConfig, execution_arn: str, store: ObjectStore, runs: RunL
         model_name=config.model_name,
         execution_arn=execution_arn,
         started_at=utc_now(),
+        resume_of=config.resume_of,  # left out when None: a run that resumes none
+        no_cache=config.no_cache or None,
     )
     return result

@@ -33,6 +33,7 @@ from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, IngestResult, PreprocessResult, RunConfig
 from pipeline_core.observability import logger
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, Limits, apply_schema, load_table
+from pipeline_core.stages.trainer_input import training_hyperparameters
 
 COLUMNS_FORMAT = 1
 SPLITS = ("train", "validation", "test")
@@ -169,15 +170,6 @@ def preprocess(
         store.put_if_changed(f"{prefix}{name}.csv", body, content_type="text/csv")
         store.put_if_changed(f"{prefix}columns.json", document, content_type="application/json")
         uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
-    hyperparameters = {
-        "target": profile.target,
-        "problem_type": profile.problem_type,
-        "seed": str(config.seed),
-        # a built-in trainer is training/train.py run with the algorithm it is named for; auto is its default,
-        # left out so that a training source from before `algorithm` existed still takes the default run
-        **({"algorithm": config.trainer.name} if config.trainer.builtin and config.trainer.name != "auto" else {}),
-        **config.hyperparameters,
-    }
     return PreprocessResult(
         train_uri=uris["train"],
         validation_uri=uris["validation"],
@@ -187,7 +179,7 @@ def preprocess(
         n_test=len(split.test),
         feature_columns=profile.feature_columns,
         dropped_rows=sum(cleaned.dropped.values()),
-        hyperparameters=hyperparameters,
+        hyperparameters=training_hyperparameters(config, profile),
         column_roles={c.name: c.role for c in profile.columns},
         excluded_columns=profile.excluded_columns,
         dropped_rows_by_reason=cleaned.dropped,

@@ -74,6 +74,17 @@ def find_registration(registry: ModelRegistry, model_name: str, execution_arn: s
     return next((r for r in registry.versions(model_name) if r.execution_arn == execution_arn), None)
 
 
+def find_same_model(
+    registry: ModelRegistry, model_name: str, training_job_name: str, status: str
+) -> RegistryRecord | None:
+    """The version an earlier run registered for this very model (same training job, same decision): a rerun
+    that reused the training job from the step cache returns it rather than adding a second version."""
+    return next(
+        (r for r in registry.versions(model_name) if r.training_job_name == training_job_name and r.status == status),
+        None,
+    )
+
+
 def register(
     config: RunConfig,
     ingest: IngestResult,
@@ -100,11 +111,16 @@ def register(
     """
     model_name = config.require_model_name()
     record = find_registration(registry, model_name, execution_arn)
+    reused_version = False
+    if record is None:
+        record = find_same_model(registry, model_name, training.TrainingJobName, status)
+        reused_version = record is not None
     if record is None:
         if config.identity is not None:
             # a rejected run holds no lease: another model may have taken the name since Evaluate
             check_identity(registry, config.identity, consistent=True)
         entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status)
+        entry["reused_steps"] = (runs.get_run(config.run_id) or {}).get("reused_steps") or {}
         record = registry.register_model(entry)
     runs.update_run(
         config.run_id,
@@ -119,6 +135,7 @@ def register(
         report_uri=evaluation.report_uri,
         execution_arn=execution_arn,
         finished_at=utc_now(),
+        reused_version=reused_version or None,
     )
     if status == "approved":
         registry.release_deploy_lease(model_name, execution_arn)
@@ -128,4 +145,5 @@ def register(
         status="approved" if record.status == "approved" else "rejected",
         endpoint_name=record.endpoint_name,
         model_artifact=record.model_artifact,
+        reused_version=reused_version,
     )

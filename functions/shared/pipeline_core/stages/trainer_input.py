@@ -29,7 +29,7 @@ from pydantic import (
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import InputValidationError
-from pipeline_core.models import CUSTOM_TRAINER, BuiltinTrainer, TrainerConfig
+from pipeline_core.models import CUSTOM_TRAINER, BuiltinTrainer, DataProfile, RunConfig, TrainerConfig
 from pipeline_core.trainer_contract import BUILTIN_TRAINERS
 
 _GRADIENT_BOOSTING = (
@@ -248,3 +248,22 @@ def add_hyperparameter_rules(schema: dict[str, Any]) -> None:
             }
         )
     schema["allOf"] = rules
+
+
+def training_hyperparameters(config: RunConfig, profile: DataProfile) -> dict[str, str]:
+    """The hyperparameters every training job of the run gets (Preprocess's ``hyperparameters``): what the
+    data is, the seed, the built-in algorithm, then the input's own.
+
+    A function of the config and the profile only, so a Preprocess result reused from the step cache gets
+    this run's values (a run that changes only a hyperparameter reuses Preprocess, not Train).
+    """
+    trainer = config.trainer
+    return {
+        "target": profile.target,
+        "problem_type": profile.problem_type,
+        "seed": str(config.seed),
+        # a built-in trainer is training/train.py run with the algorithm it is named for; auto is its default,
+        # left out so that a training source from before `algorithm` existed still takes the default run
+        **({"algorithm": trainer.name} if trainer.builtin and trainer.name != "auto" else {}),
+        **config.hyperparameters,
+    }

@@ -103,6 +103,18 @@ class PipelineInput(BaseModel):
         description="hyperparameter tuning: true for the defaults, or its settings; default off",
         json_schema_extra=_tuning_accepts_a_boolean,
     )
+    no_cache: bool = Field(
+        default=False,
+        description="true: run every step even where an earlier run's result could be reused (the step cache); "
+        "the results are still kept for later runs",
+    )
+    resume_of: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        pattern="^[A-Za-z0-9_-]+$",
+        description="the run id of the failed run this run resumes (set by `stepml resume`); recorded in the run",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -329,6 +341,8 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         column_roles=request.column_roles,
         exclude_columns=request.exclude_columns,
         rare_classes=request.rare_classes,
+        no_cache=request.no_cache,
+        resume_of=request.resume_of,
         tuning=None
         if request.tuning is None
         else tuning_config(
