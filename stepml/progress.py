@@ -60,7 +60,7 @@ class StateVisit:
     def bookkeeping(self) -> bool:
         """A step cache state that only looks up, chooses or remembers: the progress view leaves it out
         (``--json`` keeps it) unless it was retried or failed."""
-        cache_state = self.name.startswith(("Lookup", "Remember")) or self.name.endswith("Cached?")
+        cache_state = self.name.startswith(("Lookup", "Remember")) or self.name.endswith("Cached")
         return cache_state and not self.name.endswith("Failed") and not self.errors and self.attempts <= 1
 
     @property

@@ -43,8 +43,8 @@ def _history(from_run: str) -> list[dict[str, Any]]:
         ("TaskStateEntered", "LookupPreprocess", "{}"),
         ("LambdaFunctionScheduled", None, None),
         ("TaskStateExited", "LookupPreprocess", with_cache),
-        ("ChoiceStateEntered", "PreprocessCached?", with_cache),
-        ("ChoiceStateExited", "PreprocessCached?", with_cache),
+        ("ChoiceStateEntered", "PreprocessCached", with_cache),
+        ("ChoiceStateExited", "PreprocessCached", with_cache),
         ("PassStateEntered", "ReusePreprocess", with_cache),
         ("PassStateExited", "ReusePreprocess", with_cache),
         ("TaskStateEntered", "Train", with_cache),
@@ -92,14 +92,14 @@ def test_a_reused_step_is_shown_with_its_run_and_the_cache_bookkeeping_is_left_o
     description, reader = follow(OneShotStepFunctions(_history("iris-run-1")), "arn:x", printed, poll_seconds=0)
     text = printed.getvalue()
     assert "↺ Preprocess" in text and "reused from run iris-run-1" in text
-    assert "LookupPreprocess" not in text and "PreprocessCached?" not in text and "ReusePreprocess" not in text
+    assert "LookupPreprocess" not in text and "PreprocessCached" not in text and "ReusePreprocess" not in text
     assert "✓ Train" in text
     # a bookkeeping state that was retried is shown: a retry is worth seeing
     assert "RememberTraining" in text
 
     outcome = outcome_of(description, reader)
     states = {s["name"]: s for s in outcome.to_json()["states"]}
-    assert set(states) == {"LookupPreprocess", "PreprocessCached?", "ReusePreprocess", "Train", "RememberTraining"}
+    assert set(states) == {"LookupPreprocess", "PreprocessCached", "ReusePreprocess", "Train", "RememberTraining"}
     assert states["ReusePreprocess"]["cached"] is True
     assert states["ReusePreprocess"]["cached_from"] == "iris-run-1"
     assert states["ReusePreprocess"]["step"] == "Preprocess"
