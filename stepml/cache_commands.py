@@ -47,8 +47,9 @@ def step_cache(target: Target) -> Any:
 
 def expired(entry: Any, now: datetime | None = None) -> bool:
     """Whether the entry is past its ``expires_at`` (DynamoDB's TTL deletes items only some time after)."""
-    moment = (now or datetime.now(UTC)).timestamp()
-    return entry.expires_at is not None and float(entry.expires_at) <= moment
+    from pipeline_core.aws.step_cache import is_expired
+
+    return is_expired(entry, (now or datetime.now(UTC)).timestamp())
 
 
 def _when(value: Any) -> str:
