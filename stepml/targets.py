@@ -33,6 +33,14 @@ class StackOutputs:
     data_bucket: str
     registry_table: str
     runs_table: str
+    # the alias runs start through (output StateMachineAliasArn), so each execution records the version it
+    # ran; empty where there is none (the embedded target, a stack deployed before the alias existed)
+    alias_arn: str = ""
+
+    @property
+    def start_arn(self) -> str:
+        """The ARN to start executions with: the alias where the stack has one, else the state machine."""
+        return self.alias_arn or self.state_machine_arn
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, str], where: str) -> StackOutputs:
@@ -44,6 +52,7 @@ class StackOutputs:
             outputs["DataBucketName"],
             outputs["ModelRegistryTableName"],
             outputs["RunsTableName"],
+            outputs.get("StateMachineAliasArn", ""),
         )
 
 

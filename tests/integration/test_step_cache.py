@@ -103,7 +103,8 @@ def test_a_change_reruns_exactly_the_steps_after_it(h: Harness, first_two: tuple
 def _with_changed_train_py(source: bytes) -> bytes:
     """The training source tarball with one more line in train.py (a comment: same model, other code)."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(source), mode="r:gz") as before, tarfile.open(fileobj=out, mode="w:gz") as after:
+    before_file = io.BytesIO(source)
+    with tarfile.open(fileobj=before_file, mode="r:gz") as before, tarfile.open(fileobj=out, mode="w:gz") as after:
         for member in before.getmembers():
             data = before.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
             if member.name.endswith("train.py") and data is not None:
