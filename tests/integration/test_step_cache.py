@@ -9,6 +9,7 @@ at once both succeed and leave an entry a third run reuses.
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 from collections.abc import Iterator
@@ -94,6 +95,10 @@ def test_a_change_reruns_exactly_the_steps_after_it(h: Harness, first_two: tuple
         Job("cache-hyper", cached_input(h, key, IRIS, "cache-iris", hyperparameters={"max_iter": 50}))
     )
     assert ran(hyperparameter) == {"Train", "Evaluate"}
+    # the report says what the run reused
+    evaluation = hyperparameter.output_of("Evaluate")["evaluation"]
+    assert json.loads(h.read(evaluation["evaluation_uri"]))["reused_steps"] == {"Preprocess": "cache-first"}
+    assert "Preprocess from run cache-first" in h.read(evaluation["report_uri"]).decode()
     # one row fewer: other bytes, so every step runs
     fewer = IRIS.decode().rstrip("\n").rsplit("\n", 1)[0].encode() + b"\n"
     data = h.run(Job("cache-data", cached_input(h, "datasets/cache-data/iris.csv", fewer, "cache-iris")))
