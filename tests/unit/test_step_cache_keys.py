@@ -53,7 +53,7 @@ def test_run_specific_fields_are_not_in_any_key() -> None:
     first, second = config("run-one"), config("run-two-other-name", no_cache=True, resume_of="run-one")
     assert first.training_job_name != second.training_job_name
     for step in ("Preprocess", "Training", "Evaluate"):
-        assert digest(config_part(first, step)) == digest(config_part(second, step)), step  # type: ignore[arg-type]
+        assert digest(config_part(first, step)) == digest(config_part(second, step)), step
 
 
 def test_each_step_keys_the_fields_it_reads() -> None:
@@ -67,7 +67,7 @@ def test_each_step_keys_the_fields_it_reads() -> None:
         step: {
             name
             for name, other in (("seed", seed), ("threshold", threshold), ("hyperparameters", hyper))
-            if digest(config_part(other, step)) != digest(config_part(base, step))  # type: ignore[arg-type]
+            if digest(config_part(other, step)) != digest(config_part(base, step))
         }
         for step in ("Preprocess", "Training", "Evaluate")
     }
