@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             cursor = target.control("GET", "/_stepml/invocations")["next"]
             outcome, _ = start_and_follow(
                 target.client("stepfunctions"),
-                target.outputs.state_machine_arn,
+                target.outputs.start_arn,
                 name,
                 execution_input,
                 progress,
@@ -162,9 +162,11 @@ def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
     if not rows:
         print("No runs yet: start one with `stepml run`.", file=out)
         return 0
-    print(f"{'NAME':<48} {'STATUS':<10} {'SECONDS':>8}  STARTED", file=out)
+    # VERSION: the state machine version the run ran ("3" on AWS; "sha256:<12 hex>" where runs start unversioned)
+    print(f"{'NAME':<48} {'STATUS':<10} {'VERSION':<19} {'SECONDS':>8}  STARTED", file=out)
     for row in rows:
-        print(f"{row['name']:<48} {row['status']:<10} {row['seconds']:>8}  {row['started']}", file=out)
+        version = row.get("definition_version") or "-"
+        print(f"{row['name']:<48} {row['status']:<10} {version:<19} {row['seconds']:>8}  {row['started']}", file=out)
     return 0
 
 

@@ -90,8 +90,8 @@ def start(
         stage_dataset(target, args.data, name)
     sfn = target.client("stepfunctions")
     if getattr(args, "no_wait", False):
-        return start_execution(sfn, target.outputs.state_machine_arn, name, execution_input)
-    outcome, _ = start_and_follow(sfn, target.outputs.state_machine_arn, name, execution_input, out)
+        return start_execution(sfn, target.outputs.start_arn, name, execution_input)
+    outcome, _ = start_and_follow(sfn, target.outputs.start_arn, name, execution_input, out)
     return outcome
 
 
@@ -158,7 +158,19 @@ def upload(target: Target, path: Path, out: TextIO, wait: bool) -> RunOutcome | 
 
 
 def list_runs(target: Target) -> list[dict[str, Any]]:
+    """Every execution of the state machine, with the definition version its run record names.
+
+    The executions are listed by the unqualified ARN: listing by the alias would leave out runs started
+    otherwise (the console, an older stack). The version comes from the runs table (Ingest writes it):
+    None for a run that failed before Ingest or was recorded before versions were.
+    """
+    from pipeline_core.aws.runs import RunLog
+
     sfn = target.client("stepfunctions")
+    versions = {
+        str(r["run_id"]): r.get("definition_version")
+        for r in RunLog(target.outputs.runs_table, target.client("dynamodb")).runs()
+    }
     rows = []
     for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=target.outputs.state_machine_arn):
         for e in page["executions"]:
@@ -170,6 +182,7 @@ def list_runs(target: Target) -> list[dict[str, Any]]:
                     "started": str(e["startDate"]),
                     "seconds": f"{(stop - e['startDate']).total_seconds():.1f}" if stop else "-",
                     "execution_arn": e["executionArn"],
+                    "definition_version": versions.get(e["name"]),
                 }
             )
     return rows

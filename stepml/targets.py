@@ -33,8 +33,16 @@ class StackOutputs:
     data_bucket: str
     registry_table: str
     runs_table: str
+    # the alias runs start through (output StateMachineAliasArn), so each execution records the version it
+    # ran; empty where there is none (the embedded target, a stack deployed before the alias existed)
+    alias_arn: str = ""
     # None: a stack deployed before the step cache (no StepCacheTableName output); `stepml cache` says so
     step_cache_table: str | None = None
+
+    @property
+    def start_arn(self) -> str:
+        """The ARN to start executions with: the alias where the stack has one, else the state machine."""
+        return self.alias_arn or self.state_machine_arn
 
     @classmethod
     def from_outputs(cls, outputs: dict[str, str], where: str) -> StackOutputs:
@@ -46,6 +54,7 @@ class StackOutputs:
             outputs["DataBucketName"],
             outputs["ModelRegistryTableName"],
             outputs["RunsTableName"],
+            outputs.get("StateMachineAliasArn", ""),
             outputs.get("StepCacheTableName"),
         )
 

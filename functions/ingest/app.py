@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from pipeline_core.aws.clients import client
+from pipeline_core.aws.definition_version import definition_version
 from pipeline_core.aws.runs import RunLog
 from pipeline_core.aws.s3 import ObjectStore
 from pipeline_core.idempotency import run_once
@@ -13,7 +15,13 @@ from pipeline_core.stages.ingest import IngestEvent, ingest
 
 def _ingest(event: dict[str, Any]) -> dict[str, Any]:
     parsed = IngestEvent.model_validate(event)
-    result = ingest(parsed.config, parsed.execution_arn, store=ObjectStore(), runs=RunLog(require_env("RUNS_TABLE")))
+    result = ingest(
+        parsed.config,
+        parsed.execution_arn,
+        store=ObjectStore(),
+        runs=RunLog(require_env("RUNS_TABLE")),
+        definition_version=definition_version(client("stepfunctions"), parsed.execution_arn),
+    )
     return result.model_dump(mode="json")
 
 

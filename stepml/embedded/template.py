@@ -176,6 +176,12 @@ class _Evaluator:
         if name in self.parameters:
             return self.parameters[name]
         if name not in self.resources:
+            machine = self.published_alias_of(name)
+            if machine is not None:
+                # The embedded target publishes no versions: moto's engine cannot start an execution through
+                # an alias, so what starts runs through the alias on AWS starts them unqualified here (their
+                # definition version is then the definition's hash, see pipeline_core.aws.definition_version).
+                return self.ref(machine)
             raise TemplateError(f"Ref to unknown name {name!r}")
         resource_type = self.resources[name]["Type"]
         if resource_type == "AWS::SNS::Topic":
@@ -183,6 +189,15 @@ class _Evaluator:
         if resource_type == "AWS::Serverless::StateMachine":
             return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{self.physical_name(name)}"
         return self.physical_name(name)
+
+    def published_alias_of(self, name: str) -> str | None:
+        """The state machine whose SAM-generated alias resource is ``name`` (``<machine>Alias<alias>``, made by
+        the machine's AutoPublishAlias), or None."""
+        for logical_id, resource in self.resources.items():
+            alias = resource.get("Properties", {}).get("AutoPublishAlias")
+            if resource["Type"] == "AWS::Serverless::StateMachine" and alias and name == f"{logical_id}Alias{alias}":
+                return logical_id
+        return None
 
     def get_att(self, logical_id: str, attribute: str) -> str:
         if logical_id not in self.resources:

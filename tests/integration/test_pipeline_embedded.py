@@ -117,6 +117,39 @@ def test_state_persists_for_later_commands(iris_run: PipelineRun, diabetes_run: 
     assert {iris_run.result["execution_arn"], diabetes_run.result["execution_arn"]} <= arns
 
 
+def test_the_run_record_registry_and_runs_name_the_definition_version(iris_run: PipelineRun) -> None:
+    from pipeline_core.aws.definition_version import definition_hash
+    from pipeline_core.aws.runs import RunLog
+
+    from stepml.embedded.template import substitute_definition
+
+    assert iris_run.exit_code == 0, iris_run.output
+    # the embedded target starts runs unversioned (moto cannot start through an alias), so the version is
+    # the hash of the definition it deployed: the checkout's definition with the local substitutions
+    with EmbeddedAws(project_layout()) as aws:
+        assert aws.stack.state_machine_definition is not None
+        deployed = substitute_definition(aws.stack.state_machine_definition.read_text(), aws.stack.substitutions)
+        run_id = iris_run.result["execution_arn"].rsplit(":", 1)[-1]
+        record = RunLog(aws.outputs.runs_table, aws.client("dynamodb")).get_run(run_id)
+    version = definition_hash(deployed)
+    assert record is not None and record["definition_version"] == version
+    assert iris_run.result["registry"]["definition_version"] == version
+
+    out = io.StringIO()
+    assert main(["runs", "--json"], out=out) == 0
+    [row] = [r for r in json.loads(out.getvalue()) if r["execution_arn"] == iris_run.result["execution_arn"]]
+    assert row["definition_version"] == version
+    out = io.StringIO()
+    assert main(["runs"], out=out) == 0
+    header, *lines = out.getvalue().splitlines()
+    assert header.split()[:3] == ["NAME", "STATUS", "VERSION"]
+    assert any(line.startswith(run_id) and f" {version} " in line for line in lines)
+    out = io.StringIO()
+    assert main(["models", "--json"], out=out) == 0
+    models = {(m["model_name"], m["version"]): m for m in json.loads(out.getvalue())}
+    assert models[(iris_run.result["model_name"], iris_run.result["model_version"])]["definition_version"] == version
+
+
 def test_second_run_updates_endpoint_and_bumps_version(iris_run: PipelineRun, state_dir: Path) -> None:
     from tests.integration.conftest import run_cli
 

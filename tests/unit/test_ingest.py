@@ -71,6 +71,26 @@ def test_csv_is_copied_hashed_and_recorded(aws: Any) -> None:
     assert record["started_at"]
 
 
+@pytest.mark.usefixtures("metrics_namespace")
+def test_the_run_records_the_definition_version_its_execution_runs(aws: Any) -> None:
+    import boto3
+    from pipeline_core.aws.definition_version import definition_hash
+
+    definition = '{"StartAt": "Only", "States": {"Only": {"Type": "Pass", "End": true}}}'
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(name="stepml", definition=definition, roleArn="arn:aws:iam::123456789012:role/r")
+    started = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name="run-1")
+    assert started["executionArn"] == EXECUTION_ARN
+    config = config_for(aws, aws.put("incoming/iris.csv", iris_csv()))
+
+    answer = lambda_handler({"config": config.model_dump(mode="json"), "execution_arn": EXECUTION_ARN}, None)
+
+    # moto's executions start unversioned (no alias), so the version is the definition's hash
+    assert IngestResult.model_validate(answer).definition_version == definition_hash(definition)
+    record = RunLog(aws.runs_table).get_run("run-1")
+    assert record is not None and record["definition_version"] == definition_hash(definition)
+
+
 def test_a_retry_gives_the_same_result_and_one_raw_copy(aws: Any) -> None:
     source = aws.put("incoming/iris.csv", iris_csv())
     config = config_for(aws, source)

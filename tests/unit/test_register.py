@@ -95,6 +95,18 @@ def test_versions_are_assigned_in_order_and_the_record_is_complete(aws: FakeAws)
     assert record["registry_status"] == "approved" and record["finished_at"]
 
 
+def test_the_registry_records_the_definition_version_ingest_learned(aws: FakeAws) -> None:
+    state = evaluated_state(aws)
+    run_register(aws, state, "unknown")  # an IngestResult from before the version was recorded
+    state["ingest"] = {**state["ingest"], "definition_version": "7"}
+    run_register(aws, state, "versioned")
+
+    registry = ModelRegistry(aws.registry_table, aws.dynamodb)
+    before, versioned = registry.get("iris", 1), registry.get("iris", 2)
+    assert before is not None and before.definition_version is None
+    assert versioned is not None and versioned.definition_version == "7"
+
+
 def test_a_retry_returns_the_version_already_registered(aws: FakeAws) -> None:
     state = evaluated_state(aws)
     first = run_register(aws, state, "retried")

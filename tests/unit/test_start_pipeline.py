@@ -231,3 +231,10 @@ def test_handler_starts_a_run_and_answers_json(
 
     assert answer["status"] == "started"
     assert [e["executionArn"] for e in pipeline.executions()] == [answer["execution_arn"]]
+
+
+def test_an_execution_started_through_the_alias_has_the_unqualified_execution_arn() -> None:
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:pipeline"
+    expected = "arn:aws:states:us-east-1:123456789012:execution:pipeline:run-1"
+    assert execution_arn_for(machine + ":live", "run-1") == expected
+    assert execution_arn_for(machine, "run-1") == expected

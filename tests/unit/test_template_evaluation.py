@@ -60,7 +60,8 @@ def test_functions_get_their_globals_merged_as_sam_does() -> None:
     assert start["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": "/stepml/dev/functions"}
     variables = start["Environment"]["Variables"]
     assert variables["DATA_BUCKET"] == "stepml-local-databucket"  # from Globals
-    assert variables["STATE_MACHINE_ARN"].endswith(":stateMachine:stepml-local-PipelineStateMachine")  # its own
+    # the Ref to the alias AutoPublishAlias makes is the state machine itself: no versions on the embedded target
+    assert variables["STATE_MACHINE_ARN"].endswith(":stateMachine:stepml-local-PipelineStateMachine")
     assert start["Events"]["S3Upload"]["Properties"]["RuleName"] == "stepml-dev-s3-upload"
     assert functions["ValidateInputFunction"].properties["Timeout"] == 30
     assert functions["InferenceFunction"].properties["MemorySize"] == 1024  # only in Globals

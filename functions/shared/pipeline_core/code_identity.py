@@ -22,19 +22,19 @@ def _package_root() -> Path:
     return Path(__file__).resolve().parent
 
 
-def _module_file(module: str) -> Path | None:
-    """The source file of ``pipeline_core.…`` module ``module``, or None (not ours, or no such module)."""
+def _module_file(module: str, root: Path) -> Path | None:
+    """The source file of ``pipeline_core.…`` module ``module`` under ``root``, or None (not ours, or none)."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
     parts = module.split(".")[1:]
-    base = _package_root().joinpath(*parts)
+    base = root.joinpath(*parts)
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _imported_modules(path: Path, module: str) -> set[str]:
+def _imported_modules(path: Path, module: str, root: Path) -> set[str]:
     """The pipeline_core modules ``path`` imports (``from a import b`` counts ``a.b`` when that is a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -51,23 +51,28 @@ def _imported_modules(path: Path, module: str) -> set[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if _module_file(name) is not None}
+    return {name for name in found if _module_file(name, root) is not None}
 
 
 @cache
-def code_sha256(module: str) -> str:
-    """sha256 over ``module``'s source and that of every pipeline_core module it imports (by name order)."""
-    if _module_file(module) is None:
+def code_sha256(module: str, root: Path | None = None) -> str:
+    """sha256 over ``module``'s source and that of every pipeline_core module it imports (by name order).
+
+    ``root``: the pipeline_core package directory (this one by default). Cached: code does not change under
+    a running function.
+    """
+    root = root or _package_root()
+    if _module_file(module, root) is None:
         raise ValueError(f"{module} is not a module of {PACKAGE}")
     seen: dict[str, Path] = {}
     pending = [module]
     while pending:
         name = pending.pop()
-        path = _module_file(name)
+        path = _module_file(name, root)
         if name in seen or path is None:
             continue
         seen[name] = path
-        pending.extend(_imported_modules(path, name) - seen.keys())
+        pending.extend(_imported_modules(path, name, root) - seen.keys())
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(name.encode() + b"\0" + seen[name].read_bytes() + b"\0")

@@ -153,6 +153,10 @@ class IngestResult(Contract):
     sha256: str
     size_bytes: int
     format: Literal["csv", "parquet"]
+    # the state machine version this execution runs: "3" on AWS (through the alias), "sha256:<12 hex>" where
+    # it started unversioned (pipeline_core.aws.definition_version); None outside an execution and for
+    # executions stored before it was recorded
+    definition_version: str | None = None
 
 
 class ColumnProfile(Contract):
@@ -328,6 +332,9 @@ class RegistryRecord(Contract):
     column_roles: dict[str, str] = Field(default_factory=dict)
     # steps this run took from the step cache: step -> {"from_run", "key"}
     reused_steps: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # the state machine version that ran the pipeline (IngestResult.definition_version); None for versions
+    # registered before it was recorded
+    definition_version: str | None = None
 
 
 class FailureRecord(Contract):

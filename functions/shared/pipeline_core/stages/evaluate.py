@@ -291,8 +291,12 @@ def evaluate(
     store: ObjectStore,
     registry: ModelRegistry,
     ingest: IngestResult | None = None,
+    reused: dict[str, str] | None = None,
 ) -> EvaluationResult:
-    """Evaluate the trained model on the test split and write evaluation.json and report.html."""
+    """Evaluate the trained model on the test split and write evaluation.json and report.html.
+
+    ``reused``: the steps this run took from the step cache (step -> the run that made them), for the report.
+    """
     source = output_data_uri(training)
     prefix = evaluation_prefix(training)
     evaluation_uri, report_uri = prefix + "evaluation.json", prefix + "report.html"
@@ -390,6 +394,7 @@ def evaluate(
         "trainer_test_metrics": trainer_metrics.get("test") if isinstance(trainer_metrics.get("test"), dict) else None,
         "model_choice": model_choice,
         "trainer_notes": trainer_notes,
+        "reused_steps": reused or {},
         "selection": trainer_metrics.get("selection") if isinstance(trainer_metrics.get("selection"), dict) else None,
         "gate": gate.result_fields(),
         **analysis,
@@ -415,6 +420,7 @@ def evaluate(
         ),
         ("image", training.image or "not recorded"),
         ("model choice", model_choice or "not reported by the trainer"),
+        *((("reused", ", ".join(f"{step} from run {run}" for step, run in reused.items())),) if reused else ()),
         *(("note", note) for note in trainer_notes),
     ]
     html = render_report(

@@ -40,8 +40,18 @@ def detect_format(uri: str) -> Literal["csv", "parquet"]:
     return FORMATS[suffix]
 
 
-def ingest(config: RunConfig, execution_arn: str, store: ObjectStore, runs: RunLog) -> IngestResult:
-    """Copy ``config.dataset`` to ``config.raw_prefix``, record the run as RUNNING and describe the copy."""
+def ingest(
+    config: RunConfig,
+    execution_arn: str,
+    store: ObjectStore,
+    runs: RunLog,
+    definition_version: str | None = None,
+) -> IngestResult:
+    """Copy ``config.dataset`` to ``config.raw_prefix``, record the run as RUNNING and describe the copy.
+
+    ``definition_version`` is the state machine version this execution runs (pipeline_core.aws.definition_version);
+    it is recorded with the run and passed on to Register in the result.
+    """
     source = config.dataset
     try:
         found = store.exists(source)
@@ -65,6 +75,7 @@ def ingest(config: RunConfig, execution_arn: str, store: ObjectStore, runs: RunL
         sha256=sha256_hex(data),
         size_bytes=len(data),
         format=file_format,
+        definition_version=definition_version,
     )
     runs.update_run(
         config.run_id,
@@ -76,6 +87,7 @@ def ingest(config: RunConfig, execution_arn: str, store: ObjectStore, runs: RunL
         format=file_format,
         model_name=config.model_name,
         execution_arn=execution_arn,
+        definition_version=definition_version,
         started_at=utc_now(),
         resume_of=config.resume_of,  # left out when None: a run that resumes none
         no_cache=config.no_cache or None,

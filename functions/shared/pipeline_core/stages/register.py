@@ -62,6 +62,8 @@ def registry_entry(
         "code_uri": lineage.code_uri if lineage else None,
         "code_sha256": lineage.code_sha256 if lineage else None,
         "code_version_id": lineage.code_version_id if lineage else None,
+        # which definition of the pipeline produced it (the version Ingest learned)
+        "definition_version": ingest.definition_version,
         "image": training.image,
         "hyperparameters": training.hyperparameters or prep.hyperparameters,
         # each feature's role, as evaluation.json gives it (Preprocess's roles, else ValidateData's profile)

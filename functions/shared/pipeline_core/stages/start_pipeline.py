@@ -124,8 +124,13 @@ def resolve_key(bucket: str, key: str, store: ObjectStore) -> str:
 
 
 def execution_arn_for(state_machine_arn: str, name: str) -> str:
-    """The ARN an execution named ``name`` of ``state_machine_arn`` has."""
-    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
+    """The ARN an execution named ``name`` of ``state_machine_arn`` has.
+
+    An execution started through a version or alias (``...:stateMachine:<machine>:<qualifier>``) has the
+    same ARN as one started unqualified: ``...:execution:<machine>:<name>``.
+    """
+    unqualified = ":".join(state_machine_arn.split(":")[:7])
+    return unqualified.replace(":stateMachine:", ":execution:", 1) + ":" + name
 
 
 def _error_code(error: ClientError) -> str:

@@ -5,7 +5,7 @@ Each cached step (Preprocess, Training, Evaluate) has a key: the sha256 of what 
 - Preprocess: the dataset's sha256, ValidateData's profile, the config fields it reads, and its code.
 - Training (one training job, or a tuning job and its best job): Preprocess's key, the hyperparameters
   the job gets, the image, the training source's sha256 and the tuning settings.
-- Evaluate: Training's key, the model's identity and its code.
+- Evaluate: Training's key, the training job it evaluates, the model's identity and its code.
 
 Chaining the previous step's key makes a change upstream a miss downstream. Run-specific fields (run id,
 job and prefix names) are left out; every other config field counts unless a step is known not to read it,
@@ -97,6 +97,7 @@ class StepCacheEvent(BaseModel):
     previous: str | None = None  # the previous cached step's key (Training: Preprocess's; Evaluate: Training's)
     hyperparameters: dict[str, str] | None = None  # Training: the job's HyperParameters, as Train passes them
     trainer: dict[str, Any] | None = None  # Training: $.trainer.resolved (image, script)
+    training: TrainingSummary | None = None  # Evaluate: the job whose model it evaluates
     lookup: CacheLookup | None = None  # store: this step's lookup (its key)
     result: dict[str, Any] | None = None  # store: the step's result
 
@@ -140,6 +141,10 @@ def key_parts(event: StepCacheEvent, store: ObjectStore) -> dict[str, str]:
         parts["training_source_sha256"] = _source_sha256(hyperparameters.get(SUBMIT_DIRECTORY), store)
     else:
         parts["previous"] = _require(event.previous, "previous", step)
+        # the job itself, not only Training's key: a job trained again (its artifact was deleted) has a new
+        # name, and evaluation.json and the report describe one job
+        training = _require(event.training, "training", step)
+        parts["training_job"] = f"{training.TrainingJobName} {training.ModelArtifacts}"
         parts["identity"] = digest(event.config.identity.model_dump(mode="json") if event.config.identity else None)
         parts["code"] = code_sha256(STAGE_MODULE[step])
     return parts
@@ -209,7 +214,8 @@ def reuse_result(event: StepCacheEvent, entry: CacheEntry, registry: ModelRegist
         )
     if entry.step == "Evaluate":
         return regate(EvaluationResult.model_validate(entry.result), event.config, registry).model_dump(mode="json")
-    return TrainingSummary.model_validate(entry.result).model_dump(mode="json")
+    TrainingSummary.model_validate(entry.result)  # checked, and given back exactly as the job's state left it
+    return entry.result
 
 
 def regate(evaluation: EvaluationResult, config: RunConfig, registry: ModelRegistry) -> EvaluationResult:
