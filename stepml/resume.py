@@ -115,7 +115,7 @@ def resume(target: Target, run_or_arn: str, out: TextIO | None, note: TextIO) ->
     new_input = resumed_input(execution_input, run)
     check_name(target, name, new_input)
     print(f"Resuming run {run} (failed at {state}) as {name}: steps it finished are reused", file=note, flush=True)
-    outcome, _ = start_and_follow(sfn, target.outputs.state_machine_arn, name, new_input, out)
+    outcome, _ = start_and_follow(sfn, target.outputs.start_arn, name, new_input, out)
     return outcome, run, state
 
 
