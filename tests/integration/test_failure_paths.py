@@ -44,12 +44,22 @@ CREATE_PATH = [
     "Ingest",
     "ValidateData",
     "UseModelIdentity",
+    # the step cache's states around each cached step; the harness turns the cache off, so each misses
+    "LookupPreprocess",
+    "PreprocessCached",
     "Preprocess",
+    "RememberPreprocess",
     "TrainerDefaults",
     "PrepareTrainingJob",
+    "LookupTraining",
+    "TrainingCached",
     "TuneOrTrain",
     "Train",
+    "RememberTraining",
+    "LookupEvaluation",
+    "EvaluationCached",
     "Evaluate",
+    "RememberEvaluation",
     "QualityGate",
     "CreateModel",
     "CreateEndpointConfig",
@@ -182,6 +192,9 @@ def test_every_catch_leads_to_the_failure_record_and_a_fail_state() -> None:
             assert target == "NotifyFailure"
         elif name == "NotifyFailure":
             assert STATES[target]["Type"] == "Fail"
+        elif name.startswith("Remember"):
+            # a step cache entry not stored costs a later run a miss, never this run its result
+            assert target == state["Next"] and catcher["ResultPath"].startswith("$.cache_errors."), name
         else:
             assert target == f"{name}Failed" and STATES[target]["Next"] == "RecordFailure", name
     assert STATES["RecordFailure"]["Next"] == "NotifyFailure"
@@ -407,6 +420,13 @@ def test_catch_records_the_failure(campaign: Campaign, state: str) -> None:
         assert [v.status for v in own_versions] == ["approved"]
         assert record and record["status"] == "SUCCEEDED"
         assert "notify_error" in json.loads(run.description["output"])
+        return
+    if state.startswith("Remember"):
+        # the step's result was not stored in the step cache: the run goes on and deploys all the same
+        assert run.status == "SUCCEEDED" and run.path == CREATE_PATH, run.describe()
+        assert [v.status for v in own_versions] == ["approved"]
+        assert record and record["status"] == "SUCCEEDED"
+        assert set(json.loads(run.description["output"])["cache_errors"]) == {state.removeprefix("Remember").lower()}
         return
 
     assert run.status == "FAILED", run.describe()

@@ -16,29 +16,12 @@ from stepml.cli import main
 from stepml.embedded.runtime import EmbeddedAws
 from stepml.project import project_layout
 from tests.integration.conftest import REPO, PipelineRun
+from tests.integration.test_failure_paths import CREATE_PATH
 
 pytestmark = pytest.mark.slow
 
-HAPPY_PATH = [
-    "ValidateInput",
-    "Ingest",
-    "ValidateData",
-    "UseModelIdentity",
-    "Preprocess",
-    "TrainerDefaults",
-    "PrepareTrainingJob",
-    "TuneOrTrain",
-    "Train",
-    "Evaluate",
-    "QualityGate",
-    "CreateModel",
-    "CreateEndpointConfig",
-    "AcquireDeployLease",
-    "GateUnderLease",
-    "StillPassesGate",
-    "FindEndpoint",
-    "CreateOrUpdateEndpoint",
-]
+# the path of a first run: every step runs (the step cache has nothing to offer yet), up to the deployment
+HAPPY_PATH = CREATE_PATH[: CREATE_PATH.index("CreateOrUpdateEndpoint") + 1]
 
 
 def _visited(run: PipelineRun) -> list[str]:
