@@ -69,8 +69,14 @@ EFFECTS = {
     "Register": "registry version, run record",
     "RegisterRejected": "registry version (rejected), run record",
     "RecordFailure": "failure record, endpoint rollback",
+    # a put of the whole item under the step's key: a retry writes the same item again
+    "RememberPreprocess": "step cache entry (one item per key)",
+    "RememberTraining": "step cache entry (one item per key)",
+    "RememberEvaluation": "step cache entry (one item per key)",
 }
-READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint", "DescribeBestTrainingJob"}
+# The lookups only read (with the cache on, a hit also SETs the run record's reused_steps to the same value).
+LOOKUPS = {"LookupPreprocess", "LookupTraining", "LookupEvaluation"}
+READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint", "DescribeBestTrainingJob", *LOOKUPS}
 
 
 # "after-superseded": its first AcquireDeployLease attempts are told the lease is taken (without running),
@@ -266,6 +272,12 @@ def test_create_run_leaves_one_of_each_effect(runs: Runs) -> None:
     assert run_record and run_record["status"] == "SUCCEEDED" and run_record["model_version"] == 1
     # AcquireDeployLease: taken twice by the same execution, given back once by Register
     assert h.registry.deploy_lease("after-create") is None
+    # Remember*: one step cache entry per step, under the key its lookup computed, naming this run
+    table = h.aws.stack.tables["StepCacheTable"].name
+    for lookup in ("preprocess", "training", "evaluation"):
+        key = out["cache"][lookup]["key"]
+        item = h.aws.client("dynamodb").get_item(TableName=table, Key={"cache_key": {"S": key}})["Item"]
+        assert item["run_id"]["S"] == "after-create", lookup
 
 
 def test_tune_retried_after_running_trains_each_job_once(runs: Runs) -> None:

@@ -136,7 +136,7 @@ def test_the_run_record_registry_and_runs_name_the_definition_version(iris_run: 
 def test_second_run_updates_endpoint_and_bumps_version(iris_run: PipelineRun, state_dir: Path) -> None:
     from tests.integration.conftest import run_cli
 
-    again = run_cli("--data", str(REPO / "data" / "iris.csv"))
+    again = run_cli("--data", str(REPO / "data" / "iris.csv"), "--no-cache")  # a new model, not the cached one
     assert again.exit_code == 0, again.output
     assert again.result["model_version"] == iris_run.result["model_version"] + 1
     assert "UpdateEndpoint" in _visited(again)

@@ -265,7 +265,9 @@ def test_serve_stopped_while_a_run_writes_loses_neither_the_log_nor_the_run(proj
         url = next(line.split(" on ")[1].split()[0] for line in served.stdout if "inference API on" in line)
         # Register fails 3 times (full-jitter backoff up to 1+2+4 s): serve stops before the run's registry write.
         fault = "Register=TransientStoreError:3"
-        second = project.popen("run", "--json", "--data", IRIS, "--name", "while-serving", "--inject-fault", fault)
+        second = project.popen(
+            "run", "--json", "--data", IRIS, "--name", "while-serving", "--inject-fault", fault, "--no-cache"
+        )
         _wait_for(lambda: any(r["name"] == "while-serving" for r in project.runs()), 120, "the run to start")
         rows = [{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]
         for _ in range(20):

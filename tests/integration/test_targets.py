@@ -178,7 +178,9 @@ def test_start_and_watch_through_the_remote_targets(local_up: LocalUp, target: s
     # The same commands a user runs against LocalStack or AWS, with local up standing in for the account.
     remote = ("--target", target, "--endpoint-url", local_up.endpoint_url, "--stack-name", "stepml-local")
     name = f"remote-{target}"
-    started = local_up.cli("start", *remote, "--no-wait", "--data", str(REPO / "data" / "iris.csv"), "--name", name)
+    iris = str(REPO / "data" / "iris.csv")
+    # --no-cache: each target's run trains and registers its own version (the cache would return the first's)
+    started = local_up.cli("start", *remote, "--no-wait", "--no-cache", "--data", iris, "--name", name)
     assert started.returncode == 0, started.stderr
     assert started.stdout.strip().endswith(f":{name}")
     watched = local_up.cli("watch", name, *remote, "--json")

@@ -47,11 +47,16 @@ def _shape_problems(value: dict[str, Any], shape_name: str) -> str:
 def test_the_best_training_job_goes_on_through_evaluate_and_is_registered(h: Harness, tuned: Finished) -> None:
     assert tuned.status == "SUCCEEDED", tuned.describe()
     path = tuned.path
-    assert path[path.index("PrepareTrainingJob") :][:5] == [
+    assert path[path.index("PrepareTrainingJob") :][:10] == [
         "PrepareTrainingJob",
+        "LookupTraining",
+        "TrainingCached",
         "TuneOrTrain",
         "Tune",
         "DescribeBestTrainingJob",
+        "RememberTraining",
+        "LookupEvaluation",
+        "EvaluationCached",
         "Evaluate",
     ], path
     assert "Train" not in path
