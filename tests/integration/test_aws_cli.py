@@ -142,7 +142,9 @@ def test_the_stacks_functions_logs_alarms_dashboard_and_rule_are_visible(local: 
     groups = {g["logGroupName"] for g in local.aws("logs", "describe-log-groups")["logGroups"]}
     assert "/stepml/dev/functions" in groups
     # a run after this local AWS started: its functions' lines reach CloudWatch Logs within a second or two
-    failed = local.stepml("run", "--data", str(REPO / "data" / "iris.csv"), "--inject-fault", "Evaluate=InjectedError")
+    # --no-cache: Evaluate must run (an earlier run in this module stored its result) for the fault to fail it
+    iris = str(REPO / "data" / "iris.csv")
+    failed = local.stepml("run", "--data", iris, "--no-cache", "--inject-fault", "Evaluate=InjectedError")
     assert failed.returncode == 1, failed.stderr
     deadline = time.monotonic() + 30
     messages: list[str] = []
