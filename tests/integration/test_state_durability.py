@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -263,6 +264,11 @@ def test_serve_stopped_while_a_run_writes_loses_neither_the_log_nor_the_run(proj
     try:
         assert served.stdout is not None
         url = next(line.split(" on ")[1].split()[0] for line in served.stdout if "inference API on" in line)
+        # read the rest of what serve prints as it comes: an undrained pipe that fills would block serve's writes
+        # (and so its exit); what it printed is in the failure message if it does not stop
+        printed: list[str] = []
+        drain = threading.Thread(target=lambda: printed.extend(served.stdout or []), daemon=True)
+        drain.start()
         # Register fails 3 times (full-jitter backoff up to 1+2+4 s): serve stops before the run's registry write.
         fault = "Register=TransientStoreError:3"
         second = project.popen(
@@ -278,7 +284,10 @@ def test_serve_stopped_while_a_run_writes_loses_neither_the_log_nor_the_run(proj
                 assert answer.status == 200
         assert second.poll() is None, "the run must still be going when serve stops"
         served.send_signal(signal.SIGINT)
-        assert served.wait(timeout=60) == 0
+        try:
+            assert served.wait(timeout=60) == 0, "".join(printed)[-3000:]
+        except subprocess.TimeoutExpired:
+            pytest.fail("stepml serve did not stop within 60 s of SIGINT; it printed:\n" + "".join(printed)[-3000:])
         out, err = second.communicate(timeout=300)
     finally:
         served.kill()
