@@ -76,8 +76,9 @@ def trainer_name(config: RunConfig, training: TrainingSummary) -> str:
     return f"{entry_point} ({trainer.source})"
 
 
-def _submit_directory(training: TrainingSummary) -> str | None:
-    value = training.hyperparameters.get(SUBMIT_DIRECTORY)
+def submit_directory(hyperparameters: dict[str, str]) -> str | None:
+    """The training source a job runs (its ``sagemaker_submit_directory`` hyperparameter), unquoted."""
+    value = hyperparameters.get(SUBMIT_DIRECTORY)
     if not value:
         return None
     try:
@@ -95,7 +96,7 @@ def code_lineage(config: RunConfig, training: TrainingSummary, store: ObjectStor
     None: it describes the model, it does not decide whether it deploys.
     """
     name = trainer_name(config, training)
-    uri = _submit_directory(training)
+    uri = submit_directory(training.hyperparameters)
     if uri is None or not uri.startswith("s3://"):
         logger.warning("no trainer code to record", extra={"training_job": training.TrainingJobName, "uri": uri})
         return CodeLineage(trainer=name, code_uri=uri)

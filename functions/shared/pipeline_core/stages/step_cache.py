@@ -47,6 +47,7 @@ from pipeline_core.models import (
 )
 from pipeline_core.stages.gate import decide_gate, gate_threshold
 from pipeline_core.stages.identity import check_identity
+from pipeline_core.stages.lineage import submit_directory
 from pipeline_core.stages.trainer_input import training_hyperparameters
 
 # What the step cache's entries live for when the deployment sets nothing (STEP_CACHE_TTL_DAYS).
@@ -82,7 +83,6 @@ NOT_READ_BY: dict[CachedStep, frozenset[str]] = {
     "Evaluate": frozenset({"quality_threshold", "hyperparameters", "trainer", "tuning"}),
 }
 STAGE_MODULE = {"Preprocess": "pipeline_core.stages.preprocess", "Evaluate": "pipeline_core.stages.evaluate"}
-SUBMIT_DIRECTORY = "sagemaker_submit_directory"
 
 
 class StepCacheEvent(BaseModel):
@@ -138,7 +138,7 @@ def key_parts(event: StepCacheEvent, store: ObjectStore) -> dict[str, str]:
         parts["previous"] = _require(event.previous, "previous", step)
         parts["hyperparameters"] = digest(hyperparameters)
         parts["image"] = str(trainer.get("image"))
-        parts["training_source_sha256"] = _source_sha256(hyperparameters.get(SUBMIT_DIRECTORY), store)
+        parts["training_source_sha256"] = _source_sha256(submit_directory(hyperparameters), store)
     else:
         parts["previous"] = _require(event.previous, "previous", step)
         # the job itself, not only Training's key: a job trained again (its artifact was deleted) has a new
@@ -154,7 +154,6 @@ def _source_sha256(uri: str | None, store: ObjectStore) -> str:
     """The training source's sha256 (the image's own code when the job names none)."""
     if not uri:
         return "none"
-    uri = json.loads(uri) if uri.startswith('"') else uri  # the SageMaker SDK JSON-encodes values
     try:
         return sha256_hex(store.read_bytes(uri))
     except DatasetNotFoundError:
