@@ -47,6 +47,7 @@ from pipeline_core.models import (
 )
 from pipeline_core.stages.gate import RESULT_FIELDS, decide_gate, gate_threshold
 from pipeline_core.stages.identity import check_identity
+from pipeline_core.stages.job_layout import evaluation_prefix, output_data_uri
 from pipeline_core.stages.lineage import code_lineage, column_rows, dropped_rows, feature_roles
 from pipeline_core.stages.metrics import classification_metrics, regression_metrics, roc_auc
 from pipeline_core.stages.report import (
@@ -66,33 +67,11 @@ PRIMARY_METRIC: dict[ProblemType, str] = {
 }
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.csv"
-_MODEL_SUFFIX = "/output/model.tar.gz"
 
 
 def family(problem_type: ProblemType) -> str:
     """``classification`` or ``regression``."""
     return "regression" if problem_type == "regression" else "classification"
-
-
-def output_data_uri(training: TrainingSummary) -> str:
-    """Where SageMaker put SM_OUTPUT_DATA_DIR: ``…/<job>/output/output.tar.gz`` beside the model."""
-    if training.OutputDataUri:
-        return training.OutputDataUri
-    return _job_prefix(training.ModelArtifacts) + "/output/output.tar.gz"
-
-
-def evaluation_prefix(training: TrainingSummary) -> str:
-    """``…/<job>/evaluation/``: the evaluation files live beside the job's ``output/``."""
-    return _job_prefix(training.ModelArtifacts) + "/evaluation/"
-
-
-def _job_prefix(model_artifacts: str) -> str:
-    if not model_artifacts.startswith("s3://") or not model_artifacts.endswith(_MODEL_SUFFIX):
-        raise EvaluationError(
-            f"training.ModelArtifacts is {model_artifacts!r}; expected s3://…/<job>{_MODEL_SUFFIX}, "
-            "the layout SageMaker uses under S3OutputPath"
-        )
-    return model_artifacts[: -len(_MODEL_SUFFIX)]
 
 
 _CONTRACT = (

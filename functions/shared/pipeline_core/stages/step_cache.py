@@ -47,6 +47,7 @@ from pipeline_core.models import (
 )
 from pipeline_core.stages.gate import decide_gate, gate_threshold
 from pipeline_core.stages.identity import check_identity
+from pipeline_core.stages.job_layout import output_data_uri
 from pipeline_core.stages.lineage import submit_directory
 from pipeline_core.stages.trainer_input import training_hyperparameters
 
@@ -255,8 +256,7 @@ def outputs_of(step: CachedStep, result: dict[str, Any], store: ObjectStore) -> 
         ]
     if step == "Training":
         training = TrainingSummary.model_validate(result)
-        sibling = training.ModelArtifacts.rsplit("/", 1)[0] + "/output.tar.gz"
-        output_data = training.OutputDataUri or sibling
+        output_data = output_data_uri(training)
         # Evaluate reads the trainer's output data beside the model; a trainer may have written none
         return [training.ModelArtifacts, *([output_data] if store.exists(output_data) else [])]
     evaluation = EvaluationResult.model_validate(result)
