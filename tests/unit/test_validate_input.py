@@ -280,6 +280,7 @@ def test_json_schema_documents_the_console_input() -> None:
         "endpoint_poll_seconds",
         "no_cache",
         "resume_of",
+        "trigger",
         "column_roles",
         "exclude_columns",
         "rare_classes",

@@ -125,6 +125,8 @@ class RunConfig(Contract):
     no_cache: bool = False
     # the run id of the failed run this one resumes (`stepml resume`), recorded in the run record
     resume_of: str | None = None
+    # what started the run (an upload, an alarm, a schedule), recorded in the run record
+    trigger: str | None = None
 
     def require_model_name(self) -> str:
         """``model_name``, which every state after ValidateData has (UseModelIdentity merged it in)."""

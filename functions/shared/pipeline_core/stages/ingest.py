@@ -90,6 +90,7 @@ def ingest(
         definition_version=definition_version,
         started_at=utc_now(),
         resume_of=config.resume_of,  # left out when None: a run that resumes none
+        trigger=config.trigger,
         no_cache=config.no_cache or None,
     )
     return result

@@ -72,6 +72,7 @@ RUN_FIELDS = frozenset(
         "models_prefix",
         "no_cache",
         "resume_of",
+        "trigger",
     }
 )
 # Fields a step does not read, beyond RUN_FIELDS (its key is the previous step's plus these exceptions).

@@ -115,6 +115,13 @@ class PipelineInput(BaseModel):
         pattern="^[A-Za-z0-9_-]+$",
         description="the run id of the failed run this run resumes (set by `stepml resume`); recorded in the run",
     )
+    trigger: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="what started this run, recorded in the run (set by StartPipeline: an upload, or the alarm "
+        "that started a retraining; a schedule's input may set it too)",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -343,6 +350,7 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         rare_classes=request.rare_classes,
         no_cache=request.no_cache,
         resume_of=request.resume_of,
+        trigger=request.trigger,
         tuning=None
         if request.tuning is None
         else tuning_config(
