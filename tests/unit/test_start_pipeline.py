@@ -87,7 +87,8 @@ def test_upload_starts_one_run_with_the_dataset_as_input(aws: FakeAws, pipeline:
     assert execution["executionArn"] == result.execution_arn
     assert execution["name"] == result.execution_name
     assert NAME_PATTERN.match(execution["name"]) and execution["name"].startswith("iris-csv-")
-    assert pipeline.input_of(execution["executionArn"]) == {"dataset": f"s3://{aws.bucket}/incoming/iris.csv"}
+    dataset = f"s3://{aws.bucket}/incoming/iris.csv"
+    assert pipeline.input_of(execution["executionArn"]) == {"dataset": dataset, "trigger": f"upload of {dataset}"}
 
 
 def test_duplicate_delivery_starts_no_second_run(aws: FakeAws, pipeline: Pipeline) -> None:

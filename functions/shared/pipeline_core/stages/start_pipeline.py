@@ -137,8 +137,8 @@ def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def start_execution(sfn: Any, state_machine_arn: str, name: str, dataset: str) -> tuple[str, str]:
-    """Start ``name`` with input ``{"dataset": ...}``; ``(status, execution_arn)``, a duplicate included."""
+def start_execution(sfn: Any, state_machine_arn: str, name: str, execution_input: dict[str, Any]) -> tuple[str, str]:
+    """Start ``name`` with ``execution_input``; ``(status, execution_arn)``, a duplicate included."""
     arn = execution_arn_for(state_machine_arn, name)
     with transient_errors_as(f"starting execution {name}"):
         try:
@@ -149,7 +149,7 @@ def start_execution(sfn: Any, state_machine_arn: str, name: str, dataset: str) -
                 raise
         try:
             answer = sfn.start_execution(
-                stateMachineArn=state_machine_arn, name=name, input=json.dumps({"dataset": dataset})
+                stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input)
             )
         except ClientError as error:
             # A concurrent delivery of the same event won the race between describe and start.
@@ -187,7 +187,8 @@ def start_pipeline(
 
     name = execution_name(bucket, key, parsed.detail.object.version_id, parsed.detail.object.etag)
     dataset = f"s3://{bucket}/{key}"
-    status, arn = start_execution(sfn or client("stepfunctions"), state_machine_arn, name, dataset)
+    execution_input = {"dataset": dataset, "trigger": f"upload of {dataset}"}
+    status, arn = start_execution(sfn or client("stepfunctions"), state_machine_arn, name, execution_input)
     logger.info(
         "run started" if status == "started" else "run already started for this upload",
         extra={"execution_name": name, "execution_arn": arn, "dataset": dataset},
