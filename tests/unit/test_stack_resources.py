@@ -55,7 +55,7 @@ def test_the_stack_is_visible_as_after_a_deploy(clients: Clients) -> None:
     assert {g.get("retentionInDays") for g in groups.values()} == {90}
 
     alarms = {a["AlarmName"]: a for a in _all(clients("cloudwatch"), "describe_alarms", "MetricAlarms")}
-    assert len(alarms) == 26 and set(alarms) == set(made.alarms)
+    assert len(alarms) == 27 and set(alarms) == set(made.alarms)
     assert f"{STACK}-EndpointModelLatencyAlarm" not in alarms  # Condition UseSageMaker: not on local targets
     errors = alarms[f"{STACK}-IngestErrorsAlarm"]
     assert (errors["Namespace"], errors["MetricName"], errors["Statistic"]) == ("AWS/Lambda", "Errors", "Sum")
@@ -71,9 +71,13 @@ def test_the_stack_is_visible_as_after_a_deploy(clients: Clients) -> None:
     assert body["widgets"][0]["properties"]["metrics"][0][3] == model.state_machine_arn
 
     rules = _all(clients("events"), "list_rules", "Rules")
-    assert [r["Name"] for r in rules] == ["stepml-dev-s3-upload"] == made.rules
-    assert json.loads(rules[0]["EventPattern"]) == model.functions["StartPipelineFunction"].event_patterns[0]
-    assert rules[0]["State"] == "ENABLED"
+    names = ["stepml-dev-drift-retrain", "stepml-dev-s3-upload"]
+    assert sorted(r["Name"] for r in rules) == names == sorted(made.rules)
+    by_name = {r["Name"]: r for r in rules}
+    patterns = [json.loads(by_name[name]["EventPattern"]) for name in names]
+    declared = model.functions["StartPipelineFunction"].event_patterns
+    assert sorted(patterns, key=json.dumps) == sorted(declared, key=json.dumps)
+    assert {r["State"] for r in rules} == {"ENABLED"}
     (target,) = clients("events").list_targets_by_rule(Rule="stepml-dev-s3-upload")["Targets"]
     assert target["Id"] == "StartPipelineFunctionS3UploadLambdaTarget"
     assert target["Arn"] == model.functions["StartPipelineFunction"].arn
@@ -84,7 +88,7 @@ def test_provisioning_again_leaves_one_of_each(clients: Clients) -> None:
     provision_stack_resources(clients, TEMPLATE, STACK, LOCAL)
     provision_stack_resources(clients, TEMPLATE, STACK, LOCAL)
     assert len(_all(clients("lambda"), "list_functions", "Functions")) == 19
-    assert len(_all(clients("cloudwatch"), "describe_alarms", "MetricAlarms")) == 26
+    assert len(_all(clients("cloudwatch"), "describe_alarms", "MetricAlarms")) == 27
 
 
 def test_rules_and_metric_math_alarms_declared_as_resources(clients: Clients, tmp_path: Path) -> None:

@@ -342,8 +342,14 @@ def test_sam_transform_succeeds_and_its_output_passes_cfn_lint(transformed: dict
     assert lint_errors(json.dumps(transformed), levels="E") == []
 
 
+def _rule(transformed: dict[str, Any], source: str) -> dict[str, Any]:
+    [rule] = [r for r in resources(transformed, "AWS::Events::Rule").values()
+              if r["Properties"]["EventPattern"]["source"] == [source]]  # fmt: skip
+    return rule
+
+
 def test_upload_rule_sends_incoming_objects_to_the_start_function(transformed: dict[str, Any]) -> None:
-    [rule] = resources(transformed, "AWS::Events::Rule").values()
+    rule = _rule(transformed, "aws.s3")
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
     assert pattern["detail"]["object"]["key"] == [{"prefix": "incoming/"}]
@@ -352,6 +358,29 @@ def test_upload_rule_sends_incoming_objects_to_the_start_function(transformed: d
     assert "DeadLetterConfig" in target and "RetryPolicy" in target
     bucket = transformed["Resources"]["DataBucket"]["Properties"]
     assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"] is True
+
+
+def test_drift_alarm_rule_sends_its_move_to_alarm_to_the_start_function(transformed: dict[str, Any]) -> None:
+    rule = _rule(transformed, "aws.cloudwatch")
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"] == {"alarmName": [{"Ref": "MonitorDriftAlarm"}], "state": {"value": ["ALARM"]}}
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["StartPipelineFunction", "Arn"]}
+    assert "DeadLetterConfig" in target and "RetryPolicy" in target
+    alarm = transformed["Resources"]["MonitorDriftAlarm"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("stepml/Monitoring", "DriftedFeatures")
+    assert alarm["Dimensions"] == [{"Name": "ModelName", "Value": {"Ref": "MonitoredModelName"}}]
+
+
+def test_retrain_schedule_exists_only_when_asked_for(transformed: dict[str, Any]) -> None:
+    schedule = transformed["Resources"]["RetrainSchedule"]
+    assert schedule["Condition"] == "HasRetrainSchedule"
+    target = schedule["Properties"]["Target"]
+    # through the alias, like every other start, so the run records the published version it ran
+    assert target["Arn"] == {"Ref": "PipelineStateMachineAliaslive"}
+    assert target["Input"] == {"Ref": "RetrainScheduleInput"}
+    assert transformed["Resources"]["RetrainScheduleRole"]["Condition"] == "HasRetrainSchedule"
 
 
 # ------------------------------------------------------------------ the state machine definition
