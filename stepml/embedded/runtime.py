@@ -27,6 +27,7 @@ import boto3
 from botocore.config import Config
 
 from stepml.embedded import lambda_runner
+from stepml.embedded.alarm_events import AlarmChange, AlarmWatcher
 from stepml.embedded.durable import DurableStore
 from stepml.embedded.events import matches
 from stepml.embedded.executions import ExecutionArchive
@@ -139,6 +140,9 @@ class EmbeddedAws:
         self.resources: StackResources | None = None
         self.resources_ready = threading.Event()
         self.shipper: FunctionLogShipper | None = None
+        self.alarm_watcher = AlarmWatcher(
+            lambda: self.internal_client("cloudwatch"), lambda: self.internal_client("sns"), self.deliver_event
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> EmbeddedAws:
@@ -230,11 +234,21 @@ class EmbeddedAws:
             self.shipper.ship()
 
     def evaluate_alarms(self) -> list[Any]:
-        """Evaluate the stack's alarms against the metrics as CloudWatch does, and set their states."""
+        """Evaluate the stack's alarms against the metrics as CloudWatch does, set their states, and send the
+        state changes' events and notifications."""
         from stepml.embedded.alarms import evaluate_alarms
 
         self.ship_logs()
-        return evaluate_alarms(self.internal_client("cloudwatch"))
+        self.alarm_changes()  # changes made since the last look (SetAlarmState) are not this evaluation's
+        evaluations = evaluate_alarms(self.internal_client("cloudwatch"))
+        self.alarm_changes()
+        return evaluations
+
+    def alarm_changes(self) -> list[AlarmChange]:
+        """Send the EventBridge event and SNS notifications of every alarm state change since the last look."""
+        if not self.resources_ready.wait(timeout=120):
+            return []
+        return self.alarm_watcher.check()
 
     def stop(self) -> None:
         self.notifications_enabled = False

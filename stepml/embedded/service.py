@@ -388,6 +388,8 @@ def _run_until_stopped(aws: Any, stop: threading.Event, idle_timeout: float | No
             print(f"cannot store ended executions yet: {error}", flush=True)
         try:
             aws.ship_logs()
+            # A state set by SetAlarmState is announced (event, notifications) at the next look.
+            aws.alarm_changes()
             # CloudWatch evaluates alarms every minute; so does the local AWS.
             if time.monotonic() - last_alarm_check > 60:
                 last_alarm_check = time.monotonic()
