@@ -37,6 +37,7 @@ from stepml.embedded.gateway import INTERNAL_HEADER, json_error
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
 from stepml.embedded.legacy_state import migrate_legacy_state
 from stepml.embedded.recording import StateRecorder
+from stepml.embedded.schedules import LocalSchedule, LocalScheduler, template_schedules
 from stepml.embedded.stack_resources import StackResources, provision_stack_resources
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
 from stepml.project import ProjectLayout
@@ -140,6 +141,10 @@ class EmbeddedAws:
         self.resources: StackResources | None = None
         self.resources_ready = threading.Event()
         self.shipper: FunctionLogShipper | None = None
+        self.scheduler = LocalScheduler(
+            template_schedules(layout.template, STACK_NAME, {"Target": "local"}), self._fire_schedule
+        )
+        self.notes.extend(self.scheduler.notes)
         self.alarm_watcher = AlarmWatcher(
             lambda: self.internal_client("cloudwatch"), lambda: self.internal_client("sns"), self.deliver_event
         )
@@ -243,6 +248,21 @@ class EmbeddedAws:
         evaluations = evaluate_alarms(self.internal_client("cloudwatch"))
         self.alarm_changes()
         return evaluations
+
+    def _fire_schedule(self, schedule: LocalSchedule, due: datetime) -> None:
+        """What EventBridge Scheduler does when a schedule comes due: StartExecution for a state machine (its
+        input as the execution's), an asynchronous Invoke for a function (its input as the event)."""
+        if ":states:" in schedule.target_arn:
+            self.internal_client("stepfunctions").start_execution(
+                stateMachineArn=schedule.target_arn, input=schedule.input
+            )
+            return
+        spec = self.stack.function_by_name_or_arn(schedule.target_arn)
+        if spec is None:
+            raise ValueError(f"schedule {schedule.name} targets {schedule.target_arn}, which the stack does not have")
+        threading.Thread(
+            target=self.runner.invoke, args=(spec.name, json.loads(schedule.input)), name=schedule.name, daemon=True
+        ).start()
 
     def alarm_changes(self) -> list[AlarmChange]:
         """Send the EventBridge event and SNS notifications of every alarm state change since the last look."""

@@ -396,6 +396,11 @@ def _run_until_stopped(aws: Any, stop: threading.Event, idle_timeout: float | No
                 aws.evaluate_alarms()
         except Exception as error:  # logs and alarms are for looking at; they never stop the service
             print(f"function logs or alarms: {type(error).__name__}: {error}", flush=True)
+        try:
+            for schedule, due in aws.scheduler.tick():
+                print(f"schedule {schedule.name} fired (due {due.isoformat(timespec='seconds')})", flush=True)
+        except Exception as error:  # a schedule that cannot start its target is said, and tried at its next time
+            print(f"schedules: {type(error).__name__}: {error}", flush=True)
         if not state_dir.exists():
             print(f"{state_dir} was removed: stopping", flush=True)
             return
@@ -413,6 +418,8 @@ def _banner(aws: Any, out: TextIO) -> None:
     print(f"  data bucket    s3://{aws.stack.data_bucket}", file=out)
     print(f"  try: aws --endpoint-url {aws.endpoint_url} stepfunctions list-executions \\", file=out)
     print(f"         --state-machine-arn {aws.stack.state_machine_arn}", file=out)
+    for schedule in aws.scheduler.schedules:
+        print(f"  schedule       {schedule.name}: {schedule.expression} ({schedule.timezone})", file=out)
     for note in aws.notes:
         print(f"  note: {note}", file=out)
     print("Every change is on disk as it happens; Ctrl-C stops.", file=out, flush=True)
