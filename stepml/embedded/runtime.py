@@ -324,11 +324,14 @@ class EmbeddedAws:
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         for table in self.stack.tables.values():
+            # an index the code Queries (the prediction log's ModelFeatures) must exist here as on AWS
+            indexes = list(table.global_secondary_indexes)
             ddb.create_table(
                 TableName=table.name,
                 KeySchema=table.key_schema,
                 AttributeDefinitions=table.attribute_definitions,
                 BillingMode="PAY_PER_REQUEST",
+                **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
             )
             if table.ttl_attribute:
                 ddb.update_time_to_live(

@@ -89,3 +89,17 @@ def test_a_function_without_logging_config_logs_to_its_default_group(tmp_path: P
     assert model.tables["Table"].name == "s-named"  # an explicit name is the physical name
     with pytest.raises(TemplateError, match="Fn::FindInMap"):
         evaluated_resources(path, "s", {}, {"AWS::CloudWatch::Alarm"})
+
+
+def test_the_prediction_log_table_carries_its_features_index_to_the_embedded_target() -> None:
+    """The Monitor function Queries the index; the local AWS creates the table with it (runtime.provision)."""
+    table = stack_model(TEMPLATE, "stepml-local", LOCAL).tables["PredictionLogTable"]
+    (index,) = table.global_secondary_indexes
+    assert index["IndexName"] == "ModelFeatures"
+    assert index["KeySchema"] == [
+        {"AttributeName": "model_name", "KeyType": "HASH"},
+        {"AttributeName": "features_at", "KeyType": "RANGE"},
+    ]
+    declared = {a["AttributeName"] for a in table.attribute_definitions}
+    assert {"request_id", "model_name", "features_at"} == declared
+    assert set(index["Projection"]["NonKeyAttributes"]) >= {"features", "model_version"}
