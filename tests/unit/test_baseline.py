@@ -72,7 +72,7 @@ def test_categories_are_canonical_text_whatever_type_carried_them() -> None:
 
 def profile_of(frame: pd.DataFrame, roles: dict[str, tuple[str, str]], target: str) -> DataProfile:
     columns = [
-        ColumnProfile(name=name, dtype=dtype, role=role, reason="test", missing=0)  # type: ignore[arg-type]
+        ColumnProfile(name=name, dtype=dtype, role=role, reason="test", missing=0)
         for name, (dtype, role) in roles.items()
     ]
     features = [name for name, (_, role) in roles.items() if role not in ("target", "identifier", "excluded")]
