@@ -351,12 +351,14 @@ class EmbeddedAws:
     def outputs(self) -> StackOutputs:
         """The stack outputs a deployed stack would have (what LocalStack/AWS targets read)."""
         step_cache = self.stack.tables.get("StepCacheTable")  # None in a template before the step cache
+        monitor = self.stack.functions.get("MonitorFunction")  # None in a template before drift monitoring
         return StackOutputs(
             state_machine_arn=self.stack.state_machine_arn,
             data_bucket=self.stack.data_bucket,
             registry_table=self.stack.tables["ModelRegistryTable"].name,
             runs_table=self.stack.tables["RunsTable"].name,
             step_cache_table=step_cache.name if step_cache else None,
+            monitor_function=monitor.name if monitor else None,
         )
 
     def publish_stack_outputs(self, stack_name: str = STACK_NAME) -> None:
@@ -369,6 +371,8 @@ class EmbeddedAws:
         }
         if self.outputs.step_cache_table:
             outputs["StepCacheTableName"] = self.outputs.step_cache_table
+        if self.outputs.monitor_function:
+            outputs["MonitorFunctionName"] = self.outputs.monitor_function
         template = {
             "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
             "Outputs": {key: {"Value": value} for key, value in outputs.items()},
