@@ -171,6 +171,7 @@ def run_prefixes(
     pointers: Mapping[str, Any] = {}
     if version is not None:
         uris += [version.model_artifact, version.dataset_uri, version.evaluation_uri, version.report_uri]
+        uris += [version.baseline_uri]  # under processed/<run>/ when this run made it (not reused from the cache)
     if run is not None:
         pointers = run.get("input_pointers") or {}
         uris += [run.get("dataset"), run.get("raw_uri"), run.get("report_uri")]

@@ -221,6 +221,16 @@ def plan(
 
     kept_prefixes = [p for doomed, scope, u in units if not (doomed and scope) for p in u.prefixes]
     served_keys = {uri.removeprefix(f"s3://{bucket}/"): why for uri, why in served.items()}
+    # A kept version's training baseline (what `stepml monitor` compares with) may sit under another run's
+    # processed/ prefix, when this version's run reused that run's Preprocess from the step cache.
+    baselines = {(v.model_name, v.version): v.baseline_uri for v in versions if v.baseline_uri}
+    kept_baselines = {
+        str(baselines[(u.model_name, u.version)]).removeprefix(f"s3://{bucket}/"): (
+            f"the training baseline of {u.model_name} v{u.version}, which is kept"
+        )
+        for doomed, scope, u in units
+        if not (doomed and scope) and (u.model_name, u.version) in baselines
+    }
     collected = [u for doomed, scope, u in units if doomed and scope]
     report = GcReport(bucket, True, collected, [u for doomed, scope, u in units if scope and not doomed])
     seen: set[tuple[str, str | None]] = set()
@@ -228,8 +238,10 @@ def plan(
         for prefix in unit.prefixes:
             for found in stored_objects(s3, bucket, prefix):
                 # a key another run (kept) or an endpoint also claims is spared, whatever this run's fate
-                claim = served_keys.get(found.key) or next(
-                    (f"also under {p}, which is kept" for p in kept_prefixes if found.key.startswith(p)), None
+                claim = (
+                    served_keys.get(found.key)
+                    or kept_baselines.get(found.key)
+                    or next((f"also under {p}, which is kept" for p in kept_prefixes if found.key.startswith(p)), None)
                 )
                 if claim:
                     report.spared[found.key] = claim

@@ -358,11 +358,14 @@ class EmbeddedAws:
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         for table in self.stack.tables.values():
+            # an index the code Queries (the prediction log's ModelFeatures) must exist here as on AWS
+            indexes = list(table.global_secondary_indexes)
             ddb.create_table(
                 TableName=table.name,
                 KeySchema=table.key_schema,
                 AttributeDefinitions=table.attribute_definitions,
                 BillingMode="PAY_PER_REQUEST",
+                **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
             )
             if table.ttl_attribute:
                 ddb.update_time_to_live(
@@ -382,12 +385,14 @@ class EmbeddedAws:
     def outputs(self) -> StackOutputs:
         """The stack outputs a deployed stack would have (what LocalStack/AWS targets read)."""
         step_cache = self.stack.tables.get("StepCacheTable")  # None in a template before the step cache
+        monitor = self.stack.functions.get("MonitorFunction")  # None in a template before drift monitoring
         return StackOutputs(
             state_machine_arn=self.stack.state_machine_arn,
             data_bucket=self.stack.data_bucket,
             registry_table=self.stack.tables["ModelRegistryTable"].name,
             runs_table=self.stack.tables["RunsTable"].name,
             step_cache_table=step_cache.name if step_cache else None,
+            monitor_function=monitor.name if monitor else None,
         )
 
     def publish_stack_outputs(self, stack_name: str = STACK_NAME) -> None:
@@ -400,6 +405,8 @@ class EmbeddedAws:
         }
         if self.outputs.step_cache_table:
             outputs["StepCacheTableName"] = self.outputs.step_cache_table
+        if self.outputs.monitor_function:
+            outputs["MonitorFunctionName"] = self.outputs.monitor_function
         template = {
             "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
             "Outputs": {key: {"Value": value} for key, value in outputs.items()},

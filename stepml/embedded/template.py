@@ -90,6 +90,8 @@ class TableSpec:
     key_schema: list[dict[str, str]]
     attribute_definitions: list[dict[str, str]]
     ttl_attribute: str | None = None
+    # GlobalSecondaryIndexes as CreateTable takes them (the template's property is the API's shape)
+    global_secondary_indexes: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -314,6 +316,7 @@ def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]
                 key_schema=properties["KeySchema"],
                 attribute_definitions=properties["AttributeDefinitions"],
                 ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None,
+                global_secondary_indexes=tuple(evaluator.evaluate(properties.get("GlobalSecondaryIndexes", []))),
             )
         elif resource_type == "AWS::S3::Bucket":
             model.buckets[logical_id] = evaluator.physical_name(logical_id)

@@ -189,3 +189,10 @@ def test_start_and_watch_through_the_remote_targets(local_up: LocalUp, target: s
     assert result["status"] == "SUCCEEDED" and result["model_version"] >= 1
     models = json.loads(local_up.cli("models", *remote, "--json").stdout)
     assert any(m["execution_arn"] == result["execution_arn"] for m in models)
+    # drift monitoring through the same target: the local file is uploaded, the stack's Monitor function invoked
+    monitored = local_up.cli("monitor", *remote, "--model", result["model_name"], "--data", iris, "--json")
+    assert monitored.returncode == 0, monitored.stderr
+    report = _last_json(monitored)
+    assert report["model_name"] == result["model_name"] and report["rows"] == 150
+    assert report["drifted_features"] == [] and report["report_uri"].startswith("s3://")
+    assert report["report_path"] is None  # only the embedded target copies the report out

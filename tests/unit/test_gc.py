@@ -349,3 +349,21 @@ def test_footprint_and_report(aws: FakeAws) -> None:
     text = format_report(report)
     assert text.startswith("would delete 9 objects") and "--yes deletes" in text
     assert json.loads(json.dumps(report.to_json()))["collected"][0]["run_id"] == "f1"
+
+
+def test_a_kept_versions_baseline_stays_when_it_lies_in_a_collected_runs_prefix(aws: FakeAws) -> None:
+    """run-2 reused run-1's Preprocess from the step cache, so its baseline is run-1's processed/run-1/baseline.json:
+    run-1 (rejected) is collected, but not the baseline `stepml monitor` needs for the champion."""
+    keys = registered_run(aws, "run-1", "rejected")
+    registered_run(aws, "run-2", "approved")
+    baseline = aws.put("processed/run-1/baseline.json", b"{}")
+    aws.dynamodb.update_item(
+        TableName=aws.registry_table,
+        Key={"model_name": {"S": "iris"}, "version": {"N": "2"}},
+        UpdateExpression="SET baseline_uri = :b",
+        ExpressionAttributeValues={":b": {"S": baseline}},
+    )
+    planned = plan(FakeTarget(aws), GcPolicy(keep_rejected=0), now=NOW)
+    (run_1,) = planned.collected
+    assert run_1.run_id == "run-1" and set(run_1.keys) == set(keys)
+    assert planned.spared == {"processed/run-1/baseline.json": "the training baseline of iris v2, which is kept"}

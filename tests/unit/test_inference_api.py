@@ -379,6 +379,36 @@ def test_sampling_rate_zero_logs_nothing(api: FakeAws, monkeypatch: pytest.Monke
     assert log_items(api) == []
 
 
+def test_a_logged_request_keeps_its_rows_for_monitoring_unless_the_feature_sample_leaves_them(
+    api: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(api, "run-a")
+    instances = rows(5)
+    assert call(predict_event({"instances": instances}))[0] == 200
+    (item,) = log_items(api)
+    assert json.loads(item["features"]["S"]) == instances
+    assert item["features_rows"] == {"N": "5"} and item["features_truncated"] == {"BOOL": False}
+    assert item["features_at"] == item["timestamp"]  # the sort key of the ModelFeatures index
+
+    api.dynamodb.delete_item(TableName=LOG_TABLE, Key={"request_id": item["request_id"]})
+    monkeypatch.setenv("PREDICTION_LOG_FEATURE_SAMPLE_RATE", "0")
+    inference_app._app.cache_clear()
+    assert call(predict_event({"instances": instances}))[0] == 200
+    (item,) = log_items(api)
+    assert "features" not in item and "features_at" not in item  # logged, but outside the sparse index
+
+
+def test_background_mode_keeps_the_rows_too(api: FakeAws) -> None:
+    from pipeline_core.aws.prediction_log import PredictionRecord
+
+    log = PredictionLog(LOG_TABLE, dynamodb_client=api.dynamodb, mode="background")
+    instances = rows(3)
+    assert log.record(PredictionRecord("req-rows", "iris", 1, 2.0, 1.0, 3, "0" * 64, rows=instances)) is None
+    log.flush()
+    (item,) = log_items(api)
+    assert json.loads(item["features"]["S"]) == instances and "features_at" in item
+
+
 def test_sampling_and_ttl_settings_are_checked() -> None:
     env = {"PREDICTION_LOG_TABLE": "t"}
     assert PredictionLog.from_env({**env, "PREDICTION_LOG_SAMPLE_RATE": "0.25"}).sample_rate == 0.25
@@ -387,6 +417,9 @@ def test_sampling_and_ttl_settings_are_checked() -> None:
     for bad in ("1.5", "-0.1", "often"):
         with pytest.raises(Exception, match="PREDICTION_LOG_SAMPLE_RATE must be a number from 0 to 1"):
             PredictionLog.from_env({**env, "PREDICTION_LOG_SAMPLE_RATE": bad})
+    with pytest.raises(Exception, match="PREDICTION_LOG_FEATURE_SAMPLE_RATE must be a number from 0 to 1"):
+        PredictionLog.from_env({**env, "PREDICTION_LOG_FEATURE_SAMPLE_RATE": "2"})
+    assert PredictionLog.from_env({**env, "PREDICTION_LOG_FEATURE_SAMPLE_RATE": "0.5"}).feature_sample_rate == 0.5
     with pytest.raises(Exception, match="PREDICTION_LOG_TTL_DAYS"):
         PredictionLog.from_env({**env, "PREDICTION_LOG_TTL_DAYS": "0"})
     with pytest.raises(Exception, match="PREDICTION_LOG_TABLE is not set"):

@@ -25,7 +25,7 @@ def test_the_fast_loader_reads_the_template_as_the_pure_python_one_does() -> Non
 def test_resources_whose_condition_fails_for_local_are_left_out() -> None:
     resources = evaluated_resources(TEMPLATE, "stepml-local", LOCAL, MONITORING)
     alarms = {r.logical_id for r in resources.values() if r.type == "AWS::CloudWatch::Alarm"}
-    assert len(alarms) == 27  # 29 in the template; the endpoint's two need SageMaker (Condition UseSageMaker)
+    assert len(alarms) == 29  # 31 in the template; the endpoint's two need SageMaker (Condition UseSageMaker)
     assert not alarms & {"EndpointInvocation5XXErrorsAlarm", "EndpointModelLatencyAlarm"}
     groups = sorted(r.name for r in resources.values() if r.type == "AWS::Logs::LogGroup")
     # the WAF log group exists only where the edge is deployed (Target=aws, us-east-1)
@@ -35,7 +35,7 @@ def test_resources_whose_condition_fails_for_local_are_left_out() -> None:
         "/stepml/dev/inference-api-access",
     ]
     aws_alarms = evaluated_resources(TEMPLATE, "stepml", {"Target": "aws"}, {"AWS::CloudWatch::Alarm"})
-    assert len(aws_alarms) == 29
+    assert len(aws_alarms) == 31
 
 
 def test_properties_are_evaluated_with_the_names_cloudformation_would_give() -> None:
@@ -89,3 +89,17 @@ def test_a_function_without_logging_config_logs_to_its_default_group(tmp_path: P
     assert model.tables["Table"].name == "s-named"  # an explicit name is the physical name
     with pytest.raises(TemplateError, match="Fn::FindInMap"):
         evaluated_resources(path, "s", {}, {"AWS::CloudWatch::Alarm"})
+
+
+def test_the_prediction_log_table_carries_its_features_index_to_the_embedded_target() -> None:
+    """The Monitor function Queries the index; the local AWS creates the table with it (runtime.provision)."""
+    table = stack_model(TEMPLATE, "stepml-local", LOCAL).tables["PredictionLogTable"]
+    (index,) = table.global_secondary_indexes
+    assert index["IndexName"] == "ModelFeatures"
+    assert index["KeySchema"] == [
+        {"AttributeName": "model_name", "KeyType": "HASH"},
+        {"AttributeName": "features_at", "KeyType": "RANGE"},
+    ]
+    declared = {a["AttributeName"] for a in table.attribute_definitions}
+    assert {"request_id", "model_name", "features_at"} == declared
+    assert set(index["Projection"]["NonKeyAttributes"]) >= {"features", "model_version"}

@@ -52,6 +52,18 @@ class EvaluationError(PermanentError):
     """The trained model's evaluation could not be produced."""
 
 
+class MonitoringError(PermanentError):
+    """Drift monitoring cannot run as asked (a bad request); the message says what to do."""
+
+
+class ModelNotFoundError(MonitoringError):
+    """The registry has no such model, or no such version of it; the message names what it has."""
+
+
+class BaselineNotFoundError(MonitoringError):
+    """The model version has no training baseline (registered before monitoring) or it was deleted."""
+
+
 class RegistryConflictError(TransientError):
     """Another run took the model version this run tried to register; registering again resolves it."""
 

@@ -209,6 +209,9 @@ class PreprocessResult(Contract):
     column_roles: dict[str, str] = Field(default_factory=dict)  # every column -> its role, in file order
     excluded_columns: dict[str, str] = Field(default_factory=dict)  # name -> why it is not a feature
     dropped_rows_by_reason: dict[str, int] = Field(default_factory=dict)
+    # the train split's statistics (baseline.json, beside the splits) that monitoring compares new data with;
+    # None in a result of a Preprocess older than monitoring
+    baseline_uri: str | None = None
 
 
 class TuningSummary(Contract):
@@ -337,6 +340,9 @@ class RegistryRecord(Contract):
     # the state machine version that ran the pipeline (IngestResult.definition_version); None for versions
     # registered before it was recorded
     definition_version: str | None = None
+    # the training data's per-feature statistics (PreprocessResult.baseline_uri) that `stepml monitor` compares
+    # new data with; None for versions registered before monitoring existed
+    baseline_uri: str | None = None
 
 
 class FailureRecord(Contract):

@@ -14,12 +14,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from pydantic import BaseModel
 
 from pipeline_core.settings import require_env
 
 T = TypeVar("T")
+
+# Per-model metrics (drift monitoring): their own namespace, the model's name as the only dimension, so an alarm
+# on (namespace, metric, ModelName) finds them. CloudWatch identifies a metric by its exact set of dimensions:
+# Powertools' default "service" dimension would make them metrics no such alarm sees.
+MONITORING_NAMESPACE = "stepml/Monitoring"
 
 
 class _Lazy:
@@ -101,3 +106,15 @@ def stage_handler(stage: str) -> Callable[[Callable[[dict[str, Any], Any], BaseM
         return handler
 
     return decorate
+
+
+def publish_model_metrics(model_name: str, values: list[tuple[str, MetricUnit, float]]) -> None:
+    """Print ``values`` as one EMF document in :data:`MONITORING_NAMESPACE` with the only dimension ModelName
+    (CloudWatch Logs turns it into metrics, on AWS and on the embedded target alike)."""
+    if not values:
+        return
+    emitter = EphemeralMetrics(namespace=MONITORING_NAMESPACE, service="")  # service "": no service dimension
+    emitter.add_dimension(name="ModelName", value=model_name)
+    for name, unit, value in values:
+        emitter.add_metric(name=name, unit=unit, value=value)
+    emitter.flush_metrics()

@@ -4,6 +4,15 @@ Items are keyed by ``request_id`` alone: a key per model would put every request
 partition, and DynamoDB caps a partition at 1,000 writes per second. ``expires_at`` is the table's TTL
 attribute (epoch seconds); DynamoDB deletes expired items within a few days at no cost.
 
+The request's rows (its features) are kept for a sample of the logged requests
+(``PREDICTION_LOG_FEATURE_SAMPLE_RATE``, a share of those logged), for drift monitoring: ``features`` (the
+rows as compact JSON, cut to whole rows within :data:`MAX_FEATURE_BYTES`), ``features_rows`` (how many were
+kept), ``features_truncated`` and ``features_at`` (the request's time). ``features_at`` is the sort key of the
+index :data:`FEATURES_INDEX` (partition key ``model_name``), which only items with rows have: a sparse index,
+so requests logged without their rows cost it nothing, and the Monitor reads a model's window with a Query
+instead of scanning the table. A model's index partition takes at most 1,000 write units a second like any
+partition (one unit per KB written): a model logging more rows than that needs a lower feature sample rate.
+
 Two ways to write (``PREDICTION_LOG_MODE``):
 
 * ``sync`` (default; what Lambda needs): one PutItem per logged request, before the response. Lambda
@@ -24,9 +33,9 @@ import random
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +44,15 @@ from pipeline_core.errors import ConfigurationError
 from pipeline_core.settings import optional_env, require_env
 
 DEFAULT_SAMPLE_RATE = 1.0
+DEFAULT_FEATURE_SAMPLE_RATE = 1.0
 DEFAULT_TTL_DAYS = 30
+# A DynamoDB item holds at most 400 KB, and a write costs one write unit per KB: the rows kept with a request
+# stay within 64 KiB (as ASCII JSON, so characters are bytes), which leaves the item well under the limit
+# whatever the other attributes, and bounds what one logged request costs. A request over it keeps its
+# first rows, whole, and is marked features_truncated.
+MAX_FEATURE_BYTES = 64 * 1024
+# The sparse global secondary index (model_name, features_at) over the items that keep their rows.
+FEATURES_INDEX = "ModelFeatures"
 MODES = ("sync", "background")
 # BatchWriteItem takes at most 25 items per call.
 BATCH_SIZE = 25
@@ -52,9 +69,31 @@ def input_sha256(instances: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def bounded_rows(rows: Sequence[dict[str, Any]], max_bytes: int = MAX_FEATURE_BYTES) -> tuple[str, int, bool]:
+    """(the rows as compact ASCII JSON, how many it holds, whether some were left out): whole rows, first
+    ones first, within ``max_bytes``."""
+
+    def dumps(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), allow_nan=True, default=str)
+
+    text = dumps(list(rows))
+    if len(text) <= max_bytes:
+        return text, len(rows), False
+    kept: list[str] = []
+    size = 2  # the brackets
+    for row in rows:
+        piece = dumps(row)
+        grown = size + len(piece) + (1 if kept else 0)
+        if grown > max_bytes:
+            break
+        kept.append(piece)
+        size = grown
+    return "[" + ",".join(kept) + "]", len(kept), True
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
-    """What is logged about one request (never the rows themselves: only their hash)."""
+    """What is logged about one request: its hash always, its rows (``rows``) when sampled for them."""
 
     request_id: str
     model_name: str
@@ -63,15 +102,29 @@ class PredictionRecord:
     model_latency_ms: float
     n_rows: int
     input_sha256: str
+    rows: Sequence[dict[str, Any]] | None = None
 
 
-def _rate(text: str) -> float:
+@dataclass
+class LoggedFeatures:
+    """The rows logged for a model in a time window (newest requests first), and what was left out."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0  # logged requests read
+    truncated_requests: int = 0  # requests whose rows were cut at MAX_FEATURE_BYTES when logged
+    versions: Counter[int] = field(default_factory=Counter)  # rows per model version that answered
+    capped: bool = False  # more rows were logged in the window than were read (max_rows)
+    oldest: str | None = None
+    newest: str | None = None
+
+
+def _rate(text: str, name: str = "PREDICTION_LOG_SAMPLE_RATE") -> float:
     try:
         rate = float(text)
     except ValueError:
         rate = -1.0
     if not 0.0 <= rate <= 1.0:
-        raise ConfigurationError(f"PREDICTION_LOG_SAMPLE_RATE must be a number from 0 to 1, got {text!r}")
+        raise ConfigurationError(f"{name} must be a number from 0 to 1, got {text!r}")
     return rate
 
 
@@ -95,6 +148,7 @@ class PredictionLog:
         table_name: str,
         *,
         sample_rate: float = DEFAULT_SAMPLE_RATE,
+        feature_sample_rate: float = DEFAULT_FEATURE_SAMPLE_RATE,
         ttl_days: int = DEFAULT_TTL_DAYS,
         dynamodb_client: Any | None = None,
         clock: Callable[[], float] = time.time,
@@ -103,6 +157,7 @@ class PredictionLog:
     ) -> None:
         self.table_name = table_name
         self.sample_rate = sample_rate
+        self.feature_sample_rate = feature_sample_rate
         self.ttl_seconds = ttl_days * 86_400
         self.mode = _mode(mode)
         self._ddb = dynamodb_client
@@ -113,10 +168,12 @@ class PredictionLog:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> PredictionLog:
-        """Table from PREDICTION_LOG_TABLE (required); sample rate and TTL days are tuning knobs."""
+        """Table from PREDICTION_LOG_TABLE (required); sample rates and TTL days are tuning knobs."""
+        feature_rate = optional_env("PREDICTION_LOG_FEATURE_SAMPLE_RATE", str(DEFAULT_FEATURE_SAMPLE_RATE), environ)
         return cls(
             require_env("PREDICTION_LOG_TABLE", environ),
             sample_rate=_rate(optional_env("PREDICTION_LOG_SAMPLE_RATE", str(DEFAULT_SAMPLE_RATE), environ)),
+            feature_sample_rate=_rate(feature_rate, "PREDICTION_LOG_FEATURE_SAMPLE_RATE"),
             ttl_days=_days(optional_env("PREDICTION_LOG_TTL_DAYS", str(DEFAULT_TTL_DAYS), environ)),
             mode=optional_env("PREDICTION_LOG_MODE", "sync", environ),
         )
@@ -131,10 +188,15 @@ class PredictionLog:
         """Whether this request is to be logged (decided before the work, so unsampled ones cost nothing)."""
         return self.sample_rate >= 1.0 or self._sampler() < self.sample_rate
 
+    def features_sampled(self) -> bool:
+        """Whether a logged request also keeps its rows (for drift monitoring)."""
+        return self.feature_sample_rate >= 1.0 or self._sampler() < self.feature_sample_rate
+
     def item(self, record: PredictionRecord) -> dict[str, Any]:
         """The DynamoDB item (attribute-value form) for ``record``."""
         now = self._clock()
-        return {
+        at = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        item: dict[str, Any] = {
             "request_id": {"S": record.request_id},
             "model_name": {"S": record.model_name},
             "model_version": {"N": str(record.model_version)},
@@ -142,9 +204,16 @@ class PredictionLog:
             "model_latency_ms": {"N": f"{record.model_latency_ms:.3f}"},
             "n_rows": {"N": str(record.n_rows)},
             "input_sha256": {"S": record.input_sha256},
-            "timestamp": {"S": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")},
+            "timestamp": {"S": at},
             "expires_at": {"N": str(int(now) + self.ttl_seconds)},
         }
+        if record.rows is not None:
+            text, kept, truncated = bounded_rows(record.rows)
+            item["features"] = {"S": text}
+            item["features_rows"] = {"N": str(kept)}
+            item["features_truncated"] = {"BOOL": truncated}
+            item["features_at"] = {"S": at}  # the sort key of FEATURES_INDEX: only items with rows have it
+        return item
 
     def write(self, record: PredictionRecord) -> None:
         """PutItem the record (raises TransientStoreError or ClientError; see :meth:`record`)."""
@@ -163,6 +232,37 @@ class PredictionLog:
         except Exception as error:  # the request has its answer already; a lost log line is the lesser harm
             return error
         return None
+
+    def logged_features(self, model_name: str, since: datetime, until: datetime, max_rows: int) -> LoggedFeatures:
+        """The rows logged for ``model_name`` from ``since`` to ``until``, newest requests first, at most
+        ``max_rows`` of them (whole requests): a Query of the features index, never a scan of the table."""
+        found = LoggedFeatures()
+        bounds = {
+            ":m": {"S": model_name},
+            ":a": {"S": since.astimezone(UTC).isoformat(timespec="milliseconds")},
+            ":b": {"S": until.astimezone(UTC).isoformat(timespec="milliseconds")},
+        }
+        with transient_errors_as(f"reading the prediction log of {model_name}"):
+            pages = self.dynamodb.get_paginator("query").paginate(
+                TableName=self.table_name,
+                IndexName=FEATURES_INDEX,
+                KeyConditionExpression="model_name = :m AND features_at BETWEEN :a AND :b",
+                ExpressionAttributeValues=bounds,
+                ScanIndexForward=False,
+            )
+            for page in pages:
+                for item in page.get("Items", []):
+                    rows = json.loads(item["features"]["S"])
+                    if len(found.rows) + len(rows) > max_rows:
+                        found.capped = True
+                        return found
+                    found.rows += rows
+                    found.requests += 1
+                    found.truncated_requests += bool(item.get("features_truncated", {}).get("BOOL"))
+                    found.versions[int(item["model_version"]["N"])] += len(rows)
+                    found.newest = found.newest or item["features_at"]["S"]
+                    found.oldest = item["features_at"]["S"]
+        return found
 
     def take_failures(self) -> list[str]:
         """Errors the background writer met since the last call (empty in sync mode)."""

@@ -418,6 +418,8 @@ class InferenceService:
                     model_latency_ms=model_ms,
                     n_rows=len(instances),
                     input_sha256=input_sha256(instances),
+                    # the rows themselves, for a sample: what drift monitoring compares with the baseline
+                    rows=instances if self.prediction_log.features_sampled() else None,
                 )
             )
             failures = [f"{type(failure).__name__}: {failure}"] if failure is not None else []

@@ -12,7 +12,9 @@ silently change class balance, and keeping them means the row counts ValidateDat
 split here.
 
 Each split prefix holds ``<split>.csv`` (features in profile order, target last) and ``columns.json`` (the
-roles, problem type and class labels: the data contract with trainers).
+roles, problem type and class labels: the data contract with trainers). Beside the splits, outside the
+SageMaker channels, ``baseline.json`` holds the train split's per-feature statistics that the Monitor function
+compares new data with (:mod:`pipeline_core.stages.baseline`).
 
 The split is a seeded permutation with numpy (scikit-learn is too large for this Lambda), per class when
 the problem is classification and every class has :func:`~pipeline_core.classes.min_rows_per_class` rows.
@@ -32,6 +34,7 @@ from pipeline_core.classes import apply_rare_classes, min_rows_per_class, split_
 from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, IngestResult, PreprocessResult, RunConfig
 from pipeline_core.observability import logger
+from pipeline_core.stages.baseline import BASELINE_NAME, baseline_document, build_baseline
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, Limits, apply_schema, load_table
 from pipeline_core.stages.trainer_input import training_hyperparameters
 
@@ -170,6 +173,10 @@ def preprocess(
         store.put_if_changed(f"{prefix}{name}.csv", body, content_type="text/csv")
         store.put_if_changed(f"{prefix}columns.json", document, content_type="application/json")
         uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
+    # Outside the channels: the training job downloads every object under a channel's prefix.
+    baseline_uri = f"{config.processed_prefix}{BASELINE_NAME}"
+    baseline = build_baseline(frame.iloc[split.train], profile, ingest.sha256)
+    store.put_if_changed(baseline_uri, baseline_document(baseline), content_type="application/json")
     return PreprocessResult(
         train_uri=uris["train"],
         validation_uri=uris["validation"],
@@ -183,4 +190,5 @@ def preprocess(
         column_roles={c.name: c.role for c in profile.columns},
         excluded_columns=profile.excluded_columns,
         dropped_rows_by_reason=cleaned.dropped,
+        baseline_uri=baseline_uri,
     )

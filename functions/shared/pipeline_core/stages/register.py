@@ -68,6 +68,8 @@ def registry_entry(
         "hyperparameters": training.hyperparameters or prep.hyperparameters,
         # each feature's role, as evaluation.json gives it (Preprocess's roles, else ValidateData's profile)
         "column_roles": feature_roles(column_rows(data, prep), prep.feature_columns),
+        # what monitoring compares new data with (the train split's statistics, written by Preprocess)
+        "baseline_uri": prep.baseline_uri,
     }
 
 

@@ -188,6 +188,9 @@ def lookup(
         return miss("no earlier run made this result")
     if is_expired(entry):
         return miss(f"the result of run {entry.run_id} expired at {_iso(entry.expires_at)}")
+    outdated = outdated_result(entry)
+    if outdated:
+        return miss(outdated)
     missing = _missing_outputs(entry, store)
     if missing:
         return miss(f"the result of run {entry.run_id} lost {len(missing)} of its files, e.g. {missing[0]}")
@@ -203,6 +206,18 @@ def lookup(
         result=result,
         key_parts=parts,
     )
+
+
+def outdated_result(entry: CacheEntry) -> str | None:
+    """Why an entry's result lacks what this code's step produces (None: it has it all).
+
+    A Preprocess result without ``baseline_uri`` was made before monitoring; reusing it would register a model
+    that cannot be monitored. (Its key is a miss anyway, as the code hash changed with monitoring; this keeps
+    an entry stored by an older deployment under a colliding key from ever being reused.)
+    """
+    if entry.step == "Preprocess" and not entry.result.get("baseline_uri"):
+        return f"the result of run {entry.run_id} has no baseline (made before monitoring)"
+    return None
 
 
 def reuse_result(event: StepCacheEvent, entry: CacheEntry, registry: ModelRegistry) -> dict[str, Any]:
@@ -252,9 +267,10 @@ def outputs_of(step: CachedStep, result: dict[str, Any], store: ObjectStore) -> 
     """The S3 objects ``result`` points at, which a later hit needs to exist."""
     if step == "Preprocess":
         prep = PreprocessResult.model_validate(result)
-        return [
+        splits = [
             uri for prefix in (prep.train_uri, prep.validation_uri, prep.test_uri) for uri in store.list_uris(prefix)
         ]
+        return [*splits, *([prep.baseline_uri] if prep.baseline_uri else [])]
     if step == "Training":
         training = TrainingSummary.model_validate(result)
         output_data = output_data_uri(training)
