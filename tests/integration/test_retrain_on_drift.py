@@ -1,20 +1,22 @@
-"""The drift alarm closes the loop: drift measured for the monitored model raises its alarm, the alarm notifies
-and its move to ALARM starts a retraining run, on the embedded target as on AWS (CloudWatch -> EventBridge ->
-StartPipeline -> Step Functions)."""
+"""Monitoring closes the loop: the daily schedule runs the Monitor function, drift it measures for the monitored
+model raises the drift alarm, the alarm notifies and its move to ALARM starts a retraining run — on the embedded
+target as on AWS (Scheduler -> Lambda, CloudWatch -> EventBridge -> StartPipeline -> Step Functions)."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from stepml.embedded.runtime import wait_until
 from tests.integration.harness import IRIS, Finished, Harness, Job, embedded_harness
 
-MODEL = "iris"  # the template's MonitoredModelName: the model its drift alarm watches
+MODEL = "iris"  # the template's MonitoredModelName: the model its drift alarm and schedule watch
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,11 @@ def champion(harness: Harness) -> Finished:
     return run
 
 
+def _invocations(harness: Harness, function: str, since: int) -> list[Any]:
+    name = harness.aws.stack.functions[function].name
+    return [e for e in harness.aws.runner.log.entries[since:] if e.function_name == name]
+
+
 def _notifications(harness: Harness) -> tuple[Any, str]:
     """An SQS queue subscribed to the stack's notification topic (how a test reads what SNS sent)."""
     sqs, sns = harness.aws.client("sqs"), harness.aws.client("sns")
@@ -40,24 +47,26 @@ def _notifications(harness: Harness) -> tuple[Any, str]:
     return sqs, url
 
 
-def _drifted_features(harness: Harness, count: int) -> None:
-    # TODO(monitor): the Monitor function publishes this from a shifted file once it lands.
-    harness.aws.client("cloudwatch").put_metric_data(
-        Namespace="stepml/Monitoring",
-        MetricData=[
-            {
-                "MetricName": "DriftedFeatures",
-                "Dimensions": [{"Name": "ModelName", "Value": MODEL}],
-                "Value": count,
-                "Unit": "Count",
-                "Timestamp": datetime.now(UTC),
-            }
-        ],
-    )
+def _monitor(harness: Harness, key: str, frame: pd.DataFrame) -> dict[str, Any]:
+    """Run the Monitor function on ``frame`` (uploaded as a CSV), as `stepml monitor --data` does."""
+    uri = harness.upload(key, frame.to_csv(index=False).encode())
+    result = harness.aws.invoke("MonitorFunction", {"model_name": MODEL, "data": uri})
+    assert not result.failed, result.payload
+    return dict(result.payload)
 
 
 def _retraining_runs(harness: Harness) -> list[dict[str, Any]]:
     return [e for e in harness.executions() if e["name"].startswith(f"retrain-{MODEL}-")]
+
+
+def test_the_daily_schedule_skips_a_model_not_deployed_yet(harness: Harness) -> None:
+    seen = len(harness.aws.runner.log.entries)
+    fired = harness.aws.scheduler.tick(harness.aws.scheduler.started + timedelta(days=1, seconds=1))
+    assert [schedule.name for schedule, _ in fired] == ["stepml-dev-monitor"]
+    assert wait_until(lambda: bool(_invocations(harness, "MonitorFunction", seen)), timeout=60)
+    [invocation] = _invocations(harness, "MonitorFunction", seen)
+    assert not invocation.failed and invocation.payload["skipped"] is True, invocation.payload
+    assert f"no model named '{MODEL}'" in invocation.payload["reason"]
 
 
 def test_drift_alarm_notifies_and_starts_a_retraining_run(harness: Harness, champion: Finished) -> None:
@@ -65,9 +74,11 @@ def test_drift_alarm_notifies_and_starts_a_retraining_run(harness: Harness, cham
     # the first evaluation moves every other alarm from INSUFFICIENT_DATA to OK, which notifies too (OKActions)
     harness.aws.evaluate_alarms()
     sqs, queue = _notifications(harness)
-    assert _retraining_runs(harness) == []
+    iris = pd.read_csv(io.BytesIO(IRIS))
 
-    _drifted_features(harness, 2)
+    shifted = iris.assign(petal_length_cm=iris["petal_length_cm"] + 3.0)
+    report = _monitor(harness, "monitoring-inputs/shifted.csv", shifted)
+    assert report["drifted_features"] == ["petal_length_cm"], report["message"]
     [evaluation] = [e for e in harness.aws.evaluate_alarms() if e.name == alarm]
     assert evaluation.state == "ALARM", evaluation
 
@@ -83,10 +94,10 @@ def test_drift_alarm_notifies_and_starts_a_retraining_run(harness: Harness, cham
     assert [v.version for v in harness.model_versions(MODEL)] == [1]
 
     messages = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]]
-    alarm_messages = [m for m in messages if m.get("AlarmName") == alarm]
-    assert [m["NewStateValue"] for m in alarm_messages] == ["ALARM"]
+    assert [m["NewStateValue"] for m in messages if m.get("AlarmName") == alarm] == ["ALARM"]
 
-    # no drift any more: the alarm goes back to OK, which starts nothing
-    _drifted_features(harness, 0)
+    # the training's own data: no drift, and the alarm, already in ALARM, starts nothing more
+    fresh = _monitor(harness, "monitoring-inputs/fresh.csv", iris)
+    assert fresh["drifted_features"] == [], fresh["message"]
     harness.aws.evaluate_alarms()
     assert len(_retraining_runs(harness)) == 1

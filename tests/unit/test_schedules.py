@@ -94,15 +94,23 @@ def test_the_scheduler_fires_what_came_due_and_notes_what_it_cannot_run() -> Non
     assert len(fired) == 2
 
 
-def test_the_template_schedules_exist_only_when_set(tmp_path: Any) -> None:
-    assert template_schedules(TEMPLATE, "stepml-local", {"Target": "local"}) == []
+def test_the_template_schedules_monitoring_daily_and_retraining_when_asked(tmp_path: Any) -> None:
+    [monitoring] = template_schedules(TEMPLATE, "stepml-local", {"Target": "local"})
+    assert (monitoring.name, monitoring.expression, monitoring.enabled) == ("stepml-dev-monitor", "rate(1 day)", True)
+    assert json.loads(monitoring.input) == {"model_name": "iris", "scheduled": True}
+    model = stack_model(TEMPLATE, "stepml-local", {"Target": "local"})
+    assert monitoring.target_arn == model.functions["MonitorFunction"].name
+    off = template_schedules(TEMPLATE, "stepml-local", {"Target": "local", "MonitorScheduleExpression": ""})
+    assert [s.enabled for s in off] == [False]
+
     execution_input = json.dumps({"dataset": "s3://b/incoming/iris.csv", "trigger": "weekly"})
     parameters = {
         "Target": "local",
+        "MonitorScheduleExpression": "",
         "RetrainScheduleExpression": "rate(7 days)",
         "RetrainScheduleInput": execution_input,
     }
-    [schedule] = template_schedules(TEMPLATE, "stepml-local", parameters)
+    [schedule] = [s for s in template_schedules(TEMPLATE, "stepml-local", parameters) if s.enabled]
     assert (schedule.expression, schedule.input, schedule.timezone) == ("rate(7 days)", execution_input, "UTC")
     # the alias "live" is the state machine itself on the embedded target (one definition, no versions)
     assert schedule.target_arn == stack_model(TEMPLATE, "stepml-local", {"Target": "local"}).state_machine_arn

@@ -58,8 +58,19 @@ class MonitorRequest(BaseModel):
     version: int | None = Field(default=None, ge=1, description="default: the champion (newest approved)")
     data: str | None = Field(default=None, description="s3:// URI of a CSV or Parquet file; default: the log")
     since_hours: float = Field(default=DEFAULT_WINDOW_HOURS, gt=0, le=MAX_WINDOW_HOURS)
+    # The schedule's input sets it: a model not trained (or not approved) yet is skipped rather than an error,
+    # so a new stack's daily monitoring does not raise the function's Errors alarm before the first deploy.
+    scheduled: bool = False
     max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1, le=1_000_000)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+class MonitorSkipped(BaseModel):
+    """A scheduled run that found no version to monitor (no approved version of the model yet)."""
+
+    model_name: str
+    skipped: Literal[True] = True
+    reason: str
 
 
 class SourceSummary(BaseModel):
