@@ -163,7 +163,7 @@ def current_endpoint(
     if rollout.in_progress(record) is None:
         return record
     advanced = rollout.advance(record, now or datetime.now(UTC), first_alarm or CloudWatch().first_alarm)
-    if advanced is not record:
+    if advanced != record:  # a new step, the end, or a rollback (not every poll)
         store.put("endpoints", record["EndpointName"], advanced)
     return advanced
 
