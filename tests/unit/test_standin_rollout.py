@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from pipeline_core.aws.cloudwatch import AlarmFiring, CloudWatch
+from pipeline_core.errors import ConfigurationError
 from pipeline_core.models import RolloutConfig
 from pipeline_core.rollout import alarm_names, deployment_config, endpoint_alarms
 from pipeline_core.standin import endpoints, rollout
@@ -24,7 +25,7 @@ from pipeline_core.standin.store import RecordStore
 from stepml.embedded.alarms import evaluate_alarms
 from stepml.embedded.cloudwatch import install as install_alarm_history
 from tests.conftest import REGION, FakeAws
-from tests.unit.test_standin import deploy_requests, iris_splits, publish_model, upload_source
+from tests.unit.test_standin import ROOT, deploy_requests, iris_splits, publish_model, upload_source
 
 ENDPOINT = "stepml-test-iris-ep"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -338,3 +339,30 @@ def test_failed_invocations_are_5xx_errors_that_trip_the_rollback_alarm(
     assert back["EndpointStatus"] == "InService" and back["EndpointConfigName"] == "stepml-run-a"
     assert f"{ENDPOINT}-5xx-errors was in ALARM" in back["FailureReason"]
     server.clear()
+
+
+def test_the_runtime_publishes_metrics_where_the_template_turns_them_on(
+    aws: FakeAws, store: RecordStore, two_models: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline_core.standin import runtime
+
+    from stepml.embedded.template import stack_model
+
+    local = stack_model(ROOT / "infra" / "template.yaml", "stepml-local", {"Target": "local"})
+    assert local.functions["InferenceFunction"].environment[runtime.METRICS_SETTING] == "on"
+    monkeypatch.setattr(runtime, "_SERVER", ModelServer())
+    rows = iris_splits()["test"].drop(columns="species").iloc[:2].to_dict(orient="records")
+    monkeypatch.delenv(runtime.METRICS_SETTING, raising=False)
+    runtime.invoke_endpoint(ENDPOINT, rows, store=store, refresh_seconds=60)
+    assert runtime._SERVER.metrics is None  # a test (or any caller) that did not ask publishes nothing
+
+    monkeypatch.setenv(runtime.METRICS_SETTING, "on")
+    runtime.invoke_endpoint(ENDPOINT, rows, store=store, refresh_seconds=60)
+    assert runtime._SERVER.metrics is not None and runtime._SERVER.metrics.flush() == 6
+    listed = boto3.client("cloudwatch", region_name=REGION).list_metrics(Namespace="AWS/SageMaker")["Metrics"]
+    assert {m["MetricName"] for m in listed} == {"Invocations", "Invocation5XXErrors", "ModelLatency"}
+    runtime._SERVER.clear()
+    monkeypatch.setenv(runtime.METRICS_SETTING, "yes")
+    monkeypatch.setattr(runtime, "_SERVER", ModelServer())
+    with pytest.raises(ConfigurationError, match="STANDIN_ENDPOINT_METRICS must be on or off"):
+        runtime.invoke_endpoint(ENDPOINT, rows, store=store)

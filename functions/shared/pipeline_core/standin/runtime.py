@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import Any
 
 from pipeline_core.aws.cloudwatch import CloudWatch
+from pipeline_core.errors import ConfigurationError
 from pipeline_core.observability import logger
 from pipeline_core.settings import optional_env
 from pipeline_core.standin import rollout
@@ -341,10 +342,17 @@ def _publish_failed(error: Exception) -> None:
     )
 
 
-# CloudWatch's client is built on the first flush, not here (no import-time side effects).
-_SERVER = ModelServer(
-    metrics=InvocationMetrics(lambda ns, data: CloudWatch().put_metric_data(ns, data), on_error=_publish_failed)
-)
+METRICS_SETTING = "STANDIN_ENDPOINT_METRICS"
+_SERVER = ModelServer()
+
+
+def _metrics_enabled() -> bool:
+    """``STANDIN_ENDPOINT_METRICS`` is ``on`` where the stand-in serves for a local target (infra/template.yaml
+    sets it for the Inference function there); elsewhere (a test calling the runtime) nothing is published."""
+    setting = optional_env(METRICS_SETTING, "off")
+    if setting not in ("on", "off"):
+        raise ConfigurationError(f"{METRICS_SETTING} must be on or off, got {setting!r}")
+    return setting == "on"
 
 
 def invoke_endpoint(
@@ -357,6 +365,11 @@ def invoke_endpoint(
     ``store`` is given). A missing endpoint is ValidationException; a failing model, ModelError."""
     if refresh_seconds is None:
         refresh_seconds = float(optional_env("STANDIN_ENDPOINT_REFRESH_SECONDS", str(DEFAULT_REFRESH_SECONDS)))
+    if _SERVER.metrics is None and _metrics_enabled():
+        # CloudWatch's client is built on the first flush
+        _SERVER.metrics = InvocationMetrics(
+            lambda namespace, data: CloudWatch().put_metric_data(namespace, data), on_error=_publish_failed
+        )
     return _SERVER.invoke(store or RecordStore.from_env(), endpoint_name, records, refresh_seconds)
 
 
