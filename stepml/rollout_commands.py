@@ -94,7 +94,7 @@ def add_parser(subparsers: Any, target_options: Any) -> None:
         "set", help="set an alarm's state, as CloudWatch's SetAlarmState does (e.g. a rollback alarm to ALARM)"
     )
     target_options(setter)
-    setter.add_argument("name", help="the alarm, e.g. stepml-local-iris-species-ep-5xx-errors")
+    setter.add_argument("name", help="the alarm, e.g. stepml-dev-iris-species-ep-5xx-errors")
     setter.add_argument("state", choices=STATES, help="ALARM, OK or INSUFFICIENT_DATA")
     setter.add_argument("--reason", default="set by stepml alarm set", help="the state reason to record")
     setter.set_defaults(func=cmd_alarm_set)

@@ -232,12 +232,17 @@ def _registered(outcome: RunOutcome, registration: dict[str, Any]) -> None:
 
 
 def rollout_line(rollout: dict[str, Any]) -> str:
-    """``canary completed: ...`` or ``canary rolled back: alarm X was in ALARM at T; <reason>``."""
+    """``canary completed: ...``, ``canary rolled back: alarm X in ALARM at T`` (the reason too when it says
+    something else: a rollback without an alarm, or SageMaker's own words)."""
     strategy = rollout.get("strategy") or "all at once (no rollout)"
+    reason = str(rollout.get("reason") or "")
     if rollout.get("outcome") != "rolled_back":
-        return f"{strategy} completed: {rollout.get('reason')}"
-    alarm = f"alarm {rollout['alarm']} was in ALARM at {rollout.get('alarm_at')}; " if rollout.get("alarm") else ""
-    return f"{strategy} rolled back: {alarm}{rollout.get('reason')}"
+        return f"{strategy} completed: {reason}"
+    alarm = rollout.get("alarm")
+    if not alarm:
+        return f"{strategy} rolled back: {reason}"
+    line = f"{strategy} rolled back: alarm {alarm} in ALARM at {rollout.get('alarm_at')}"
+    return line if alarm in reason else f"{line}; {reason}"
 
 
 def start_and_follow(

@@ -177,4 +177,4 @@ def test_a_canary_rolled_back_on_an_alarm_leaves_the_endpoint_on_the_old_version
     assert "Updating" in exited_line(described[0]) and "InService" in exited_line(described[-1])
     text = _summary(run)
     assert f"Model       {MODEL} v3 (rolled_back)" in text
-    assert f"Rollout     canary rolled back: alarm {alarm}" in text
+    assert f"Rollout     canary rolled back: alarm {alarm} in ALARM at " in text

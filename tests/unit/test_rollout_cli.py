@@ -67,7 +67,8 @@ def test_the_summary_of_a_rolled_back_run_names_the_version_and_the_alarm() -> N
     print_summary(outcome, out)
     text = out.getvalue()
     assert "Model       iris v3 (rolled_back)" in text
-    assert f"Rollout     canary rolled back: alarm {ALARM} was in ALARM at 2026-11-30T12:03:05+00:00; The" in text
+    # the reason's own words when they add something (here they do not name the alarm)
+    assert f"Rollout     canary rolled back: alarm {ALARM} in ALARM at 2026-11-30T12:03:05+00:00; The" in text
     assert json.loads(json.dumps(outcome.to_json()))["rollout"]["outcome"] == "rolled_back"
 
 
