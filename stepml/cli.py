@@ -157,6 +157,8 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
+    from stepml.rollout_commands import rollout_cell
+
     if as_json:
         print(json.dumps(rows), file=out)
         return 0
@@ -175,22 +177,13 @@ def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
     return 0
 
 
-def rollout_cell(rollout: dict[str, Any] | None) -> str:
-    """``canary completed``, ``canary rolled back (alarm X)``; ``-`` without a rollout."""
-    if not rollout:
-        return "-"
-    strategy = rollout.get("strategy") or "all-at-once"
-    if rollout.get("outcome") != "rolled_back":
-        return f"{strategy} completed"
-    return f"{strategy} rolled back" + (f" ({rollout['alarm']})" if rollout.get("alarm") else "")
-
-
 PROBLEM_SHORT = {"binary_classification": "binary", "multiclass_classification": "multiclass"}
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     """List the model registry (every version, newest first)."""
     from stepml.remote import list_models
+    from stepml.rollout_commands import rollout_cell
 
     with _open_target(args, project_layout()) as target:
         records = sorted(list_models(target), key=lambda r: (r.model_name, -r.version))

@@ -61,6 +61,16 @@ def rollout_input(spec: str | None) -> dict[str, Any]:
     return {"rollout": value if settings else strategy}
 
 
+def rollout_cell(rollout: dict[str, Any] | None) -> str:
+    """``canary completed``, ``canary rolled back (alarm X)``; ``-`` without a rollout."""
+    if not rollout:
+        return "-"
+    strategy = rollout.get("strategy") or "all-at-once"
+    if rollout.get("outcome") != "rolled_back":
+        return f"{strategy} completed"
+    return f"{strategy} rolled back" + (f" ({rollout['alarm']})" if rollout.get("alarm") else "")
+
+
 def cmd_alarm_set(args: argparse.Namespace, out: TextIO) -> int:
     """Set a CloudWatch alarm's state (SetAlarmState), e.g. an endpoint's rollback alarm to ALARM."""
     from pipeline_core.aws.cloudwatch import CloudWatch

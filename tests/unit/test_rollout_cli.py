@@ -15,7 +15,7 @@ import pytest
 
 from stepml import cli
 from stepml.progress import StateVisit, exited_line
-from stepml.rollout_commands import RolloutOptionError, rollout_input
+from stepml.rollout_commands import RolloutOptionError, rollout_cell, rollout_input
 from stepml.session import RunOutcome, print_summary
 from tests.conftest import REGION, FakeAws
 
@@ -73,11 +73,11 @@ def test_the_summary_of_a_rolled_back_run_names_the_version_and_the_alarm() -> N
 
 
 def test_the_rollout_columns() -> None:
-    assert cli.rollout_cell(None) == "-"
-    assert cli.rollout_cell({"strategy": "linear", "outcome": "completed"}) == "linear completed"
-    assert cli.rollout_cell(ROLLED_BACK) == f"canary rolled back ({ALARM})"
+    assert rollout_cell(None) == "-"
+    assert rollout_cell({"strategy": "linear", "outcome": "completed"}) == "linear completed"
+    assert rollout_cell(ROLLED_BACK) == f"canary rolled back ({ALARM})"
     # an update without a rollout that SageMaker rolled back (its fleet did not come up)
-    assert cli.rollout_cell({"strategy": None, "outcome": "rolled_back"}) == "all-at-once rolled back"
+    assert rollout_cell({"strategy": None, "outcome": "rolled_back"}) == "all-at-once rolled back"
 
 
 def test_describe_endpoints_progress_line_says_what_it_found() -> None:
