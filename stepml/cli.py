@@ -27,12 +27,13 @@ def _dataset_path(layout: ProjectLayout, data: str | None) -> Path:
 
 def _options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any]:
     from stepml.data_options import DataOptionError
+    from stepml.rollout_commands import RolloutOptionError
     from stepml.run_input import options_input
     from stepml.trainers import TrainerError
 
     try:
         return options_input(args, target_option)
-    except (DataOptionError, TrainerError) as error:
+    except (DataOptionError, TrainerError, RolloutOptionError) as error:
         raise CliError(str(error)) from error
 
 
@@ -156,6 +157,8 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
+    from stepml.rollout_commands import rollout_cell
+
     if as_json:
         print(json.dumps(rows), file=out)
         return 0
@@ -163,10 +166,14 @@ def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
         print("No runs yet: start one with `stepml run`.", file=out)
         return 0
     # VERSION: the state machine version the run ran ("3" on AWS; "sha256:<12 hex>" where runs start unversioned)
-    print(f"{'NAME':<48} {'STATUS':<10} {'VERSION':<19} {'SECONDS':>8}  STARTED", file=out)
+    print(f"{'NAME':<48} {'STATUS':<10} {'VERSION':<19} {'SECONDS':>8}  {'STARTED':<32}  ROLLOUT", file=out)
     for row in rows:
         version = row.get("definition_version") or "-"
-        print(f"{row['name']:<48} {row['status']:<10} {version:<19} {row['seconds']:>8}  {row['started']}", file=out)
+        print(
+            f"{row['name']:<48} {row['status']:<10} {version:<19} {row['seconds']:>8}  {row['started']:<32}  "
+            f"{rollout_cell(row.get('rollout'))}",
+            file=out,
+        )
     return 0
 
 
@@ -176,6 +183,7 @@ PROBLEM_SHORT = {"binary_classification": "binary", "multiclass_classification":
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     """List the model registry (every version, newest first)."""
     from stepml.remote import list_models
+    from stepml.rollout_commands import rollout_cell
 
     with _open_target(args, project_layout()) as target:
         records = sorted(list_models(target), key=lambda r: (r.model_name, -r.version))
@@ -190,17 +198,18 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
     # a model is (name, target, problem type): the target and problem type say what each version predicts
     print(
         f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'TARGET':<16} {'PROBLEM':<10} {'PRIMARY':<20} {'ENDPOINT':<28} "
-        f"{'CREATED':<25}  GATE",
+        f"{'CREATED':<25}  {'ROLLOUT':<24}  GATE",
         file=out,
     )
     for r in records:
         primary = f"{r.primary_metric}={r.metrics.get(r.primary_metric, float('nan')):.4f}"
         endpoint = r.endpoint_name or "-"
         problem = PROBLEM_SHORT.get(r.problem_type, r.problem_type)
+        rollout = rollout_cell(r.rollout.model_dump() if r.rollout else None)
         # the gate's reason last: it is long, and for a rejected version it is the one thing to read
         print(
             f"{r.model_name:<20} {r.version:>4} {r.status:<11} {r.target:<16} {problem:<10} {primary:<20} "
-            f"{endpoint:<28} {r.created_at:<25}  {r.gate_reason or '-'}",
+            f"{endpoint:<28} {r.created_at:<25}  {rollout:<24}  {r.gate_reason or '-'}",
             file=out,
         )
     return 0
@@ -383,6 +392,7 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from stepml.data_options import add_data_options
+    from stepml.rollout_commands import add_rollout_option
     from stepml.run_input import add_cache_option
     from stepml.trainers import add_trainer_options
 
@@ -399,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trainer_options(run)
     add_data_options(run)
     add_cache_option(run)
+    add_rollout_option(run)
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     run.add_argument(
         "--inject-fault",
@@ -427,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trainer_options(start)
     add_data_options(start)
     add_cache_option(start)
+    add_rollout_option(start)
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
     start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     start.set_defaults(func=cmd_start)
@@ -458,11 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     from stepml import serve
 
     serve.add_parser(commands)  # `stepml serve`: the inference API on 127.0.0.1
-    from stepml import cache_commands, monitor_commands, resume
+    from stepml import cache_commands, monitor_commands, resume, rollout_commands
 
     resume.add_parser(commands, _target_options)  # `stepml resume RUN`
     cache_commands.add_parser(commands, _target_options)  # `stepml cache list|clear`
     monitor_commands.add_parser(commands, _target_options)  # `stepml monitor`
+    rollout_commands.add_parser(commands, _target_options)  # `stepml alarm set NAME STATE`
 
     local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
     local_commands = local.add_subparsers(dest="local_command", required=True)

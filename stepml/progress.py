@@ -197,9 +197,21 @@ def _report(
 
 
 def exited_line(visit: StateVisit) -> str:
-    """The progress line of a state that ended: ✓ (or ✗ on the failure path), ↺ for a reused step."""
-    mark = "✗" if visit.name.endswith("Failed") or visit.name == "RecordFailure" else "✓"
-    return _line(mark, visit)
+    """The progress line of a state that ended: ✓ (or ✗ on the failure path), ↺ for a reused step; a
+    DescribeEndpoint says what it found (Updating while a rollout runs, InService and on which config)."""
+    mark = "✗" if visit.name.endswith("Failed") or visit.name in ("RecordFailure", "DeploymentRolledBack") else "✓"
+    return _line(mark, visit) + (_endpoint_status(visit) if visit.name == "DescribeEndpoint" else "")
+
+
+def _endpoint_status(visit: StateVisit) -> str:
+    try:
+        endpoint = (json.loads(visit.output or "null") or {}).get("endpoint") or {}
+    except (ValueError, AttributeError):
+        return ""
+    status, config = endpoint.get("EndpointStatus"), endpoint.get("EndpointConfigName")
+    if not status:
+        return ""
+    return f"  → {status}" + (f" ({config})" if config and status == "InService" else "")
 
 
 def readable_cause(cause: str | None) -> str | None:
@@ -220,11 +232,14 @@ def failure_details(reader: HistoryReader, description: dict[str, Any]) -> dict[
     details: dict[str, Any] = {"error": description.get("error"), "cause": description.get("cause")}
     for visit in reversed(reader.visits):
         if visit.name == "RecordFailure" and visit.input:
-            failure = json.loads(visit.input).get("failure", {})
+            state = json.loads(visit.input)
+            failure = state.get("failure", {})
             details.update(
                 state=failure.get("state"),
                 error=failure.get("error") or details["error"],
                 cause=failure.get("cause") or details["cause"],
+                # a version registered before the run failed (RegisterRolledBack: a rolled-back deployment)
+                registration=state.get("registration"),
             )
             break
     details["cause"] = readable_cause(details["cause"])

@@ -162,15 +162,12 @@ def list_runs(target: Target) -> list[dict[str, Any]]:
 
     The executions are listed by the unqualified ARN: listing by the alias would leave out runs started
     otherwise (the console, an older stack). The version comes from the runs table (Ingest writes it):
-    None for a run that failed before Ingest or was recorded before versions were.
+    None for a run that failed before Ingest or was recorded before versions were; so does the rollout.
     """
     from pipeline_core.aws.runs import RunLog
 
     sfn = target.client("stepfunctions")
-    versions = {
-        str(r["run_id"]): r.get("definition_version")
-        for r in RunLog(target.outputs.runs_table, target.client("dynamodb")).runs()
-    }
+    records = {str(r["run_id"]): r for r in RunLog(target.outputs.runs_table, target.client("dynamodb")).runs()}
     rows = []
     for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=target.outputs.state_machine_arn):
         for e in page["executions"]:
@@ -182,7 +179,9 @@ def list_runs(target: Target) -> list[dict[str, Any]]:
                     "started": str(e["startDate"]),
                     "seconds": f"{(stop - e['startDate']).total_seconds():.1f}" if stop else "-",
                     "execution_arn": e["executionArn"],
-                    "definition_version": versions.get(e["name"]),
+                    "definition_version": records.get(e["name"], {}).get("definition_version"),
+                    # how its endpoint update's rollout ended (RolloutRecord), when it had one
+                    "rollout": records.get(e["name"], {}).get("rollout"),
                 }
             )
     return rows

@@ -1,7 +1,7 @@
 """The execution input ``stepml run`` and ``stepml start`` build from their options: the run's own fields
 (target, problem type, model name, threshold, whether to use the step cache), how to read the dataset
-(``stepml.data_options``), the trainer and its hyperparameters, and tuning (``stepml.trainers``). ValidateInput
-checks the result like any input."""
+(``stepml.data_options``), the trainer and its hyperparameters, and tuning (``stepml.trainers``), and the
+endpoint update's rollout (``stepml.rollout_commands``). ValidateInput checks the result like any input."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from stepml.data_options import data_options
+from stepml.rollout_commands import rollout_input
 from stepml.trainers import parse_hyperparameters, trainer_input, tuning_input
 
 
@@ -16,7 +17,7 @@ def options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any
     """The input fields the options set (none for an option not given); ``target_option`` is the option that
     names the target column (``target`` for run, ``target_column`` for start, whose --target is the place).
 
-    Raises DataOptionError or TrainerError for a malformed option.
+    Raises DataOptionError, TrainerError or RolloutOptionError for a malformed option.
     """
     execution_input: dict[str, Any] = {}
     for option, key in ((target_option, "target"), ("problem_type", "problem_type"), ("model_name", "model_name")):
@@ -29,6 +30,7 @@ def options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any
         execution_input["hyperparameters"] = hyperparameters
     if getattr(args, "no_cache", False):
         execution_input["no_cache"] = True
+    execution_input.update(rollout_input(getattr(args, "rollout", None)))
     return {**execution_input, **data_options(args), **tuning_input(args)}
 
 

@@ -83,6 +83,8 @@ class RunOutcome:
     reused_steps: dict[str, str] = field(default_factory=dict)
     reused_version: bool = False  # Register returned the version this training job already had
     invocations: list[dict[str, Any]] = field(default_factory=list)
+    # how the endpoint update's rollout ended (RegistrationResult.rollout), a rolled-back run's too
+    rollout: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class RunOutcome:
             "states": self.states,
             "reused_steps": self.reused_steps,
             "reused_version": self.reused_version,
+            "rollout": self.rollout,
             "invocations": self.invocations,
         }
 
@@ -192,16 +195,15 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
             details["cause"],
             details.get("state"),
         )
+        # a run whose deployment was rolled back registered its version before it failed
+        _registered(outcome, details.get("registration") or {})
         return outcome
     output = json.loads(description.get("output") or "{}")
     registration = output.get("registration", {})
     evaluation = output.get("evaluation", {})
     data = output.get("data", {})
-    outcome.model_name = registration.get("model_name")
-    outcome.model_version = registration.get("version")
-    outcome.registry_status = registration.get("status")
+    _registered(outcome, registration)
     outcome.reused_version = bool(registration.get("reused_version"))
-    outcome.endpoint_name = registration.get("endpoint_name")
     outcome.model_artifact = registration.get("model_artifact") or output.get("training", {}).get("ModelArtifacts")
     outcome.metrics = evaluation.get("metrics", {})
     outcome.evaluation_uri = evaluation.get("evaluation_uri")
@@ -219,6 +221,28 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
             f"{data.get('problem_type')} ({data.get('problem_type_chosen_by')}: {data.get('problem_type_reason')})"
         )
     return outcome
+
+
+def _registered(outcome: RunOutcome, registration: dict[str, Any]) -> None:
+    outcome.model_name = registration.get("model_name")
+    outcome.model_version = registration.get("version")
+    outcome.registry_status = registration.get("status")
+    outcome.endpoint_name = registration.get("endpoint_name")
+    outcome.rollout = registration.get("rollout")
+
+
+def rollout_line(rollout: dict[str, Any]) -> str:
+    """``canary completed: ...``, ``canary rolled back: alarm X in ALARM at T`` (the reason too when it says
+    something else: a rollback without an alarm, or SageMaker's own words)."""
+    strategy = rollout.get("strategy") or "all at once (no rollout)"
+    reason = str(rollout.get("reason") or "")
+    if rollout.get("outcome") != "rolled_back":
+        return f"{strategy} completed: {reason}"
+    alarm = rollout.get("alarm")
+    if not alarm:
+        return f"{strategy} rolled back: {reason}"
+    line = f"{strategy} rolled back: alarm {alarm} in ALARM at {rollout.get('alarm_at')}"
+    return line if alarm in reason else f"{line}; {reason}"
 
 
 def start_and_follow(
@@ -266,6 +290,10 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
         print(f"Failed in   {outcome.failed_state or '?'}", file=out)
         print(f"Error       {outcome.error}", file=out)
         print(f"Cause       {outcome.cause}", file=out)
+        if outcome.model_version:
+            print(f"Model       {outcome.model_name} v{outcome.model_version} ({outcome.registry_status})", file=out)
+        if outcome.rollout:
+            print(f"Rollout     {rollout_line(outcome.rollout)}", file=out)
         return
     if outcome.problem_type_note:
         print(f"Problem     {outcome.problem_type_note}", file=out)
@@ -278,6 +306,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     status = outcome.registry_status or "?"
     existing = ", the version this training job already had" if outcome.reused_version else ""
     print(f"Model       {outcome.model_name} v{outcome.model_version} ({status}{existing})", file=out)
+    if outcome.rollout:
+        print(f"Rollout     {rollout_line(outcome.rollout)}", file=out)
     if outcome.model_choice:
         print(f"Trainer     {outcome.model_choice}", file=out)
     for note in outcome.trainer_notes:

@@ -1,13 +1,16 @@
-"""Register: record the model version (approved or rejected) in the registry and close the run.
+"""Register: record the model version (approved, rejected or rolled back) in the registry and close the run.
 
 The same function serves AcquireDeployLease (event ``action: acquire_deploy_lease``): the lease lives in
-the registry table, which this function is the one to write.
+the registry table, which this function is the one to write; and PrepareRollout (``action: prepare_rollout``):
+the endpoint's rollback alarms, whose outcome Register records.
 """
 
 from typing import Any
 
+from pipeline_core.aws.cloudwatch import CloudWatch
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.runs import RunLog
+from pipeline_core.aws.sagemaker import endpoint_control
 from pipeline_core.errors import ConfigurationError
 from pipeline_core.idempotency import run_once
 from pipeline_core.models import (
@@ -17,20 +20,39 @@ from pipeline_core.models import (
     IngestResult,
     PreprocessResult,
     RegistrationResult,
+    RolloutPlan,
     RunConfig,
     TrainingSummary,
 )
 from pipeline_core.observability import stage_handler
 from pipeline_core.settings import require_env
-from pipeline_core.stages import deploy_lease
+from pipeline_core.stages import deploy_lease, rollout
 from pipeline_core.stages.register import register
+
+STATUSES = ("approved", "rejected", "rolled_back")
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> Any:
-    """The Register/RegisterRejected states, or AcquireDeployLease when ``event["action"]`` says so."""
-    if isinstance(event, dict) and event.get("action") == deploy_lease.ACTION:
+    """The Register/RegisterRejected/RegisterRolledBack states, or AcquireDeployLease and PrepareRollout when
+    ``event["action"]`` says so."""
+    action = event.get("action") if isinstance(event, dict) else None
+    if action == deploy_lease.ACTION:
         return _acquire_deploy_lease(event, context)
+    if action == rollout.ACTION:
+        return _prepare_rollout(event, context)
     return _register_version(event, context)
+
+
+@stage_handler("PrepareRollout")
+def _prepare_rollout(event: dict[str, Any], context: Any) -> RolloutPlan:
+    """Event: ``{"action": "prepare_rollout", "config"}``; result at ``$.rollout``. Idempotent: the alarms are
+    put again as they are, and the plan is the same but for its start time."""
+    return rollout.prepare_rollout(
+        RunConfig.model_validate(event["config"]),
+        cloudwatch=CloudWatch(),
+        runs=RunLog(require_env("RUNS_TABLE")),
+        alarm_actions=[require_env("ALARM_TOPIC_ARN")],
+    )
 
 
 @stage_handler("AcquireDeployLease")
@@ -58,10 +80,19 @@ def _register_version(event: dict[str, Any], context: Any) -> RegistrationResult
 
 def _register(event: dict[str, Any]) -> dict[str, Any]:
     status = event.get("status")
-    if status not in ("approved", "rejected"):
-        raise ConfigurationError(f"the state machine must pass status 'approved' or 'rejected', got {status!r}")
+    if status not in STATUSES:
+        raise ConfigurationError(
+            f"the state machine must pass status {' or '.join(map(repr, STATUSES))}, got {status!r}"
+        )
+    config = RunConfig.model_validate(event["config"])
+    runs = RunLog(require_env("RUNS_TABLE"))
+    deployed = None
+    if status != "rejected":
+        deployed = rollout.deployment_rollout(
+            config, status, runs=runs, cloudwatch=CloudWatch(), endpoints=endpoint_control()
+        )
     return register(
-        RunConfig.model_validate(event["config"]),
+        config,
         IngestResult.model_validate(event["ingest"]),
         DataProfile.model_validate(event["data"]),
         PreprocessResult.model_validate(event["prep"]),
@@ -70,5 +101,6 @@ def _register(event: dict[str, Any]) -> dict[str, Any]:
         str(event["execution_arn"]),
         status,
         registry=ModelRegistry(require_env("MODEL_REGISTRY_TABLE")),
-        runs=RunLog(require_env("RUNS_TABLE")),
+        runs=runs,
+        rollout=deployed,
     ).model_dump(mode="json")

@@ -213,8 +213,10 @@ class EmbeddedAws:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        from stepml.embedded.cloudwatch import install as install_alarm_history
         from stepml.embedded.gateway import Gateway
 
+        install_alarm_history()  # DescribeAlarmHistory, which the rollouts' alarm checks ask
         app = Gateway(DomainDispatcherApplication(create_backend_app), self)
         # 127.0.0.1 only: the local AWS has no authentication and is never reachable from another machine.
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.runs import RunLog
 from pipeline_core.models import RegistryRecord
+from pipeline_core.stages.validate_input import RESERVED_PREFIX, run_token
 
 from stepml.embedded.faults import FaultPlan
 from stepml.embedded.runtime import EmbeddedAws, wait_until
@@ -223,6 +225,42 @@ class Harness:
     def endpoint_name(self, model_name: str) -> str:
         prefix = self.aws.stack.functions["ValidateInputFunction"].environment["ENDPOINT_NAME_PREFIX"]
         return f"{prefix}-{model_name}-ep"
+
+    def endpoint_config_name(self, execution: str) -> str:
+        """The endpoint config (and SageMaker model) ValidateInput names for an execution called ``execution``."""
+        return f"{RESERVED_PREFIX}{run_token(execution)}"
+
+    def trip_alarm_during_rollout(
+        self, endpoint_name: str, alarm_name: str, execution: str, timeout: float = 600
+    ) -> Future[str]:
+        """Set ``alarm_name`` to ALARM (CloudWatch's SetAlarmState, what `stepml alarm set` sends) while
+        ``endpoint_name`` rolls out ``execution``'s endpoint config, from a thread; the future holds the time it
+        did, ISO 8601. It waits until the execution polls the endpoint (DescribeEndpoint entered), so that an
+        UpdateEndpointWithRollout retried after it ran finds its deployment under way, not rolled back."""
+        config_name = self.endpoint_config_name(execution)
+
+        def polling() -> bool:
+            try:
+                events = self.sfn.get_execution_history(executionArn=self.execution_arn(execution))["events"]
+            except self.sfn.exceptions.ExecutionDoesNotExist:
+                return False
+            return any(e.get("stateEnteredEventDetails", {}).get("name") == "DescribeEndpoint" for e in events)
+
+        def watch() -> str:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                pending = ((self.endpoint(endpoint_name) or {}).get("PendingDeploymentSummary") or {}).get(
+                    "EndpointConfigName", ""
+                )
+                if pending == config_name and polling():
+                    self.aws.client("cloudwatch").set_alarm_state(
+                        AlarmName=alarm_name, StateValue="ALARM", StateReason="set by the test during the rollout"
+                    )
+                    return datetime.now(UTC).isoformat()
+                time.sleep(0.2)
+            raise TimeoutError(f"{endpoint_name} never rolled out {execution}'s endpoint config")
+
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="trip-alarm").submit(watch)
 
 
 def embedded_harness() -> Iterator[Harness]:

@@ -7,11 +7,13 @@ another attempt; a last failed attempt followed by the Catch's Next state), not 
 
 Runs are grouped to keep the wall time down: one execution carries one fault per state (every Task on
 its path retried once, then succeeding), and independent executions run side by side in one embedded
-AWS. Phase B needs what phase A left: an endpoint to update, a champion to roll back to.
+AWS. Phase B needs what phase A left: an endpoint to update, a champion to roll back to. Its rollout runs
+update with a canary (PrepareRollout, UpdateEndpointWithRollout) and have the test set the endpoint's 5XX
+alarm to ALARM while the canary takes traffic, so the stand-in rolls the update back (RegisterRolledBack).
 
-Not reachable on the embedded target: ``WaitForEndpoint`` (and ``EndpointDeployFailed``): the SageMaker
-stand-in's endpoints are InService at once, so EndpointReady never loops or sees Failed. Neither is a
-Task, so no Retry or Catch path is lost.
+Not reachable on the embedded target: ``EndpointDeployFailed``: the SageMaker stand-in's endpoints never end
+Failed. It is not a Task, so no Retry or Catch path is lost. (``WaitForEndpoint`` is: an endpoint rolling
+out is Updating until its canary and baking are over or an alarm rolls it back.)
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ CREATE_PATH = [
     "Succeeded",
 ]
 UPDATE_PATH = [("UpdateEndpoint" if s == "CreateEndpoint" else s) for s in CREATE_PATH]
+# An update with a rollout (the endpoint-wait loop's WaitForEndpoint visits left out: see without_waits)
+ROLLOUT_STATES = ["PrepareRollout", "UpdateEndpointWithRollout"]
+ROLLOUT_PATH = [t for s in UPDATE_PATH for t in (ROLLOUT_STATES if s == "UpdateEndpoint" else [s])]
+# ... that an alarm rolled back: the version is registered as rolled_back and the run fails
+ROLLED_BACK_PATH = [
+    *ROLLOUT_PATH[: ROLLOUT_PATH.index("EndpointReady") + 1],
+    "RegisterRolledBack",
+    "DeploymentRolledBack",
+    "RecordFailure",
+    "NotifyFailure",
+    "Failed",
+]
+# A canary long enough for the test to trip the alarm while it takes traffic (the rollback ends it then).
+SLOW_CANARY = {"rollout": {"strategy": "canary", "wait_seconds": 600, "baking_seconds": 0}, "endpoint_poll_seconds": 1}
+QUICK_CANARY = {"rollout": {"strategy": "canary", "wait_seconds": 1, "baking_seconds": 0}, "endpoint_poll_seconds": 1}
 # A run with tuning on: one training job keeps it cheap, and a range with no degenerate setting keeps its
 # model above the threshold (the built-in min_samples_leaf reaches 50, a whole class of iris's train split).
 TUNING = {"tuning": {"max_trials": 1, "max_parallel": 1, "ranges": {"learning_rate": {"min": 0.05, "max": 0.2}}}}
@@ -88,6 +105,21 @@ FAILURE_TASKS = ["RecordFailure", "NotifyFailure"]
 # Order of the states on the create path: later states have more input pointers.
 ORDER = {name: i for i, name in enumerate(CREATE_PATH)}
 ORDER.update({name: ORDER["Train"] for name in TUNE_STATES})  # in place of Train: no model yet if they fail
+
+
+def without_waits(path: list[str]) -> list[str]:
+    """``path`` with the endpoint-wait loop's extra rounds left out: each WaitForEndpoint and the DescribeEndpoint
+    and EndpointReady visits it led to (how often an endpoint is polled is timing, not the path)."""
+    kept: list[str] = []
+    skip = 0
+    for state in path:
+        if state == "WaitForEndpoint":
+            skip = 2
+        elif skip and state in ("DescribeEndpoint", "EndpointReady"):
+            skip -= 1
+        else:
+            kept.append(state)
+    return kept
 
 
 def permanent_error(state: str) -> str:
@@ -212,7 +244,7 @@ class Campaign:
     runs: dict[str, Finished] = field(default_factory=dict)
     retry_run: dict[tuple[str, int], str] = field(default_factory=dict)
     catch_run: dict[str, str] = field(default_factory=dict)
-    kind: dict[str, str] = field(default_factory=dict)  # run name -> create|update|rejected|catch
+    kind: dict[str, str] = field(default_factory=dict)  # run name -> create|update|rejected|rolled-back|catch
     exhausted_run: str = ""
     champion: dict[str, str] = field(default_factory=dict)  # phase-B catch run -> champion run
 
@@ -263,15 +295,15 @@ def _run_campaign(h: Harness) -> Campaign:
     phase_a += [_job(h, name, model, faults) for name, model, faults in creates]
     for name, model, faults in _plan_retries(campaign, REJECTED_PATH, "rejected", "retry-rejected"):
         phase_a.append(_job(h, name, model, faults, **REJECTED_MODEL))
-    for name, model, faults in _plan_retries(campaign, TUNE_PATH, "tune", "retry-tune"):
-        phase_a.append(_job(h, name, model, faults, **TUNING))
+    tunes = _plan_retries(campaign, TUNE_PATH, "tune", "retry-tune")
+    phase_a += [_job(h, name, model, faults, **TUNING) for name, model, faults in tunes]
 
     # Catch: one run per Task that fails there for good (phase B ones need an earlier model).
     # RecordFailure and NotifyFailure run only in failing runs: early catch runs take their Retry entries.
     failure_retries = [(state, i) for state in FAILURE_TASKS for i in range(len(TASKS[state]["Retry"]))]
     hosts = ["Ingest", "ValidateData", "Preprocess", "Train", "Evaluate"]
     catch_jobs: dict[str, Job] = {}
-    phase_b_states = {"UpdateEndpoint", "DescribeEndpoint"}
+    phase_b_states = {"UpdateEndpoint", "DescribeEndpoint", *ROLLOUT_STATES, "RegisterRolledBack"}
     for state in TASKS:
         name = f"catch-{_slug(state)}"
         campaign.catch_run[state] = name
@@ -313,16 +345,33 @@ def _run_campaign(h: Harness) -> Campaign:
     phase_a.sort(key=_expected_length, reverse=True)
     campaign.runs.update(h.run_all(phase_a))
 
-    # Phase B: update runs of the models the create runs deployed, and failures after an update.
+    # Phase B: update runs of the models the create runs deployed, and failures after an update. Rollouts that
+    # an alarm rolls back (the test trips it) take the Retry entries of the rollout's states.
     phase_b: list[Job] = []
-    updates = _plan_retries(campaign, UPDATE_PATH, "update", "retry-update", [m for _, m, _ in creates])
+    models = [m for _, m, _ in creates]
+    updates = _plan_retries(campaign, UPDATE_PATH, "update", "retry-update", models)
     phase_b += [_job(h, name, model, faults) for name, model, faults in updates]
+    # on the tuned models' endpoints: the update runs' versions of the created models stay v2
+    rolled_back = _plan_retries(
+        campaign, ROLLED_BACK_PATH, "rolled-back", "retry-rolled-back", [m for _, m, _ in tunes]
+    )
+    phase_b += [_job(h, name, model, faults, **SLOW_CANARY) for name, model, faults in rolled_back]
+    tripped = [(name, model) for name, model, _ in rolled_back]
     champion = campaign.catch_run["Notify"]  # SUCCEEDED: an approved v1 with an endpoint
     for state in sorted(phase_b_states):
         name = campaign.catch_run[state]
         campaign.champion[name] = champion
-        phase_b.append(_job(h, name, champion, [f"{state}={PERMANENT}:1"]))
+        extra = SLOW_CANARY if state == "RegisterRolledBack" else QUICK_CANARY if state in ROLLOUT_STATES else {}
+        if state == "RegisterRolledBack":
+            tripped.append((name, champion))
+        phase_b.append(_job(h, name, champion, [f"{state}={PERMANENT}:1"], **extra))
+    trips = [
+        h.trip_alarm_during_rollout(h.endpoint_name(model), f"{h.endpoint_name(model)}-5xx-errors", name)
+        for name, model in tripped
+    ]
     campaign.runs.update(h.run_all(phase_b))
+    for trip in trips:
+        trip.result(timeout=5)  # every rollback was the test's doing
     return campaign
 
 
@@ -346,6 +395,13 @@ def test_retry_entry_retries_then_succeeds(campaign: Campaign, state: str, index
     assert run.next_after(state) != f"{state}Failed", run.describe()
     kind = campaign.kind[name]
     model = run.job.execution_input["model_name"]
+    if kind == "rolled-back":
+        # the execution ends as a rollback does: the version registered as rolled_back, the run failed
+        assert run.status == "FAILED" and run.outcome.error == "DeploymentRolledBack", run.describe()
+        assert without_waits(run.path) == ROLLED_BACK_PATH, run.describe()
+        [registered] = [v for v in campaign.harness.model_versions(model) if v.execution_arn == run.arn]
+        assert registered.status == "rolled_back" and registered.rollout and registered.rollout.alarm
+        return
     if kind in {"create", "update", "rejected", "tune"}:
         # the execution ends as it would have without the fault
         expected = {"create": CREATE_PATH, "update": UPDATE_PATH, "rejected": REJECTED_PATH, "tune": TUNE_PATH}[kind]
@@ -458,14 +514,17 @@ def test_catch_records_the_failure(campaign: Campaign, state: str) -> None:
     assert json.loads(details)["state"] == state and "fault injected" in json.loads(details)["cause"]
 
     endpoint = h.endpoint(h.endpoint_name(model))
-    if state in {"UpdateEndpoint", "DescribeEndpoint"}:
+    if name in campaign.champion:
         champion = campaign.runs[campaign.champion[name]]
         [champion_version] = [v for v in h.model_versions(model) if v.execution_arn == champion.arn]
         # the endpoint serves the earlier approved model again (or never stopped serving it)
         assert endpoint and endpoint["EndpointConfigName"] == champion_version.endpoint_config_name, endpoint
         if state == "DescribeEndpoint":
             assert f"rolled back to model v{champion_version.version}" in record["rollback"]
+        elif state == "PrepareRollout":
+            assert "rollback" not in record  # it failed before the endpoint was touched
         else:
+            # UpdateEndpoint(WithRollout) failed before the update; RegisterRolledBack after the guardrail's
             assert "left as it is" in record["rollback"]
     elif state == "Register":
         # deployed, then failed: with no earlier approved model the endpoint is deleted

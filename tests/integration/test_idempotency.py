@@ -42,10 +42,13 @@ from tests.integration.harness import (
 from tests.integration.test_failure_paths import (
     CREATE_PATH,
     REJECTED_PATH,
+    ROLLED_BACK_PATH,
+    SLOW_CANARY,
     SUPERSEDED_PATH,
     TUNE_PATH,
     TUNING,
     UPDATE_PATH,
+    without_waits,
 )
 
 pytestmark = pytest.mark.slow
@@ -66,6 +69,9 @@ EFFECTS = {
     "AcquireDeployLease": "the model's deploy lease (its holder takes it again; a superseded run gives it back again)",
     "CreateEndpoint": "endpoint record (SageMaker stand-in)",
     "UpdateEndpoint": "endpoint record: config switched, the old one appended to its history",
+    "PrepareRollout": "the endpoint's two rollback alarms (put again as they are), the run record's rollout plan",
+    "UpdateEndpointWithRollout": "endpoint record: a blue/green deployment started (a retry finds it under way)",
+    "RegisterRolledBack": "registry version (rolled_back), run record",
     "Register": "registry version, run record",
     "RegisterRejected": "registry version (rejected), run record",
     "RecordFailure": "failure record, endpoint rollback",
@@ -85,6 +91,8 @@ READ_ONLY = {"ValidateInput", "ValidateData", "FindEndpoint", "DescribeEndpoint"
 # backoff between them (full jitter over 2, 3, 4.5 and 6.75 s) leaves that with near certainty.
 SUPERSEDED_RUN = "after-superseded"
 REFUSALS = 5
+ROLLED_OUT = "after-rollout"
+ROLLOUT_EFFECTS = ("PrepareRollout", "UpdateEndpointWithRollout", "RegisterRolledBack")
 
 
 def after(*states: str) -> tuple[str, ...]:
@@ -174,17 +182,24 @@ def runs(state_dir: Path) -> Iterator[Runs]:
             _job(h, "update-base", model="after-update"),
             # fails for good after creating the endpoint; RecordFailure deletes it, then its response is lost
             _job(h, "after-failure", ("DescribeEndpoint=InjectedPermanentError:1", *after("RecordFailure"))),
+            # deploys a first model, which phase B rolls out an update to (rolled back on an alarm)
+            _job(h, "rollout-base", model=ROLLED_OUT),
         ]
         found.finished.update(h.run_all(phase_a))
         # the superseded run's model passes its own gate (threshold 0) and loses to the better one under the lease
         superseded = _job(h, SUPERSEDED_RUN, **WEAK_MODEL, quality_threshold=0.0)
         phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register")), superseded]
+        # a canary update whose rollout states each lose their first answer; the test trips the endpoint's alarm
+        phase_b.append(_job(h, "after-rollout", after(*ROLLOUT_EFFECTS), model=ROLLED_OUT, **SLOW_CANARY))
+        endpoint = h.endpoint_name(ROLLED_OUT)
+        tripped = h.trip_alarm_during_rollout(endpoint, f"{endpoint}-5xx-errors", "after-rollout")
         h.aws.faults.merge(_superseding_faults(SUPERSEDED_RUN))
         errors: list[BaseException] = []
         registering = _register_better_model_once_waiting(h, SUPERSEDED_RUN, errors)
         found.finished.update(h.run_all(phase_b))
         registering.join(timeout=60)
         assert not errors, errors
+        tripped.result(timeout=5)
         yield found
 
 
@@ -308,6 +323,29 @@ def test_update_run_switches_the_endpoint_once(runs: Runs) -> None:
     versions = h.model_versions("after-update")
     assert [(v.version, v.execution_arn) for v in versions] == [(2, run.arn), (1, base.arn)]
     assert h.registry.deploy_lease("after-update") is None
+
+
+def test_rolled_back_rollout_starts_once_and_registers_once(runs: Runs) -> None:
+    h, base, run = runs.harness, runs["rollout-base"], runs["after-rollout"]
+    assert base.status == "SUCCEEDED" and base.path == CREATE_PATH, base.describe()
+    assert run.status == "FAILED" and run.outcome.error == "DeploymentRolledBack", run.describe()
+    assert without_waits(run.path) == ROLLED_BACK_PATH, run.describe()
+    _retried_after_running(h, run, list(ROLLOUT_EFFECTS))
+    endpoint_name = _config(run)["endpoint_name"]
+    endpoint = h.endpoint(endpoint_name)
+    # one deployment, started once and rolled back: the base's config serves, its history unchanged
+    assert endpoint and endpoint["EndpointConfigName"] == _config(base)["endpoint_config_name"]
+    assert endpoint["PreviousEndpointConfigNames"] == [] and "PendingDeploymentSummary" not in endpoint
+    # the endpoint record's writes: created, the deployment started, rolled back (a second start would add two)
+    assert _versions(h, _standin(h, "endpoints", endpoint_name)) == 3
+    alarms = h.aws.client("cloudwatch").describe_alarms(AlarmNamePrefix=endpoint_name)["MetricAlarms"]
+    assert sorted(a["AlarmName"] for a in alarms) == [f"{endpoint_name}-5xx-errors", f"{endpoint_name}-model-latency"]
+    versions = h.model_versions(ROLLED_OUT)
+    assert [(v.version, v.status, v.execution_arn) for v in versions] == [
+        (2, "rolled_back", run.arn),
+        (1, "approved", base.arn),
+    ]
+    assert h.registry.deploy_lease(ROLLED_OUT) is None
 
 
 def test_rejected_run_registers_once(runs: Runs) -> None:

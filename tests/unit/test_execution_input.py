@@ -76,6 +76,9 @@ def test_example_sets_every_documented_field() -> None:
         {"dataset": "s3://b/i.csv", "trainer": "xgboost"},  # no such built-in
         {"dataset": "s3://b/i.csv", "trainer": {"entry_point": "train.py"}},  # no source
         {"dataset": "s3://b/i.csv", "trainer": {"source": "s3://b/t.tar.gz"}, "hyperparameters": {"k": [1]}},
+        {"dataset": "s3://b/i.csv", "rollout": "blue-green"},  # no such strategy
+        {"dataset": "s3://b/i.csv", "rollout": {"strategy": "canary", "wait_seconds": 4000}},  # over SageMaker's 3600
+        {"dataset": "s3://b/i.csv", "rollout": {"strategy": "canary", "canary_percent": 10}},  # unknown setting
     ],
 )
 def test_schema_and_validate_input_reject_the_same_mistakes(bad: dict[str, Any]) -> None:

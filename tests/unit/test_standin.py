@@ -94,6 +94,7 @@ def pipeline_state(
             "sagemaker_model_name": f"stepml-{run}",
             "endpoint_config_name": f"stepml-{run}",
             "endpoint_name": "stepml-test-iris-ep",
+            "endpoint_instance_count": 1,
             "models_prefix": f"s3://{fake.bucket}/models",
             "trainer": {"overrides": trainer or {}},
         },
@@ -387,12 +388,24 @@ def test_training_input_problems_are_named(aws: FakeAws, store: RecordStore, tmp
 # --- models, endpoint configs, endpoints ------------------------------------------------------------
 
 
-def deploy_requests(fake: FakeAws, run: str, model_data_url: str) -> dict[str, dict[str, Any]]:
+def deploy_requests(
+    fake: FakeAws,
+    run: str,
+    model_data_url: str,
+    instance_count: int = 1,
+    deployment_config: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The deploy section's SageMaker requests for ``run``, as the ASL's Parameters build them (with
+    ``deployment_config`` as PrepareRollout's plan, UpdateEndpointWithRollout's too)."""
     state = pipeline_state(fake, run)
+    state["config"]["endpoint_instance_count"] = instance_count
     state["training"] = {"ModelArtifacts": model_data_url}
     names = ("CreateModel", "CreateEndpointConfig", "FindEndpoint", "CreateEndpoint", "UpdateEndpoint")
     requests = {name: asl_request(name, state) for name in names}
     requests["DescribeEndpoint"] = asl_request("DescribeEndpoint", state)
+    if deployment_config is not None:
+        state["rollout"] = {"deployment_config": deployment_config}
+        requests["UpdateEndpointWithRollout"] = asl_request("UpdateEndpointWithRollout", state)
     return requests
 
 
@@ -434,6 +447,7 @@ def test_create_model_config_and_endpoint_like_sagemaker(aws: FakeAws, store: Re
     assert select(ASL["States"]["DescribeEndpoint"]["ResultSelector"], described) == {
         "EndpointStatus": "InService",
         "EndpointName": "stepml-test-iris-ep",
+        "EndpointConfigName": "stepml-run-a",
     }
     assert described["EndpointConfigName"] == "stepml-run-a"
     assert (

@@ -59,6 +59,7 @@ SAGEMAKER_RESOURCES = {
     "ListEndpointsResource": "ListEndpoints",
     "CreateEndpointResource": "CreateEndpoint",
     "UpdateEndpointResource": "UpdateEndpoint",
+    "UpdateEndpointWithRolloutResource": "UpdateEndpoint",
     "DescribeEndpointResource": "DescribeEndpoint",
 }
 # Actions with no resource-level permissions (or, for ListEndpoints, none that this use could name).

@@ -285,6 +285,7 @@ def test_json_schema_documents_the_console_input() -> None:
         "exclude_columns",
         "rare_classes",
         "tuning",
+        "rollout",
     }
     assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
 

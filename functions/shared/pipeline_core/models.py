@@ -11,7 +11,8 @@ Each stage returns one of these models (as JSON) and the state machine stores it
                                         DescribeTrainingJob)
     $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held)
     $.lease        DeployLeaseResult    AcquireDeployLease
-    $.registration RegistrationResult   Register / RegisterRejected
+    $.rollout      RolloutPlan          PrepareRollout (only when the run updates its endpoint with a rollout)
+    $.registration RegistrationResult   Register / RegisterRejected / RegisterRolledBack
 
 Only S3 URIs and small summaries travel in the state (Step Functions caps a state's data at 256 KiB).
 """
@@ -74,6 +75,62 @@ class TuningConfig(Contract):
     parameter_ranges: dict[str, list[dict[str, Any]]]  # ParameterRanges
 
 
+RolloutStrategy = Literal["canary", "linear", "all_at_once"]
+
+
+class RolloutConfig(Contract):
+    """How an endpoint update shifts traffic to the new model (``$.config.rollout``): SageMaker's blue/green
+    deployment guardrails, in the input's words (``pipeline_core.rollout`` turns them into a DeploymentConfig).
+
+    ``canary``: ``step_instances`` of the new fleet take their share of the traffic for ``wait_seconds``, then
+    all of it; ``linear``: ``step_instances`` more every ``wait_seconds``; ``all_at_once``: all of it at once,
+    baked for ``wait_seconds``. Then ``baking_seconds`` more before the old fleet goes. An alarm on the
+    endpoint's 5XX errors (more than ``max_5xx_errors`` in a minute) or on its average model latency (above
+    ``max_model_latency_ms``) in ALARM during the rollout rolls it back. See docs/rollout.md.
+    """
+
+    strategy: RolloutStrategy
+    instance_count: int  # the new endpoint config's InitialInstanceCount
+    step_instances: int  # CanarySize / LinearStepSize (INSTANCE_COUNT); instance_count for all_at_once
+    wait_seconds: int  # WaitIntervalInSeconds
+    baking_seconds: int  # TerminationWaitInSeconds
+    timeout_seconds: int  # MaximumExecutionTimeoutInSeconds
+    max_5xx_errors: int
+    max_model_latency_ms: float
+
+
+class RolloutPlan(Contract):
+    """What PrepareRollout made ready (``$.rollout``): the endpoint's rollback alarms (created or updated) and
+    the DeploymentConfig UpdateEndpointWithRollout passes to SageMaker."""
+
+    strategy: RolloutStrategy
+    endpoint_name: str
+    alarms: list[str]
+    deployment_config: dict[str, Any]
+    started_at: str
+
+
+class RolloutRecord(Contract):
+    """How a deployment's rollout ended, in the registry record and the run record (``rollout``).
+
+    ``alarm``/``alarm_at``: the first rollback alarm found in ALARM during the rollout (None when none was:
+    a rollout that completed, or one SageMaker rolled back for another reason, which ``reason`` then gives).
+    ``strategy`` is None for an update without a rollout (SageMaker's default: blue/green, all at once).
+    """
+
+    strategy: RolloutStrategy | None
+    outcome: Literal["completed", "rolled_back"]
+    endpoint_name: str
+    endpoint_config_name: str  # the configuration the rollout deployed
+    serving_config_name: str | None = None  # what the endpoint serves once it ended
+    alarms: list[str] = Field(default_factory=list)
+    alarm: str | None = None
+    alarm_at: str | None = None
+    reason: str
+    started_at: str | None = None
+    ended_at: str
+
+
 class ModelIdentity(Contract):
     """What a model is: its registry name, the column it predicts and its problem type. Versions of one model
     name share the other two, so a run is gated against, and deploys over, only the same model."""
@@ -127,6 +184,10 @@ class RunConfig(Contract):
     resume_of: str | None = None
     # what started the run (an upload, an alarm, a schedule), recorded in the run record
     trigger: str | None = None
+    # None: an endpoint update deploys all at once, as SageMaker does by default (no alarms, no baking)
+    rollout: RolloutConfig | None = None
+    # the endpoint config's InitialInstanceCount (the rollout's instance_count; 1 without a rollout)
+    endpoint_instance_count: int = 1
 
     def require_model_name(self) -> str:
         """``model_name``, which every state after ValidateData has (UseModelIdentity merged it in)."""
@@ -289,16 +350,21 @@ class DeployLeaseResult(Contract):
     evaluation: EvaluationResult | None = None
 
 
+RegistryStatus = Literal["approved", "rejected", "rolled_back"]
+
+
 class RegistrationResult(Contract):
     """The registry record written for this run (``$.registration``)."""
 
     model_name: str
     version: int
-    status: Literal["approved", "rejected"]
+    status: RegistryStatus
     endpoint_name: str | None
     model_artifact: str
     # True: an earlier run registered this very model (same training job and status); no version was added
     reused_version: bool = False
+    # how the deployment's rollout ended (None: no endpoint update with a rollout, or a rejected model)
+    rollout: RolloutRecord | None = None
 
 
 class RegistryRecord(Contract):
@@ -306,7 +372,7 @@ class RegistryRecord(Contract):
 
     model_name: str
     version: int
-    status: Literal["approved", "rejected", "rolled_back"]
+    status: RegistryStatus
     problem_type: ProblemType
     target: str
     feature_columns: list[str]
@@ -343,6 +409,8 @@ class RegistryRecord(Contract):
     # the training data's per-feature statistics (PreprocessResult.baseline_uri) that `stepml monitor` compares
     # new data with; None for versions registered before monitoring existed
     baseline_uri: str | None = None
+    # how the endpoint update's rollout ended (None: no rollout, e.g. the endpoint's first deployment)
+    rollout: RolloutRecord | None = None
 
 
 class FailureRecord(Contract):

@@ -33,11 +33,23 @@ MAX_CAUSE_CHARS = 8000
 _CAUSE_TAIL_CHARS = 2000
 
 # States that run once the endpoint may have been created or switched to this run's endpoint config.
-# EndpointDeployFailed reports itself as DescribeEndpoint; Notify catches its own errors, so it never
-# arrives here, but it is after the change too.
+# EndpointDeployFailed and DeploymentRolledBack report themselves as DescribeEndpoint; Notify catches its own
+# errors, so it never arrives here, but it is after the change too.
 ENDPOINT_CHANGING_STATES = frozenset(
-    {"CreateEndpoint", "UpdateEndpoint", "DescribeEndpoint", "EndpointDeployFailed", "Register", "Notify"}
+    {
+        "CreateEndpoint",
+        "UpdateEndpoint",
+        "UpdateEndpointWithRollout",
+        "DescribeEndpoint",
+        "EndpointDeployFailed",
+        "RegisterRolledBack",
+        "Register",
+        "Notify",
+    }
 )
+# The error of a run whose endpoint update SageMaker's deployment guardrail rolled back (the state machine's
+# DeploymentRolledBack state): the endpoint already serves what it served before, and stays as it is.
+DEPLOYMENT_ROLLED_BACK = "DeploymentRolledBack"
 
 
 class FailureSummary(FailureRecord):
@@ -140,6 +152,15 @@ def roll_back_endpoint(
     if described is None:
         return f"endpoint {endpoint_name} does not exist: nothing to roll back"
     serving = _text(described.get("EndpointConfigName"))
+    pending = _text(_mapping(described.get("PendingDeploymentSummary")).get("EndpointConfigName"))
+    if pending and run_endpoint_config and pending == run_endpoint_config:
+        # SageMaker refuses UpdateEndpoint while an update is under way, and nothing can stop one
+        return (
+            f"endpoint {endpoint_name} is still updating to this run's {run_endpoint_config} "
+            f"({described.get('EndpointStatus')}): it could not be rolled back; once it is InService, point it back "
+            f"at {serving} (aws sagemaker update-endpoint --endpoint-name {endpoint_name} --endpoint-config-name "
+            f"{serving}) if it serves {run_endpoint_config}"
+        )
     if serving and run_endpoint_config and serving != run_endpoint_config:
         return f"endpoint {endpoint_name} serves {serving}, not this run's {run_endpoint_config}: left as it is"
 
@@ -273,6 +294,18 @@ def record_failure(
         runs.update_run(run_id, failure_handled_at=utc_now())
         _release_deploy_lease(registry, state, failed_state, model_name, execution_arn)
         return summary
+    if summary.error == DEPLOYMENT_ROLLED_BACK:
+        # SageMaker's deployment guardrail has put the endpoint back already: a second rollback here could only
+        # undo something else (and the registry records this version as rolled back: Register did that)
+        serving = _text(_mapping(state.get("endpoint")).get("EndpointConfigName"))
+        rollback = (
+            f"endpoint {endpoint_name} was rolled back by SageMaker's deployment guardrail"
+            + (f" and serves {serving} again" if serving else "")
+            + ": left as it is"
+        )
+        runs.update_run(run_id, rollback=rollback, failure_handled_at=utc_now())
+        _release_deploy_lease(registry, state, failed_state, model_name, execution_arn)
+        return summary.model_copy(update={"rollback": rollback})
     try:
         rollback = roll_back_endpoint(
             endpoints(),

@@ -1,8 +1,12 @@
-"""Register: write this run's model as the next version in the registry and close the run record."""
+"""Register: write this run's model as the next version in the registry and close the run record.
+
+Three outcomes reach it: ``approved`` (deployed: the endpoint serves this run's model), ``rejected`` (the gate
+said no, or the run was superseded under the deploy lease) and ``rolled_back`` (deployed, but SageMaker's
+deployment guardrail rolled the endpoint back to what it served before; the run then fails with
+DeploymentRolledBack, and RecordFailure closes the run record).
+"""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.runs import RunLog, utc_now
@@ -13,6 +17,8 @@ from pipeline_core.models import (
     PreprocessResult,
     RegistrationResult,
     RegistryRecord,
+    RegistryStatus,
+    RolloutRecord,
     RunConfig,
     TrainingSummary,
 )
@@ -28,10 +34,12 @@ def registry_entry(
     training: TrainingSummary,
     evaluation: EvaluationResult,
     execution_arn: str,
-    status: Literal["approved", "rejected"],
+    status: RegistryStatus,
+    rollout: RolloutRecord | None = None,
 ) -> dict[str, object]:
     """The registry record for this run, without its version (the registry assigns it)."""
-    approved = status == "approved"
+    # a rolled-back version names the endpoint and config it was deployed with, though neither serves it
+    deployed = status != "rejected"
     lineage = evaluation.lineage
     return {
         "model_name": config.require_model_name(),
@@ -48,8 +56,8 @@ def registry_entry(
         "dataset_uri": ingest.raw_uri,
         "dataset_sha256": ingest.sha256,
         "training_job_name": training.TrainingJobName,
-        "endpoint_name": config.endpoint_name if approved else None,
-        "endpoint_config_name": config.endpoint_config_name if approved else None,
+        "endpoint_name": config.endpoint_name if deployed else None,
+        "endpoint_config_name": config.endpoint_config_name if deployed else None,
         "execution_arn": execution_arn,
         "evaluation_uri": evaluation.evaluation_uri,
         "report_uri": evaluation.report_uri,
@@ -70,6 +78,8 @@ def registry_entry(
         "column_roles": feature_roles(column_rows(data, prep), prep.feature_columns),
         # what monitoring compares new data with (the train split's statistics, written by Preprocess)
         "baseline_uri": prep.baseline_uri,
+        # how the endpoint update's rollout ended (a rolled-back version always has one)
+        "rollout": rollout.model_dump(mode="json") if rollout else None,
     }
 
 
@@ -97,12 +107,13 @@ def register(
     training: TrainingSummary,
     evaluation: EvaluationResult,
     execution_arn: str,
-    status: Literal["approved", "rejected"],
+    status: RegistryStatus,
     *,
     registry: ModelRegistry,
     runs: RunLog,
+    rollout: RolloutRecord | None = None,
 ) -> RegistrationResult:
-    """Register the model (once per execution) and mark the run SUCCEEDED.
+    """Register the model (once per execution) and mark the run SUCCEEDED (a rolled-back one: see below).
 
     Idempotent under the state machine's Retry: a version already written by this execution is returned
     instead of a second one. Checking before writing is enough because one execution's attempts at this
@@ -111,24 +122,28 @@ def register(
     by the registry's conditional put, whose RegistryConflictError the state machine retries.
 
     An approved model was deployed under the model's deploy lease (AcquireDeployLease); it is given back
-    once the version and the run record are written, so the next run's deployment follows this version.
+    once the version and the run record are written, so the next run's deployment follows this version. So is
+    a rolled-back one: the endpoint is settled on the previous model. A rolled-back run is not SUCCEEDED: the
+    state machine goes on to RecordFailure (DeploymentRolledBack), which closes the run record; this one
+    records the version and the rollout on it. Each rollback is its own version: a later run of the same
+    training job that is rolled back again is not the same event.
     """
     model_name = config.require_model_name()
     record = find_registration(registry, model_name, execution_arn)
     reused_version = False
-    if record is None:
+    if record is None and status != "rolled_back":
         record = find_same_model(registry, model_name, training.TrainingJobName, status)
         reused_version = record is not None
     if record is None:
         if config.identity is not None:
             # a rejected run holds no lease: another model may have taken the name since Evaluate
             check_identity(registry, config.identity, consistent=True)
-        entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status)
+        entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status, rollout)
         entry["reused_steps"] = (runs.get_run(config.run_id) or {}).get("reused_steps") or {}
         record = registry.register_model(entry)
+    closing = {} if status == "rolled_back" else {"status": "SUCCEEDED", "finished_at": utc_now()}
     runs.update_run(
         config.run_id,
-        status="SUCCEEDED",
         model_name=record.model_name,
         model_version=record.version,
         registry_status=record.status,
@@ -138,16 +153,18 @@ def register(
         gate_reason=evaluation.reason,
         report_uri=evaluation.report_uri,
         execution_arn=execution_arn,
-        finished_at=utc_now(),
         reused_version=reused_version or None,
+        rollout=record.rollout.model_dump(mode="json") if record.rollout else None,
+        **closing,
     )
-    if status == "approved":
+    if status in ("approved", "rolled_back"):
         registry.release_deploy_lease(model_name, execution_arn)
     return RegistrationResult(
         model_name=record.model_name,
         version=record.version,
-        status="approved" if record.status == "approved" else "rejected",
+        status=record.status,
         endpoint_name=record.endpoint_name,
         model_artifact=record.model_artifact,
         reused_version=reused_version,
+        rollout=record.rollout,
     )

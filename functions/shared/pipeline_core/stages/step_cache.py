@@ -73,6 +73,8 @@ RUN_FIELDS = frozenset(
         "no_cache",
         "resume_of",
         "trigger",
+        "rollout",  # how the endpoint is updated: after every cached step
+        "endpoint_instance_count",
     }
 )
 # Fields a step does not read, beyond RUN_FIELDS (its key is the previous step's plus these exceptions).

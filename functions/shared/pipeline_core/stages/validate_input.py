@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, InputValidationError
 from pipeline_core.models import InputRole, RareClasses, RunConfig
+from pipeline_core.rollout import RolloutInput, parse_rollout, rollout_config, rollout_input_schema
 from pipeline_core.settings import require_env
 from pipeline_core.stages.trainer_input import (
     TRAINER_TAGS,
@@ -122,6 +123,13 @@ class PipelineInput(BaseModel):
         description="what started this run, recorded in the run (set by StartPipeline: an upload, or the alarm "
         "that started a retraining; a schedule's input may set it too)",
     )
+    rollout: RolloutInput | None = Field(
+        default=None,
+        description="how an update of the endpoint shifts traffic to the new model, rolled back when the "
+        "endpoint's error or latency alarm fires: canary, linear or all_at_once, or its settings "
+        "(docs/rollout.md); default: all at once, without alarms",
+        json_schema_extra=rollout_input_schema,
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -143,6 +151,11 @@ class PipelineInput(BaseModel):
         if value is True:
             return {}
         return None if value is False else value
+
+    @field_validator("rollout", mode="before")
+    @classmethod
+    def _a_strategy_alone_takes_its_defaults(cls, value: Any) -> Any:
+        return parse_rollout(value)
 
     @field_validator("model_name")
     @classmethod
@@ -322,6 +335,7 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
     else:
         hyperparameters = hyperparameter_strings(request.hyperparameters)
     run_id = execution_name
+    rollout = None if request.rollout is None else rollout_config(request.rollout)
     return RunConfig(
         run_id=run_id,
         dataset=request.dataset,
@@ -351,6 +365,8 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         no_cache=request.no_cache,
         resume_of=request.resume_of,
         trigger=request.trigger,
+        rollout=rollout,
+        endpoint_instance_count=rollout.instance_count if rollout else 1,
         tuning=None
         if request.tuning is None
         else tuning_config(

@@ -2,19 +2,24 @@
 and DeleteEndpoint of the stand-in, with SageMaker's validation rules.
 
 Endpoints go to ``InService`` at once: nothing is provisioned, the runtime (``runtime.py``) loads the model
-on the first request. The create calls are idempotent for an identical request: Step Functions retries a
-task whose Lambda timed out or was throttled after the first attempt had already written its record, and
-that retry must succeed rather than fail with "already exists" (a different request with the same name
-still fails, as on SageMaker).
+on the first request. An UpdateEndpoint with a blue/green ``DeploymentConfig`` is the exception: it shifts
+traffic over time and rolls back on its alarms (``rollout.py``), advanced by each DescribeEndpoint. The
+create calls are idempotent for an identical request: Step Functions retries a task whose Lambda timed out
+or was throttled after the first attempt had already written its record, and that retry must succeed
+rather than fail with "already exists" (a different request with the same name still fails, as on
+SageMaker).
 """
 
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline_core.aws.cloudwatch import CloudWatch
 from pipeline_core.errors import DatasetNotFoundError, TrainingFailedError
+from pipeline_core.standin import rollout
 from pipeline_core.standin.errors import ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
 from pipeline_core.standin.training import extract_tar_gz
@@ -142,32 +147,74 @@ def create_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, An
     return {"EndpointArn": arn}
 
 
-def describe_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
-    """DescribeEndpoint; a missing endpoint is SageMaker's ValidationException "Could not find endpoint"."""
-    validate_request("DescribeEndpoint", request)
-    name = request["EndpointName"]
+def _endpoint_record(store: RecordStore, name: str) -> dict[str, Any]:
     record = store.get("endpoints", check_name("endpoints", name))
     if record is None:
         raise ValidationException(f'Could not find endpoint "{store.arn("endpoints", name)}".')
     return record
 
 
-def update_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
-    """UpdateEndpoint: point the endpoint at another config, InService at once; returns ``EndpointArn``.
+def current_endpoint(
+    store: RecordStore, name: str, first_alarm: rollout.FirstAlarm | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """The endpoint's record as of ``now``: a blue/green deployment under way is advanced (and rolled back if
+    one of its alarms was in ALARM; ``first_alarm`` asks CloudWatch unless given) and the change stored."""
+    record = _endpoint_record(store, name)
+    if rollout.in_progress(record) is None:
+        return record
+    advanced = rollout.advance(record, now or datetime.now(UTC), first_alarm or CloudWatch().first_alarm)
+    if advanced != record:  # a new step, the end, or a rollback (not every poll)
+        store.put("endpoints", record["EndpointName"], advanced)
+    return advanced
 
-    The replaced config's name is appended to ``PreviousEndpointConfigNames`` (oldest first), which is
-    what a rollback needs. Updating to the config already deployed changes nothing (a retried update).
+
+def describe_endpoint(
+    store: RecordStore, request: dict[str, Any], first_alarm: rollout.FirstAlarm | None = None
+) -> dict[str, Any]:
+    """DescribeEndpoint; a missing endpoint is SageMaker's ValidationException "Could not find endpoint"."""
+    validate_request("DescribeEndpoint", request)
+    record = current_endpoint(store, request["EndpointName"], first_alarm)
+    return {key: value for key, value in record.items() if key != rollout.DEPLOYMENT}
+
+
+def update_endpoint(
+    store: RecordStore, request: dict[str, Any], first_alarm: rollout.FirstAlarm | None = None
+) -> dict[str, Any]:
+    """UpdateEndpoint: point the endpoint at another config; returns ``EndpointArn``.
+
+    Without a DeploymentConfig the endpoint is InService on the new config at once. With a blue/green one it
+    is Updating until the deployment's timeline ends or an alarm rolls it back (``rollout.py``). The replaced
+    config's name is appended to ``PreviousEndpointConfigNames`` (oldest first), which is what a rollback
+    needs. Updating to the config already deployed, or being deployed, changes nothing (a retried update).
     """
     validate_request("UpdateEndpoint", request)
-    record = describe_endpoint(store, {"EndpointName": request["EndpointName"]})
+    record = current_endpoint(store, request["EndpointName"], first_alarm)
     config = describe_endpoint_config(store, request["EndpointConfigName"])
-    if record["EndpointConfigName"] == config["EndpointConfigName"]:
+    pending = rollout.in_progress(record)
+    if config["EndpointConfigName"] in (record["EndpointConfigName"], pending):
         return {"EndpointArn": record["EndpointArn"]}
+    if pending is not None:
+        raise ValidationException(f'Cannot update in-progress endpoint "{record["EndpointArn"]}".')
+    deployment = request.get("DeploymentConfig")
+    if deployment is None and request.get("RetainDeploymentConfig"):
+        deployment = record.get("LastDeploymentConfig")
     at = now_iso()
+    variants = _variant_summaries(store, config, at)
+    if deployment:
+        rollout.check_deployment_config(
+            deployment, describe_endpoint_config(store, record["EndpointConfigName"]), config
+        )
+        if deployment.get("BlueGreenUpdatePolicy"):
+            store.put(
+                "endpoints",
+                record["EndpointName"],
+                rollout.start(record, config["EndpointConfigName"], variants, deployment, at),
+            )
+            return {"EndpointArn": record["EndpointArn"]}
     updated = {
-        **record,
+        **{key: value for key, value in record.items() if key != "FailureReason"},
         "EndpointConfigName": config["EndpointConfigName"],
-        "ProductionVariants": _variant_summaries(store, config, at),
+        "ProductionVariants": variants,
         "EndpointStatus": "InService",
         "LastModifiedTime": at,
         "PreviousEndpointConfigNames": [
@@ -182,7 +229,7 @@ def update_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, An
 def delete_endpoint(store: RecordStore, request: dict[str, Any]) -> dict[str, Any]:
     """DeleteEndpoint; a missing endpoint is a ValidationException, as on SageMaker."""
     validate_request("DeleteEndpoint", request)
-    record = describe_endpoint(store, {"EndpointName": request["EndpointName"]})
+    record = _endpoint_record(store, request["EndpointName"])
     store.delete("endpoints", record["EndpointName"])
     return {}
 

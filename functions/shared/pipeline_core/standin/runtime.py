@@ -9,6 +9,11 @@ Loaded models stay warm in a process-wide cache keyed by ModelDataUrl. An endpoi
 most every ``STANDIN_ENDPOINT_REFRESH_SECONDS`` (default 1 s) so a hot path does not read S3 on each
 call, yet an UpdateEndpoint is picked up without a restart: endpoint configs and models are immutable in
 SageMaker, so an unchanged EndpointConfigName means an unchanged model.
+
+While a blue/green deployment is under way (``rollout.py``), each request goes to the new fleet's model with
+the probability of its current share of the traffic, else to the old one, as SageMaker routes requests
+between the fleets. Every invocation is counted in the AWS/SageMaker metrics SageMaker publishes
+(``invocation_metrics.py``), which the endpoint's rollback alarms watch.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import random
 import sys
 import tempfile
 import threading
@@ -24,13 +30,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pipeline_core.aws.cloudwatch import CloudWatch
+from pipeline_core.errors import ConfigurationError
+from pipeline_core.observability import logger
 from pipeline_core.settings import optional_env
-from pipeline_core.standin.endpoints import describe_endpoint, describe_endpoint_config, describe_model
-from pipeline_core.standin.errors import ModelError
+from pipeline_core.standin import rollout
+from pipeline_core.standin.endpoints import describe_endpoint_config, describe_model
+from pipeline_core.standin.errors import ModelError, ValidationException
+from pipeline_core.standin.invocation_metrics import InvocationMetrics
 from pipeline_core.standin.store import RecordStore
 from pipeline_core.standin.training import extract_tar_gz
 from pipeline_core.trainer_contract import serving_problem
@@ -88,13 +100,22 @@ class _Model:
         return list(payload["predictions"])
 
 
+ModelKey = tuple[str, str, str]  # (ModelDataUrl, SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_PROGRAM)
+
+
 @dataclass
 class _Route:
-    """Which model an endpoint served when its record was last read."""
+    """Which models an endpoint served when its record was last read: its config's, and during a blue/green
+    deployment the pending config's too (``record`` says which share of the traffic goes where, and when)."""
 
-    endpoint_config_name: str
-    model_key: tuple[str, str, str]
+    record: dict[str, Any]
+    variant_name: str
+    model_keys: dict[str, ModelKey]  # endpoint config name -> model
     checked_at: float
+
+    @property
+    def endpoint_config_name(self) -> str:
+        return str(self.record["EndpointConfigName"])
 
 
 def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
@@ -108,11 +129,20 @@ def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> 
 class ModelServer:
     """Endpoint routes and loaded models, safe to share between threads (one instance per process)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: InvocationMetrics | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        draw: Callable[[], float] = random.random,
+    ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._draw = draw
+        self.metrics = metrics
         self._lock = threading.RLock()
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._models: OrderedDict[tuple[str, str, str], _Model] = OrderedDict()
+        self._models: OrderedDict[ModelKey, _Model] = OrderedDict()
         self._sources: OrderedDict[tuple[str, str], _Source] = OrderedDict()
 
     def clear(self) -> None:
@@ -130,38 +160,68 @@ class ModelServer:
         self, store: RecordStore, endpoint_name: str, records: list[dict[str, Any]], refresh_seconds: float
     ) -> list[Any]:
         """Predictions of the model ``endpoint_name`` serves, one per record."""
-        model = self._model_for(store, endpoint_name, refresh_seconds)
+        route = self._route_for(store, endpoint_name, refresh_seconds)
+        config_name = self._fleet(route)
+        with self._lock:
+            key = route.model_keys[config_name]
+            model = self._models.get(key) or self._load(store, key)
+            self._models.move_to_end(key)
+        started = time.perf_counter()
         try:
-            return model.predict(records)
+            predictions = model.predict(records)
         except Exception as error:
+            self._count(route, config_name, started, error=True)
             # sagemaker-runtime reports any failure inside the container as ModelError, with its message.
             raise ModelError(
                 f"endpoint {endpoint_name}: the model ({model.model_data_url}) failed on the request: "
                 f"{type(error).__name__}: {error}"
             ) from error
+        self._count(route, config_name, started, error=False)
+        return predictions
 
-    def _model_for(self, store: RecordStore, endpoint_name: str, refresh_seconds: float) -> _Model:
+    def _fleet(self, route: _Route) -> str:
+        """The endpoint config whose fleet answers this request: the pending one with its share's probability."""
+        shifting = rollout.traffic_share(route.record, self._wall_clock())
+        if shifting is not None and shifting[0] in route.model_keys and self._draw() < shifting[1]:
+            return shifting[0]
+        return route.endpoint_config_name
+
+    def _count(self, route: _Route, config_name: str, started: float, error: bool) -> None:
+        if self.metrics is not None:
+            latency_us = (time.perf_counter() - started) * 1e6
+            self.metrics.record(route.record["EndpointName"], route.variant_name, config_name, latency_us, error)
+
+    def _route_for(self, store: RecordStore, endpoint_name: str, refresh_seconds: float) -> _Route:
         route_key = (store.bucket, endpoint_name)
         now = self._clock()
         with self._lock:
             route = self._routes.get(route_key)
-            if route and now - route.checked_at < refresh_seconds and route.model_key in self._models:
-                self._models.move_to_end(route.model_key)
-                return self._models[route.model_key]
-        # Read outside the lock: a slow S3 read must not hold up requests to other endpoints.
-        endpoint = describe_endpoint(store, {"EndpointName": endpoint_name})
-        if route and route.endpoint_config_name == endpoint["EndpointConfigName"] and route.model_key in self._models:
-            with self._lock:
-                route.checked_at = now
-                return self._models[route.model_key]
-        model_key = self._resolve(store, endpoint_name, endpoint["EndpointConfigName"])
+            if route and now - route.checked_at < refresh_seconds:
+                return route
+        # Read outside the lock: a slow S3 read must not hold up requests to other endpoints. The record as
+        # stored: a deployment advances (and rolls back) when DescribeEndpoint looks at it, not here.
+        record = store.get("endpoints", endpoint_name)
+        if record is None:
+            raise ValidationException(f'Could not find endpoint "{store.arn("endpoints", endpoint_name)}".')
+        configs = [record["EndpointConfigName"]]
+        pending = rollout.in_progress(record)
+        if pending:
+            configs.append(pending)
+        known = route.model_keys if route else {}
+        keys = {name: known.get(name) or self._resolve(store, endpoint_name, name) for name in configs}
+        variant = (
+            str(record["ProductionVariants"][0]["VariantName"]) if record.get("ProductionVariants") else "AllTraffic"
+        )
+        fresh = _Route(record, variant, keys, now)
         with self._lock:
-            model = self._models.get(model_key) or self._load(store, model_key)
-            self._routes[route_key] = _Route(endpoint["EndpointConfigName"], model_key, now)
-            return model
+            self._routes[route_key] = fresh
+            for key in keys.values():
+                if key not in self._models:
+                    self._load(store, key)
+        return fresh
 
     @staticmethod
-    def _resolve(store: RecordStore, endpoint_name: str, config_name: str) -> tuple[str, str, str]:
+    def _resolve(store: RecordStore, endpoint_name: str, config_name: str) -> ModelKey:
         """(ModelDataUrl, SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_PROGRAM) of the endpoint's model."""
         config = describe_endpoint_config(store, config_name)
         # SageMaker splits traffic between variants by weight; the stand-in serves the heaviest one.
@@ -176,7 +236,7 @@ class ModelServer:
             )
         return url, source, environment.get("SAGEMAKER_PROGRAM", "inference.py")
 
-    def _load(self, store: RecordStore, model_key: tuple[str, str, str]) -> _Model:
+    def _load(self, store: RecordStore, model_key: ModelKey) -> _Model:
         """Download, extract and model_fn a model (called under the lock: loads are rare and one at a time
         avoids loading the same model twice)."""
         url, source_uri, program = model_key
@@ -276,7 +336,23 @@ def _import_source(
     return source
 
 
+def _publish_failed(error: Exception) -> None:
+    logger.warning(
+        "could not publish the endpoint's AWS/SageMaker metrics", extra={"error": f"{type(error).__name__}: {error}"}
+    )
+
+
+METRICS_SETTING = "STANDIN_ENDPOINT_METRICS"
 _SERVER = ModelServer()
+
+
+def _metrics_enabled() -> bool:
+    """``STANDIN_ENDPOINT_METRICS`` is ``on`` where the stand-in serves for a local target (infra/template.yaml
+    sets it for the Inference function there); elsewhere (a test calling the runtime) nothing is published."""
+    setting = optional_env(METRICS_SETTING, "off")
+    if setting not in ("on", "off"):
+        raise ConfigurationError(f"{METRICS_SETTING} must be on or off, got {setting!r}")
+    return setting == "on"
 
 
 def invoke_endpoint(
@@ -289,6 +365,11 @@ def invoke_endpoint(
     ``store`` is given). A missing endpoint is ValidationException; a failing model, ModelError."""
     if refresh_seconds is None:
         refresh_seconds = float(optional_env("STANDIN_ENDPOINT_REFRESH_SECONDS", str(DEFAULT_REFRESH_SECONDS)))
+    if _SERVER.metrics is None and _metrics_enabled():
+        # CloudWatch's client is built on the first flush
+        _SERVER.metrics = InvocationMetrics(
+            lambda namespace, data: CloudWatch().put_metric_data(namespace, data), on_error=_publish_failed
+        )
     return _SERVER.invoke(store or RecordStore.from_env(), endpoint_name, records, refresh_seconds)
 
 
