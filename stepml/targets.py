@@ -38,6 +38,8 @@ class StackOutputs:
     alias_arn: str = ""
     # None: a stack deployed before the step cache (no StepCacheTableName output); `stepml cache` says so
     step_cache_table: str | None = None
+    # None: a stack deployed before batch scoring (no BatchScoringStateMachineArn output); `stepml predict` says so
+    batch_state_machine_arn: str | None = None
 
     @property
     def start_arn(self) -> str:
@@ -56,6 +58,7 @@ class StackOutputs:
             outputs["RunsTableName"],
             outputs.get("StateMachineAliasArn", ""),
             outputs.get("StepCacheTableName"),
+            outputs.get("BatchScoringStateMachineArn"),
         )
 
 
