@@ -462,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume.add_parser(commands, _target_options)  # `stepml resume RUN`
     cache_commands.add_parser(commands, _target_options)  # `stepml cache list|clear`
+    from stepml import predict
+
+    predict.add_parser(commands, _target_options)  # `stepml predict`: batch scoring
 
     local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
     local_commands = local.add_subparsers(dest="local_command", required=True)
