@@ -21,6 +21,7 @@ batches), so a Lambda needs memory for one chunk, not for the file (its ``/tmp``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -41,6 +42,10 @@ PARQUET_BATCH_ROWS = 65_536
 # Kinds whose "None"/"NA" is a missing value (in text and categories they are values, as in training).
 _TYPED_KINDS = frozenset({"numeric", "boolean", "datetime"})
 _COMPRESSED = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive (or an .xlsx workbook)"}
+# Distinct values per column whose encoding is remembered (beyond, each new value is converted anew).
+_MEMO_LIMIT = 100_000
+# json.dumps's own string encoder (C), without the call's overhead.
+_encode_str = json.encoder.encode_basestring_ascii
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -85,7 +90,9 @@ def open_input(path: Path, name: str) -> InputFile:
         with _text(path, name) as handle:
             try:
                 header = next(csv.reader(handle, strict=True), None)
-            except (csv.Error, UnicodeDecodeError) as error:
+            except UnicodeDecodeError as error:
+                raise DataValidationError(f"{name} is not UTF-8 text (save it as UTF-8): {error}") from error
+            except csv.Error as error:
                 raise DataValidationError(f"{name}: the header row cannot be read: {error}") from error
         if not header or all(not cell.strip() for cell in header):
             raise DataValidationError(f"{name} has no header row: the first line must name the columns")
@@ -136,7 +143,9 @@ def rows(source: InputFile, name: str) -> Iterator[list[list[Any]]]:
         except csv.Error as error:
             raise DataValidationError(f"{name}: row {number + 1} (line {reader.line_num}): {error}") from error
         except UnicodeDecodeError as error:
-            raise DataValidationError(f"{name} is not UTF-8 text near row {number + 1}: {error}") from error
+            raise DataValidationError(
+                f"{name} is not UTF-8 text (save it as UTF-8) near row {number + 1}: {error}"
+            ) from error
         if chunk:
             yield chunk
 
@@ -198,21 +207,58 @@ def feature_value(value: Any, kind: str | None, column: str) -> Any:
     raise ValueError(f"feature {column!r} has a value of type {type(value).__name__}: {value!r:.60}")
 
 
+def _encoded(value: Any) -> str:
+    """A converted value as JSON text (what json.dumps writes for it)."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_str(value)
+    return json.dumps(value, allow_nan=False)
+
+
+def _encode_column(values: Sequence[Any], kind: str | None, column: str, memo: dict[Any, str], first: int) -> list[str]:
+    """A column's values as the JSON text of what the model gets (``feature_value``), the text of a value seen
+    before taken from ``memo`` (columns repeat values: categories, rounded numbers); ValueError names the row."""
+    encoded: list[str] = []
+    append = encoded.append
+    for index, value in enumerate(values):
+        try:
+            append(memo[value])
+            continue
+        except (KeyError, TypeError):  # new, or unhashable (then converted each time)
+            pass
+        try:
+            text = _encoded(feature_value(value, kind, column))
+        except ValueError as error:
+            raise ValueError(f"row {first + index}: {error}") from None
+        if len(memo) < _MEMO_LIMIT:
+            with contextlib.suppress(TypeError):  # a column holds one type, so 1 and True never share a key
+                memo[value] = text
+        append(text)
+    return encoded
+
+
 def write_records(source: InputFile, name: str, features: Sequence[str], kinds: dict[str, str], out: IO[bytes]) -> int:
-    """Write one JSON object of the feature columns per input row to ``out``; the number of rows."""
-    positions = [(feature, source.columns.index(feature), kinds.get(feature)) for feature in features]
+    """Write one JSON object of the feature columns per input row to ``out``; the number of rows.
+
+    Column by column: each feature's values are converted and encoded once per distinct value, then every
+    row's line is one %-format of its columns' texts (the keys JSON-encoded once)."""
+    positions = [source.columns.index(feature) for feature in features]
+    template = "{" + ",".join(json.dumps(f).replace("%", "%%") + ":%s" for f in features) + "}"
+    memos: list[dict[Any, str]] = [{} for _ in features]
     count = 0
     for chunk in rows(source, name):
-        lines = []
-        for row in chunk:
-            count += 1
-            try:
-                record = {f: feature_value(row[i], kind, f) for f, i, kind in positions}
-            except ValueError as error:
-                raise DataValidationError(f"{name} row {count}: {error}") from error
-            lines.append(json.dumps(record, separators=(",", ":"), allow_nan=False))
-        if lines:
-            out.write(("\n".join(lines) + "\n").encode())
+        columns = list(zip(*chunk, strict=True))
+        try:
+            encoded = [
+                _encode_column(columns[i], kinds.get(f), f, memo, count + 1)
+                for i, f, memo in zip(positions, features, memos, strict=True)
+            ]
+        except ValueError as error:
+            raise DataValidationError(f"{name} {error}") from error
+        lines = [template % values for values in zip(*encoded, strict=True)]
+        out.write(("\n".join(lines) + "\n").encode())
+        count += len(chunk)
     return count
 
 
@@ -220,21 +266,37 @@ def write_records(source: InputFile, name: str, features: Sequence[str], kinds: 
 
 
 def predictions(lines: IO[bytes], name: str) -> Iterator[Any]:
-    """The predictions of a transform output (``{"prediction": v}`` per line, or a bare JSON value), in order."""
+    """The predictions of a transform output (``{"prediction": v}`` per line, or a bare JSON value), in order.
+
+    Every line is parsed on its own (a line holding two values and another split in two would otherwise pass
+    for the right count, shifted)."""
+    seen: dict[bytes, Any] = {}  # a classifier's lines repeat (one per class): each is parsed once
     for number, raw in enumerate(lines, start=1):
+        try:
+            yield seen[raw]
+            continue
+        except KeyError:
+            pass
         if not raw.strip():
             continue  # a newline SageMaker adds after each mini-batch's answer (AssembleWith=Line)
-        try:
-            value = json.loads(raw)
-        except ValueError as error:
-            raise BatchOutputError(f"line {number} of {name} is not JSON: {raw[:100]!r}") from error
-        if isinstance(value, dict):
-            if "prediction" not in value:
-                raise BatchOutputError(f'line {number} of {name} has no "prediction": {raw[:100]!r}')
-            value = value["prediction"]
-        if isinstance(value, dict | list):
-            raise BatchOutputError(f"line {number} of {name}: a prediction must be a value, got {raw[:100]!r}")
+        value = _prediction(raw, number, name)
+        if len(seen) < _MEMO_LIMIT:
+            seen[raw] = value
         yield value
+
+
+def _prediction(raw: bytes, number: int, name: str) -> Any:
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise BatchOutputError(f"line {number} of {name} is not JSON: {raw[:100]!r}") from error
+    if type(value) is dict:
+        if "prediction" not in value:
+            raise BatchOutputError(f'line {number} of {name} has no "prediction": {raw[:100]!r}')
+        value = value["prediction"]
+    if isinstance(value, dict | list):
+        raise BatchOutputError(f"line {number} of {name}: a prediction must be a value, got {raw[:100]!r}")
+    return value
 
 
 def _csv_text(value: Any) -> str:
@@ -277,9 +339,15 @@ def assemble(
         with out.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow([*source.columns, prediction_column])
+            text = source.format == "csv"  # a CSV's cells are text already, written back as they were read
             for chunk in rows(source, name):
-                values = _take(stream, len(chunk), done, total_rows, output_name)
-                writer.writerows([*map(_csv_text, row), _csv_text(p)] for row, p in zip(chunk, values, strict=True))
+                values = map(_csv_text, _take(stream, len(chunk), done, total_rows, output_name))
+                if text:
+                    for row, value in zip(chunk, values, strict=True):
+                        row.append(value)
+                    writer.writerows(chunk)
+                else:
+                    writer.writerows([*map(_csv_text, row), v] for row, v in zip(chunk, values, strict=True))
                 done += len(chunk)
     else:
         done = _assemble_parquet(source, name, total_rows, stream, output_name, prediction_column, regression, out)

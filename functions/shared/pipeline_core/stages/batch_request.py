@@ -79,6 +79,13 @@ class BatchResult(Contract):
     transform_job_name: str | None
 
 
+def request_json_schema() -> dict[str, Any]:
+    """The JSON schema of the batch scoring input (``events/batch-input.schema.json`` is this, committed)."""
+    schema = BatchRequest.model_json_schema()
+    schema["title"] = "stepml batch scoring input"
+    return schema
+
+
 def parse_request(raw: Any) -> BatchRequest:
     """The execution input, checked; every problem named (InputValidationError)."""
     try:
@@ -100,22 +107,24 @@ def transform_job_name(execution_name: str) -> str:
 
 def resolve_version(registry: ModelRegistry, model_name: str, version: int | None) -> RegistryRecord:
     """The version to score with: the one named, or the champion (newest approved)."""
+    known = registry.versions(model_name)
+    if not known:
+        models = sorted({r.model_name for r in registry.versions()})
+        raise InputValidationError(
+            f"model {model_name!r} is not in the registry"
+            + (f"; its models: {', '.join(models)}" if models else ": train one first (`stepml run`)")
+        )
     if version is None:
-        record = registry.champion(model_name)
+        record = next((r for r in known if r.status == "approved"), None)
         if record is None:
-            known = registry.versions(model_name)
             raise InputValidationError(
-                f"model {model_name!r} has no approved version to score with"
-                + (f" (its versions: {_statuses(known)}); name one with model_version" if known else "")
+                f"model {model_name!r} has no approved version to score with (its versions: {_statuses(known)}); "
+                "name one with model_version (`stepml predict --version`)"
             )
         return record
-    found = registry.get(model_name, version)
+    found = next((r for r in known if r.version == version), None)
     if found is None:
-        known = registry.versions(model_name)
-        raise InputValidationError(
-            f"model {model_name!r} has no version {version}"
-            + (f"; its versions: {_statuses(known)}" if known else ": the registry has no such model")
-        )
+        raise InputValidationError(f"model {model_name!r} has no version {version}; its versions: {_statuses(known)}")
     return found
 
 
