@@ -143,8 +143,10 @@ def _check_paths(data: str, out: str) -> None:
             raise PredictError(f"--out {out} is a folder: name the file to write")
         if not data.startswith("s3://") and Path(data).expanduser().resolve() == path:
             raise PredictError("--out is the --data file: write the scored file elsewhere (the input is never changed)")
-    elif out.rstrip("/") == out.removeprefix("s3://").split("/", 1)[0] or out.endswith("/"):
-        raise PredictError(f"--out {out}: an S3 destination must name an object (s3://bucket/key)")
+    else:
+        bucket, _, key = out.removeprefix("s3://").partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise PredictError(f"--out {out}: an S3 destination must name an object (s3://bucket/key)")
 
 
 def predict(target: Target, args: argparse.Namespace, progress: TextIO | None) -> PredictOutcome:
