@@ -116,3 +116,24 @@ def inference_number(value: Any) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return math.nan
     return float(value)
+
+
+def test_the_bring_your_model_example_answers_batch_scoring_too() -> None:
+    """docs/examples/text-classifier's serving functions take JSON Lines and answer a line per row."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).parents[2] / "docs" / "examples" / "text-classifier"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("text_classifier_example", folder / "train.py")
+        assert spec is not None and spec.loader is not None
+        example = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(example)
+    finally:
+        sys.path.remove(str(folder))
+    frame = example.input_fn(b'{"review": "great"}\n\n{"review": "awful"}\n', "application/jsonlines")
+    assert frame.to_dict("records") == [{"review": "great"}, {"review": "awful"}]
+    text, content_type = example.output_fn(["pos", "neg"], "application/jsonlines")
+    assert (text, content_type) == ('{"prediction": "pos"}\n{"prediction": "neg"}\n', "application/jsonlines")
