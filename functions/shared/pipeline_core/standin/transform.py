@@ -29,14 +29,18 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import TransformJobFailedError
 from pipeline_core.observability import logger
+from pipeline_core.stages.batch_files import paused_gc
 from pipeline_core.standin.endpoints import describe_model
 from pipeline_core.standin.errors import ModelError, ResourceInUse, ResourceNotFound, ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
+
+if TYPE_CHECKING:
+    from pipeline_core.standin.runtime import LoadedModel
 
 MIB = 1024 * 1024
 # SageMaker's defaults and limits (CreateTransformJob): MaxPayloadInMB 6 by default, and
@@ -151,49 +155,65 @@ def _run(store: RecordStore, request: Mapping[str, Any], record: dict[str, Any],
     """Transform every input object; the .out URIs written."""
     from pipeline_core.standin.runtime import transform_model  # the model's code needs pandas; loaded here only
 
-    name = request["TransformJobName"]
-    transform_input, transform_output = request["TransformInput"], request["TransformOutput"]
-    prefix = transform_input["DataSource"]["S3DataSource"]["S3Uri"]
+    prefix = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
     objects = [uri for uri in store.objects.list_uris(prefix) if not uri.endswith("/")]
     if not objects:
         raise TransformJobFailedError(f"ClientError: no S3 objects found under S3 URL {prefix}")
-    split = transform_input.get("SplitType", "None")
-    content_type = transform_input.get("ContentType", "application/octet-stream")
-    accept = transform_output.get("Accept", content_type)
-    line = transform_output.get("AssembleWith", "None") == "Line"
-    strategy = request.get("BatchStrategy", "MultiRecord")
-    limit = int(request.get("MaxPayloadInMB", DEFAULT_MAX_PAYLOAD_MB)) * MIB
+    split = request["TransformInput"].get("SplitType", "None")
     contents = {uri: _records(store.objects.read_bytes(uri), split) for uri in objects}
-    progress = _Progress(store, name, record, sum(len(records) for records in contents.values()))
+    progress = _Progress(store, request["TransformJobName"], record, sum(len(r) for r in contents.values()))
     progress.advance(0, force=True)  # the total is known before the model loads (seconds, the first time)
     try:
         model = transform_model(store, request["ModelName"])
     except ModelError as error:
         raise TransformJobFailedError(f"ClientError: {error}") from error
-    written = []
-    for uri, records in contents.items():
-        with tempfile.TemporaryFile() as out:
-            for start, batch in _batches(records, strategy, limit, uri):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TransformJobFailedError(
-                        f"transform job {name} ran out of time after {progress.done} of {progress.total} records "
-                        "(the stand-in's Lambda timeout)"
-                    )
-                try:
-                    body, _ = model.invoke(b"\n".join(batch) + b"\n", content_type, accept)
-                except Exception as error:
-                    raise TransformJobFailedError(
-                        f"ClientError: the model failed on records {start + 1}-{start + len(batch)} of {uri}: "
-                        f"{type(error).__name__}: {error}"
-                    ) from error
-                out.write(body)
-                if line and not body.endswith(b"\n"):
-                    out.write(b"\n")
-                progress.advance(len(batch))
-            target = output_uri(prefix, uri, transform_output["S3OutputPath"])
-            written.append(store.objects.write_stream(target, out, accept))
+    # batches allocate millions of short-lived objects and free them by reference counting (batch_files.paused_gc)
+    with paused_gc():
+        written = [
+            _transform_object(store, request, uri, lines, model, progress, deadline) for uri, lines in contents.items()
+        ]
     progress.advance(0, force=True)
     return written
+
+
+def _transform_object(
+    store: RecordStore,
+    request: Mapping[str, Any],
+    uri: str,
+    records: list[bytes],
+    model: LoadedModel,
+    progress: _Progress,
+    deadline: float | None,
+) -> str:
+    """One input object's records through the model, the answers in order to its .out (uploaded only once every
+    record succeeded); the .out's URI."""
+    transform_input, transform_output = request["TransformInput"], request["TransformOutput"]
+    content_type = transform_input.get("ContentType", "application/octet-stream")
+    accept = transform_output.get("Accept", content_type)
+    line = transform_output.get("AssembleWith", "None") == "Line"
+    limit = int(request.get("MaxPayloadInMB", DEFAULT_MAX_PAYLOAD_MB)) * MIB
+    with tempfile.TemporaryFile() as out:
+        for start, batch in _batches(records, request.get("BatchStrategy", "MultiRecord"), limit, uri):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransformJobFailedError(
+                    f"transform job {request['TransformJobName']} ran out of time after {progress.done} of "
+                    f"{progress.total} records (the stand-in's Lambda timeout)"
+                )
+            try:
+                body, _ = model.invoke(b"\n".join(batch) + b"\n", content_type, accept)
+            except Exception as error:
+                raise TransformJobFailedError(
+                    f"ClientError: the model failed on records {start + 1}-{start + len(batch)} of {uri}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            out.write(body)
+            if line and not body.endswith(b"\n"):
+                out.write(b"\n")
+            progress.advance(len(batch))
+        target = output_uri(
+            transform_input["DataSource"]["S3DataSource"]["S3Uri"], uri, transform_output["S3OutputPath"]
+        )
+        return store.objects.write_stream(target, out, accept)
 
 
 def create_transform_job(
