@@ -177,7 +177,11 @@ def predict(target: Target, args: argparse.Namespace, progress: TextIO | None) -
     if progress:
         print(f"Started {arn}", file=progress, flush=True)
     description, reader = follow_batch(target, arn, progress)
-    return outcome_of(target, args, description, reader, time.monotonic() - started)
+    outcome = outcome_of(target, args, description, reader, time.monotonic() - started)
+    if outcome.cause and not args.data.startswith("s3://"):
+        # the state machine names the copy it read; the user knows the file by the name they gave
+        outcome.cause = outcome.cause.replace(request["input"], args.data)
+    return outcome
 
 
 def follow_batch(target: Target, arn: str, progress: TextIO | None) -> tuple[dict[str, Any], Any]:

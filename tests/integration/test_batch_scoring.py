@@ -155,6 +155,7 @@ def test_a_bad_file_fails_naming_what_is_wrong_and_loses_nothing(model: dict[str
             "DataValidationError",
         )
         assert message in result["cause"] and missing in result["cause"], result["cause"]
+        assert result["cause"].startswith(str(data)), result["cause"]  # named as the user named it
         assert data.read_bytes() == original  # the input as it was
         assert out.read_text() == "the scores of yesterday\n"  # --out untouched
         assert result["output"] is None and result["output_uri"] is None
