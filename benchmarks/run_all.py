@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import e2e, inference, warm_run
+from benchmarks import batch_scoring, e2e, inference, warm_run
 
 
 def main() -> int:
@@ -13,7 +13,9 @@ def main() -> int:
     print("\n== warm `stepml run` against a plain scikit-learn script ==")
     status = warm_run.main([]) or status
     print("\n== inference: handler in-process and HTTP ==")
-    return inference.main([]) or status
+    status = inference.main([]) or status
+    print("\n== batch scoring: stepml predict on 100,000 rows ==")
+    return batch_scoring.main([]) or status
 
 
 if __name__ == "__main__":

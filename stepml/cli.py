@@ -470,12 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     from stepml import serve
 
     serve.add_parser(commands)  # `stepml serve`: the inference API on 127.0.0.1
-    from stepml import cache_commands, monitor_commands, resume, rollout_commands
+    from stepml import cache_commands, monitor_commands, predict, resume, rollout_commands
 
     resume.add_parser(commands, _target_options)  # `stepml resume RUN`
     cache_commands.add_parser(commands, _target_options)  # `stepml cache list|clear`
     monitor_commands.add_parser(commands, _target_options)  # `stepml monitor`
     rollout_commands.add_parser(commands, _target_options)  # `stepml alarm set NAME STATE`
+    predict.add_parser(commands, _target_options)  # `stepml predict`: batch scoring
 
     local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
     local_commands = local.add_subparsers(dest="local_command", required=True)

@@ -40,6 +40,8 @@ class StackOutputs:
     step_cache_table: str | None = None
     # None: a stack deployed before drift monitoring (no MonitorFunctionName output); `stepml monitor` says so
     monitor_function: str | None = None
+    # None: a stack deployed before batch scoring (no BatchScoringStateMachineArn output); `stepml predict` says so
+    batch_state_machine_arn: str | None = None
 
     @property
     def start_arn(self) -> str:
@@ -59,6 +61,7 @@ class StackOutputs:
             outputs.get("StateMachineAliasArn", ""),
             outputs.get("StepCacheTableName"),
             outputs.get("MonitorFunctionName"),
+            outputs.get("BatchScoringStateMachineArn"),
         )
 
 

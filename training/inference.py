@@ -10,9 +10,14 @@ Requests:
   extra fields are ignored.
 * ``text/csv``: a header row naming the columns is required (the model looks columns up by name, so a
   headerless CSV could silently mis-assign them), then one row per instance; an empty cell is missing.
+* ``application/jsonlines``: one JSON object of feature: value per line (what SageMaker Batch Transform sends
+  with ``SplitType=Line``: a ``MultiRecord`` mini-batch is several lines; blank lines are skipped). Each line
+  names its own columns, so no header is needed, and the values keep their JSON types as in a JSON request.
 
 Responses: ``application/json`` ``{"predictions": [...]}`` (class labels as strings for classification,
-floats for regression), or ``text/csv`` with one prediction per line.
+floats for regression), ``text/csv`` with one prediction per line, or ``application/jsonlines`` with one
+``{"prediction": ...}`` line per instance, in order (Batch Transform's ``AssembleWith=Line`` then writes one
+output line per input line).
 
 Each feature's values are converted by its role exactly as in training (``stepml_tabular.columns``), then
 the saved pipeline predicts. ``predict_records(bundle, records)`` is what the local endpoint stand-in calls
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import warnings
@@ -56,7 +62,12 @@ from stepml_tabular.fast_path import (  # noqa: E402
 
 JSON = "application/json"
 CSV = "text/csv"
-SUPPORTED_CONTENT_TYPES = (JSON, CSV)
+JSON_LINES = "application/jsonlines"
+# Other names clients use for JSON Lines; SageMaker's own examples use application/jsonlines.
+_JSON_LINES_ALIASES = frozenset({JSON_LINES, "application/jsonl", "application/x-jsonlines", "application/json-lines"})
+SUPPORTED_CONTENT_TYPES = (JSON, CSV, JSON_LINES)
+# json.dumps's own string encoder (C): what it writes for a str with ensure_ascii, without the call's overhead.
+_encode_str = json.encoder.encode_basestring_ascii
 # Key under which predict_records caches its plan in the bundle dict model_fn returns.
 _PLAN_KEY = "_fast_plan"
 _ABSENT_ATTR = "stepml_absent_fields"
@@ -90,7 +101,8 @@ def model_fn(model_dir: str) -> dict[str, Any]:
 
 
 def _media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return JSON_LINES if media in _JSON_LINES_ALIASES else media
 
 
 def _text(body: str | bytes | bytearray) -> str:
@@ -104,6 +116,17 @@ def _text(body: str | bytes | bytearray) -> str:
 
 def _records_frame(records: list[Any]) -> pd.DataFrame:
     """A frame from JSON records; fields some records lack are noted so predict_fn can name the row."""
+    first = records[0] if records else None
+    keys = tuple(first) if type(first) is dict else ()
+    if keys and all(type(record) is dict and tuple(record) == keys for record in records):
+        # Every record has the same fields in the same order (a batch transform's lines always do): the columns
+        # are the records' values transposed, and nothing is absent. Lengths are equal by the check above (no
+        # strict=, which Python 3.9 lacks).
+        transposed = zip(*(tuple(record.values()) for record in records))  # noqa: B905
+        series = {c: pd.Series(list(v), dtype=object) for c, v in zip(keys, transposed)}  # noqa: B905
+        frame = pd.DataFrame(series, columns=list(keys))
+        frame.attrs[_ABSENT_ATTR] = {}
+        return frame
     columns: dict[str, None] = {}
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):
@@ -123,8 +146,39 @@ def _records_frame(records: list[Any]) -> pd.DataFrame:
     return frame
 
 
+def _json_lines(text: str) -> list[Any]:
+    """The records of a JSON Lines body, one object per non-blank line (errors name the line, 1-based).
+
+    Each line is parsed on its own: joining them into one JSON array would be faster, but a line holding two
+    values next to one split over two lines would parse into as many records, silently shifted."""
+    loads = json.loads
+    try:
+        records = [loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError:
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                if line.strip():
+                    loads(line)
+            except ValueError as exc:
+                raise ValueError(f"line {number} of the application/jsonlines body is not valid JSON: {exc}") from exc
+        raise
+    if not records:
+        raise ValueError("the application/jsonlines body has no records")
+    return records
+
+
+def _json_value(value: Any) -> str:
+    """``json.dumps(value)``, quicker for what predictions are (a label, a finite float)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return json.dumps(value)
+
+
 def input_fn(request_body: str | bytes, content_type: str) -> pd.DataFrame:
-    """Deserialize a request into a DataFrame (JSON records or CSV with a header row)."""
+    """Deserialize a request into a DataFrame (JSON records, JSON Lines, or CSV with a header row)."""
     media = _media_type(content_type)
     if media not in SUPPORTED_CONTENT_TYPES:
         raise ValueError(f"unsupported content type {content_type!r}; use one of {list(SUPPORTED_CONTENT_TYPES)}")
@@ -137,6 +191,8 @@ def input_fn(request_body: str | bytes, content_type: str) -> pd.DataFrame:
             return pd.read_csv(io.StringIO(text), dtype=object)
         except ValueError as exc:
             raise ValueError(f"cannot parse the text/csv body (a header row is required): {exc}") from exc
+    if media == JSON_LINES:
+        return _records_frame(_json_lines(text))
     try:
         payload = json.loads(text)
     except ValueError as exc:
@@ -153,12 +209,16 @@ def input_fn(request_body: str | bytes, content_type: str) -> pd.DataFrame:
 
 
 def output_fn(prediction: list[Any], accept: str | None) -> tuple[str, str]:
-    """Serialize predictions: ``application/json`` (default) or ``text/csv`` (one per line)."""
+    """Serialize predictions: ``application/json`` (default), ``text/csv`` (one per line) or
+    ``application/jsonlines`` (one ``{"prediction": ...}`` object per line, every line ended by a newline)."""
     media = _media_type(accept)
     if media in ("", "*/*", JSON, "application/*"):
         return json.dumps({"predictions": list(prediction)}), JSON
     if media == CSV:
         return "".join(f"{p}\n" for p in prediction), CSV
+    if media == JSON_LINES:
+        # the same text json.dumps({"prediction": p}) gives, a line each
+        return "".join(['{"prediction": ' + _json_value(p) + "}\n" for p in prediction]), JSON_LINES
     raise ValueError(f"unsupported accept type {accept!r}; use one of {list(SUPPORTED_CONTENT_TYPES)}")
 
 

@@ -285,13 +285,14 @@ class DurableStore:
             )
 
     # -- executions -------------------------------------------------------------------------------------
-    def put_execution(self, record: dict[str, Any]) -> None:
-        """Keep an execution's description (and history, under ``events``); dates as epoch seconds."""
+    def put_execution(self, record: dict[str, Any], key: str | None = None) -> None:
+        """Keep an execution's description (and history, under ``events``); dates as epoch seconds. ``key``
+        (default: its name) is what :meth:`execution` finds it by."""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO executions VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    record["name"],
+                    key or record["name"],
                     record["executionArn"],
                     record["stateMachineArn"],
                     record["status"],
@@ -300,9 +301,9 @@ class DurableStore:
                 ),
             )
 
-    def execution(self, name: str) -> dict[str, Any] | None:
+    def execution(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT record FROM executions WHERE name = ?", (name,)).fetchone()
+            row = self._db.execute("SELECT record FROM executions WHERE name = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def executions(self, state_machine_arn: str | None = None, status: str | None = None) -> list[dict[str, Any]]:

@@ -53,7 +53,12 @@ def _epoch(value: Any) -> Any:
 
 
 class ExecutionArchive:
-    """Store executions as they start and end; answer the read APIs for those moto has forgotten."""
+    """Store executions as they start and end; answer the read APIs for those moto has forgotten.
+
+    Executions are stored by name, as the pipeline's always were; those of the stack's other state machines
+    (batch scoring) by ``<state machine name>:<name>`` (a colon is never part of an execution name), since on
+    AWS a name is unique per state machine, not per account.
+    """
 
     def __init__(
         self,
@@ -61,20 +66,37 @@ class ExecutionArchive:
         client: Callable[[str], Any],
         state_machine_arn: str,
         on_ended: Callable[[dict[str, Any]], None] | None = None,
+        other_state_machine_arns: list[str] | None = None,
     ) -> None:
         self.store = store
         self._client = client
         self._on_ended = on_ended
         self.state_machine_arn = state_machine_arn
-        self._ended: set[str] = {r["name"] for r in store.executions() if r["status"] in TERMINAL}
+        self.state_machine_arns = [state_machine_arn] + [
+            arn for arn in other_state_machine_arns or [] if arn != state_machine_arn
+        ]
+        self._pipeline = state_machine_arn.rsplit(":", 1)[-1]
+        self._ended: set[str] = {self.key(r["executionArn"]) for r in store.executions() if r["status"] in TERMINAL}
         self._lock = threading.Lock()
+
+    def key(self, execution_arn: str) -> str:
+        """What an execution is stored under: its name (the pipeline's), or ``<state machine>:<name>``."""
+        # arn:aws:states:<region>:<account>:execution:<state machine>:<name>
+        machine, name = execution_arn.split(":")[-2:]
+        return self.key_of(machine, name)
+
+    def key_of(self, machine: str, name: str) -> str:
+        """The key of execution ``name`` of ``machine`` (a state machine's ARN, qualified or not, or its name)."""
+        machine = machine.split(":stateMachine:", 1)[-1].split(":", 1)[0]
+        return name if machine == self._pipeline else f"{machine}:{name}"
 
     # -- recording --------------------------------------------------------------------------------------
     def started(self, request: dict[str, Any], answer: dict[str, Any]) -> None:
         """Store a new execution as RUNNING, as soon as StartExecution has answered."""
         arn = answer["executionArn"]
         name = arn.rsplit(":", 1)[-1]
-        if self.store.execution(name) is not None:
+        key = self.key(arn)
+        if self.store.execution(key) is not None:
             return  # a repeated start answered with the running execution
         self.store.put_execution(
             {
@@ -85,17 +107,19 @@ class ExecutionArchive:
                 "startDate": float(answer.get("startDate") or time.time()),
                 "input": request.get("input", "{}"),
                 "events": [],
-            }
+            },
+            key,
         )
 
     def sweep(self) -> int:
         """Store every execution moto holds that ended since the last sweep; how many were stored."""
         sfn = self._client("stepfunctions")
         stored = 0
-        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.state_machine_arn):
-            for execution in page["executions"]:
-                if execution["status"] in TERMINAL:
-                    stored += self.ended(execution["executionArn"])
+        for machine in self.state_machine_arns:
+            for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine):
+                for execution in page["executions"]:
+                    if execution["status"] in TERMINAL:
+                        stored += self.ended(execution["executionArn"])
         return stored
 
     def ended(self, execution_arn: str) -> bool:
@@ -104,13 +128,13 @@ class ExecutionArchive:
         Called by the sweep and as soon as a client is told an execution ended, so a command that reports
         an outcome never reports one the disk does not hold yet.
         """
-        name = execution_arn.rsplit(":", 1)[-1]
+        key = self.key(execution_arn)
         with self._lock:
-            if name in self._ended:
+            if key in self._ended:
                 return False
             record = self.snapshot(execution_arn)
-            self.store.put_execution(record)
-            self._ended.add(name)
+            self.store.put_execution(record, key)
+            self._ended.add(key)
         if self._on_ended is not None:
             self._on_ended(record)
         return True
@@ -144,6 +168,7 @@ class ExecutionArchive:
                     "executionAbortedEventDetails": {"error": INTERRUPTED_ERROR, "cause": cause},
                 }
             )
+            key = self.key(record["executionArn"])
             self.store.put_execution(
                 {
                     **record,
@@ -152,18 +177,25 @@ class ExecutionArchive:
                     "error": INTERRUPTED_ERROR,
                     "cause": cause,
                     "events": events,
-                }
+                },
+                key,
             )
-            self._ended.add(record["name"])
+            self._ended.add(key)
             names.append(record["name"])
         return names
 
     # -- answering ----------------------------------------------------------------------------------------
     def stored(self, name_or_arn: str) -> dict[str, Any] | None:
-        record = self.store.execution(name_or_arn.rsplit(":", 1)[-1])
+        """The stored execution of this ARN, or of this name (a name alone: the pipeline's)."""
+        key = self.key(name_or_arn) if name_or_arn.startswith("arn:") else name_or_arn
+        record = self.store.execution(key)
         if record is None or (name_or_arn.startswith("arn:") and record["executionArn"] != name_or_arn):
             return None
         return record
+
+    def stored_for(self, state_machine_arn: str, name: str) -> dict[str, Any] | None:
+        """The stored execution named ``name`` of that state machine."""
+        return self.store.execution(self.key_of(state_machine_arn, name))
 
     def describe(self, execution_arn: str) -> dict[str, Any] | None:
         record = self.stored(execution_arn)

@@ -254,8 +254,12 @@ class Gateway:
         name, machine = request.get("name"), request.get("stateMachineArn")
         archive = self._runtime.archive
         with self._start_execution_lock:
-            stored = archive.stored(name) if archive is not None and isinstance(name, str) else None
-            if stored is not None and stored.get("stateMachineArn") == machine and not self._runtime.holds(str(name)):
+            stored = (
+                archive.stored_for(machine, name)
+                if archive is not None and isinstance(name, str) and isinstance(machine, str)
+                else None
+            )
+            if stored is not None and not self._runtime.holds(stored["executionArn"]):
                 return json_error(
                     start_response,
                     "400 Bad Request",

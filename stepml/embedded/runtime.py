@@ -44,6 +44,7 @@ from stepml.project import ProjectLayout
 from stepml.targets import StackOutputs
 
 STACK_NAME = "stepml-local"
+BATCH_STATE_MACHINE = "BatchScoringStateMachine"
 STATE_MACHINE_ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/{STACK_NAME}-StateMachineRole"
 # DynamoDB's BatchWriteItem takes at most 25 put or delete requests.
 BATCH_WRITE_LIMIT = 25
@@ -311,11 +312,13 @@ class EmbeddedAws:
             self.internal_client,
             invocations=self.runner.log,
         )
-        assert self.stack.state_machine_definition is not None
-        definition = substitute_definition(self.stack.state_machine_definition.read_text(), self.stack.substitutions)
-        self.client("stepfunctions").update_state_machine(
-            stateMachineArn=self.stack.state_machine_arn, definition=definition
-        )
+        sfn = self.client("stepfunctions")
+        for machine in self.stack.state_machines.values():
+            definition = substitute_definition(machine.definition.read_text(), machine.substitutions)
+            try:
+                sfn.update_state_machine(stateMachineArn=machine.arn, definition=definition)
+            except sfn.exceptions.StateMachineDoesNotExist:  # a state machine the changed template added
+                sfn.create_state_machine(name=machine.name, definition=definition, roleArn=STATE_MACHINE_ROLE)
         self.upload_training_source()
         threading.Thread(
             target=self.runner.prestart, args=(self.stack.substitutions.values(),), name="prestart", daemon=True
@@ -377,17 +380,18 @@ class EmbeddedAws:
         for topic_arn in self.stack.topics.values():
             self.client("sns").create_topic(Name=topic_arn.rsplit(":", 1)[1])
         self.upload_training_source()
-        assert self.stack.state_machine_definition is not None
-        definition = substitute_definition(self.stack.state_machine_definition.read_text(), self.stack.substitutions)
-        self.client("stepfunctions").create_state_machine(
-            name=self.stack.state_machine_name, definition=definition, roleArn=STATE_MACHINE_ROLE
-        )
+        for machine in self.stack.state_machines.values():
+            definition = substitute_definition(machine.definition.read_text(), machine.substitutions)
+            self.client("stepfunctions").create_state_machine(
+                name=machine.name, definition=definition, roleArn=STATE_MACHINE_ROLE
+            )
 
     @property
     def outputs(self) -> StackOutputs:
         """The stack outputs a deployed stack would have (what LocalStack/AWS targets read)."""
         step_cache = self.stack.tables.get("StepCacheTable")  # None in a template before the step cache
         monitor = self.stack.functions.get("MonitorFunction")  # None in a template before drift monitoring
+        batch = self.stack.state_machines.get(BATCH_STATE_MACHINE)  # None in a template before batch scoring
         return StackOutputs(
             state_machine_arn=self.stack.state_machine_arn,
             data_bucket=self.stack.data_bucket,
@@ -395,6 +399,7 @@ class EmbeddedAws:
             runs_table=self.stack.tables["RunsTable"].name,
             step_cache_table=step_cache.name if step_cache else None,
             monitor_function=monitor.name if monitor else None,
+            batch_state_machine_arn=batch.arn if batch else None,
         )
 
     def publish_stack_outputs(self, stack_name: str = STACK_NAME) -> None:
@@ -409,6 +414,8 @@ class EmbeddedAws:
             outputs["StepCacheTableName"] = self.outputs.step_cache_table
         if self.outputs.monitor_function:
             outputs["MonitorFunctionName"] = self.outputs.monitor_function
+        if self.outputs.batch_state_machine_arn:
+            outputs["BatchScoringStateMachineArn"] = self.outputs.batch_state_machine_arn
         template = {
             "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
             "Outputs": {key: {"Value": value} for key, value in outputs.items()},
@@ -439,7 +446,11 @@ class EmbeddedAws:
             self.store, self.internal_client, set(self.stack.buckets.values()), self.stack.tables
         )
         self.archive = ExecutionArchive(
-            self.store, self.internal_client, self.stack.state_machine_arn, on_ended=self._execution_metrics
+            self.store,
+            self.internal_client,
+            self.stack.state_machine_arn,
+            on_ended=self._execution_metrics,
+            other_state_machine_arns=[m.arn for m in self.stack.state_machines.values()],
         )
         interrupted = self.archive.abort_running(
             "the local AWS ended (killed or crashed) while this execution was running; what it wrote until then is kept"
@@ -501,15 +512,28 @@ class EmbeddedAws:
         """Store the executions that ended since the last sweep (the service calls this as it runs)."""
         return self.archive.sweep() if self.archive is not None else 0
 
-    def holds(self, name: str) -> bool:
-        """Whether moto itself holds an execution of the pipeline named ``name`` (it is of this process)."""
+    def holds(self, name_or_arn: str) -> bool:
+        """Whether moto itself holds this execution (an ARN, or the name of one of the pipeline's): it is of
+        this process."""
         sfn = self.internal_client("stepfunctions")
-        arn = self.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+        arn = (
+            name_or_arn
+            if name_or_arn.startswith("arn:")
+            else self.stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name_or_arn}"
+        )
         try:
             sfn.describe_execution(executionArn=arn)
         except sfn.exceptions.ExecutionDoesNotExist:
             return False
         return True
+
+    def running_executions(self) -> list[str]:
+        """The names of the executions running now, of every state machine of the stack."""
+        running: list[str] = []
+        for machine in self.stack.state_machines.values():
+            found = self.live_executions({"stateMachineArn": machine.arn, "statusFilter": "RUNNING"}) or []
+            running += [e["name"] for e in found]
+        return running
 
     def live_executions(self, request: dict[str, Any]) -> list[dict[str, Any]] | None:
         """moto's executions for a ListExecutions request (all pages), dates as epoch seconds; None on an error."""

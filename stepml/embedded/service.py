@@ -272,13 +272,7 @@ class ControlApi:
         return respond(start_response, "200 OK", json.dumps(answer, default=str).encode(), "application/json")
 
     def get_health(self, _request: dict[str, Any], _query: dict[str, str]) -> dict[str, Any]:
-        running = [
-            e["name"]
-            for e in self.aws.live_executions(
-                {"stateMachineArn": self.aws.stack.state_machine_arn, "statusFilter": "RUNNING"}
-            )
-            or []
-        ]
+        running = self.aws.running_executions()
         return {
             "pid": os.getpid(),
             "state_dir": str(self.aws.layout.state_dir),
@@ -404,11 +398,10 @@ def _run_until_stopped(aws: Any, stop: threading.Event, idle_timeout: float | No
         if not state_dir.exists():
             print(f"{state_dir} was removed: stopping", flush=True)
             return
-        if idle_timeout is not None and time.monotonic() - aws.last_request > idle_timeout:
-            running = aws.live_executions({"stateMachineArn": aws.stack.state_machine_arn, "statusFilter": "RUNNING"})
-            if not running:
-                print(f"idle for {idle_timeout:.0f} s: stopping", flush=True)
-                return
+        idle = idle_timeout is not None and time.monotonic() - aws.last_request > idle_timeout
+        if idle and not aws.running_executions():
+            print(f"idle for {idle_timeout:.0f} s: stopping", flush=True)
+            return
 
 
 def _banner(aws: Any, out: TextIO) -> None:

@@ -94,6 +94,23 @@ class TableSpec:
     global_secondary_indexes: tuple[dict[str, Any], ...] = ()
 
 
+# The pipeline's state machine: the one runs start, and whose name, definition and substitutions StackModel
+# exposes directly; the template's other state machines (batch scoring) are in StackModel.state_machines.
+PIPELINE_STATE_MACHINE = "PipelineStateMachine"
+
+
+@dataclass(frozen=True)
+class StateMachineSpec:
+    logical_id: str
+    name: str
+    definition: Path
+    substitutions: dict[str, str]
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{self.name}"
+
+
 @dataclass
 class StackModel:
     """What the embedded target provisions, evaluated from the template."""
@@ -106,6 +123,8 @@ class StackModel:
     state_machine_name: str = ""
     state_machine_definition: Path | None = None
     substitutions: dict[str, str] = field(default_factory=dict)
+    # every state machine of the template by logical id, the pipeline's included
+    state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
 
     def function_by_name_or_arn(self, name_or_arn: str) -> FunctionSpec | None:
         # Lambda accepts a name, a full ARN or a partial ARN, optionally with a :qualifier
@@ -323,13 +342,20 @@ def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]
         elif resource_type == "AWS::SNS::Topic":
             model.topics[logical_id] = evaluator.ref(logical_id)
         elif resource_type == "AWS::Serverless::StateMachine":
-            model.state_machine_name = evaluator.physical_name(logical_id)
-            model.state_machine_definition = (base / properties["DefinitionUri"]).resolve()
-            model.substitutions = {
-                k: str(evaluator.evaluate(v)) for k, v in properties.get("DefinitionSubstitutions", {}).items()
-            }
-    if model.state_machine_definition is None:
+            model.state_machines[logical_id] = StateMachineSpec(
+                logical_id=logical_id,
+                name=evaluator.physical_name(logical_id),
+                definition=(base / properties["DefinitionUri"]).resolve(),
+                substitutions={
+                    k: str(evaluator.evaluate(v)) for k, v in properties.get("DefinitionSubstitutions", {}).items()
+                },
+            )
+    if not model.state_machines:
         raise TemplateError(f"{template_path} declares no AWS::Serverless::StateMachine")
+    pipeline = model.state_machines.get(PIPELINE_STATE_MACHINE) or next(iter(model.state_machines.values()))
+    model.state_machine_name = pipeline.name
+    model.state_machine_definition = pipeline.definition
+    model.substitutions = pipeline.substitutions
     return model
 
 

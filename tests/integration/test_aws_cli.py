@@ -72,8 +72,12 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAws]:
 
 
 def _machine(local: LocalAws) -> str:
-    [machine] = local.aws("stepfunctions", "list-state-machines")["stateMachines"]
-    return str(machine["stateMachineArn"])
+    """The pipeline's state machine (batch scoring's is the stack's other one)."""
+    machines = {
+        m["name"]: m["stateMachineArn"] for m in local.aws("stepfunctions", "list-state-machines")["stateMachines"]
+    }
+    assert set(machines) == {"stepml-local-PipelineStateMachine", "stepml-local-BatchScoringStateMachine"}
+    return str(machines["stepml-local-PipelineStateMachine"])
 
 
 def test_executions_of_earlier_commands_and_lives_are_listed_with_their_histories(local: LocalAws) -> None:

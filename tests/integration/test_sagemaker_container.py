@@ -47,6 +47,11 @@ for content_type, body in (("text/csv", csv_body), ("application/json", json_bod
     text, accept = inference.output_fn(inference.predict_fn(inference.input_fn(body, content_type), model),
                                        "application/json")
     answers[content_type] = json.loads(text)["predictions"]
+# what a batch transform sends (SplitType Line, a MultiRecord mini-batch) and asks for back
+lines_body = "\\n".join(json.dumps(r) for r in json.loads(json_body)["instances"]).encode()
+text, accept = inference.output_fn(inference.predict_fn(inference.input_fn(lines_body, "application/jsonlines"), model),
+                                   "application/jsonlines")
+answers["application/jsonlines"] = [json.loads(line)["prediction"] for line in text.splitlines()]
 answers["records"] = inference.predict_records(model, json.loads(json_body)["instances"])
 answers["versions"] = {"python": "%d.%d" % sys.version_info[:2], "scikit-learn": sklearn.__version__,
                        "pandas": pandas.__version__}
@@ -130,7 +135,7 @@ def test_trains_and_serves_with_the_images_versions(
     trained = pd.read_csv(io.BytesIO(outputs["test_predictions.csv"]))
     expected = trained["y_pred"].tolist()
     assert len(expected) == len(splits["test"])
-    for route in ("text/csv", "application/json", "records"):
+    for route in ("text/csv", "application/json", "application/jsonlines", "records"):
         got = answers[route]
         if hyperparameters["problem_type"] == "regression":
             assert np.allclose(got, expected, rtol=1e-9, atol=1e-9), route

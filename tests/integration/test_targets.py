@@ -79,10 +79,14 @@ def _last_json(completed: subprocess.CompletedProcess[str]) -> dict:
 
 def test_boto3_starts_and_describes_executions_on_local_up(local_up: LocalUp) -> None:
     sfn, s3 = local_up.client("stepfunctions"), local_up.client("s3")
-    [machine] = sfn.list_state_machines()["stateMachines"]
+    machines = {m["name"]: m for m in sfn.list_state_machines()["stateMachines"]}
+    machine = machines["stepml-local-PipelineStateMachine"]
     bucket = local_up.client("cloudformation").describe_stacks(StackName="stepml-local")["Stacks"][0]["Outputs"]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in bucket}
     assert outputs["StateMachineArn"] == machine["stateMachineArn"]
+    assert (
+        outputs["BatchScoringStateMachineArn"] == machines["stepml-local-BatchScoringStateMachine"]["stateMachineArn"]
+    )
     s3.put_object(
         Bucket=outputs["DataBucketName"], Key="datasets/b/iris.csv", Body=(REPO / "data/iris.csv").read_bytes()
     )

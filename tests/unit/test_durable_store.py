@@ -151,3 +151,25 @@ def test_the_archive_pages_stored_and_live_executions_newest_first(tmp_path: Pat
     record = store.execution("old-3")
     assert record is not None and (record["status"], record["cause"]) == ("ABORTED", "killed")
     assert record["events"][-1]["type"] == "ExecutionAborted"
+
+
+def test_executions_of_two_state_machines_may_share_a_name_as_on_aws(tmp_path: Path) -> None:
+    """Names are unique per state machine: batch scoring's executions are kept apart from the pipeline's."""
+    store = DurableStore(tmp_path)
+    pipeline = "arn:aws:states:us-east-1:123456789012:stateMachine:stepml-local-PipelineStateMachine"
+    batch = "arn:aws:states:us-east-1:123456789012:stateMachine:stepml-local-BatchScoringStateMachine"
+    archive = ExecutionArchive(store, lambda _service: None, pipeline, other_state_machine_arns=[pipeline, batch])
+    for machine in (pipeline, batch):
+        arn = f"{machine.replace(':stateMachine:', ':execution:')}:same-name"
+        archive.started({"stateMachineArn": machine, "input": "{}"}, {"executionArn": arn, "startDate": 1.0})
+    assert archive.state_machine_arns == [pipeline, batch]
+    found = {m: archive.stored_for(m, "same-name") for m in (pipeline, batch)}
+    assert {m: r["stateMachineArn"] for m, r in found.items() if r} == {pipeline: pipeline, batch: batch}
+    # a name alone is the pipeline's (as stored before batch scoring existed); an ARN finds its own machine's
+    assert store.execution("same-name")["stateMachineArn"] == pipeline  # type: ignore[index]
+    batch_arn = f"{batch.replace(':stateMachine:', ':execution:')}:same-name"
+    assert archive.stored(batch_arn)["executionArn"] == batch_arn  # type: ignore[index]
+    assert archive.stored_for(f"{batch}:live", "same-name") == found[batch]  # a qualified ARN names its machine
+    assert [e["name"] for e in archive.listing({"stateMachineArn": batch}, [])["executions"]] == ["same-name"]
+    assert sorted(archive.abort_running("stopped")) == ["same-name", "same-name"]
+    assert archive.stored(batch_arn)["status"] == "ABORTED"  # type: ignore[index]

@@ -43,6 +43,7 @@ BOOSTING_TEXT_FEATURES = 200
 # A word must appear in this many rows to count, once there are enough rows to say (fewer: every word).
 TEXT_MIN_DF = 2
 TEXT_MIN_DF_ROWS = 100
+_PLAIN_NUMBERS = frozenset({int, float})
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _PANDAS_2 = int(pd.__version__.split(".")[0]) >= 2
@@ -106,6 +107,9 @@ def _as_bool(value: Any, column: str, row: int) -> float:
 def coerce_column(values: list[Any], role: str, column: str) -> np.ndarray:
     """A role's raw values as the pipeline takes them: float64 (numeric, boolean) or str/NaN objects."""
     if role == "numeric":
+        if set(map(type, values)) <= _PLAIN_NUMBERS:
+            # ints and floats only (JSON numbers, a batch's values): what _as_number gives each, in one call
+            return np.array(values, dtype="float64")
         return np.array([_as_number(v, column, i) for i, v in enumerate(values)], dtype="float64")
     if role == "boolean":
         return np.array([_as_bool(v, column, i) for i, v in enumerate(values)], dtype="float64")

@@ -109,10 +109,14 @@ def model_fn(model_dir: str) -> Pipeline:
 
 
 def input_fn(body: Any, content_type: str) -> pd.DataFrame:
-    """The inference API's request, ``{"instances": [{column: value, ...}, ...]}`` as JSON, as a frame."""
+    """The inference API's request, ``{"instances": [{column: value, ...}, ...]}`` as JSON, or batch scoring's
+    (``application/jsonlines``: one ``{column: value, ...}`` per line), as a frame."""
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    if content_type.startswith("application/jsonlines"):
+        return pd.DataFrame.from_records([json.loads(line) for line in text.splitlines() if line.strip()])
     if not content_type.startswith("application/json"):
         raise ValueError(f"unsupported content type {content_type!r}: send application/json")
-    payload = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+    payload = json.loads(text)
     rows = payload["instances"] if isinstance(payload, dict) else payload
     return pd.DataFrame.from_records(rows)
 
@@ -122,7 +126,10 @@ def predict_fn(data: pd.DataFrame, model: Pipeline) -> list[str]:
 
 
 def output_fn(prediction: list[str], accept: str) -> Any:
-    """``{"predictions": [...]}``, the answer the inference API reads."""
+    """``{"predictions": [...]}``, the answer the inference API reads; for batch scoring (``application/jsonlines``)
+    one ``{"prediction": ...}`` line per row, in order."""
+    if accept.startswith("application/jsonlines"):
+        return "".join(json.dumps({"prediction": p}) + "\n" for p in prediction), "application/jsonlines"
     return json.dumps({"predictions": prediction}), "application/json"
 
 

@@ -74,3 +74,15 @@ class TransientStoreError(TransientError):
 
 class DeployLeaseBusyError(TransientError):
     """Another execution is changing this model's endpoint; the state machine waits and tries again."""
+
+
+class BatchScoringError(PermanentError):
+    """Base of batch scoring's own errors (a bad input file is a DataValidationError, as for training)."""
+
+
+class TransformJobFailedError(BatchScoringError):
+    """The batch transform job failed or ran out of time; the cause carries its FailureReason."""
+
+
+class BatchOutputError(BatchScoringError):
+    """The transform job's output does not line up with the input rows; no scored file is written."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
@@ -104,6 +104,39 @@ class ObjectStore:
     def upload(self, path: Path, uri: str, content_type: str = "application/octet-stream") -> str:
         return self.write_bytes(uri, path.read_bytes(), content_type)
 
+    def write_stream(self, uri: str, handle: BinaryIO, content_type: str = "application/octet-stream") -> str:
+        """Write what ``handle`` (a seekable file) holds from its start, streamed: a large file is never read
+        into memory (one PutObject, so at most S3's 5 GB)."""
+        location = S3Uri.parse(uri)
+        handle.seek(0)
+        with transient_errors_as(f"writing {uri}"):
+            self._s3.put_object(Bucket=location.bucket, Key=location.key, Body=handle, ContentType=content_type)
+        return uri
+
+    def download_stream(self, uri: str, path: Path, chunk_bytes: int = 8 * 1024 * 1024) -> int:
+        """Copy the object to ``path`` chunk by chunk (never whole in memory); its size in bytes."""
+        location = S3Uri.parse(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with transient_errors_as(f"reading {uri}"):
+            try:
+                body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
+                    raise DatasetNotFoundError(f"no object at {uri}") from error
+                raise
+            with path.open("wb") as out:
+                for chunk in body.iter_chunks(chunk_bytes):
+                    out.write(chunk)
+                    size += len(chunk)
+        return size
+
+    def delete(self, uri: str) -> None:
+        """Delete the object (its current version on a versioned bucket); a missing object is no error."""
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"deleting {uri}"):
+            self._s3.delete_object(Bucket=location.bucket, Key=location.key)
+
     def copy(self, source_uri: str, destination_uri: str) -> str:
         source, destination = S3Uri.parse(source_uri), S3Uri.parse(destination_uri)
         with transient_errors_as(f"copying {source_uri} to {destination_uri}"):
@@ -118,6 +151,18 @@ class ObjectStore:
                     raise DatasetNotFoundError(f"no object at {source_uri}") from error
                 raise
         return destination_uri
+
+    def size(self, uri: str) -> int:
+        """The object's size in bytes; a missing object is DatasetNotFoundError."""
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"checking {uri}"):
+            try:
+                head = self._s3.head_object(Bucket=location.bucket, Key=location.key)
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}:
+                    raise DatasetNotFoundError(f"no object at {uri}") from error
+                raise
+        return int(head["ContentLength"])
 
     def exists(self, uri: str) -> bool:
         location = S3Uri.parse(uri)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline_core.errors import ConfigurationError
-from pipeline_core.standin import endpoints, training, tuning
+from pipeline_core.standin import endpoints, training, transform, tuning
 from pipeline_core.standin.store import RecordStore
 
 Action = Callable[[RecordStore, dict[str, Any]], dict[str, Any]]
@@ -24,6 +24,8 @@ ACTIONS: dict[str, Action] = {
     "UpdateEndpoint": endpoints.update_endpoint,
     "DescribeEndpoint": endpoints.describe_endpoint,
     "DeleteEndpoint": endpoints.delete_endpoint,
+    "CreateTransformJob": transform.create_transform_job,
+    "DescribeTransformJob": transform.describe_transform_job,
 }
 
 
@@ -40,9 +42,11 @@ def action(name: str) -> Action:
 def run_action(
     name: str, request: dict[str, Any], store: RecordStore, time_budget_seconds: float | None = None
 ) -> dict[str, Any]:
-    """Run SageMaker API ``name`` on ``request`` (``time_budget_seconds`` bounds the jobs that train)."""
+    """Run SageMaker API ``name`` on ``request`` (``time_budget_seconds`` bounds the jobs that train or transform)."""
     if name == "CreateTrainingJob":
         return training.create_training_job(store, request, time_budget_seconds=time_budget_seconds)
     if name == "CreateHyperParameterTuningJob":
         return tuning.create_hyper_parameter_tuning_job(store, request, time_budget_seconds=time_budget_seconds)
+    if name == "CreateTransformJob":
+        return transform.create_transform_job(store, request, time_budget_seconds=time_budget_seconds)
     return action(name)(store, request)

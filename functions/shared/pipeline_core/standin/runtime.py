@@ -66,7 +66,7 @@ class _Source:
 
 
 @dataclass
-class _Model:
+class LoadedModel:
     """A loaded model: model_fn's bundle and the inference module that serves it."""
 
     model_data_url: str
@@ -99,8 +99,42 @@ class _Model:
             raise ValueError(f'output_fn must answer {{"predictions": [...]}} to the inference API, not {body!s:.200}')
         return list(payload["predictions"])
 
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        """One request through the serving code as the scikit-learn container's handler runs it:
+        ``input_fn`` -> ``predict_fn`` -> ``output_fn``; returns (body, content type).
+
+        The container has default decoders for JSON, CSV and NPY only, which a batch transform's JSON Lines
+        would not get through; so serving code without ``input_fn``/``output_fn`` is refused here, naming what
+        is missing, rather than answered in a way SageMaker would not.
+        """
+        module = self.module
+        missing = [name for name in ("input_fn", "predict_fn", "output_fn") if not hasattr(module, name)]
+        if missing:
+            raise ValueError(
+                f"the serving code defines no {', '.join(missing)}: it cannot answer {content_type} requests "
+                "(the scikit-learn container's defaults read JSON, CSV and NPY only)"
+            )
+        data = module.input_fn(body, content_type)
+        prediction = module.predict_fn(data, self.bundle)
+        answer = module.output_fn(prediction, accept)
+        text, answered = answer if isinstance(answer, tuple) else (answer, accept)
+        return (text.encode() if isinstance(text, str) else bytes(text)), str(answered)
+
 
 ModelKey = tuple[str, str, str]  # (ModelDataUrl, SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_PROGRAM)
+
+
+def container_key(store: RecordStore, model_name: str, where: str) -> tuple[str, str, str]:
+    """(ModelDataUrl, SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_PROGRAM) of SageMaker model ``model_name``."""
+    container = describe_model(store, model_name).get("PrimaryContainer", {})
+    environment = container.get("Environment", {})
+    url, source = container.get("ModelDataUrl"), environment.get("SAGEMAKER_SUBMIT_DIRECTORY")
+    if not url or not source:
+        raise ModelError(
+            f"{where}: model {model_name} needs PrimaryContainer.ModelDataUrl "
+            "and Environment.SAGEMAKER_SUBMIT_DIRECTORY for the stand-in to serve it"
+        )
+    return url, source, environment.get("SAGEMAKER_PROGRAM", "inference.py")
 
 
 @dataclass
@@ -142,7 +176,7 @@ class ModelServer:
         self.metrics = metrics
         self._lock = threading.RLock()
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._models: OrderedDict[ModelKey, _Model] = OrderedDict()
+        self._models: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
         self._sources: OrderedDict[tuple[str, str], _Source] = OrderedDict()
 
     def clear(self) -> None:
@@ -226,17 +260,18 @@ class ModelServer:
         config = describe_endpoint_config(store, config_name)
         # SageMaker splits traffic between variants by weight; the stand-in serves the heaviest one.
         variant = max(config["ProductionVariants"], key=lambda v: float(v.get("InitialVariantWeight", 1.0)))
-        container = describe_model(store, variant["ModelName"]).get("PrimaryContainer", {})
-        environment = container.get("Environment", {})
-        url, source = container.get("ModelDataUrl"), environment.get("SAGEMAKER_SUBMIT_DIRECTORY")
-        if not url or not source:
-            raise ModelError(
-                f"endpoint {endpoint_name}: model {variant['ModelName']} needs PrimaryContainer.ModelDataUrl "
-                "and Environment.SAGEMAKER_SUBMIT_DIRECTORY for the stand-in to serve it"
-            )
-        return url, source, environment.get("SAGEMAKER_PROGRAM", "inference.py")
+        return container_key(store, variant["ModelName"], f"endpoint {endpoint_name}")
 
-    def _load(self, store: RecordStore, model_key: ModelKey) -> _Model:
+    def model_named(self, store: RecordStore, model_name: str) -> LoadedModel:
+        """The SageMaker model ``model_name`` loaded as a container would load it (what a transform job runs);
+        kept warm with the endpoints' models."""
+        model_key = container_key(store, model_name, f"model {model_name}")
+        with self._lock:
+            model = self._models.get(model_key) or self._load(store, model_key)
+            self._models.move_to_end(model_key)
+            return model
+
+    def _load(self, store: RecordStore, model_key: ModelKey) -> LoadedModel:
         """Download, extract and model_fn a model (called under the lock: loads are rare and one at a time
         avoids loading the same model twice)."""
         url, source_uri, program = model_key
@@ -249,7 +284,7 @@ class ModelServer:
         except Exception as error:
             directory.cleanup()
             raise ModelError(f"could not load the model at {url}: {type(error).__name__}: {error}") from error
-        model = _Model(url, bundle, source, directory)
+        model = LoadedModel(url, bundle, source, directory)
         _lru_put(self._models, model_key, model, MAX_MODELS)
         return model
 
@@ -376,3 +411,8 @@ def invoke_endpoint(
 def reset_model_cache() -> None:
     """Drop every loaded model and endpoint route of this process."""
     _SERVER.clear()
+
+
+def transform_model(store: RecordStore, model_name: str) -> LoadedModel:
+    """SageMaker model ``model_name`` loaded for a transform job (ModelError if it cannot be loaded)."""
+    return _SERVER.model_named(store, model_name)

@@ -24,7 +24,9 @@ from pipeline_core.errors import DatasetNotFoundError
 from pipeline_core.settings import require_env
 from pipeline_core.standin.errors import ValidationException
 
-Kind = Literal["training-jobs", "hyper-parameter-tuning-jobs", "models", "endpoint-configs", "endpoints"]
+Kind = Literal[
+    "training-jobs", "hyper-parameter-tuning-jobs", "models", "endpoint-configs", "endpoints", "transform-jobs"
+]
 
 PREFIX = "_sagemaker"
 # LocalStack's account; the handler passes the real one from the Lambda context when it has it.
@@ -37,6 +39,7 @@ _ARN_RESOURCE = {
     "models": "model",
     "endpoint-configs": "endpoint-config",
     "endpoints": "endpoint",
+    "transform-jobs": "transform-job",
 }
 
 
