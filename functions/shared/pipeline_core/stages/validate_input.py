@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, InputValidationError
-from pipeline_core.models import InputRole, RareClasses, RunConfig
+from pipeline_core.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    MAX_APPROVAL_TIMEOUT_SECONDS,
+    ApprovalMode,
+    InputRole,
+    RareClasses,
+    RunConfig,
+)
 from pipeline_core.settings import require_env
 from pipeline_core.stages.trainer_input import (
     TRAINER_TAGS,
@@ -115,6 +122,21 @@ class PipelineInput(BaseModel):
         pattern="^[A-Za-z0-9_-]+$",
         description="the run id of the failed run this run resumes (set by `stepml resume`); recorded in the run",
     )
+    approval: ApprovalMode = Field(
+        default="none",
+        description="manual: a model that passes the quality gate is registered as pending_approval and waits "
+        "for `stepml approve` or `stepml reject` (or SendTaskSuccess/SendTaskFailure) before it is deployed; "
+        "none: it is deployed at once (docs/approval.md)",
+    )
+    approval_timeout_seconds: int = Field(
+        default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        ge=1,
+        # checked by the validator below, whose message says why; the schema shows the bound too
+        json_schema_extra={"maximum": MAX_APPROVAL_TIMEOUT_SECONDS},
+        description="with approval manual: how long the run waits for a decision before the model is rejected "
+        f"(at most {MAX_APPROVAL_TIMEOUT_SECONDS}: the whole run must end within the state machine's 2-hour "
+        "timeout, deployment included)",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -147,6 +169,16 @@ class PipelineInput(BaseModel):
             )
         if value is not None and RESERVED_PREFIX in value:
             raise ValueError(f"must not contain {RESERVED_PREFIX!r} (reserved for the pipeline's own names)")
+        return value
+
+    @field_validator("approval_timeout_seconds")
+    @classmethod
+    def _approval_fits_in_the_execution(cls, value: int) -> int:
+        if value > MAX_APPROVAL_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"must be at most {MAX_APPROVAL_TIMEOUT_SECONDS} seconds: the whole run (training, the wait for "
+                "approval and deployment) must end within the state machine's 2-hour timeout (TimeoutSeconds 7200)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -343,6 +375,8 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         rare_classes=request.rare_classes,
         no_cache=request.no_cache,
         resume_of=request.resume_of,
+        approval=request.approval,
+        approval_timeout_seconds=request.approval_timeout_seconds,
         tuning=None
         if request.tuning is None
         else tuning_config(
