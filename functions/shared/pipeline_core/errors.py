@@ -62,3 +62,13 @@ class TransientStoreError(TransientError):
 
 class DeployLeaseBusyError(TransientError):
     """Another execution is changing this model's endpoint; the state machine waits and tries again."""
+
+
+class ModelRejected(PermanentError):
+    """A person rejected a model waiting for manual approval. Never raised by a stage: ``stepml reject`` (or
+    ``aws stepfunctions send-task-failure --error ModelRejected``) sends it as the RequestApproval state's
+    error, which that state's Catch sends to RegisterRejected. Named here so both use one spelling."""
+
+
+class ApprovalStateError(PermanentError):
+    """A model version is not in the state an approval step expects (e.g. no longer pending_approval)."""
