@@ -275,8 +275,9 @@ def record_failure(
             registry(), model_name, execution_arn, failed_state, summary.error,
             _mapping(state.get("evaluation")).get("approval"),
         )  # fmt: skip
-        if closed is not None:
+        if closed is not None and closed.approval is not None:
             logger.info("pending approval closed", extra={"model_name": model_name, "version": closed.version})
+            runs.update_run(run_id, approval=closed.approval.model_dump(mode="json"))
     endpoint_name = _text(config.get("endpoint_name"))
     if not (endpoint_name and model_name and endpoint_was_touched(state, failed_state)):
         runs.update_run(run_id, failure_handled_at=utc_now())
