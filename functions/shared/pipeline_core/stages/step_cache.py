@@ -72,6 +72,9 @@ RUN_FIELDS = frozenset(
         "models_prefix",
         "no_cache",
         "resume_of",
+        # whether a person approves the model before it is deployed, and how long they have: after Evaluate
+        "approval",
+        "approval_timeout_seconds",
     }
 )
 # Fields a step does not read, beyond RUN_FIELDS (its key is the previous step's plus these exceptions).
