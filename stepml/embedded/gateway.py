@@ -206,6 +206,8 @@ class Gateway:
             return self._start_execution(environ, start_response)
         if operation == "SendTaskFailure":
             return self._send_task_failure(environ, start_response)
+        if operation == "StopExecution":
+            return self._stop_execution(environ, start_response)
         if operation == "ValidateStateMachineDefinition":
             from http import HTTPStatus
 
@@ -300,6 +302,23 @@ class Gateway:
             return json_error(start_response, f"{error.code} Bad Request", error.error_type, error.message)
         return self._json_answer(start_response, {})
 
+    def _stop_execution(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """StopExecution, also of an execution whose task waits for a callback (a run waiting for approval).
+
+        moto's engine marks the execution stopped but goes on waiting for the task token until the task's
+        timeout, whose error then ends it FAILED; AWS ends it ABORTED at once. After moto's own StopExecution
+        the execution's waits are released with an empty success, which its stopped program does not act on:
+        it ends ABORTED, as on AWS. (Its history then has a TaskSucceeded event just before ExecutionAborted,
+        which AWS's would not: the only trace of the difference.)
+        """
+        request = _json(_read_body(environ))
+        captured = _Captured()
+        answer = b"".join(self._moto_app(environ, captured))
+        if captured.ok:
+            _release_callbacks(str(request.get("executionArn", "")))
+        start_response(captured.status, _without_cors(captured.headers))
+        return [answer]
+
     # -- Lambda -----------------------------------------------------------------------------------------
     def _invoke(self, environ: dict[str, Any], start_response: StartResponse, name: str) -> Iterable[bytes]:
         raw = _read_body(environ)
@@ -365,6 +384,26 @@ def _cors_stripped(start_response: StartResponse) -> StartResponse:
 def _without_cors(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     # moto's server answers every origin with Access-Control-Allow-Origin: *; the local AWS answers none.
     return [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
+
+
+def _release_callbacks(execution_arn: str) -> int:
+    """End every callback wait of a stopped execution (see ``Gateway._stop_execution``); how many."""
+    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeSuccess
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    from stepml.embedded.template import ACCOUNT_ID, REGION
+
+    released = 0
+    for machine in stepfunctions_parser_backends[ACCOUNT_ID][REGION].state_machines:
+        for execution in machine.executions:
+            worker = getattr(execution, "exec_worker", None)
+            if getattr(execution, "exec_arn", None) != execution_arn or worker is None:
+                continue
+            # moto keeps the waiting tasks' endpoints by token in its pool manager (no public listing)
+            for token, endpoint in list(worker.env.callback_pool_manager._pool.items()):
+                endpoint.notify(CallbackOutcomeSuccess(callback_id=token, output="{}"))
+                released += 1
+    return released
 
 
 def _invokes(details: dict[str, Any], function: set[str], event: Any) -> bool:
