@@ -191,7 +191,7 @@ def test_an_approved_run_deploys_that_same_version(story: Story) -> None:
     assert run["status"] == "SUCCEEDED" and run["model_version"] == 1
     states = _states(run)
     assert states[states.index("QualityGate") :] == [
-        "QualityGate", "ApprovalRequired", "RequestApproval", "CreateModel", "CreateEndpointConfig",
+        "QualityGate", "RequestApproval", "CreateModel", "CreateEndpointConfig",
         "AcquireDeployLease", "GateUnderLease", "StillPassesGate", "FindEndpoint", "CreateOrUpdateEndpoint",
         "CreateEndpoint", "DescribeEndpoint", "EndpointReady", "Register", "Notify", "Succeeded",
     ]  # fmt: skip
@@ -215,7 +215,7 @@ def test_a_rejected_run_registers_that_version_rejected_and_leaves_the_endpoint(
     assert run["status"] == "SUCCEEDED" and run["model_version"] == 2
     states = _states(run)
     assert states[states.index("QualityGate") :] == [
-        "QualityGate", "ApprovalRequired", "RequestApproval", "RegisterRejected", "Notify", "Succeeded",
+        "QualityGate", "RequestApproval", "RegisterRejected", "Notify", "Succeeded",
     ]  # fmt: skip
     assert run["approval"]["status"] == "rejected" and run["approval"]["reason"] == "the report shows drift"
     versions = story.approvals.versions()

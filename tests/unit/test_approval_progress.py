@@ -37,8 +37,8 @@ def _event(event_id: int, kind: str, **details: Any) -> dict[str, Any]:
 
 WAITING = [
     _event(1, "ExecutionStarted"),
-    _event(2, "ChoiceStateEntered", name="ApprovalRequired"),
-    _event(3, "ChoiceStateExited", name="ApprovalRequired"),
+    _event(2, "ChoiceStateEntered", name="QualityGate"),
+    _event(3, "ChoiceStateExited", name="QualityGate"),
     _event(4, "TaskStateEntered", name="RequestApproval"),
     _event(5, "TaskScheduled"),
     _event(6, "TaskStarted"),
