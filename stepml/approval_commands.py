@@ -96,8 +96,7 @@ def pending_version(registry: Any, model_name: str, version: int) -> Any:
         waiting = f"; waiting for approval: {', '.join(f'v{v}' for v in pending)}" if pending else ""
         have = f"version {versions[0]}" if len(versions) == 1 else f"versions {versions[0]}-{versions[-1]}"
         raise ApprovalCommandError(
-            f"{model_name} has no version {version} ({have}{waiting}); "
-            f"see `stepml models --model {model_name}`"
+            f"{model_name} has no version {version} ({have}{waiting}); see `stepml models --model {model_name}`"
         )
     if record.status != "pending_approval":
         raise ApprovalCommandError(not_pending(record))
@@ -122,8 +121,10 @@ def no_longer_waiting(target: Target, registry: Any, record: Any, token: str, co
     head = f"{record.model_name} v{record.version} cannot be {verb}: Step Functions answered {code}"
     if status == "RUNNING":
         return (
-            f"{head}: its run {run} no longer waits for this decision (the approval timed out just now); the run "
-            f"records the outcome itself: see `stepml watch {run}` and `stepml models --model {record.model_name}`"
+            f"{head}: its run {run} is running but no longer waits on the token the registry held: the approval "
+            "timed out just now (the run records that itself), or RequestApproval was retried and waits on a new "
+            f"token (try again in a few seconds); see `stepml watch {run}` and "
+            f"`stepml models --model {record.model_name}`"
         )
     now = iso(datetime.now(UTC))
     approval = record.approval.model_dump(mode="json") if record.approval else {}

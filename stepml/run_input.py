@@ -48,7 +48,7 @@ def add_approval_options(parser: argparse.ArgumentParser) -> None:
         "--approval-timeout",
         type=int,
         metavar="SECONDS",
-        help="with --approval manual: reject the model if nobody decides within SECONDS (default 3600, at most 5400)",
+        help="with --approval manual: reject the model if nobody decides within SECONDS (default 3600; 10 to 5400)",
     )
 
 

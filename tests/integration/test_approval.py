@@ -161,7 +161,7 @@ def story(state_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     assert rerun.exit_code == 0, rerun.output
     rejected = approvals.decide("approval-reject", "reject", 2, "the report shows drift")
     timed_out = run_cli(
-        "--data", str(dataset), "--model-name", MODEL, "--approval", "manual", "--approval-timeout", "3",
+        "--data", str(dataset), "--model-name", MODEL, "--approval", "manual", "--approval-timeout", "10",
         "--no-cache", "--name", "approval-timeout",
     )  # fmt: skip
     assert timed_out.exit_code == 0, timed_out.output
@@ -233,8 +233,8 @@ def test_a_run_nobody_decides_on_is_rejected_when_the_approval_times_out(story: 
     assert request["errors"] == ["States.Timeout"]
     assert run["approval"]["status"] == "rejected" and run["approval"]["timed_out"] is True
     v3 = story.approvals.versions()[3]
-    assert v3["status"] == "rejected" and v3["approval"]["reason"] == "approval timed out after 3 s"
-    assert v3["gate_reason"].startswith("rejected: approval timed out after 3 s")
+    assert v3["status"] == "rejected" and v3["approval"]["reason"] == "approval timed out after 10 s"
+    assert v3["gate_reason"].startswith("rejected: approval timed out after 10 s")
     assert story.approvals.served_config() == story.approvals.versions()[1]["endpoint_config_name"]
 
 

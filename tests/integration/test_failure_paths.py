@@ -84,7 +84,7 @@ TUNE_STATES = ["Tune", "DescribeBestTrainingJob"]
 TUNE_PATH = [t for s in CREATE_PATH for t in (TUNE_STATES if s == "Train" else [s])]
 REJECTED_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
 # approval "manual" and nobody decided: RequestApproval times out, its Catch registers the model rejected
-APPROVAL = {"approval": "manual", "approval_timeout_seconds": 3}
+APPROVAL = {"approval": "manual", "approval_timeout_seconds": 10}
 APPROVAL_STATES = ["RequestApproval"]
 APPROVAL_TIMEOUT_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], *APPROVAL_STATES]
 APPROVAL_TIMEOUT_PATH += ["RegisterRejected", "Notify", "Succeeded"]

@@ -364,3 +364,20 @@ def test_the_register_function_serves_request_approval(
     answer = approval.ApprovalRequest.model_validate(register_app.lambda_handler(event, None))
     assert answer.version == 1 and registry(aws).approval_token("iris", 1) == "t"
     assert len(topic.messages()) == 1
+
+
+def test_a_timeout_before_the_request_was_recorded_still_records_the_timeout(
+    aws: FakeAws, state: dict[str, Any]
+) -> None:
+    """On a busy machine a short approval timeout can fire before RequestApproval's function has written the
+    pending version: RegisterRejected then writes the version itself, with the timeout, not the gate's pass."""
+    settle(aws, state, "rejected", {"Error": "States.Timeout", "Cause": ""})
+    [record] = registry(aws).versions("iris")
+    assert record.status == "rejected" and record.execution_arn == ARN.format("run-1")
+    assert record.approval is not None and record.approval.timed_out and record.approval.status == "rejected"
+    assert record.gate_reason is not None and record.gate_reason.startswith("rejected: approval timed out after 600 s")
+    # the function, running late, finds its execution's version decided: it neither asks nor notifies
+    topic = Topic()
+    with pytest.raises(ApprovalStateError, match="cannot wait for approval again"):
+        ask(aws, state, "token-late", topic)
+    assert topic.messages() == [] and len(registry(aws).versions("iris")) == 1

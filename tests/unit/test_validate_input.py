@@ -297,6 +297,7 @@ def test_json_schema_documents_the_console_input() -> None:
     assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
     assert schema["properties"]["approval"]["enum"] == ["none", "manual"]
     assert schema["properties"]["approval_timeout_seconds"]["maximum"] == MAX_APPROVAL_TIMEOUT_SECONDS
+    assert schema["properties"]["approval_timeout_seconds"]["minimum"] == 10
 
 
 def test_approval_is_off_unless_asked_for_and_its_timeout_reaches_the_config() -> None:
@@ -313,7 +314,11 @@ def test_approval_is_off_unless_asked_for_and_its_timeout_reaches_the_config() -
     [
         ({"approval": "auto"}, "approval: Input should be 'none' or 'manual' (got 'auto')"),
         ({"approval": True}, "approval: Input should be 'none' or 'manual' (got true)"),
-        ({"approval_timeout_seconds": 0}, "approval_timeout_seconds: Input should be greater than or equal to 1"),
+        (
+            {"approval_timeout_seconds": 9},
+            "approval_timeout_seconds: must be at least 10 seconds: the wait includes the invocation that registers "
+            "the model and says how to approve it (got 9)",
+        ),
         ({"approval_timeout_seconds": "60"}, "approval_timeout_seconds: Input should be a valid integer"),
         (
             {"approval": "manual", "approval_timeout_seconds": 7200},

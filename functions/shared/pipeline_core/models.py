@@ -38,6 +38,8 @@ EXECUTION_TIMEOUT_SECONDS = 7200
 # most: the whole execution must end within EXECUTION_TIMEOUT_SECONDS, training and deployment included.
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 3600
 MAX_APPROVAL_TIMEOUT_SECONDS = 5400
+# at least: the wait includes RequestApproval's own invocation, which must record the request well before it ends
+MIN_APPROVAL_TIMEOUT_SECONDS = 10
 
 
 class Contract(BaseModel):

@@ -221,6 +221,30 @@ def settled_reason(approval: ApprovalRecord, evaluation: EvaluationResult, super
     )
 
 
+def unrecorded(
+    config: RunConfig,
+    evaluation: EvaluationResult,
+    status: Literal["approved", "rejected"],
+    now: datetime | None = None,
+) -> tuple[ApprovalRecord, str] | None:
+    """The decision and reason for a new version of a run whose RequestApproval ended before its function
+    recorded the request (a timeout shorter than the invocation, on a busy machine); None for a run that asked
+    for no approval. Its request time is unknown: the decision's time stands in for it.
+
+    (Were the timeout to fire in the few milliseconds the function takes to write the pending version, both
+    could write: that version would stay pending, and ``stepml approve|reject`` rejects it, its run ended.)
+    """
+    if evaluation.approval is None:
+        return None
+    moment = now or datetime.now(UTC)
+    when = iso(moment)
+    unknown = ApprovalRecord(
+        status="pending", requested_at=when, timeout_seconds=config.approval_timeout_seconds, deadline=when
+    )
+    decided = decision(evaluation.approval, unknown, moment)
+    return decided, settled_reason(decided, evaluation, status == "rejected" and decided.status == "approved")
+
+
 def settle_pending(
     registry: ModelRegistry,
     record: RegistryRecord,

@@ -131,7 +131,9 @@ def register(
         reason = record.gate_reason or reason
     elif record is not None and record.approval is not None and record.approval.status != "pending":
         reason = record.gate_reason or reason  # a retry after this run settled its approval
-    if record is None:
+    # a decision without its pending version: RequestApproval timed out before its function recorded the request
+    unrecorded = approvals.unrecorded(config, evaluation, status) if record is None else None
+    if record is None and unrecorded is None:
         record = find_same_model(registry, model_name, training.TrainingJobName, status)
         reused_version = record is not None
     if record is None:
@@ -140,6 +142,9 @@ def register(
             check_identity(registry, config.identity, consistent=True)
         entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status)
         entry["reused_steps"] = (runs.get_run(config.run_id) or {}).get("reused_steps") or {}
+        if unrecorded is not None:
+            decided, reason = unrecorded
+            entry.update(approval=decided.model_dump(mode="json"), gate_reason=reason)
         record = registry.register_model(entry)
     # this run's own approval (a version an earlier run registered keeps that run's, which is not this run's)
     approval = record.approval if record.execution_arn == execution_arn else None

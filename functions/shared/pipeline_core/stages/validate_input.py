@@ -19,6 +19,7 @@ from pipeline_core.errors import ConfigurationError, InputValidationError
 from pipeline_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     MAX_APPROVAL_TIMEOUT_SECONDS,
+    MIN_APPROVAL_TIMEOUT_SECONDS,
     ApprovalMode,
     InputRole,
     RareClasses,
@@ -130,12 +131,11 @@ class PipelineInput(BaseModel):
     )
     approval_timeout_seconds: int = Field(
         default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
-        ge=1,
-        # checked by the validator below, whose message says why; the schema shows the bound too
-        json_schema_extra={"maximum": MAX_APPROVAL_TIMEOUT_SECONDS},
+        # checked by the validator below, whose message says why; the schema shows the bounds too
+        json_schema_extra={"minimum": MIN_APPROVAL_TIMEOUT_SECONDS, "maximum": MAX_APPROVAL_TIMEOUT_SECONDS},
         description="with approval manual: how long the run waits for a decision before the model is rejected "
-        f"(at most {MAX_APPROVAL_TIMEOUT_SECONDS}: the whole run must end within the state machine's 2-hour "
-        "timeout, deployment included)",
+        f"({MIN_APPROVAL_TIMEOUT_SECONDS} to {MAX_APPROVAL_TIMEOUT_SECONDS}: the whole run must end within the state "
+        "machine's 2-hour timeout, deployment included)",
     )
 
     @field_validator("dataset")
@@ -174,6 +174,11 @@ class PipelineInput(BaseModel):
     @field_validator("approval_timeout_seconds")
     @classmethod
     def _approval_fits_in_the_execution(cls, value: int) -> int:
+        if value < MIN_APPROVAL_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"must be at least {MIN_APPROVAL_TIMEOUT_SECONDS} seconds: the wait includes the invocation that "
+                "registers the model and says how to approve it"
+            )
         if value > MAX_APPROVAL_TIMEOUT_SECONDS:
             raise ValueError(
                 f"must be at most {MAX_APPROVAL_TIMEOUT_SECONDS} seconds: the whole run (training, the wait for "
