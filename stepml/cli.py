@@ -65,6 +65,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 machine = target.outputs.state_machine_arn.rsplit(":", 1)[-1]
                 print(f"stepml run on the embedded target: {dataset.name} → {machine}", file=out)
             cursor = target.control("GET", "/_stepml/invocations")["next"]
+            # --json prints nothing while the run goes, but a wait for approval must be said (stderr)
+            waits = args.json and execution_input.get("approval") == "manual"
             outcome, _ = start_and_follow(
                 target.client("stepfunctions"),
                 target.outputs.start_arn,
@@ -75,6 +77,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 # the command ends this much after the execution, on average half of it; a DescribeExecution
                 # costs the local AWS ~8 ms of CPU (AWS's own quota is not at stake: this is the embedded target)
                 poll_seconds=0.1,
+                notices=sys.stderr if waits else None,
             )
         except TargetError as error:
             raise CliError(str(error)) from error
@@ -166,12 +169,17 @@ def _print_runs(rows: list[dict[str, Any]], as_json: bool, out: TextIO) -> int:
         print("No runs yet: start one with `stepml run`.", file=out)
         return 0
     # VERSION: the state machine version the run ran ("3" on AWS; "sha256:<12 hex>" where runs start unversioned)
-    print(f"{'NAME':<48} {'STATUS':<10} {'VERSION':<19} {'SECONDS':>8}  {'STARTED':<32}  ROLLOUT", file=out)
+    # APPROVAL: a run with manual approval, pending (it waits now), approved, rejected or timed out
+    print(
+        f"{'NAME':<48} {'STATUS':<10} {'VERSION':<19} {'SECONDS':>8}  {'APPROVAL':<10} {'STARTED':<32}  ROLLOUT",
+        file=out,
+    )
     for row in rows:
         version = row.get("definition_version") or "-"
+        approval = row.get("approval") or "-"
         print(
-            f"{row['name']:<48} {row['status']:<10} {version:<19} {row['seconds']:>8}  {row['started']:<32}  "
-            f"{rollout_cell(row.get('rollout'))}",
+            f"{row['name']:<48} {row['status']:<10} {version:<19} {row['seconds']:>8}  {approval:<10} "
+            f"{row['started']:<32}  {rollout_cell(row.get('rollout'))}",
             file=out,
         )
     return 0
@@ -197,7 +205,7 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     # a model is (name, target, problem type): the target and problem type say what each version predicts
     print(
-        f"{'MODEL':<20} {'VER':>4} {'STATUS':<11} {'TARGET':<16} {'PROBLEM':<10} {'PRIMARY':<20} {'ENDPOINT':<28} "
+        f"{'MODEL':<20} {'VER':>4} {'STATUS':<16} {'TARGET':<16} {'PROBLEM':<10} {'PRIMARY':<20} {'ENDPOINT':<28} "
         f"{'CREATED':<25}  {'ROLLOUT':<24}  GATE",
         file=out,
     )
@@ -207,9 +215,13 @@ def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
         problem = PROBLEM_SHORT.get(r.problem_type, r.problem_type)
         rollout = rollout_cell(r.rollout.model_dump() if r.rollout else None)
         # the gate's reason last: it is long, and for a rejected version it is the one thing to read
+        gate = r.gate_reason or "-"
+        if r.status == "pending_approval" and r.approval:
+            decide = f"stepml approve|reject {r.model_name} {r.version}"
+            gate = f"waiting for approval until {r.approval.deadline} ({decide}); {gate}"
         print(
-            f"{r.model_name:<20} {r.version:>4} {r.status:<11} {r.target:<16} {problem:<10} {primary:<20} "
-            f"{endpoint:<28} {r.created_at:<25}  {rollout:<24}  {r.gate_reason or '-'}",
+            f"{r.model_name:<20} {r.version:>4} {r.status:<16} {r.target:<16} {problem:<10} {primary:<20} "
+            f"{endpoint:<28} {r.created_at:<25}  {rollout:<24}  {gate}",
             file=out,
         )
     return 0
@@ -251,12 +263,12 @@ def cmd_start(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     """Follow an execution until it ends (or show how it ended) and summarise it."""
-    from stepml.remote import print_outcome, watch
+    from stepml.remote import print_outcome, target_flags, watch
     from stepml.targets import TargetError
 
     with _open_target(args, project_layout()) as target:
         try:
-            outcome = watch(target, args.execution, None if args.json else out)
+            outcome = watch(target, args.execution, None if args.json else out, target_flags(args))
         except TargetError as error:
             raise CliError(f"{error}; see `stepml runs`") from error
     return print_outcome(outcome, args.json, out)
@@ -393,7 +405,7 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from stepml.data_options import add_data_options
     from stepml.rollout_commands import add_rollout_option
-    from stepml.run_input import add_cache_option
+    from stepml.run_input import add_approval_options, add_cache_option
     from stepml.trainers import add_trainer_options
 
     parser = argparse.ArgumentParser(prog="stepml", description=__doc__)
@@ -410,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(run)
     add_cache_option(run)
     add_rollout_option(run)
+    add_approval_options(run)
     run.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     run.add_argument(
         "--inject-fault",
@@ -439,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(start)
     add_cache_option(start)
     add_rollout_option(start)
+    add_approval_options(start)
     start.add_argument("--no-wait", action="store_true", help="print the execution ARN and return")
     start.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     start.set_defaults(func=cmd_start)
@@ -470,13 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     from stepml import serve
 
     serve.add_parser(commands)  # `stepml serve`: the inference API on 127.0.0.1
-    from stepml import cache_commands, monitor_commands, predict, resume, rollout_commands
+    from stepml import approval_commands, cache_commands, monitor_commands, predict, resume, rollout_commands
 
     resume.add_parser(commands, _target_options)  # `stepml resume RUN`
     cache_commands.add_parser(commands, _target_options)  # `stepml cache list|clear`
     monitor_commands.add_parser(commands, _target_options)  # `stepml monitor`
     rollout_commands.add_parser(commands, _target_options)  # `stepml alarm set NAME STATE`
     predict.add_parser(commands, _target_options)  # `stepml predict`: batch scoring
+    approval_commands.add_parser(commands, _target_options)  # `stepml approve|reject MODEL VERSION`
 
     local = commands.add_parser("local", help="the embedded AWS as a local endpoint")
     local_commands = local.add_subparsers(dest="local_command", required=True)

@@ -135,6 +135,8 @@ def _version_decision(
         return False, "champion" if rank == 0 else "previous approved version (what a rollback returns to)"
     if served:
         return False, served
+    if version.status == "pending_approval":
+        return False, "waiting for approval: if approved, its run deploys this model"
     if version.status == "approved":
         if policy.keep_approved is None:
             return False, "approved (approved versions are kept)"

@@ -11,6 +11,11 @@ from typing import Any, TextIO
 
 TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _SCHEDULED = {"TaskScheduled", "LambdaFunctionScheduled"}
+# The state that waits for a person's decision (docs/approval.md); its TaskSubmitted event carries the
+# function's answer: which version waits, until when, and the commands that decide.
+APPROVAL_STATE = "RequestApproval"
+# While a run waits for approval, the progress view says so again this often, so it does not look hung.
+STILL_WAITING_SECONDS = 60.0
 _FAILED = {"TaskFailed", "LambdaFunctionFailed", "TaskTimedOut", "LambdaFunctionTimedOut"}
 HISTORY_MIN_SECONDS = 0.2
 # A step the step cache supplied: its Reuse* Pass state stands for the step, and the lookup's result (at
@@ -34,6 +39,20 @@ class StateVisit:
     errors: list[str] = field(default_factory=list)
     output: str | None = None
     input: str | None = None
+    # a callback task's TaskSubmitted output (lambda:invoke.waitForTaskToken: the invocation's response)
+    submitted: str | None = None
+
+    @property
+    def approval_request(self) -> dict[str, Any] | None:
+        """What RequestApproval's function answered (model_name, version, deadline, approve_command, ...),
+        once the run waits for a decision; None for any other state or before then."""
+        if self.name != APPROVAL_STATE or not self.submitted:
+            return None
+        try:
+            payload = (json.loads(self.submitted) or {}).get("Payload")
+        except (ValueError, AttributeError):
+            return None
+        return payload if isinstance(payload, dict) and payload.get("version") is not None else None
 
     @property
     def reused_step(self) -> str | None:
@@ -106,6 +125,9 @@ class HistoryReader:
                 self._open.attempts += 1
                 if self._open.attempts > 1:
                     changes.append(("retry", self._open))
+            elif kind == "TaskSubmitted" and self._open:
+                self._open.submitted = details.get("output")
+                changes.append(("submitted", self._open))
             elif kind in _FAILED and self._open:
                 self._open.errors.append(str(details.get("error", kind)))
             elif kind.endswith("StateExited") and self._open:
@@ -149,8 +171,14 @@ def follow(
     timeout_seconds: float = 7200,
     on_change: Callable[[str, StateVisit], None] | None = None,
     history_max_seconds: float = 1.0,
+    notices: TextIO | None = None,
+    target_flags: str = "",
 ) -> tuple[dict[str, Any], HistoryReader]:
     """Poll until the execution ends, printing each state as it starts and ends; return its description.
+
+    A run that waits for approval is said to (with the commands that decide, ``target_flags`` added to them,
+    e.g. `` --target aws``), on ``out``, or on ``notices`` when nothing else is printed (``--json``), and
+    again every ``STILL_WAITING_SECONDS`` while it waits.
 
     DescribeExecution is polled every ``poll_seconds``: it says when the execution ends. The history is what
     costs (GetExecutionHistory is throttled hardest on AWS, and the local AWS answers it with every event,
@@ -159,7 +187,9 @@ def follow(
     ``history_max_seconds`` while no new event arrives, back to the shortest when one does.
     """
     reader = HistoryReader()
-    watched = out is not None or on_change is not None
+    notice_to = out or notices
+    watched = out is not None or on_change is not None or notices is not None
+    waiting = WaitingNotice(notice_to, target_flags)
     deadline = time.monotonic() + timeout_seconds
     history_min = max(poll_seconds, HISTORY_MIN_SECONDS)
     history_every, history_due = history_min, 0.0
@@ -171,8 +201,10 @@ def follow(
             history_every = history_min if changes else min(history_every * 1.5, history_max_seconds)
             history_due = time.monotonic() + history_every
             _report(changes, out, on_change)
+            waiting.seen(changes)
         if ended:
             return description, reader
+        waiting.remind()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{execution_arn} still {description['status']} after {timeout_seconds} s")
         time.sleep(poll_seconds)
@@ -194,6 +226,60 @@ def _report(
             print(f"  ↻ {visit.name} retrying after {visit.errors[-1] if visit.errors else 'an error'}", file=out)
         elif change == "exited":
             print(exited_line(visit), file=out, flush=True)
+
+
+class WaitingNotice:
+    """Tells the user a run waits for approval, how to decide, and (every STILL_WAITING_SECONDS) that it
+    still does, so that a run waiting for a person never looks hung."""
+
+    def __init__(self, out: TextIO | None, target_flags: str = "", every: float = STILL_WAITING_SECONDS) -> None:
+        self._out, self._flags, self._every = out, target_flags, every
+        self._visit: StateVisit | None = None
+        self._last = 0.0
+
+    def seen(self, changes: list[tuple[str, StateVisit]]) -> None:
+        for change, visit in changes:
+            if change == "submitted" and visit.approval_request is not None:
+                self._visit, self._last = visit, time.monotonic()
+                self._print(waiting_lines(visit.approval_request, self._flags))
+            elif change == "exited" and visit is self._visit:
+                self._visit = None
+
+    def remind(self, now: float | None = None) -> None:
+        moment = time.monotonic() if now is None else now
+        request = self._visit.approval_request if self._visit else None
+        if request is None or moment - self._last < self._every:
+            return
+        self._last = moment
+        self._print(
+            [f"  … still waiting for approval of {request['model_name']} v{request['version']}{_left(request)}"]
+        )
+
+    def _print(self, lines: list[str]) -> None:
+        if self._out is not None:
+            print("\n".join(lines), file=self._out, flush=True)
+
+
+def _left(request: dict[str, Any]) -> str:
+    try:
+        deadline = datetime.fromisoformat(str(request.get("deadline")))
+    except ValueError:
+        return ""
+    seconds = (deadline - datetime.now(deadline.tzinfo)).total_seconds()
+    return f" ({max(0, round(seconds))} s left, until {request['deadline']})"
+
+
+def waiting_lines(request: dict[str, Any], target_flags: str = "") -> list[str]:
+    """The notice that a run waits for approval: which version, until when, and the commands that decide."""
+    model, version = request["model_name"], request["version"]
+    approve = str(request.get("approve_command") or f"stepml approve {model} {version}") + target_flags
+    reject = str(request.get("reject_command") or f"stepml reject {model} {version}") + target_flags
+    return [
+        f"  ⏸ {model} v{version} passed the quality gate and waits for approval until {request.get('deadline')} "
+        "(then it is rejected); nothing is deployed until then. Decide with:",
+        f"      {approve}",
+        f"      {reject}",
+    ]
 
 
 def exited_line(visit: StateVisit) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -91,17 +92,39 @@ def start(
     sfn = target.client("stepfunctions")
     if getattr(args, "no_wait", False):
         return start_execution(sfn, target.outputs.start_arn, name, execution_input)
-    outcome, _ = start_and_follow(sfn, target.outputs.start_arn, name, execution_input, out)
+    # with --json nothing is printed while the run goes, but a wait for approval must be said (stderr)
+    waits = out is None and execution_input.get("approval") == "manual"
+    outcome, _ = start_and_follow(
+        sfn,
+        target.outputs.start_arn,
+        name,
+        execution_input,
+        out,
+        notices=sys.stderr if waits else None,
+        target_flags=target_flags(args),
+    )
     return outcome
 
 
-def watch(target: Target, name_or_arn: str, out: TextIO | None) -> RunOutcome:
-    """Follow an execution (live, or replayed if it already ended) and summarise it."""
+def target_flags(args: argparse.Namespace) -> str:
+    """The options that point another stepml command at the same target (for the commands a notice prints)."""
+    flags = ""
+    if getattr(args, "target", "embedded") not in (None, "embedded"):
+        flags += f" --target {args.target}"
+    for option in ("stack_name", "endpoint_url"):
+        if getattr(args, option, None):
+            flags += f" --{option.replace('_', '-')} {getattr(args, option)}"
+    return flags
+
+
+def watch(target: Target, name_or_arn: str, out: TextIO | None, flags: str = "") -> RunOutcome:
+    """Follow an execution (live, or replayed if it already ended) and summarise it; ``flags`` point the
+    approve/reject commands a wait for approval prints at this target."""
     from stepml.progress import follow
 
     arn = execution_arn(target, name_or_arn)
     try:
-        description, reader = follow(target.client("stepfunctions"), arn, out)
+        description, reader = follow(target.client("stepfunctions"), arn, out, target_flags=flags)
     except target.client("stepfunctions").exceptions.ExecutionDoesNotExist as error:
         raise TargetError(f"no execution {name_or_arn!r} on the {target.name} target") from error
     return outcome_of(description, reader)
@@ -182,9 +205,17 @@ def list_runs(target: Target) -> list[dict[str, Any]]:
                     "definition_version": records.get(e["name"], {}).get("definition_version"),
                     # how its endpoint update's rollout ended (RolloutRecord), when it had one
                     "rollout": records.get(e["name"], {}).get("rollout"),
+                    "approval": approval_status(records.get(e["name"], {}).get("approval")),
                 }
             )
     return rows
+
+
+def approval_status(approval: Any) -> str | None:
+    """A run record's approval in one word: pending, approved, rejected or timed_out (None: none asked)."""
+    if not isinstance(approval, dict) or not approval.get("status"):
+        return None
+    return "timed_out" if approval.get("timed_out") else str(approval["status"])
 
 
 def list_models(target: Target) -> list[Any]:

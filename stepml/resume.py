@@ -115,7 +115,9 @@ def resume(target: Target, run_or_arn: str, out: TextIO | None, note: TextIO) ->
     new_input = resumed_input(execution_input, run)
     check_name(target, name, new_input)
     print(f"Resuming run {run} (failed at {state}) as {name}: steps it finished are reused", file=note, flush=True)
-    outcome, _ = start_and_follow(sfn, target.outputs.start_arn, name, new_input, out)
+    # a resumed run with manual approval may wait for a decision: say so even under --json (on ``note``)
+    waits = out is None and new_input.get("approval") == "manual"
+    outcome, _ = start_and_follow(sfn, target.outputs.start_arn, name, new_input, out, notices=note if waits else None)
     return outcome, run, state
 
 

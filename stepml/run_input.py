@@ -31,7 +31,27 @@ def options_input(args: argparse.Namespace, target_option: str) -> dict[str, Any
     if getattr(args, "no_cache", False):
         execution_input["no_cache"] = True
     execution_input.update(rollout_input(getattr(args, "rollout", None)))
+    if getattr(args, "approval", None):
+        execution_input["approval"] = args.approval
+    if getattr(args, "approval_timeout", None) is not None:
+        execution_input["approval_timeout_seconds"] = args.approval_timeout
     return {**execution_input, **data_options(args), **tuning_input(args)}
+
+
+def add_approval_options(parser: argparse.ArgumentParser) -> None:
+    """``--approval manual`` and ``--approval-timeout SECONDS`` (docs/approval.md)."""
+    parser.add_argument(
+        "--approval",
+        choices=["none", "manual"],
+        help="manual: a model that passes the quality gate waits for `stepml approve|reject` before it is "
+        "deployed (default: none)",
+    )
+    parser.add_argument(
+        "--approval-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="with --approval manual: reject the model if nobody decides within SECONDS (default 3600; 10 to 5400)",
+    )
 
 
 def add_cache_option(parser: argparse.ArgumentParser) -> None:

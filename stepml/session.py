@@ -85,6 +85,9 @@ class RunOutcome:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     # how the endpoint update's rollout ended (RegistrationResult.rollout), a rolled-back run's too
     rollout: dict[str, Any] | None = None
+    # the run's manual approval (approval "manual" and the gate passed): status pending|approved|rejected,
+    # timed_out, version, deadline, decided_by, decided_at, reason; None for a run that asked for none
+    approval: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +114,7 @@ class RunOutcome:
             "reused_steps": self.reused_steps,
             "reused_version": self.reused_version,
             "rollout": self.rollout,
+            "approval": self.approval,
             "invocations": self.invocations,
         }
 
@@ -178,6 +182,31 @@ def reused_line(reused_steps: dict[str, str]) -> str:
     return "; ".join(f"{', '.join(steps)} from {run}" for run, steps in by_run.items())
 
 
+def approval_of(registration: dict[str, Any], reader: HistoryReader) -> dict[str, Any] | None:
+    """The run's approval as ``--json`` gives it: Register's record of the decision, or, for a run that ended
+    while it waited (failed, stopped), the request it left pending; None for a run that asked for none."""
+    decided = registration.get("approval")
+    if isinstance(decided, dict):
+        return {**decided, "version": registration.get("version")}
+    requests = [v.approval_request for v in reader.visits if v.approval_request is not None]
+    if not requests:
+        return None
+    request = requests[-1]
+    return {"status": "pending", "version": request.get("version"), "deadline": request.get("deadline")}
+
+
+def approval_line(approval: dict[str, Any]) -> str:
+    """One line on the run's approval: who decided what and when, or that nobody did in time."""
+    status = approval.get("status")
+    if status == "pending":
+        return f"pending: v{approval.get('version')} was left waiting (until {approval.get('deadline')})"
+    if approval.get("timed_out"):
+        return f"rejected: nobody approved or rejected it by {approval.get('deadline')} (timed out)"
+    who = approval.get("decided_by") or "someone who did not say who"
+    reason = f": {approval['reason']}" if approval.get("reason") else ""
+    return f"{status} by {who} at {approval.get('decided_at')}{reason}"
+
+
 def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome:
     """Summarise a finished execution from its description and history."""
     stop, start = description.get("stopDate"), description["startDate"]
@@ -188,6 +217,8 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
         states=[state_json(v) for v in reader.visits],
         reused_steps={v.reused_step: v.cached_from or "?" for v in reader.visits if v.reused_step},
     )
+    output = json.loads(description.get("output") or "{}") if description["status"] == "SUCCEEDED" else {}
+    outcome.approval = approval_of(output.get("registration") or {}, reader)
     if description["status"] != "SUCCEEDED":
         details = failure_details(reader, description)
         outcome.error, outcome.cause, outcome.failed_state = (
@@ -198,7 +229,6 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
         # a run whose deployment was rolled back registered its version before it failed
         _registered(outcome, details.get("registration") or {})
         return outcome
-    output = json.loads(description.get("output") or "{}")
     registration = output.get("registration", {})
     evaluation = output.get("evaluation", {})
     data = output.get("data", {})
@@ -208,7 +238,8 @@ def outcome_of(description: dict[str, Any], reader: HistoryReader) -> RunOutcome
     outcome.metrics = evaluation.get("metrics", {})
     outcome.evaluation_uri = evaluation.get("evaluation_uri")
     outcome.report_uri = evaluation.get("report_uri")
-    outcome.gate_reason = evaluation.get("reason")
+    # Register's reason once a person decided (or nobody did in time); else the gate's
+    outcome.gate_reason = registration.get("gate_reason") or evaluation.get("reason")
     outcome.model_choice = evaluation.get("model_choice")
     outcome.trainer_notes = list(evaluation.get("trainer_notes") or [])
     outcome.problem_type = data.get("problem_type")
@@ -253,18 +284,21 @@ def start_and_follow(
     out: TextIO | None,
     on_started: Callable[[str], None] | None = None,
     poll_seconds: float = 0.2,
+    notices: TextIO | None = None,
+    target_flags: str = "",
 ) -> tuple[RunOutcome, dict[str, Any]]:
     """Start an execution, report its states live, and return its outcome and description.
 
     ``on_started`` is called with the execution's ARN once it runs (before following it); DescribeExecution
-    is polled every ``poll_seconds``.
+    is polled every ``poll_seconds``. A wait for approval is announced on ``out``, else on ``notices``
+    (``progress.follow``).
     """
     arn = start_execution(sfn, state_machine_arn, name, execution_input)
     if out:
         print(f"Started {arn}", file=out, flush=True)
     if on_started:
         on_started(arn)
-    description, reader = follow(sfn, arn, out, poll_seconds=poll_seconds)
+    description, reader = follow(sfn, arn, out, poll_seconds=poll_seconds, notices=notices, target_flags=target_flags)
     return outcome_of(description, reader), description
 
 
@@ -286,6 +320,8 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     print(f"            {outcome.execution_arn}", file=out)
     if outcome.reused_steps:
         print(f"Reused      {reused_line(outcome.reused_steps)}", file=out)
+    if outcome.approval:
+        print(f"Approval    {approval_line(outcome.approval)}", file=out)
     if outcome.status != "SUCCEEDED":
         print(f"Failed in   {outcome.failed_state or '?'}", file=out)
         print(f"Error       {outcome.error}", file=out)
@@ -317,7 +353,10 @@ def print_summary(outcome: RunOutcome, out: TextIO) -> None:
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(outcome.metrics.items()))
     print(f"Metrics     {metrics}", file=out)
     print(f"Artifact    {outcome.model_artifact}", file=out)
-    print(f"Endpoint    {outcome.endpoint_name or '(not deployed: the model did not pass the gate)'}", file=out)
+    not_deployed = "(not deployed: the model did not pass the gate)"
+    if outcome.approval and outcome.approval.get("status") == "rejected":
+        not_deployed = "(not deployed: the model was not approved)"
+    print(f"Endpoint    {outcome.endpoint_name or not_deployed}", file=out)
     print(f"Report      {outcome.report_uri}", file=out)
     if outcome.report_path:
         print(f"            open {outcome.report_path}", file=out)

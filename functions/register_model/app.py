@@ -1,13 +1,16 @@
 """Register: record the model version (approved, rejected or rolled back) in the registry and close the run.
 
-The same function serves AcquireDeployLease (event ``action: acquire_deploy_lease``): the lease lives in
-the registry table, which this function is the one to write; and PrepareRollout (``action: prepare_rollout``):
-the endpoint's rollback alarms, whose outcome Register records.
+The same function serves AcquireDeployLease (event ``action: acquire_deploy_lease``) and RequestApproval
+(``action: request_approval``): the lease and the pending_approval version live in the registry table, which
+this function is the one to write; so the version a person approves or rejects is written, waited on and
+settled by one piece of code (``stages/register.py`` and ``stages/approval.py``). It also serves
+PrepareRollout (``action: prepare_rollout``): the endpoint's rollback alarms, whose outcome Register records.
 """
 
 from typing import Any
 
 from pipeline_core.aws.cloudwatch import CloudWatch
+from pipeline_core.aws.notifications import Notifier
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.runs import RunLog
 from pipeline_core.aws.sagemaker import endpoint_control
@@ -26,21 +29,37 @@ from pipeline_core.models import (
 )
 from pipeline_core.observability import stage_handler
 from pipeline_core.settings import require_env
-from pipeline_core.stages import deploy_lease, rollout
-from pipeline_core.stages.register import register
+from pipeline_core.stages import approval, deploy_lease, rollout
+from pipeline_core.stages.register import register, request_approval
 
 STATUSES = ("approved", "rejected", "rolled_back")
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> Any:
-    """The Register/RegisterRejected/RegisterRolledBack states, or AcquireDeployLease and PrepareRollout when
-    ``event["action"]`` says so."""
+    """The Register/RegisterRejected/RegisterRolledBack states, or AcquireDeployLease, RequestApproval and
+    PrepareRollout when ``event["action"]`` says so."""
     action = event.get("action") if isinstance(event, dict) else None
     if action == deploy_lease.ACTION:
         return _acquire_deploy_lease(event, context)
+    if action == approval.ACTION:
+        return _request_approval(event, context)
     if action == rollout.ACTION:
         return _prepare_rollout(event, context)
     return _register_version(event, context)
+
+
+@stage_handler("RequestApproval")
+def _request_approval(event: dict[str, Any], context: Any) -> approval.ApprovalRequest:
+    """Event: RequestApproval's Payload (``approval.ApprovalRequestEvent``: the run's state, ``task_token``,
+    ``execution_started_at``). Registers the version as pending_approval, keeps the token, notifies; the
+    state then waits for SendTaskSuccess/SendTaskFailure. Idempotent without a stored result: a retry gives
+    the version the new attempt's token (see ``request_approval``)."""
+    return request_approval(
+        approval.ApprovalRequestEvent.model_validate(event),
+        registry=ModelRegistry(require_env("MODEL_REGISTRY_TABLE")),
+        runs=RunLog(require_env("RUNS_TABLE")),
+        notifier=Notifier(require_env("NOTIFICATION_TOPIC_ARN")),
+    )
 
 
 @stage_handler("PrepareRollout")

@@ -6,7 +6,8 @@
   complete, and nothing half-written is kept.
 * Uploads into the stack's buckets raise S3's "Object Created" event, once, when they happen.
 * Step Functions answers for executions earlier processes ran; StartExecution checks names one at a
-  time; ValidateStateMachineDefinition (which moto lacks) answers with real diagnostics.
+  time; ValidateStateMachineDefinition (which moto lacks) answers with real diagnostics; SendTaskFailure
+  keeps its cause (moto's own handler drops it).
 * Safe by default: requests from another web origin are refused (no CORS), moto's admin routes
   (``/moto-api/...``: reset, seed, ...) are off, and stepml's own control routes need the service's token.
 """
@@ -18,7 +19,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote
 
 from stepml.embedded.durable import StateWriteError
@@ -203,6 +204,10 @@ class Gateway:
     ) -> Iterable[bytes] | None:
         if operation == "StartExecution":
             return self._start_execution(environ, start_response)
+        if operation == "SendTaskFailure":
+            return self._send_task_failure(environ, start_response)
+        if operation == "StopExecution":
+            return self._stop_execution(environ, start_response)
         if operation == "ValidateStateMachineDefinition":
             from http import HTTPStatus
 
@@ -276,6 +281,48 @@ class Gateway:
         start_response(captured.status, _without_cors(captured.headers))
         return [answer]
 
+    def _send_task_failure(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """SendTaskFailure with its cause. moto's response handler passes the engine the error alone, so the
+        failed task's Cause (what a Catch puts in the state, e.g. why a person rejected a model) would be
+        null; the engine call itself takes the cause, and is made here as moto's handler would.
+
+        Like moto, this answers InvalidToken for the token of a task that no longer waits (it timed out, or its
+        execution ended), where AWS answers TaskTimedOut; ``stepml approve|reject`` treat both alike.
+        """
+        from moto.core.exceptions import JsonRESTError
+        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+        from stepml.embedded.template import ACCOUNT_ID, REGION
+
+        request = _json(_read_body(environ))
+        token = request.get("taskToken")
+        if not isinstance(token, str) or not token:
+            return json_error(start_response, "400 Bad Request", "ValidationException", "taskToken is required")
+        backend = stepfunctions_parser_backends[ACCOUNT_ID][REGION]
+        try:
+            # both optional, as on AWS (moto's signature says str)
+            backend.send_task_failure(token, cast(str, request.get("error")), cast(str, request.get("cause")))
+        except JsonRESTError as error:
+            return json_error(start_response, f"{error.code} Bad Request", error.error_type, error.message)
+        return self._json_answer(start_response, {})
+
+    def _stop_execution(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """StopExecution, also of an execution whose task waits for a callback (a run waiting for approval).
+
+        moto's engine marks the execution stopped but goes on waiting for the task token until the task's
+        timeout, whose error then ends it FAILED; AWS ends it ABORTED at once. After moto's own StopExecution
+        the execution's waits are released with an empty success, which its stopped program does not act on:
+        it ends ABORTED, as on AWS. (Its history then has a TaskSucceeded event just before ExecutionAborted,
+        which AWS's would not: the only trace of the difference.)
+        """
+        request = _json(_read_body(environ))
+        captured = _Captured()
+        answer = b"".join(self._moto_app(environ, captured))
+        if captured.ok:
+            _release_callbacks(str(request.get("executionArn", "")))
+        start_response(captured.status, _without_cors(captured.headers))
+        return [answer]
+
     # -- Lambda -----------------------------------------------------------------------------------------
     def _invoke(self, environ: dict[str, Any], start_response: StartResponse, name: str) -> Iterable[bytes]:
         raw = _read_body(environ)
@@ -284,9 +331,7 @@ class Gateway:
         spec = runner.spec(name)
         assert spec is not None
         # The payload tells apart two executions invoking the same function at the same moment.
-        injection = self._runtime.injected_fault(
-            lambda d: d.get("resource") in {spec.arn, spec.name} and _same_json(d.get("input"), event)
-        )
+        injection = self._runtime.injected_fault(lambda d: _invokes(d, {spec.arn, spec.name}, event))
         if injection is not None:
             throw = injection.throw
             if throw.when == "after":
@@ -343,6 +388,44 @@ def _cors_stripped(start_response: StartResponse) -> StartResponse:
 def _without_cors(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     # moto's server answers every origin with Access-Control-Allow-Origin: *; the local AWS answers none.
     return [(k, v) for k, v in headers if not k.lower().startswith("access-control-")]
+
+
+def _release_callbacks(execution_arn: str) -> int:
+    """End every callback wait of a stopped execution (see ``Gateway._stop_execution``); how many."""
+    from moto.stepfunctions.parser.asl.eval.callback.callback import CallbackOutcomeSuccess
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    from stepml.embedded.template import ACCOUNT_ID, REGION
+
+    released = 0
+    for machine in stepfunctions_parser_backends[ACCOUNT_ID][REGION].state_machines:
+        for execution in machine.executions:
+            worker = getattr(execution, "exec_worker", None)
+            if getattr(execution, "exec_arn", None) != execution_arn or worker is None:
+                continue
+            # moto keeps the waiting tasks' endpoints by token in its pool manager (no public listing)
+            for token, endpoint in list(worker.env.callback_pool_manager._pool.items()):
+                endpoint.notify(CallbackOutcomeSuccess(callback_id=token, output="{}"))
+                released += 1
+    return released
+
+
+def _invokes(details: dict[str, Any], function: set[str], event: Any) -> bool:
+    """Whether a scheduled task (its history event's details) is this invocation of ``function`` (its ARN or
+    name) with ``event``: a Task whose Resource is the function, or the ``lambda:invoke`` service integration
+    (``.waitForTaskToken`` included), whose parameters name the function and carry the event as Payload."""
+    if details.get("resource") in function:
+        return _same_json(details.get("input"), event)
+    if details.get("resourceType") != "lambda" or not str(details.get("resource", "")).startswith("invoke"):
+        return False
+    try:
+        parameters = json.loads(details.get("parameters") or "{}")
+    except ValueError:
+        return False
+    if not isinstance(parameters, dict) or parameters.get("FunctionName") not in function:
+        return False
+    payload = parameters.get("Payload")
+    return _same_json(payload, event) if isinstance(payload, str) else payload is None or payload == event
 
 
 def _same_json(recorded: Any, sent: Any) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline_core.models import MAX_APPROVAL_TIMEOUT_SECONDS
 
 from tests.integration.harness import IRIS, REJECTED_MODEL, Finished, Harness, Job, embedded_harness, load_asl
 
@@ -99,12 +100,21 @@ TUNING = {"tuning": {"max_trials": 1, "max_parallel": 1, "ranges": {"learning_ra
 TUNE_STATES = ["Tune", "DescribeBestTrainingJob"]
 TUNE_PATH = [t for s in CREATE_PATH for t in (TUNE_STATES if s == "Train" else [s])]
 REJECTED_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
+# approval "manual" and nobody decided: RequestApproval times out, its Catch registers the model rejected
+APPROVAL = {"approval": "manual", "approval_timeout_seconds": 10}
+APPROVAL_STATES = ["RequestApproval"]
+APPROVAL_TIMEOUT_PATH = [*CREATE_PATH[: CREATE_PATH.index("QualityGate") + 1], *APPROVAL_STATES]
+APPROVAL_TIMEOUT_PATH += ["RegisterRejected", "Notify", "Succeeded"]
+# approval "manual", approved: on to CreateModel and the deployment
+APPROVED_PATH = [t for s in CREATE_PATH for t in ([s, *APPROVAL_STATES] if s == "QualityGate" else [s])]
 # passed QualityGate, then a better champion was registered before it held the deploy lease
 SUPERSEDED_PATH = [*CREATE_PATH[: CREATE_PATH.index("StillPassesGate") + 1], "RegisterRejected", "Notify", "Succeeded"]
 FAILURE_TASKS = ["RecordFailure", "NotifyFailure"]
 # Order of the states on the create path: later states have more input pointers.
 ORDER = {name: i for i, name in enumerate(CREATE_PATH)}
 ORDER.update({name: ORDER["Train"] for name in TUNE_STATES})  # in place of Train: no model yet if they fail
+# The states that wait for a decision: their timeout comes from the input (TimeoutSecondsPath), at most this.
+TIMEOUT_FROM_INPUT = {"$.config.approval_timeout_seconds": MAX_APPROVAL_TIMEOUT_SECONDS}
 
 
 def without_waits(path: list[str]) -> list[str]:
@@ -184,20 +194,26 @@ def exercised(runs: list[Finished]) -> tuple[set[tuple[str, int]], set[tuple[str
 # ------------------------------------------------------------------------------------------ definition
 
 
+def _timeout(state: dict[str, Any]) -> int:
+    """A task's timeout: its TimeoutSeconds, or the most its TimeoutSecondsPath can hold."""
+    return int(state.get("TimeoutSeconds") or TIMEOUT_FROM_INPUT[state["TimeoutSecondsPath"]])
+
+
 def test_every_task_has_retry_catch_and_timeout() -> None:
     missing = [
         f"{name}: no {what}"
         for name, state in TASKS.items()
         for what in ("Retry", "Catch", "TimeoutSeconds")
-        if not state.get(what)
+        if not state.get(what) and not (what == "TimeoutSeconds" and state.get("TimeoutSecondsPath"))
     ]
     assert not missing, missing
     assert len(TASKS) >= 15  # the parse found the pipeline's tasks, not an empty definition
+    assert [n for n, s in TASKS.items() if "TimeoutSecondsPath" in s] == ["RequestApproval"]
 
 
 def test_execution_has_a_timeout_above_every_task_timeout() -> None:
     assert ASL.get("TimeoutSeconds", 0) > 0
-    assert ASL["TimeoutSeconds"] > max(state["TimeoutSeconds"] for state in TASKS.values())
+    assert ASL["TimeoutSeconds"] > max(_timeout(state) for state in TASKS.values())
 
 
 def test_retriers_back_off_with_jitter_and_skip_permanent_errors() -> None:
@@ -215,7 +231,13 @@ def test_retriers_back_off_with_jitter_and_skip_permanent_errors() -> None:
 
 def test_every_catch_leads_to_the_failure_record_and_a_fail_state() -> None:
     for name, state in TASKS.items():
-        [catcher] = state["Catch"]
+        catchers = state["Catch"]
+        if name == "RequestApproval":
+            # a rejection or a timeout is a decision, not a failure: the model is registered rejected
+            decided, *catchers = catchers
+            assert decided["ErrorEquals"] == ["ModelRejected", "States.Timeout"]
+            assert decided["Next"] == "RegisterRejected" and decided["ResultPath"] == "$.evaluation.approval"
+        [catcher] = catchers
         assert catcher["ErrorEquals"] == ["States.ALL"], name
         target = catcher["Next"]
         if name == "Notify":
@@ -297,6 +319,9 @@ def _run_campaign(h: Harness) -> Campaign:
         phase_a.append(_job(h, name, model, faults, **REJECTED_MODEL))
     tunes = _plan_retries(campaign, TUNE_PATH, "tune", "retry-tune")
     phase_a += [_job(h, name, model, faults, **TUNING) for name, model, faults in tunes]
+    # RequestApproval's retries (its only ones left): nobody decides, so its Catch of the timeout is taken too
+    for name, model, faults in _plan_retries(campaign, APPROVAL_TIMEOUT_PATH, "approval-timeout", "retry-approval"):
+        phase_a.append(_job(h, name, model, faults, **APPROVAL))
 
     # Catch: one run per Task that fails there for good (phase B ones need an earlier model).
     # RecordFailure and NotifyFailure run only in failing runs: early catch runs take their Retry entries.
@@ -315,6 +340,8 @@ def _run_campaign(h: Harness) -> Campaign:
             extra.update(REJECTED_MODEL)
         if state in TUNE_STATES:
             extra.update(TUNING)
+        if state == "RequestApproval":
+            extra.update(APPROVAL)
         faults = [f"{state}={permanent_error(state)}:1"]
         if state in FAILURE_TASKS:
             # the handlers run only after another state failed: make Ingest fail too. NotifyFailure's message
@@ -390,10 +417,12 @@ def test_retry_entry_retries_then_succeeds(campaign: Campaign, state: str, index
     assert name, f"no run planned for {state} Retry[{index}]"
     run = campaign.runs[name]
     visit = run.visit(state)
-    assert visit.retries == 1, run.describe()
-    assert visit.errors == [_first_error(state, index)], run.describe()
-    assert run.next_after(state) != f"{state}Failed", run.describe()
     kind = campaign.kind[name]
+    assert visit.retries == 1, run.describe()
+    # the retried attempt of a run nobody approves ends in the approval's timeout
+    timed_out = ["States.Timeout"] if kind == "approval-timeout" and state == "RequestApproval" else []
+    assert visit.errors == [_first_error(state, index), *timed_out], run.describe()
+    assert run.next_after(state) != f"{state}Failed", run.describe()
     model = run.job.execution_input["model_name"]
     if kind == "rolled-back":
         # the execution ends as a rollback does: the version registered as rolled_back, the run failed
@@ -402,13 +431,21 @@ def test_retry_entry_retries_then_succeeds(campaign: Campaign, state: str, index
         [registered] = [v for v in campaign.harness.model_versions(model) if v.execution_arn == run.arn]
         assert registered.status == "rolled_back" and registered.rollout and registered.rollout.alarm
         return
-    if kind in {"create", "update", "rejected", "tune"}:
+    if kind in {"create", "update", "rejected", "tune", "approval-timeout"}:
         # the execution ends as it would have without the fault
-        expected = {"create": CREATE_PATH, "update": UPDATE_PATH, "rejected": REJECTED_PATH, "tune": TUNE_PATH}[kind]
+        expected = {
+            "create": CREATE_PATH,
+            "update": UPDATE_PATH,
+            "rejected": REJECTED_PATH,
+            "tune": TUNE_PATH,
+            "approval-timeout": APPROVAL_TIMEOUT_PATH,
+        }[kind]
         assert run.status == "SUCCEEDED" and run.path == expected, run.describe()
         [registered] = [v for v in campaign.harness.model_versions(model) if v.execution_arn == run.arn]
-        assert registered.status == ("rejected" if kind == "rejected" else "approved")
+        assert registered.status == ("rejected" if kind in {"rejected", "approval-timeout"} else "approved")
         assert registered.version == (2 if kind == "update" else 1)
+        if kind == "approval-timeout":
+            assert registered.approval is not None and registered.approval.timed_out
     else:
         assert kind == "catch+failure-retry", kind
         # a failure handler retried: the failure is still recorded and the run still fails
@@ -466,7 +503,8 @@ def test_catch_records_the_failure(campaign: Campaign, state: str) -> None:
     visit = run.visit(state)
     # a permanent error: caught at once, no retry
     assert visit.errors == [permanent_error(state)] and visit.retries == 0, run.describe()
-    assert run.next_after(state) == TASKS[state]["Catch"][0]["Next"], run.describe()
+    catcher = _matching_catcher(TASKS[state]["Catch"], permanent_error(state))
+    assert catcher is not None and run.next_after(state) == TASKS[state]["Catch"][catcher]["Next"], run.describe()
     record = h.run_record(name)
     own_versions = [v for v in h.model_versions(model) if v.execution_arn == run.arn]
 

@@ -40,6 +40,7 @@ from tests.integration.harness import (
     load_asl,
 )
 from tests.integration.test_failure_paths import (
+    APPROVED_PATH,
     CREATE_PATH,
     REJECTED_PATH,
     ROLLED_BACK_PATH,
@@ -74,6 +75,8 @@ EFFECTS = {
     "RegisterRolledBack": "registry version (rolled_back), run record",
     "Register": "registry version, run record",
     "RegisterRejected": "registry version (rejected), run record",
+    # a retried attempt waits on a new task token: the version must hold that one, not the first attempt's
+    "RequestApproval": "registry version (pending_approval) and the task token it waits on, run record, notification",
     "RecordFailure": "failure record, endpoint rollback",
     # a put of the whole item under the step's key: a retry writes the same item again
     "RememberPreprocess": "step cache entry (one item per key)",
@@ -147,6 +150,36 @@ def _register_better_model_once_waiting(h: Harness, name: str, errors: list[Base
     return thread
 
 
+APPROVAL_RUN = "after-approval"
+
+
+def _approve_once_retried(h: Harness, errors: list[BaseException]) -> threading.Thread:
+    """Once APPROVAL_RUN's RequestApproval has been retried and waits, approve it with the token the registry
+    holds: the retry's own, or the run would never hear (a stale token is answered InvalidToken)."""
+
+    def waits_again() -> bool:
+        try:
+            events = h.sfn.get_execution_history(executionArn=h.execution_arn(APPROVAL_RUN))["events"]
+        except h.sfn.exceptions.ExecutionDoesNotExist:
+            return False
+        # the first attempt ran and then failed (no TaskSubmitted); the retry's invocation has answered
+        kinds = [e["type"] for e in events]
+        return kinds.count("TaskScheduled") >= 2 and "TaskSubmitted" in kinds
+
+    def work() -> None:
+        try:
+            assert wait_until(waits_again, timeout=600, interval=0.2), "RequestApproval never waited twice"
+            token = h.registry.approval_token(APPROVAL_RUN, 1)
+            assert token is not None
+            h.sfn.send_task_success(taskToken=token, output=json.dumps({"decided_by": "the test"}))
+        except BaseException as error:  # reported by the fixture
+            errors.append(error)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
 @dataclass
 class Runs:
     harness: Harness
@@ -184,8 +217,14 @@ def runs(state_dir: Path) -> Iterator[Runs]:
             _job(h, "after-failure", ("DescribeEndpoint=InjectedPermanentError:1", *after("RecordFailure"))),
             # deploys a first model, which phase B rolls out an update to (rolled back on an alarm)
             _job(h, "rollout-base", model=ROLLED_OUT),
+            # asks for approval, its answer is lost; the retry waits on a new token, which approves it
+            _job(h, APPROVAL_RUN, after("RequestApproval"), approval="manual", approval_timeout_seconds=300),
         ]
+        approval_errors: list[BaseException] = []
+        approving = _approve_once_retried(h, approval_errors)
         found.finished.update(h.run_all(phase_a))
+        approving.join(timeout=60)
+        assert not approval_errors, approval_errors
         # the superseded run's model passes its own gate (threshold 0) and loses to the better one under the lease
         superseded = _job(h, SUPERSEDED_RUN, **WEAK_MODEL, quality_threshold=0.0)
         phase_b = [_job(h, "after-update", after("UpdateEndpoint", "Register")), superseded]
@@ -293,6 +332,20 @@ def test_create_run_leaves_one_of_each_effect(runs: Runs) -> None:
         key = out["cache"][lookup]["key"]
         item = h.aws.client("dynamodb").get_item(TableName=table, Key={"cache_key": {"S": key}})["Item"]
         assert item["run_id"]["S"] == "after-create", lookup
+
+
+def test_approval_retried_after_running_waits_on_one_version_with_the_new_token(runs: Runs) -> None:
+    h, run = runs.harness, runs[APPROVAL_RUN]
+    assert run.status == "SUCCEEDED" and run.path == APPROVED_PATH, run.describe()
+    _retried_after_running(h, run, ["RequestApproval"])
+    # one version, asked for twice, approved by the decision sent with the token the retry stored
+    [record] = h.model_versions(APPROVAL_RUN)
+    assert (record.version, record.status, record.execution_arn) == (1, "approved", run.arn)
+    assert record.approval is not None and record.approval.decided_by == "the test"
+    assert h.registry.approval_token(APPROVAL_RUN, 1) is None
+    events = h.sfn.get_execution_history(executionArn=run.arn)["events"]
+    [submitted] = [e for e in events if e["type"] == "TaskSubmitted"]  # the failed attempt submitted nothing
+    assert json.loads(submitted["taskSubmittedEventDetails"]["output"])["Payload"]["version"] == 1
 
 
 def test_tune_retried_after_running_trains_each_job_once(runs: Runs) -> None:

@@ -186,6 +186,18 @@ def test_old_rejected_versions_go_and_champion_previous_and_newest_rejected_stay
     assert collect(target, GcPolicy(keep_rejected=3), delete=True, now=NOW).collected == []
 
 
+def test_a_version_waiting_for_approval_stays_however_old(aws: FakeAws) -> None:
+    statuses = ["pending_approval"] + ["rejected"] * 4 + ["approved"]
+    keys = {f"run-{i}": registered_run(aws, f"run-{i}", s) for i, s in enumerate(statuses, start=1)}
+
+    planned = plan(FakeTarget(aws), GcPolicy(keep_rejected=0), now=NOW)
+
+    assert sorted(u.version for u in planned.collected if u.version) == [2, 3, 4, 5]
+    kept = {u.run_id: u.reason for u in planned.kept}
+    assert kept["run-1"] == "waiting for approval: if approved, its run deploys this model"
+    assert not set(keys["run-1"]) & {k for u in planned.collected for k in u.keys}
+
+
 def test_older_approved_versions_go_only_on_request_never_the_served_or_rollback_ones(aws: FakeAws) -> None:
     keys = history(aws)
     # an operator pointed the endpoint back at v2's config by hand: v2 is served although not champion

@@ -50,7 +50,11 @@ def config(execution: str, **fields: object) -> RunConfig:
 
 
 def test_run_specific_fields_are_not_in_any_key() -> None:
-    first, second = config("run-one"), config("run-two-other-name", no_cache=True, resume_of="run-one")
+    first = config("run-one")
+    # approval settings steer the execution after Evaluate: a rerun with them reuses every step
+    second = config(
+        "run-two-other-name", no_cache=True, resume_of="run-one", approval="manual", approval_timeout_seconds=60
+    )
     assert first.training_job_name != second.training_job_name
     for step in ("Preprocess", "Training", "Evaluate"):
         assert digest(config_part(first, step)) == digest(config_part(second, step)), step

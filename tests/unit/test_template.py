@@ -542,7 +542,17 @@ def test_state_machine_invokes_exactly_the_functions_its_definition_names(
     template: dict[str, Any], target: str
 ) -> None:
     definition = resolved_definition(template, target)
-    named = {s["Resource"] for s in definition["States"].values() if ":lambda:" in s.get("Resource", "")}
+    named = set()
+    for state in definition["States"].values():
+        resource = state.get("Resource", "")
+        if resource.startswith("arn:aws:states:::lambda:invoke"):
+            named.add(state["Parameters"]["FunctionName"])  # the service integration (e.g. .waitForTaskToken)
+        elif ":lambda:" in resource:
+            named.add(resource)
+    assert any(
+        r.startswith("arn:aws:states:::lambda:invoke")
+        for r in (s.get("Resource", "") for s in definition["States"].values())
+    )
     [invoke] = [
         s for n, s in statements(template, target) if n == "StateMachineRole" and s["Action"] == "lambda:InvokeFunction"
     ]

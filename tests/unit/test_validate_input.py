@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pipeline_core.errors import ConfigurationError, InputValidationError
-from pipeline_core.models import RunConfig
+from pipeline_core.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    EXECUTION_TIMEOUT_SECONDS,
+    MAX_APPROVAL_TIMEOUT_SECONDS,
+    RunConfig,
+)
 from pipeline_core.stages.validate_input import (
     build_run_config,
     input_json_schema,
@@ -286,8 +293,52 @@ def test_json_schema_documents_the_console_input() -> None:
         "rare_classes",
         "tuning",
         "rollout",
+        "approval",
+        "approval_timeout_seconds",
     }
     assert schema["properties"]["model_name"]["pattern"] == "^[a-z0-9](-?[a-z0-9])*$"
+    assert schema["properties"]["approval"]["enum"] == ["none", "manual"]
+    assert schema["properties"]["approval_timeout_seconds"]["maximum"] == MAX_APPROVAL_TIMEOUT_SECONDS
+    assert schema["properties"]["approval_timeout_seconds"]["minimum"] == 10
+
+
+def test_approval_is_off_unless_asked_for_and_its_timeout_reaches_the_config() -> None:
+    plain = build_run_config({"dataset": "s3://b/iris.csv"}, "run", "b", "stepml-dev")
+    assert (plain.approval, plain.approval_timeout_seconds) == ("none", DEFAULT_APPROVAL_TIMEOUT_SECONDS)
+    manual = build_run_config(
+        {"dataset": "s3://b/iris.csv", "approval": "manual", "approval_timeout_seconds": 90}, "run", "b", "stepml-dev"
+    )
+    assert (manual.approval, manual.approval_timeout_seconds) == ("manual", 90)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"approval": "auto"}, "approval: Input should be 'none' or 'manual' (got 'auto')"),
+        ({"approval": True}, "approval: Input should be 'none' or 'manual' (got true)"),
+        (
+            {"approval_timeout_seconds": 9},
+            "approval_timeout_seconds: must be at least 10 seconds: the wait includes the invocation that registers "
+            "the model and says how to approve it (got 9)",
+        ),
+        ({"approval_timeout_seconds": "60"}, "approval_timeout_seconds: Input should be a valid integer"),
+        (
+            {"approval": "manual", "approval_timeout_seconds": 7200},
+            "approval_timeout_seconds: must be at most 5400 seconds: the whole run (training, the wait for approval "
+            "and deployment) must end within the state machine's 2-hour timeout (TimeoutSeconds 7200) (got 7200)",
+        ),
+    ],
+)
+def test_bad_approval_settings_name_the_field_and_the_rule(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(InputValidationError) as error:
+        parse_input({"dataset": "s3://b/iris.csv", **fields})
+    assert f"- {message}" in str(error.value)
+
+
+def test_the_longest_approval_leaves_the_execution_time_to_deploy() -> None:
+    asl = json.loads((Path(__file__).parents[2] / "statemachine" / "pipeline.asl.json").read_text())
+    assert asl["TimeoutSeconds"] == EXECUTION_TIMEOUT_SECONDS
+    assert MAX_APPROVAL_TIMEOUT_SECONDS <= EXECUTION_TIMEOUT_SECONDS - 1800
 
 
 def test_slugify() -> None:

@@ -86,3 +86,13 @@ class TransformJobFailedError(BatchScoringError):
 
 class BatchOutputError(BatchScoringError):
     """The transform job's output does not line up with the input rows; no scored file is written."""
+
+
+class ModelRejected(PermanentError):
+    """A person rejected a model waiting for manual approval. Never raised by a stage: ``stepml reject`` (or
+    ``aws stepfunctions send-task-failure --error ModelRejected``) sends it as the RequestApproval state's
+    error, which that state's Catch sends to RegisterRejected. Named here so both use one spelling."""
+
+
+class ApprovalStateError(PermanentError):
+    """A model version is not in the state an approval step expects (e.g. no longer pending_approval)."""

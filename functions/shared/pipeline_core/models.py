@@ -9,7 +9,8 @@ Each stage returns one of these models (as JSON) and the state machine stores it
     $.tuning       TuningSummary        Tune (ResultSelector over DescribeHyperParameterTuningJob), if tuning
     $.training     TrainingSummary      Train, or DescribeBestTrainingJob after Tune (ResultSelector over
                                         DescribeTrainingJob)
-    $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held)
+    $.evaluation   EvaluationResult     Evaluate (replaced by $.lease.evaluation once the lease is held; with
+                                        approval "manual", RequestApproval's outcome at $.evaluation.approval)
     $.lease        DeployLeaseResult    AcquireDeployLease
     $.rollout      RolloutPlan          PrepareRollout (only when the run updates its endpoint with a rollout)
     $.registration RegistrationResult   Register / RegisterRejected / RegisterRolledBack
@@ -31,6 +32,15 @@ RequestedProblemType = Literal["classification", "regression"]
 InputRole = Literal["numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant"]
 Role = Literal["numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "target", "excluded"]
 RareClasses = Literal["error", "drop", "merge"]
+ApprovalMode = Literal["none", "manual"]
+# statemachine/pipeline.asl.json's TimeoutSeconds: no execution runs longer.
+EXECUTION_TIMEOUT_SECONDS = 7200
+# How long a run waits for a person's decision by default (execution input approval_timeout_seconds), and at
+# most: the whole execution must end within EXECUTION_TIMEOUT_SECONDS, training and deployment included.
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 3600
+MAX_APPROVAL_TIMEOUT_SECONDS = 5400
+# at least: the wait includes RequestApproval's own invocation, which must record the request well before it ends
+MIN_APPROVAL_TIMEOUT_SECONDS = 10
 
 
 class Contract(BaseModel):
@@ -188,6 +198,11 @@ class RunConfig(Contract):
     rollout: RolloutConfig | None = None
     # the endpoint config's InitialInstanceCount (the rollout's instance_count; 1 without a rollout)
     endpoint_instance_count: int = 1
+    # "manual": a model that passes the quality gate waits for a person's approval before it is deployed
+    # (docs/approval.md); the RequestApproval state waits at most approval_timeout_seconds. The defaults serve
+    # run configs written before approvals existed.
+    approval: ApprovalMode = "none"
+    approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
 
     def require_model_name(self) -> str:
         """``model_name``, which every state after ValidateData has (UseModelIdentity merged it in)."""
@@ -329,6 +344,11 @@ class EvaluationResult(Contract):
     # the champion's training job when there is one: the QualityGate Choice skips the deployment when it is
     # this run's own (a rerun that reused Train: the endpoint already serves that model)
     champion_training_job: str | None = None
+    # a manual approval's outcome as the RequestApproval state left it (ResultPath $.evaluation.approval):
+    # SendTaskSuccess's output (any JSON its sender gave), or its Catch's {"Error": "ModelRejected" or
+    # "States.Timeout", "Cause"}; None without one. Register and RegisterRejected read it
+    # (pipeline_core.stages.approval.decision).
+    approval: Any = None
 
 
 class DeployLeaseResult(Contract):
@@ -350,7 +370,25 @@ class DeployLeaseResult(Contract):
     evaluation: EvaluationResult | None = None
 
 
-RegistryStatus = Literal["approved", "rejected", "rolled_back"]
+RegistryStatus = Literal["approved", "rejected", "rolled_back", "pending_approval"]
+
+
+class ApprovalRecord(Contract):
+    """A manual approval of one model version (registry ``approval``; docs/approval.md).
+
+    ``status`` is ``pending`` while the run waits (the registry version is ``pending_approval``), then
+    ``approved`` or ``rejected`` (``timed_out`` when nobody decided in time). ``decided_by`` is who sent the
+    decision as they said it (``stepml approve`` sends the caller's identity), None for a timeout.
+    """
+
+    status: Literal["pending", "approved", "rejected"]
+    requested_at: str
+    timeout_seconds: int
+    deadline: str  # requested_at + timeout_seconds (UTC, ISO 8601)
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+    timed_out: bool = False
 
 
 class RegistrationResult(Contract):
@@ -365,6 +403,10 @@ class RegistrationResult(Contract):
     reused_version: bool = False
     # how the deployment's rollout ended (None: no endpoint update with a rollout, or a rejected model)
     rollout: RolloutRecord | None = None
+    # the registry's gate_reason: the gate's reason, or for a model a person rejected (or nobody approved in
+    # time) why; None from an older Register
+    gate_reason: str | None = None
+    approval: ApprovalRecord | None = None
 
 
 class RegistryRecord(Contract):
@@ -411,6 +453,9 @@ class RegistryRecord(Contract):
     baseline_uri: str | None = None
     # how the endpoint update's rollout ended (None: no rollout, e.g. the endpoint's first deployment)
     rollout: RolloutRecord | None = None
+    # the manual approval of a run with approval "manual" (None otherwise); the task token the run waits on
+    # is kept apart, in the item's approval_task_token, while the version is pending_approval
+    approval: ApprovalRecord | None = None
 
 
 class FailureRecord(Contract):

@@ -16,10 +16,14 @@ from botocore.exceptions import ClientError
 
 from pipeline_core.aws.clients import client, transient_errors_as
 from pipeline_core.aws.dynamo import from_item, to_item
-from pipeline_core.errors import DeployLeaseBusyError, RegistryConflictError
+from pipeline_core.errors import ApprovalStateError, DeployLeaseBusyError, RegistryConflictError
 from pipeline_core.models import RegistryRecord
 
 LEASE_VERSION = 0
+# The task token a pending_approval version's run waits on: an item attribute outside RegistryRecord, so that
+# listings (`stepml models --json`) do not print it; removed when the version is approved or rejected.
+APPROVAL_TOKEN = "approval_task_token"
+PENDING_APPROVAL = "pending_approval"
 
 
 def is_model_version(item: dict[str, Any]) -> bool:
@@ -223,3 +227,71 @@ class ModelRegistry:
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":s": {"S": status}},
             )
+
+    def await_approval(self, model_name: str, version: int, task_token: str, approval: dict[str, Any]) -> None:
+        """Keep on a pending_approval version the task token its run waits on (the newest attempt's: a retried
+        RequestApproval gets a new one) and the approval request; ApprovalStateError if it is not pending."""
+        with transient_errors_as(f"recording the approval request of {model_name} v{version}"):
+            try:
+                self._ddb.update_item(
+                    TableName=self._table,
+                    Key={"model_name": {"S": model_name}, "version": {"N": str(version)}},
+                    UpdateExpression=f"SET {APPROVAL_TOKEN} = :t, approval = :a",
+                    ConditionExpression="#s = :pending",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={
+                        ":t": {"S": task_token},
+                        ":a": to_item({"a": approval})["a"],
+                        ":pending": {"S": PENDING_APPROVAL},
+                    },
+                )
+            except ClientError as error:
+                if not _conditional_check_failed(error):
+                    raise
+                raise ApprovalStateError(
+                    f"{model_name} v{version} is no longer pending_approval: its approval request cannot be renewed"
+                ) from error
+
+    def approval_token(self, model_name: str, version: int) -> str | None:
+        """The task token the run of a pending_approval version waits on (a strongly consistent read)."""
+        with transient_errors_as(f"reading the approval token of {model_name} v{version}"):
+            item = self._ddb.get_item(
+                TableName=self._table,
+                Key={"model_name": {"S": model_name}, "version": {"N": str(version)}},
+                ProjectionExpression=APPROVAL_TOKEN,
+                ConsistentRead=True,
+            ).get("Item")
+        return str(item[APPROVAL_TOKEN]["S"]) if item and APPROVAL_TOKEN in item else None
+
+    def settle_approval(
+        self, model_name: str, version: int, status: str, fields: dict[str, Any], task_token: str | None = None
+    ) -> RegistryRecord | None:
+        """Turn a pending_approval version into ``status`` with ``fields`` (None values left as they are) and
+        forget its task token; None (nothing written) if it is not pending_approval, or, with ``task_token``,
+        if its run no longer waits on that token."""
+        values = {k: v for k, v in fields.items() if v is not None}
+        item = to_item(values)
+        names = {"#s": "status", **{f"#f{i}": name for i, name in enumerate(item)}}
+        expression = {":s": {"S": status}, ":pending": {"S": PENDING_APPROVAL}}
+        expression.update({f":v{i}": value for i, value in enumerate(item.values())})
+        condition = "#s = :pending"
+        if task_token is not None:
+            condition += f" AND {APPROVAL_TOKEN} = :t"
+            expression[":t"] = {"S": task_token}
+        assignments = ", ".join(["#s = :s", *(f"#f{i} = :v{i}" for i in range(len(item)))])
+        with transient_errors_as(f"settling the approval of {model_name} v{version}"):
+            try:
+                answer = self._ddb.update_item(
+                    TableName=self._table,
+                    Key={"model_name": {"S": model_name}, "version": {"N": str(version)}},
+                    UpdateExpression=f"SET {assignments} REMOVE {APPROVAL_TOKEN}",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=expression,
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as error:
+                if _conditional_check_failed(error):
+                    return None
+                raise
+        return RegistryRecord.model_validate(from_item(answer["Attributes"]))

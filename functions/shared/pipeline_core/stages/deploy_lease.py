@@ -24,6 +24,12 @@ approved version or roll one back, so this decision stays true until the run reg
 longer passes is *superseded*: it gives the lease back at once and goes to RegisterRejected (its model and
 endpoint config, already created, stay: they cost nothing and are what its rejected version describes).
 
+A run with manual approval registered its version (``pending_approval``) before a person approved it, so
+its number was given before the deployment: if a newer version was approved in the meantime, deploying this
+one would leave the endpoint serving an older version than the newest approved one (the champion, which the
+registry and the inference API take for what the endpoint serves). Such a run is superseded too
+(:func:`approved_too_late`); a new run of the model gets a new number.
+
 Idempotent under retries without a stored result: a retried attempt (its response lost) takes the lease
 again, as its holder or anew after a superseded attempt gave it back (waiting, like any run, if another
 execution took it in between), reads the champion again and answers the same, or, if the champion changed
@@ -87,6 +93,24 @@ def recheck_gate(evaluation: EvaluationResult, registry: ModelRegistry, model_na
     return evaluation.model_copy(update={**gate.result_fields(), "reason": reason})
 
 
+def approved_too_late(
+    evaluation: EvaluationResult, registry: ModelRegistry, model_name: str, execution_arn: str
+) -> EvaluationResult:
+    """``evaluation``, or, when this execution's version waits for approval (pending_approval) and a newer
+    version has been approved since it was registered, the same with the gate failed and the reason."""
+    versions = registry.versions(model_name, consistent=True)
+    own = next((r for r in versions if r.execution_arn == execution_arn and r.status == "pending_approval"), None)
+    champion = next((r for r in versions if r.status == "approved"), None)
+    if own is None or champion is None or champion.version < own.version:
+        return evaluation
+    reason = (
+        f"superseded while waiting for approval: v{champion.version} was approved after v{own.version} was "
+        f"registered for approval, and deploying v{own.version} now would leave the endpoint serving an older "
+        "version than the newest approved one (a new run of this model gets a new version)"
+    )
+    return evaluation.model_copy(update={"passed": False, "reason": reason})
+
+
 def acquire_deploy_lease(
     config: RunConfig,
     execution_arn: str,
@@ -113,6 +137,8 @@ def acquire_deploy_lease(
     decided, superseded = None, False
     if evaluation is not None:
         decided = recheck_gate(evaluation, registry, model_name)
+        if decided.passed and config.approval == "manual":
+            decided = approved_too_late(decided, registry, model_name, execution_arn)
         if not decided.passed:
             # nothing to deploy: the next run of this model need not wait for this one
             registry.release_deploy_lease(model_name, execution_arn)

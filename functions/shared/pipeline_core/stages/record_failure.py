@@ -25,6 +25,7 @@ from pipeline_core.aws.sagemaker import EndpointControl
 from pipeline_core.errors import TransientError
 from pipeline_core.models import FailureRecord, RegistryRecord
 from pipeline_core.observability import logger
+from pipeline_core.stages.approval import close_after_failure
 
 # Step Functions caps a Cause at 32,768 characters and DynamoDB an item at 400 KB; the run record also
 # travels back into the state (256 KiB). 8,000 characters (at most 32 KB of UTF-8) keeps the error's
@@ -289,6 +290,15 @@ def record_failure(
             runs.update_run(run_id, quarantine_uri=quarantined)
             summary = summary.model_copy(update={"quarantine_uri": quarantined})
 
+    if model_name and execution_arn and config.get("approval") == "manual":
+        # a version left waiting for approval (or approved, not deployed) is rejected: nothing waits any more
+        closed = close_after_failure(
+            registry(), model_name, execution_arn, failed_state, summary.error,
+            _mapping(state.get("evaluation")).get("approval"),
+        )  # fmt: skip
+        if closed is not None and closed.approval is not None:
+            logger.info("pending approval closed", extra={"model_name": model_name, "version": closed.version})
+            runs.update_run(run_id, approval=closed.approval.model_dump(mode="json"))
     endpoint_name = _text(config.get("endpoint_name"))
     if not (endpoint_name and model_name and endpoint_was_touched(state, failed_state)):
         runs.update_run(run_id, failure_handled_at=utc_now())

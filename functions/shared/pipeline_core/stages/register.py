@@ -1,15 +1,23 @@
 """Register: write this run's model as the next version in the registry and close the run record.
 
 Three outcomes reach it: ``approved`` (deployed: the endpoint serves this run's model), ``rejected`` (the gate
-said no, or the run was superseded under the deploy lease) and ``rolled_back`` (deployed, but SageMaker's
-deployment guardrail rolled the endpoint back to what it served before; the run then fails with
+said no, a person rejected it, or the run was superseded under the deploy lease) and ``rolled_back`` (deployed,
+but SageMaker's deployment guardrail rolled the endpoint back to what it served before; the run then fails with
 DeploymentRolledBack, and RecordFailure closes the run record).
+
+With manual approval the version is written earlier, as ``pending_approval``, by RequestApproval
+(:func:`request_approval`), and Register, RegisterRejected or RegisterRolledBack settles that same version
+(``stages/approval.py``).
 """
 
 from __future__ import annotations
 
-from pipeline_core.aws.registry import ModelRegistry
+from datetime import UTC, datetime
+
+from pipeline_core.aws.notifications import Notifier
+from pipeline_core.aws.registry import PENDING_APPROVAL, ModelRegistry
 from pipeline_core.aws.runs import RunLog, utc_now
+from pipeline_core.errors import ApprovalStateError
 from pipeline_core.models import (
     DataProfile,
     EvaluationResult,
@@ -22,6 +30,7 @@ from pipeline_core.models import (
     RunConfig,
     TrainingSummary,
 )
+from pipeline_core.stages import approval as approvals
 from pipeline_core.stages.identity import check_identity
 from pipeline_core.stages.lineage import column_rows, feature_roles
 
@@ -39,7 +48,7 @@ def registry_entry(
 ) -> dict[str, object]:
     """The registry record for this run, without its version (the registry assigns it)."""
     # a rolled-back version names the endpoint and config it was deployed with, though neither serves it
-    deployed = status != "rejected"
+    deployed = status in ("approved", "rolled_back")
     lineage = evaluation.lineage
     return {
         "model_name": config.require_model_name(),
@@ -131,7 +140,17 @@ def register(
     model_name = config.require_model_name()
     record = find_registration(registry, model_name, execution_arn)
     reused_version = False
-    if record is None and status != "rolled_back":
+    # the gate's reason, or, once this run's approval is decided, the version's own (who decided, and why)
+    reason = evaluation.reason
+    if record is not None and record.status == PENDING_APPROVAL:
+        # this run asked for approval (RequestApproval): its decision settles that same version
+        record = approvals.settle_pending(registry, record, status, config, evaluation, rollout=rollout)
+        reason = record.gate_reason or reason
+    elif record is not None and record.approval is not None and record.approval.status != "pending":
+        reason = record.gate_reason or reason  # a retry after this run settled its approval
+    # a decision without its pending version: RequestApproval timed out before its function recorded the request
+    unrecorded = approvals.unrecorded(config, evaluation, status) if record is None else None
+    if record is None and unrecorded is None and status != "rolled_back":
         record = find_same_model(registry, model_name, training.TrainingJobName, status)
         reused_version = record is not None
     if record is None:
@@ -140,7 +159,12 @@ def register(
             check_identity(registry, config.identity, consistent=True)
         entry = registry_entry(config, ingest, data, prep, training, evaluation, execution_arn, status, rollout)
         entry["reused_steps"] = (runs.get_run(config.run_id) or {}).get("reused_steps") or {}
+        if unrecorded is not None:
+            decided, reason = unrecorded
+            entry.update(approval=decided.model_dump(mode="json"), gate_reason=reason)
         record = registry.register_model(entry)
+    # this run's own approval (a version an earlier run registered keeps that run's, which is not this run's)
+    approval = record.approval if record.execution_arn == execution_arn else None
     closing = {} if status == "rolled_back" else {"status": "SUCCEEDED", "finished_at": utc_now()}
     runs.update_run(
         config.run_id,
@@ -150,7 +174,8 @@ def register(
         endpoint_name=record.endpoint_name,
         primary_metric=evaluation.primary_metric,
         primary_value=evaluation.primary_value,
-        gate_reason=evaluation.reason,
+        gate_reason=reason,
+        approval=approval.model_dump(mode="json") if approval else None,
         report_uri=evaluation.report_uri,
         execution_arn=execution_arn,
         reused_version=reused_version or None,
@@ -166,5 +191,63 @@ def register(
         endpoint_name=record.endpoint_name,
         model_artifact=record.model_artifact,
         reused_version=reused_version,
+        gate_reason=reason,
+        approval=approval,
         rollout=record.rollout,
+    )
+
+
+def request_approval(
+    event: approvals.ApprovalRequestEvent,
+    *,
+    registry: ModelRegistry,
+    runs: RunLog,
+    notifier: Notifier,
+    now: datetime | None = None,
+) -> approvals.ApprovalRequest:
+    """RequestApproval: register the model as a pending_approval version, keep the task token the run waits
+    on, and publish the notification that says how to approve or reject it.
+
+    Idempotent under the state's Retry: a retried attempt finds the version its execution registered and
+    gives it the new attempt's token (each attempt waits on its own) and a new deadline (each attempt's
+    timeout starts anew); the notification goes out again with that token.
+    """
+    config, evaluation, execution_arn = event.config, event.evaluation, event.execution_arn
+    moment = now or datetime.now(UTC)
+    model_name = config.require_model_name()
+    pending = approvals.pending_record(config, moment, event.execution_started_at)
+    record = find_registration(registry, model_name, execution_arn)
+    if record is None:
+        if config.identity is not None:
+            check_identity(registry, config.identity, consistent=True)
+        entry = registry_entry(
+            config, event.ingest, event.data, event.prep, event.training, evaluation, execution_arn, PENDING_APPROVAL
+        )
+        entry["reused_steps"] = (runs.get_run(config.run_id) or {}).get("reused_steps") or {}
+        entry["approval"] = pending.model_dump(mode="json")
+        record = registry.register_model(entry)
+    elif record.status != PENDING_APPROVAL:
+        raise ApprovalStateError(
+            f"{model_name} v{record.version} of this execution is {record.status}: it cannot wait for approval again"
+        )
+    registry.await_approval(model_name, record.version, event.task_token, pending.model_dump(mode="json"))
+    record = record.model_copy(update={"approval": pending})
+    runs.update_run(
+        config.run_id,
+        model_name=model_name,
+        model_version=record.version,
+        registry_status=PENDING_APPROVAL,
+        approval=pending.model_dump(mode="json"),
+        execution_arn=execution_arn,
+    )
+    notifier.publish(*approvals.notification(record, evaluation, event.task_token))
+    approve, reject = approvals.commands(model_name, record.version)
+    return approvals.ApprovalRequest(
+        model_name=model_name,
+        version=record.version,
+        execution_arn=execution_arn,
+        deadline=pending.deadline,
+        timeout_seconds=pending.timeout_seconds,
+        approve_command=approve,
+        reject_command=reject,
     )

@@ -75,6 +75,9 @@ RUN_FIELDS = frozenset(
         "trigger",
         "rollout",  # how the endpoint is updated: after every cached step
         "endpoint_instance_count",
+        # whether a person approves the model before it is deployed, and how long they have: after Evaluate
+        "approval",
+        "approval_timeout_seconds",
     }
 )
 # Fields a step does not read, beyond RUN_FIELDS (its key is the previous step's plus these exceptions).

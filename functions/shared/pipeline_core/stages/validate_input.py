@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, InputValidationError
-from pipeline_core.models import InputRole, RareClasses, RunConfig
+from pipeline_core.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    MAX_APPROVAL_TIMEOUT_SECONDS,
+    MIN_APPROVAL_TIMEOUT_SECONDS,
+    ApprovalMode,
+    InputRole,
+    RareClasses,
+    RunConfig,
+)
 from pipeline_core.rollout import RolloutInput, parse_rollout, rollout_config, rollout_input_schema
 from pipeline_core.settings import require_env
 from pipeline_core.stages.trainer_input import (
@@ -130,6 +138,20 @@ class PipelineInput(BaseModel):
         "(docs/rollout.md); default: all at once, without alarms",
         json_schema_extra=rollout_input_schema,
     )
+    approval: ApprovalMode = Field(
+        default="none",
+        description="manual: a model that passes the quality gate is registered as pending_approval and waits "
+        "for `stepml approve` or `stepml reject` (or SendTaskSuccess/SendTaskFailure) before it is deployed; "
+        "none: it is deployed at once (docs/approval.md)",
+    )
+    approval_timeout_seconds: int = Field(
+        default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        # checked by the validator below, whose message says why; the schema shows the bounds too
+        json_schema_extra={"minimum": MIN_APPROVAL_TIMEOUT_SECONDS, "maximum": MAX_APPROVAL_TIMEOUT_SECONDS},
+        description="with approval manual: how long the run waits for a decision before the model is rejected "
+        f"({MIN_APPROVAL_TIMEOUT_SECONDS} to {MAX_APPROVAL_TIMEOUT_SECONDS}: the whole run must end within the state "
+        "machine's 2-hour timeout, deployment included)",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -167,6 +189,21 @@ class PipelineInput(BaseModel):
             )
         if value is not None and RESERVED_PREFIX in value:
             raise ValueError(f"must not contain {RESERVED_PREFIX!r} (reserved for the pipeline's own names)")
+        return value
+
+    @field_validator("approval_timeout_seconds")
+    @classmethod
+    def _approval_fits_in_the_execution(cls, value: int) -> int:
+        if value < MIN_APPROVAL_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"must be at least {MIN_APPROVAL_TIMEOUT_SECONDS} seconds: the wait includes the invocation that "
+                "registers the model and says how to approve it"
+            )
+        if value > MAX_APPROVAL_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"must be at most {MAX_APPROVAL_TIMEOUT_SECONDS} seconds: the whole run (training, the wait for "
+                "approval and deployment) must end within the state machine's 2-hour timeout (TimeoutSeconds 7200)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -367,6 +404,8 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         trigger=request.trigger,
         rollout=rollout,
         endpoint_instance_count=rollout.instance_count if rollout else 1,
+        approval=request.approval,
+        approval_timeout_seconds=request.approval_timeout_seconds,
         tuning=None
         if request.tuning is None
         else tuning_config(
