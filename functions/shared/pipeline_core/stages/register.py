@@ -216,7 +216,9 @@ def request_approval(
     moment = now or datetime.now(UTC)
     model_name = config.require_model_name()
     pending = approvals.pending_record(config, moment, event.execution_started_at)
-    record = find_registration(registry, model_name, execution_arn)
+    # strongly consistent: a retry may come a second after the attempt that wrote the version
+    versions = registry.versions(model_name, consistent=True)
+    record = next((r for r in versions if r.execution_arn == execution_arn), None)
     if record is None:
         if config.identity is not None:
             check_identity(registry, config.identity, consistent=True)
