@@ -174,7 +174,9 @@ def test_the_stacks_functions_logs_alarms_dashboard_and_rule_are_visible(local: 
         local.aws("cloudwatch", "get-dashboard", "--dashboard-name", dashboard["DashboardName"])["DashboardBody"]
     )
     assert body["widgets"]
-    [rule] = local.aws("events", "list-rules")["Rules"]
-    assert json.loads(rule["EventPattern"])["detail-type"] == ["Object Created"]
-    [target] = local.aws("events", "list-targets-by-rule", "--rule", rule["Name"])["Targets"]
-    assert target["Arn"].endswith(f":function:{stack.functions['StartPipelineFunction'].name}")
+    rules = {json.loads(r["EventPattern"])["detail-type"][0]: r for r in local.aws("events", "list-rules")["Rules"]}
+    # the upload rule and the drift alarm's retraining rule, both to StartPipeline
+    assert set(rules) == {"Object Created", "CloudWatch Alarm State Change"}
+    for rule in rules.values():
+        [target] = local.aws("events", "list-targets-by-rule", "--rule", rule["Name"])["Targets"]
+        assert target["Arn"].endswith(f":function:{stack.functions['StartPipelineFunction'].name}")
