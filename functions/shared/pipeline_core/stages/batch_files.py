@@ -337,6 +337,7 @@ def _take(stream: Iterator[Any], count: int, done: int, total: int, name: str) -
     return taken
 
 
+@paused_gc()
 def assemble(
     source: InputFile,
     name: str,
@@ -349,23 +350,6 @@ def assemble(
     out: Path,
 ) -> int:
     """Write ``out``: the input's rows and columns plus ``prediction_column``, in input order; rows written."""
-    with paused_gc():
-        return _assemble(
-            source, name, total_rows, output, output_name, prediction_column, output_format, regression, out
-        )
-
-
-def _assemble(
-    source: InputFile,
-    name: str,
-    total_rows: int,
-    output: IO[bytes],
-    output_name: str,
-    prediction_column: str,
-    output_format: Format,
-    regression: bool,
-    out: Path,
-) -> int:
     stream = predictions(output, output_name)
     done = 0
     if output_format == "csv":
