@@ -178,10 +178,15 @@ class AlarmWatcher:
         cloudwatch: Callable[[], Any],
         sns: Callable[[], Any],
         deliver_event: Callable[[dict[str, Any]], object],
+        writes: Callable[[], int] | None = None,
     ) -> None:
         self._cloudwatch = cloudwatch
         self._sns = sns
         self._deliver_event = deliver_event
+        # A count that moves whenever an alarm may have changed (None: always look); an unchanged count skips
+        # the DescribeAlarms call, which the local AWS's service would otherwise make twice a second.
+        self._writes = writes
+        self._looked_at: int | None = None
         self._seen: dict[str, tuple[str, str, str | None]] | None = None  # name -> (state, timestamp, reason)
         self._lock = threading.Lock()
 
@@ -192,6 +197,10 @@ class AlarmWatcher:
     def check(self) -> list[AlarmChange]:
         """Look at every alarm once; announce the changes since the last look. The first look only records."""
         with self._lock:  # one look at a time, so a change is announced once
+            writes = self._writes() if self._writes is not None else None
+            if writes is not None and writes == self._looked_at and self._seen is not None:
+                return []
+            self._looked_at = writes  # read before the look: a write during it is seen at the next one
             alarms = [{**a, "StateValue": effective_state(a)} for a in self._alarms()]
             current = {
                 str(a["AlarmName"]): (str(a["StateValue"]), _iso(a.get("StateUpdatedTimestamp")), a.get("StateReason"))

@@ -6,7 +6,8 @@ states. :func:`install` adds the handler to moto's CloudWatch responses (the ans
 ``StateUpdate`` items whose ``HistoryData`` holds the old and new state, newest first unless ``ScanBy``
 says ``TimestampAscending``), and makes PutMetricAlarm on an existing alarm keep its state and history, as
 CloudWatch documents ("When you update an existing alarm, its state is left unchanged"); moto starts it
-over.
+over. It also counts alarm writes (:func:`alarm_writes`), so that the local AWS looks at its alarms for state
+changes only when one may have happened, not on every tick of its service.
 
 What still differs: only state changes are kept (no ConfigurationUpdate or Action items); the history lives
 as long as the alarm (CloudWatch keeps it 30 days, and after the alarm is deleted); no paging (every item in
@@ -23,6 +24,14 @@ from typing import Any
 
 _INSTALLED = threading.Lock()
 _done = False
+# SetAlarmState and PutMetricAlarm calls made in this process (every local alarm evaluation and every
+# `aws cloudwatch set-alarm-state` ends in one); read without a lock, as a hint that a look is worth it.
+_writes = 0
+
+
+def alarm_writes() -> int:
+    """How many times an alarm's state or definition was written in this process (since :func:`install`)."""
+    return _writes
 
 
 def _utc(moment: datetime) -> datetime:
@@ -99,8 +108,19 @@ def install() -> None:
             return ActionResult({"AlarmHistoryItems": items[: int(limit)] if limit else items})
 
         original_put = CloudWatchBackend.put_metric_alarm
+        original_set_state = CloudWatchBackend.set_alarm_state
+
+        def counted() -> None:
+            global _writes
+            _writes += 1
+
+        def set_alarm_state(self: Any, *args: Any, **kwargs: Any) -> Any:
+            answer = original_set_state(self, *args, **kwargs)
+            counted()
+            return answer
 
         def put_metric_alarm(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+            counted()
             earlier = self.alarms.get(name)
             alarm = original_put(self, name, *args, **kwargs)
             if earlier is not None:
@@ -113,4 +133,5 @@ def install() -> None:
 
         CloudWatchResponse.describe_alarm_history = describe_alarm_history  # type: ignore[attr-defined]
         CloudWatchBackend.put_metric_alarm = put_metric_alarm  # type: ignore[method-assign]
+        CloudWatchBackend.set_alarm_state = set_alarm_state  # type: ignore[method-assign]
         _done = True

@@ -28,6 +28,7 @@ from botocore.config import Config
 
 from stepml.embedded import lambda_runner
 from stepml.embedded.alarm_events import AlarmChange, AlarmWatcher
+from stepml.embedded.cloudwatch import alarm_writes
 from stepml.embedded.durable import DurableStore
 from stepml.embedded.events import matches
 from stepml.embedded.executions import ExecutionArchive
@@ -147,7 +148,10 @@ class EmbeddedAws:
         )
         self.notes.extend(self.scheduler.notes)
         self.alarm_watcher = AlarmWatcher(
-            lambda: self.internal_client("cloudwatch"), lambda: self.internal_client("sns"), self.deliver_event
+            lambda: self.internal_client("cloudwatch"),
+            lambda: self.internal_client("sns"),
+            self.deliver_event,
+            writes=alarm_writes,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------

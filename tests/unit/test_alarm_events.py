@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from stepml.embedded.alarm_events import AlarmWatcher
+from stepml.embedded.cloudwatch import alarm_writes
+from stepml.embedded.cloudwatch import install as install_alarm_history
 from stepml.embedded.events import matches
 from stepml.embedded.template import stack_model
 from tests.conftest import load_event
@@ -118,3 +120,26 @@ def test_the_drift_alarms_event_matches_the_templates_retrain_rule(moto_clients:
     routed = [(e["detail"]["alarmName"], e["detail"]["state"]["value"]) for e in events
               if any(matches(p, e) for p in patterns)]  # fmt: skip
     assert routed == [(alarm, "ALARM")], "only the drift alarm's move to ALARM reaches StartPipeline"
+
+
+def test_the_watcher_looks_only_after_an_alarm_write(moto_clients: Any) -> None:
+    install_alarm_history()  # counts SetAlarmState and PutMetricAlarm in moto's CloudWatch
+    topic = moto_clients("sns").create_topic(Name="alerts")["TopicArn"]
+    _alarm(moto_clients, "drift", topic)
+    looks = 0
+
+    def cloudwatch() -> Any:
+        nonlocal looks
+        looks += 1
+        return moto_clients("cloudwatch")
+
+    events: list[dict[str, Any]] = []
+    watcher = AlarmWatcher(cloudwatch, lambda: moto_clients("sns"), events.append, writes=alarm_writes)
+    watcher.check()
+    assert looks == 1
+    for _ in range(3):
+        assert watcher.check() == []
+    assert looks == 1, "nothing was written: no DescribeAlarms"
+    moto_clients("cloudwatch").set_alarm_state(AlarmName="drift", StateValue="ALARM", StateReason="drifted")
+    [change] = watcher.check()
+    assert (change.state, looks) == ("ALARM", 2) and len(events) == 1
