@@ -38,7 +38,7 @@ from stepml.embedded.gateway import INTERNAL_HEADER, json_error
 from stepml.embedded.lambda_runner import InvocationResult, LambdaRunner
 from stepml.embedded.legacy_state import migrate_legacy_state
 from stepml.embedded.recording import StateRecorder
-from stepml.embedded.schedules import LocalSchedule, LocalScheduler, template_schedules
+from stepml.embedded.schedules import LocalSchedule, LocalScheduler
 from stepml.embedded.stack_resources import StackResources, provision_stack_resources
 from stepml.embedded.template import ACCOUNT_ID, REGION, StackModel, stack_model, substitute_definition
 from stepml.project import ProjectLayout
@@ -143,9 +143,7 @@ class EmbeddedAws:
         self.resources: StackResources | None = None
         self.resources_ready = threading.Event()
         self.shipper: FunctionLogShipper | None = None
-        self.scheduler = LocalScheduler(
-            template_schedules(layout.template, STACK_NAME, {"Target": "local"}), self._fire_schedule
-        )
+        self.scheduler = LocalScheduler(self.stack.schedules, self._fire_schedule)
         self.notes.extend(self.scheduler.notes)
         self.alarm_watcher = AlarmWatcher(
             lambda: self.internal_client("cloudwatch"),
@@ -303,6 +301,8 @@ class EmbeddedAws:
         the old ones.
         """
         self.stack = stack_model(self.layout.template, STACK_NAME, {"Target": "local"})
+        # the changed template's schedules, counted from when this local AWS started, as before
+        self.scheduler = LocalScheduler(self.stack.schedules, self._fire_schedule, started=self.scheduler.started)
         with contextlib.suppress(Exception):
             self.ship_logs()  # what the old workers wrote, before the shipper follows the new ones
         previous, self.runner = (

@@ -22,13 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from stepml.embedded.template import evaluated_resources
+from stepml.embedded.template import LocalSchedule, stack_model
 
-SCHEDULE = "AWS::Scheduler::Schedule"
-FUNCTION = "AWS::Serverless::Function"
 _RATE = re.compile(r"^rate\((?P<value>\d+) (?P<unit>minute|minutes|hour|hours|day|days)\)$")
 _AT = re.compile(r"^at\((?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)$")
 _CRON = re.compile(r"^cron\((?P<fields>[^)]+)\)$")
@@ -57,18 +54,6 @@ _MAX_CRON_LOOKBACK = timedelta(days=1)
 
 class ScheduleExpressionError(ValueError):
     """A schedule expression the local AWS cannot run (malformed, or a form it does not support)."""
-
-
-@dataclass(frozen=True)
-class LocalSchedule:
-    """One schedule of the template, as the local AWS runs it."""
-
-    name: str
-    expression: str
-    target_arn: str
-    input: str
-    timezone: str = "UTC"
-    enabled: bool = True
 
 
 def _cron_values(text: str, field: CronField) -> frozenset[int] | None:
@@ -166,37 +151,7 @@ def parse_expression(expression: str) -> Callable[[datetime, datetime, datetime]
 
 def template_schedules(template: Path, stack_name: str, parameters: dict[str, str]) -> list[LocalSchedule]:
     """The template's schedules that exist for ``parameters``: Scheduler resources and functions' ScheduleV2."""
-    found: list[LocalSchedule] = []
-    for resource in evaluated_resources(template, stack_name, parameters, {SCHEDULE, FUNCTION}).values():
-        props = resource.properties
-        if resource.type == SCHEDULE:
-            target = props["Target"]
-            found.append(
-                LocalSchedule(
-                    name=str(props.get("Name") or resource.name),
-                    expression=str(props["ScheduleExpression"]),
-                    target_arn=str(target["Arn"]),
-                    input=str(target.get("Input", "{}")),
-                    timezone=str(props.get("ScheduleExpressionTimezone") or "UTC"),
-                    enabled=props.get("State", "ENABLED") == "ENABLED",
-                )
-            )
-            continue
-        for event_id, event in props.get("Events", {}).items():
-            if event.get("Type") != "ScheduleV2":
-                continue
-            event_props: dict[str, Any] = event.get("Properties", {})
-            found.append(
-                LocalSchedule(
-                    name=str(event_props.get("Name") or f"{resource.name}-{event_id}"),
-                    expression=str(event_props["ScheduleExpression"]),
-                    target_arn=resource.name,
-                    input=str(event_props.get("Input", "{}")),
-                    timezone=str(event_props.get("ScheduleExpressionTimezone") or "UTC"),
-                    enabled=event_props.get("State", "ENABLED") == "ENABLED",
-                )
-            )
-    return found
+    return stack_model(template, stack_name, parameters).schedules
 
 
 class LocalScheduler:

@@ -94,6 +94,30 @@ class TableSpec:
     global_secondary_indexes: tuple[dict[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class LocalSchedule:
+    """An EventBridge Scheduler schedule of the template (a Scheduler resource or a function's ScheduleV2
+    event), as the local AWS runs it (``stepml/embedded/schedules.py``)."""
+
+    name: str
+    expression: str
+    target_arn: str
+    input: str
+    timezone: str = "UTC"
+    enabled: bool = True
+
+
+def _schedule(name: str, properties: dict[str, Any], target_arn: str, input_text: Any) -> LocalSchedule:
+    return LocalSchedule(
+        name=str(properties.get("Name") or name),
+        expression=str(properties["ScheduleExpression"]),
+        target_arn=target_arn,
+        input=str(input_text if input_text is not None else "{}"),
+        timezone=str(properties.get("ScheduleExpressionTimezone") or "UTC"),
+        enabled=properties.get("State", "ENABLED") == "ENABLED",
+    )
+
+
 # The pipeline's state machine: the one runs start, and whose name, definition and substitutions StackModel
 # exposes directly; the template's other state machines (batch scoring) are in StackModel.state_machines.
 PIPELINE_STATE_MACHINE = "PipelineStateMachine"
@@ -125,6 +149,8 @@ class StackModel:
     substitutions: dict[str, str] = field(default_factory=dict)
     # every state machine of the template by logical id, the pipeline's included
     state_machines: dict[str, StateMachineSpec] = field(default_factory=dict)
+    # the schedules the template declares (enabled or not)
+    schedules: list[LocalSchedule] = field(default_factory=list)
 
     def function_by_name_or_arn(self, name_or_arn: str) -> FunctionSpec | None:
         # Lambda accepts a name, a full ARN or a partial ARN, optionally with a :qualifier
@@ -326,6 +352,16 @@ def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]
                 ),
                 log_group=str(logging_config.get("LogGroup", "")),
                 log_format=str(logging_config.get("LogFormat", "Text")),
+            )
+            for event_id, event in properties.get("Events", {}).items():
+                if event.get("Type") == "ScheduleV2":  # SAM makes it an AWS::Scheduler::Schedule invoking the function
+                    schedule = evaluator.evaluate(event.get("Properties", {}))
+                    model.schedules.append(_schedule(f"{name}-{event_id}", schedule, name, schedule.get("Input")))
+        elif resource_type == "AWS::Scheduler::Schedule":
+            schedule = evaluator.evaluate(properties)
+            target = schedule["Target"]
+            model.schedules.append(
+                _schedule(evaluator.physical_name(logical_id), schedule, str(target["Arn"]), target.get("Input"))
             )
         elif resource_type == "AWS::DynamoDB::Table":
             ttl = properties.get("TimeToLiveSpecification", {})
