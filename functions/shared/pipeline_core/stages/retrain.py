@@ -16,62 +16,62 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from pipeline_core.aws.clients import client, transient_errors_as
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.observability import logger
 from pipeline_core.settings import optional_env, require_env
-from pipeline_core.stages.start_pipeline import EXECUTION_NAME_MAX, HASH_CHARS, start_execution
+from pipeline_core.stages.start_pipeline import (
+    EXECUTION_NAME_MAX,
+    HASH_CHARS,
+    EventModel,
+    name_slug,
+    start_execution,
+)
 
 ALARM_SOURCE = "aws.cloudwatch"
 ALARM_DETAIL_TYPE = "CloudWatch Alarm State Change"
 MODEL_DIMENSION = "ModelName"
 # Fields of the champion's input that belong to that run alone, not to a retraining of the model.
 _NOT_CARRIED_OVER = ("resume_of", "no_cache", "trigger")
-_NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class _EventModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class AlarmState(_EventModel):
+class AlarmState(EventModel):
     value: str
     reason: str = ""
     timestamp: str = ""
 
 
-class AlarmMetric(_EventModel):
+class AlarmMetric(EventModel):
     namespace: str = ""
     name: str = ""
     dimensions: dict[str, str] = Field(default_factory=dict)
 
 
-class AlarmMetricStat(_EventModel):
+class AlarmMetricStat(EventModel):
     metric: AlarmMetric
 
 
-class AlarmQuery(_EventModel):
+class AlarmQuery(EventModel):
     id: str = ""
     metric_stat: AlarmMetricStat | None = Field(None, alias="metricStat")
 
 
-class AlarmConfiguration(_EventModel):
+class AlarmConfiguration(EventModel):
     metrics: list[AlarmQuery] = Field(default_factory=list)
 
 
-class AlarmDetail(_EventModel):
+class AlarmDetail(EventModel):
     alarm_name: str = Field(alias="alarmName", min_length=1)
     state: AlarmState
     configuration: AlarmConfiguration = Field(default_factory=AlarmConfiguration)
 
 
-class AlarmStateChangeEvent(_EventModel):
+class AlarmStateChangeEvent(EventModel):
     """The EventBridge event CloudWatch sends when an alarm changes state (only the fields read here)."""
 
     source: str
@@ -106,8 +106,7 @@ def is_alarm_event(event: Any) -> bool:
 def retrain_execution_name(model_name: str, alarm_name: str, state_timestamp: str) -> str:
     """``retrain-<model>-<12 hex>``: the same alarm state change always yields the same name."""
     digest = hashlib.sha256(f"{alarm_name}\n{state_timestamp}".encode()).hexdigest()[:HASH_CHARS]
-    slug = _NOT_NAME_CHARS.sub("-", model_name).strip("-_")
-    slug = slug[: EXECUTION_NAME_MAX - HASH_CHARS - len("retrain--")].rstrip("-_")
+    slug = name_slug(model_name, EXECUTION_NAME_MAX - HASH_CHARS - len("retrain--"), "model")
     return f"retrain-{slug}-{digest}"
 
 

@@ -38,15 +38,17 @@ HASH_CHARS = 12
 _NOT_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class _EventModel(BaseModel):
+class EventModel(BaseModel):
+    """An EventBridge event's parts, as far as a stage reads them (other fields ignored)."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-class S3Bucket(_EventModel):
+class S3Bucket(EventModel):
     name: str = Field(min_length=1)
 
 
-class S3Object(_EventModel):
+class S3Object(EventModel):
     key: str = Field(min_length=1)
     size: int | None = None
     etag: str | None = None
@@ -54,12 +56,12 @@ class S3Object(_EventModel):
     sequencer: str | None = None
 
 
-class ObjectCreatedDetail(_EventModel):
+class ObjectCreatedDetail(EventModel):
     bucket: S3Bucket
     object: S3Object
 
 
-class ObjectCreatedEvent(_EventModel):
+class ObjectCreatedEvent(EventModel):
     """The EventBridge event S3 sends for a new object (only the fields this stage reads)."""
 
     source: str
@@ -105,9 +107,14 @@ def execution_name(bucket: str, key: str, version_id: str | None, etag: str | No
             "cannot tell this upload apart from another upload of the same key"
         )
     digest = hashlib.sha256(f"{bucket}\n{key}\n{identity}".encode()).hexdigest()[:HASH_CHARS]
-    slug = _NOT_NAME_CHARS.sub("-", PurePosixPath(key).name).strip("-_")
-    slug = slug[: EXECUTION_NAME_MAX - HASH_CHARS - 1].rstrip("-_") or "upload"
+    slug = name_slug(PurePosixPath(key).name, EXECUTION_NAME_MAX - HASH_CHARS - 1, "upload")
     return f"{slug}-{digest}"
+
+
+def name_slug(text: str, room: int, fallback: str) -> str:
+    """``text`` as a readable part of an execution name: [A-Za-z0-9_-] only, at most ``room`` characters."""
+    slug = _NOT_NAME_CHARS.sub("-", text).strip("-_")
+    return slug[:room].rstrip("-_") or fallback
 
 
 def resolve_key(bucket: str, key: str, store: ObjectStore) -> str:
