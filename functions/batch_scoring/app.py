@@ -5,7 +5,7 @@ from typing import Any
 
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.s3 import ObjectStore
-from pipeline_core.aws.sagemaker_models import model_catalog
+from pipeline_core.aws.sagemaker import model_catalog
 from pipeline_core.errors import ConfigurationError
 from pipeline_core.models import Contract
 from pipeline_core.observability import stage_handler

@@ -39,6 +39,14 @@ class EndpointControl(Protocol):
         ...
 
 
+class ModelCatalog(Protocol):
+    def model_exists(self, model_name: str) -> bool:
+        """Whether SageMaker holds a model of this name (DescribeModel answers). Batch scoring asks before it
+        stages a file: a version whose SageMaker model is gone (deleted by hand, or never created: a rejected
+        version) fails at once, by name."""
+        ...
+
+
 class EndpointRuntime(Protocol):
     def predict(self, endpoint_name: str, records: list[dict[str, Any]]) -> list[Any]:
         """One prediction per record (a record maps feature names to values)."""
@@ -56,14 +64,14 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _is_missing_endpoint(error: ClientError) -> bool:
-    # SageMaker answers a missing endpoint with ValidationException "Could not find endpoint ...".
+def _is_missing(error: ClientError, kind: str = "endpoint") -> bool:
+    # SageMaker answers a missing endpoint (model) with ValidationException "Could not find endpoint (model) ...".
     details = error.response.get("Error", {})
-    return details.get("Code") == "ValidationException" and "Could not find endpoint" in details.get("Message", "")
+    return details.get("Code") == "ValidationException" and f"Could not find {kind}" in details.get("Message", "")
 
 
 class SageMakerEndpoints:
-    """EndpointControl and EndpointRuntime on real SageMaker (clients injected, built lazily)."""
+    """EndpointControl, EndpointRuntime and ModelCatalog on real SageMaker (clients injected, built lazily)."""
 
     def __init__(self, sagemaker_client: Any | None = None, runtime_client: Any | None = None) -> None:
         self._sagemaker = sagemaker_client
@@ -86,7 +94,7 @@ class SageMakerEndpoints:
             try:
                 answer = self.sagemaker.describe_endpoint(EndpointName=endpoint_name)
             except ClientError as error:
-                if _is_missing_endpoint(error):
+                if _is_missing(error):
                     return None
                 raise
         described: dict[str, Any] = _json_ready(answer)
@@ -106,8 +114,18 @@ class SageMakerEndpoints:
             try:
                 self.sagemaker.delete_endpoint(EndpointName=endpoint_name)
             except ClientError as error:
-                if not _is_missing_endpoint(error):
+                if not _is_missing(error):
                     raise
+
+    def model_exists(self, model_name: str) -> bool:
+        with transient_errors_as(f"describing model {model_name}"):
+            try:
+                self.sagemaker.describe_model(ModelName=model_name)
+            except ClientError as error:
+                if _is_missing(error, "model"):
+                    return False
+                raise
+        return True
 
     def predict(self, endpoint_name: str, records: list[dict[str, Any]]) -> list[Any]:
         """InvokeEndpoint with ``{"instances": records}``; the container's output_fn answers
@@ -135,7 +153,7 @@ class SageMakerEndpoints:
 
 
 class StandInEndpoints:
-    """EndpointControl and EndpointRuntime on the SageMaker stand-in (records in DATA_BUCKET)."""
+    """EndpointControl, EndpointRuntime and ModelCatalog on the SageMaker stand-in (records in DATA_BUCKET)."""
 
     def __init__(self, store: RecordStore) -> None:
         self.store = store
@@ -153,6 +171,9 @@ class StandInEndpoints:
     def delete_endpoint(self, endpoint_name: str) -> None:
         if self.store.get("endpoints", endpoint_name) is not None:
             standin_endpoints.delete_endpoint(self.store, {"EndpointName": endpoint_name})
+
+    def model_exists(self, model_name: str) -> bool:
+        return self.store.get("models", model_name) is not None
 
     def predict(self, endpoint_name: str, records: list[dict[str, Any]]) -> list[Any]:
         # Imported here: the runtime needs pandas and the model's own code, the control verbs do not.
@@ -173,6 +194,11 @@ def _backend(environ: Mapping[str, str] | None) -> SageMakerEndpoints | StandInE
 
 def endpoint_control(environ: Mapping[str, str] | None = None) -> EndpointControl:
     """Endpoint management for the backend ``SAGEMAKER_BACKEND`` names (os.environ unless given)."""
+    return _backend(environ)
+
+
+def model_catalog(environ: Mapping[str, str] | None = None) -> ModelCatalog:
+    """The SageMaker models of the backend ``SAGEMAKER_BACKEND`` names (os.environ unless given)."""
     return _backend(environ)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline_core.aws.registry import ModelRegistry
-from pipeline_core.aws.sagemaker_models import ModelCatalog
+from pipeline_core.aws.sagemaker import ModelCatalog
 from pipeline_core.errors import InputValidationError
 from pipeline_core.models import Contract, ProblemType, RegistryRecord
 from pipeline_core.stages.validate_input import RESERVED_PREFIX, TOKEN_SLUG_MAX, slugify

@@ -28,7 +28,7 @@ from typing import Any
 
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.s3 import ObjectStore, S3Uri
-from pipeline_core.aws.sagemaker_models import ModelCatalog
+from pipeline_core.aws.sagemaker import ModelCatalog
 from pipeline_core.errors import BatchOutputError, DatasetNotFoundError, DataValidationError, InputValidationError
 from pipeline_core.models import RegistryRecord
 from pipeline_core.observability import logger
