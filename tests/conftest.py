@@ -140,3 +140,32 @@ def moto_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             return made[service]
 
         yield client
+
+
+# The ARN of pipeline execution {run} (the state machine name the unit tests give it).
+EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:stepml-pipeline:{}"
+
+
+def registry_item(fake: FakeAws, run: str, model: str, status: str) -> dict[str, Any]:
+    """A registry version of model ``model`` that execution ``run`` of the pipeline registered."""
+    job = f"stepml-{run}"
+    return {
+        "model_name": model,
+        "status": status,
+        "problem_type": "multiclass_classification",
+        "target": "species",
+        "feature_columns": ["a", "b"],
+        "metrics": {"f1_macro": 0.9},
+        "primary_metric": "f1_macro",
+        "model_artifact": f"s3://{fake.bucket}/models/{job}/output/model.tar.gz",
+        "dataset_uri": f"s3://{fake.bucket}/raw/{run}/iris.csv",
+        "dataset_sha256": "0" * 64,
+        "training_job_name": job,
+        "endpoint_name": "stepml-test-iris-ep" if status == "approved" else None,
+        "endpoint_config_name": job if status == "approved" else None,
+        "execution_arn": EXECUTION_ARN.format(run),
+        "evaluation_uri": f"s3://{fake.bucket}/models/{job}/evaluation/evaluation.json",
+        "report_uri": f"s3://{fake.bucket}/models/{job}/evaluation/report.html",
+        "created_at": "2026-11-01T00:00:00+00:00",
+        "gate_reason": "superseded while waiting for the deploy lease" if status == "rejected" else "passed",
+    }

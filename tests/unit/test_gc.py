@@ -17,11 +17,11 @@ from pipeline_core.standin.store import RecordStore
 from stepml.artifacts import UnknownServingError, attributed_prefix, run_footprint
 from stepml.gc import COLLECTED_AT, GcPolicy, collect, format_report, plan
 from stepml.targets import StackOutputs
-from tests.conftest import FakeAws
+from tests.conftest import EXECUTION_ARN, FakeAws, registry_item
 from tests.unit.test_standin import asl_request, deploy_requests, pipeline_state
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-ARN = "arn:aws:states:us-east-1:123456789012:execution:stepml-pipeline:{}"
+ARN = EXECUTION_ARN
 SPLITS = ("train", "validation", "test")
 
 
@@ -40,30 +40,6 @@ class FakeTarget:
 
     def client(self, service: str) -> Any:
         return {"s3": self.aws.s3, "dynamodb": self.aws.dynamodb}[service]
-
-
-def _record(fake: FakeAws, run: str, model: str, status: str) -> dict[str, Any]:
-    job = f"stepml-{run}"
-    return {
-        "model_name": model,
-        "status": status,
-        "problem_type": "multiclass_classification",
-        "target": "species",
-        "feature_columns": ["a", "b"],
-        "metrics": {"f1_macro": 0.9},
-        "primary_metric": "f1_macro",
-        "model_artifact": f"s3://{fake.bucket}/models/{job}/output/model.tar.gz",
-        "dataset_uri": f"s3://{fake.bucket}/raw/{run}/iris.csv",
-        "dataset_sha256": "0" * 64,
-        "training_job_name": job,
-        "endpoint_name": "stepml-test-iris-ep" if status == "approved" else None,
-        "endpoint_config_name": job if status == "approved" else None,
-        "execution_arn": ARN.format(run),
-        "evaluation_uri": f"s3://{fake.bucket}/models/{job}/evaluation/evaluation.json",
-        "report_uri": f"s3://{fake.bucket}/models/{job}/evaluation/report.html",
-        "created_at": "2026-11-01T00:00:00+00:00",
-        "gate_reason": "superseded while waiting for the deploy lease" if status == "rejected" else "passed",
-    }
 
 
 def put_run_objects(fake: FakeAws, run: str, trained: bool = True) -> list[str]:
@@ -94,7 +70,7 @@ def registered_run(fake: FakeAws, run: str, status: str, model: str = "iris", de
             endpoints.create_endpoint(store, requests["CreateEndpoint"])
         else:
             endpoints.update_endpoint(store, requests["UpdateEndpoint"])
-    version = ModelRegistry(fake.registry_table, fake.dynamodb).register_model(_record(fake, run, model, status))
+    version = ModelRegistry(fake.registry_table, fake.dynamodb).register_model(registry_item(fake, run, model, status))
     RunLog(fake.runs_table, fake.dynamodb).update_run(
         run,
         status="SUCCEEDED",

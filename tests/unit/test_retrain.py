@@ -13,7 +13,7 @@ from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.stages.retrain import RetrainResult, retrain_execution_name, retrain_on_alarm
 
 from functions.start_pipeline import app as start_app
-from tests.conftest import REGION, FakeAws, load_event
+from tests.conftest import REGION, FakeAws, load_event, registry_item
 
 PASS_DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
 CHAMPION_INPUT = {
@@ -35,7 +35,7 @@ class Pipeline:
         self.aws = aws
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
         self.arn = self.sfn.create_state_machine(
-            name="stepml-test-pipeline", definition=PASS_DEFINITION, roleArn="arn:aws:iam::123456789012:role/r"
+            name="stepml-pipeline", definition=PASS_DEFINITION, roleArn="arn:aws:iam::123456789012:role/r"
         )["stateMachineArn"]
         monkeypatch.setenv("STATE_MACHINE_ARN", self.arn)
         self.registry = ModelRegistry(aws.registry_table, aws.dynamodb)
@@ -45,26 +45,9 @@ class Pipeline:
         arn = self.sfn.start_execution(stateMachineArn=self.arn, name=name, input=json.dumps(execution_input))[
             "executionArn"
         ]
-        job = f"stepml-{name}"
-        self.registry.register_model(
-            {
-                "model_name": "iris",
-                "status": status,
-                "problem_type": "multiclass_classification",
-                "target": "species",
-                "feature_columns": ["a", "b"],
-                "metrics": {"f1_macro": 0.9},
-                "primary_metric": "f1_macro",
-                "model_artifact": f"s3://{self.aws.bucket}/models/{job}/output/model.tar.gz",
-                "dataset_uri": f"s3://{self.aws.bucket}/raw/{name}/iris.csv",
-                "dataset_sha256": "0" * 64,
-                "training_job_name": job,
-                "execution_arn": arn,
-                "evaluation_uri": f"s3://{self.aws.bucket}/models/{job}/evaluation/evaluation.json",
-                "report_uri": f"s3://{self.aws.bucket}/models/{job}/evaluation/report.html",
-                "created_at": "2026-11-01T00:00:00+00:00",
-            }
-        )
+        item = registry_item(self.aws, name, "iris", status)
+        assert item["execution_arn"] == arn  # the version names the execution that trained it
+        self.registry.register_model(item)
         return arn
 
     def executions(self) -> list[dict[str, Any]]:
