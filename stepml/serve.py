@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import faulthandler
 import importlib.util
 import json
 import os
@@ -524,6 +525,9 @@ def serve(
     """Serve the inference API on 127.0.0.1:``port`` until interrupted (SIGINT or SIGTERM)."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # `kill -USR1 <pid>` prints every thread's stack to the terminal (stderr): how to see where a serve that
+    # does not stop is waiting
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         api = LocalApi(port, model_name, backend, workers=workers, log_mode=log_mode, log_sample_rate=log_sample_rate)
         with _function_output_to(api.log_path), api:
@@ -544,6 +548,7 @@ def serve(
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+        faulthandler.unregister(signal.SIGUSR1)
     return 0
 
 

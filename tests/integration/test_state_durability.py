@@ -287,7 +287,9 @@ def test_serve_stopped_while_a_run_writes_loses_neither_the_log_nor_the_run(proj
         try:
             assert served.wait(timeout=60) == 0, "".join(printed)[-3000:]
         except subprocess.TimeoutExpired:
-            pytest.fail("stepml serve did not stop within 60 s of SIGINT; it printed:\n" + "".join(printed)[-3000:])
+            served.send_signal(signal.SIGUSR1)  # serve prints every thread's stack: where it waits
+            time.sleep(2)
+            pytest.fail("stepml serve did not stop within 60 s of SIGINT; it printed:\n" + "".join(printed)[-6000:])
         out, err = second.communicate(timeout=300)
     finally:
         served.kill()
