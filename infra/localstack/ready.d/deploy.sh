@@ -53,12 +53,13 @@ mkdir -p "$layer/python"
 mv "$layer/pipeline_core" "$layer/python/"
 pip_for_lambda "$layer/python" -r "$layer/requirements.txt" "${LOCAL_EXTRAS[@]}"
 
-# Each function's own dependencies go next to its code.
-for requirements in "$BUILD"/functions/*/requirements.txt; do
+# Each function's own dependencies go next to its code: requirements.txt (what `sam build` installs for AWS)
+# and requirements-local.txt (what only local targets need: scikit-learn for the SageMaker stand-in).
+for requirements in "$BUILD"/functions/*/requirements.txt "$BUILD"/functions/*/requirements-local.txt; do
   dir="$(dirname "$requirements")"
   [[ "$dir" == "$layer" ]] && continue
   if has_requirements "$requirements"; then
-    log "installing $(basename "$dir") requirements"
+    log "installing $(basename "$dir") $(basename "$requirements")"
     pip_for_lambda "$dir" -r "$requirements"
   fi
 done
