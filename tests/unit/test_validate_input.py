@@ -15,13 +15,8 @@ from pipeline_core.models import (
     MAX_APPROVAL_TIMEOUT_SECONDS,
     RunConfig,
 )
-from pipeline_core.stages.validate_input import (
-    build_run_config,
-    input_json_schema,
-    parse_input,
-    run_token,
-    slugify,
-)
+from pipeline_core.sagemaker_names import run_token, slugify
+from pipeline_core.stages.validate_input import build_run_config, input_json_schema, parse_input
 
 from functions.validate_input.app import lambda_handler
 

@@ -28,12 +28,10 @@ from pipeline_core.rollout import RolloutInput, parse_rollout, rollout_config, r
 from pipeline_core.sagemaker_names import (
     RESERVED_PREFIX,
     SAGEMAKER_NAME_MAX,
-    TOKEN_SLUG_MAX,
     check_prefix,
     endpoint_name,
     endpoint_room,
     job_name,
-    run_token,
     slugify,
     tuning_job_name,
 )
@@ -50,18 +48,7 @@ from pipeline_core.stages.trainer_input import (
     trainer_config,
 )
 
-__all__ = [
-    "RESERVED_PREFIX",
-    "SAGEMAKER_NAME_MAX",
-    "TOKEN_SLUG_MAX",
-    "Hyperparameters",
-    "PipelineInput",
-    "build_run_config",
-    "parse_input",
-    "run_token",
-    "slugify",
-    "validate_input",
-]
+__all__ = ["Hyperparameters", "PipelineInput", "build_run_config", "parse_input", "validate_input"]
 from pipeline_core.tuning import TuningInput, tuning_config
 
 MODEL_NAME_PATTERN = r"^[a-z0-9](-?[a-z0-9])*$"
