@@ -529,7 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``stepml`` command."""
     try:
-        return _main(argv, out)
+        code = _main(argv, out)
+        if argv is None:
+            sys.stdout.flush()  # a reader that left is found here, not in the interpreter's flush at exit
+        return code
+    except BrokenPipeError:
+        # The reader of stdout left (`stepml runs | head`): end quietly, as Python's documentation recommends
+        # ("Note on SIGPIPE"): stdout goes to /dev/null so the flush at exit fails no more, and the exit
+        # status is 1, Python's for EPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         if argv is None:
             # The process ends next (the `stepml` script, `python -m stepml.cli`). At exit the interpreter walks
@@ -547,8 +556,17 @@ def _main(argv: list[str] | None, out: TextIO | None) -> int:
         print(f"stepml: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            NoRegionError,
+        )
 
+        if isinstance(error, NoCredentialsError | NoRegionError):
+            # the targets check both before their first request; a client built elsewhere may still meet them
+            print(f"stepml: {error}: configure AWS credentials and a region (see docs/deploy.md)", file=sys.stderr)
+            return 2
         if not isinstance(error, EndpointConnectionError | ConnectionClosedError):
             raise
         # the target went away mid-command (a local AWS stopped or killed, a network failure)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +26,20 @@ OUTPUT_KEYS = ("StateMachineArn", "DataBucketName", "ModelRegistryTableName", "R
 
 class TargetError(Exception):
     """The target cannot be reached or its stack is not deployed; the message says what to do."""
+
+
+NO_CREDENTIALS = (
+    "no AWS credentials found for {where}: configure them (`aws configure`, `aws sso login` with AWS_PROFILE, "
+    "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+)
+
+
+def aws_region(environ: Mapping[str, str] | None = None) -> str | None:
+    """The region AWS_REGION names, else AWS_DEFAULT_REGION's; None leaves it to the profile. botocore reads
+    only AWS_DEFAULT_REGION, while the AWS CLI v2 and the other SDKs let AWS_REGION override it (and the
+    profile), and Lambda sets AWS_REGION: stepml does as they do."""
+    source = os.environ if environ is None else environ
+    return source.get("AWS_REGION", "").strip() or source.get("AWS_DEFAULT_REGION", "").strip() or None
 
 
 @dataclass(frozen=True)
@@ -95,10 +110,12 @@ class RemoteTarget:
 
 def read_stack_outputs(cloudformation: Any, stack_name: str, where: str) -> StackOutputs:
     """The stack's outputs; a missing stack or an unreachable endpoint is a TargetError with a remedy."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except NoCredentialsError as error:
+        raise TargetError(NO_CREDENTIALS.format(where=where)) from error
     except ClientError as error:
         raise TargetError(
             f"no stack {stack_name!r} on {where} ({error.response['Error'].get('Message', error)}); "
@@ -122,16 +139,17 @@ def remote_target(name: str, stack_name: str | None, endpoint_url: str | None = 
         # localstack-client points every client at LocalStack (LOCALSTACK_HOST, default localhost:4566);
         # --endpoint-url picks another host:port the same way.
         host = endpoint_url.split("://", 1)[-1].rstrip("/") if endpoint_url else None
-        session: Any = LocalStackSession(
-            localstack_host=host, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-        )
+        session: Any = LocalStackSession(localstack_host=host, region_name=aws_region() or "us-east-1")
         where = endpoint_url or "LocalStack"
         endpoint_url = None  # the session itself now points there
     elif name == "aws":
-        session = boto3.session.Session()  # the normal credential chain: env, profile, SSO, instance role
-        where = endpoint_url or f"AWS ({session.region_name or 'no region configured'})"
-        if session.region_name is None and endpoint_url is None:
-            raise TargetError("no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or a profile region")
+        # the normal credential chain (env, profile, SSO, instance role); the region as the AWS CLI reads it
+        session = boto3.session.Session(region_name=aws_region())
+        if session.region_name is None:  # also with --endpoint-url: a request is signed for a region
+            raise TargetError(
+                "no AWS region configured: set AWS_REGION or AWS_DEFAULT_REGION, or a region in the AWS profile"
+            )
+        where = f"AWS ({session.region_name})" + (f" at {endpoint_url}" if endpoint_url else "")
     else:
         raise TargetError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
     kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}

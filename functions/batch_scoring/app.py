@@ -36,6 +36,7 @@ def _prepare(event: dict[str, Any], context: Any) -> Contract:
     return batch_scoring.prepare(
         event.get("input"),
         str(event["execution_name"]),
+        require_env("ENDPOINT_NAME_PREFIX"),  # stepml-<Stage>: the transform job's name starts with it
         require_env("DATA_BUCKET"),
         ModelRegistry(require_env("MODEL_REGISTRY_TABLE")),
         model_catalog(),

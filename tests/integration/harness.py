@@ -20,7 +20,7 @@ from typing import Any
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.runs import RunLog
 from pipeline_core.models import RegistryRecord
-from pipeline_core.stages.validate_input import RESERVED_PREFIX, run_token
+from pipeline_core.sagemaker_names import endpoint_name, job_name
 
 from stepml.embedded.faults import FaultPlan
 from stepml.embedded.runtime import EmbeddedAws, wait_until
@@ -222,13 +222,16 @@ class Harness:
         except self.s3.exceptions.NoSuchKey:
             return None
 
+    @property
+    def name_prefix(self) -> str:
+        return str(self.aws.stack.functions["ValidateInputFunction"].environment["ENDPOINT_NAME_PREFIX"])
+
     def endpoint_name(self, model_name: str) -> str:
-        prefix = self.aws.stack.functions["ValidateInputFunction"].environment["ENDPOINT_NAME_PREFIX"]
-        return f"{prefix}-{model_name}-ep"
+        return endpoint_name(self.name_prefix, model_name)
 
     def endpoint_config_name(self, execution: str) -> str:
         """The endpoint config (and SageMaker model) ValidateInput names for an execution called ``execution``."""
-        return f"{RESERVED_PREFIX}{run_token(execution)}"
+        return job_name(self.name_prefix, execution)
 
     def trip_alarm_during_rollout(
         self, endpoint_name: str, alarm_name: str, execution: str, timeout: float = 600

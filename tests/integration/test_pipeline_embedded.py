@@ -63,6 +63,10 @@ def test_classification_run_succeeds_and_registers(iris_run: PipelineRun) -> Non
     assert registry["problem_type"] == "multiclass_classification"
     assert registry["training_job_name"] in result["model_artifact"]
     assert registry["endpoint_name"] == result["endpoint_name"]
+    # every SageMaker name of the run is under the stage's prefix stepml-<Stage>- (the stack's IAM allows no other)
+    stage_prefix = result["endpoint_name"].removesuffix(f"{registry['model_name']}-ep")
+    assert stage_prefix.count("-") == 2 and registry["training_job_name"].startswith(stage_prefix)
+    assert registry["endpoint_config_name"].startswith(stage_prefix)
     assert registry["execution_arn"] == result["execution_arn"]
     assert len(registry["dataset_sha256"]) == 64
     assert Path(result["report_path"]).read_text().count("<img") >= 1

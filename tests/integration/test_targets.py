@@ -171,6 +171,18 @@ def test_remote_code_paths_reach_local_up(local_up: LocalUp) -> None:
     assert any(m["status"] == "approved" for m in json.loads(models.stdout))
 
 
+def test_runs_into_a_pipe_whose_reader_has_left_ends_quietly(local_up: LocalUp) -> None:
+    """`stepml runs | head -1`: once head has read its line and left, every write to stdout is EPIPE."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stepml.cli", "runs"], env=local_up.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line is written: deterministic, unlike head's race
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=180) == 1  # Python's convention for EPIPE (docs: "Note on SIGPIPE")
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr
+
+
 def test_missing_stack_is_a_clear_error(local_up: LocalUp) -> None:
     listed = local_up.cli("runs", "--target", "aws", "--endpoint-url", local_up.endpoint_url, "--stack-name", "nope")
     assert listed.returncode == 2

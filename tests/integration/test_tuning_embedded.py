@@ -66,6 +66,8 @@ def test_the_best_training_job_goes_on_through_evaluate_and_is_registered(h: Har
     best = tuning["BestTrainingJobName"]
     assert tuning["HyperParameterTuningJobName"] == config["tuning"]["job_name"]
     assert re.fullmatch(rf"{config['tuning']['job_name']}-\d{{3}}-[0-9a-f]{{8}}", best)
+    # under the stage's prefix, as the stack's IAM (stepml-${Stage}-*) requires, and within SageMaker's 32
+    assert config["tuning"]["job_name"].startswith(f"{h.name_prefix}-") and len(config["tuning"]["job_name"]) <= 32
     assert set(tuning["TunedHyperParameters"]) == {
         "learning_rate",
         "max_leaf_nodes",

@@ -26,6 +26,7 @@ from tests.conftest import FakeAws
 FEATURES = ["sepal_length", "petal_length"]
 KINDS = {"sepal_length": "numeric", "petal_length": "numeric"}
 RUN = "batch-scores-20261130T000000-abc123"
+PREFIX = "stepml-test"  # ENDPOINT_NAME_PREFIX (tests/conftest.py)
 CSV = 'id,petal_length,sepal_length,note\nr1,1.4,5.1,ok\nr2,4.5,6.0,"a, b"\nr3,,5.5,\n'
 
 
@@ -69,6 +70,7 @@ def run_prepare(fake: FakeAws, request: dict[str, Any], catalog: Catalog | None 
     return prepare(
         request,
         RUN,
+        PREFIX,
         fake.bucket,
         ModelRegistry(fake.registry_table, fake.dynamodb),
         catalog or Catalog("stepml-run-1", "stepml-run-2", "stepml-run-3"),
@@ -100,7 +102,7 @@ def test_prepare_scores_with_the_champion_and_writes_the_features_as_json_lines(
     assert plan.transform_input_prefix == f"s3://{aws.bucket}/batch/{RUN}/transform-input/"
     assert plan.transform_output_uri == f"s3://{aws.bucket}/batch/{RUN}/transform-output/records.jsonl.out"
     assert plan.output_uri == f"s3://{aws.bucket}/batch/{RUN}/output/scores.scored.csv"
-    assert plan.transform_job_name == transform_job_name(RUN)
+    assert plan.transform_job_name == transform_job_name(RUN, PREFIX)
     # a named version, in another format
     named = run_prepare(aws, request(aws, model_version=1, output_format="parquet"))
     assert (named.model_version, named.sagemaker_model_name, named.output_format) == (1, "stepml-run-1", "parquet")
@@ -217,10 +219,10 @@ def test_assemble_refuses_an_output_that_does_not_line_up_and_writes_nothing(aws
 
 def test_transform_job_names_are_valid_unique_and_readable() -> None:
     pattern = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker's
-    names = [transform_job_name(n) for n in (RUN, RUN + "x", "batch-" + "y" * 74, "___")]
+    names = [transform_job_name(n, PREFIX) for n in (RUN, RUN + "x", "batch-" + "y" * 74, "___", "batch-___")]
     assert all(pattern.match(n) and len(n) <= 63 for n in names)
     assert len(set(names)) == len(names)
-    assert names[0] == f"stepml-batch-scores-20261130t000000-abc123-{names[0].rsplit('-', 1)[1]}"
+    assert names[0] == f"stepml-test-batch-scores-20261130t000000-abc123-{names[0].rsplit('-', 1)[1]}"
 
 
 def test_the_committed_schema_is_the_requests_and_the_example_passes_both() -> None:

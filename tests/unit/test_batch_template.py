@@ -85,7 +85,7 @@ def test_the_transform_request_is_one_sagemaker_accepts() -> None:
     parameters = json.loads(BATCH_ASL.read_text())["States"]["Transform"]["Parameters"]
     text = json.dumps(parameters).replace("${BatchTransformInstanceType}", "ml.m5.large")
     filled = {
-        "$.prep.transform_job_name": "stepml-batch-x-12345678",
+        "$.prep.transform_job_name": "stepml-dev-batch-x-12345678",
         "$.prep.sagemaker_model_name": "stepml-run-12345678",
         "$.prep.transform_input_prefix": "s3://bucket/batch/x/transform-input/",
         "$.prep.transform_output_prefix": "s3://bucket/batch/x/transform-output/",
@@ -145,8 +145,8 @@ def test_batch_permissions_name_the_batch_prefix_and_the_pipelines_sagemaker_nam
     ]
     resources_ = {r for s in role for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
     assert resources_ == {
-        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:transform-job/stepml-batch-*",
-        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/stepml-*",
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:transform-job/stepml-dev-batch-*",
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/stepml-dev-*",
         f"arn:aws:events:{REGION}:{ACCOUNT}:rule/StepFunctionsGetEventsForSageMakerTransformJobsRule",
     }
     assert not [s for n, s in statements(template, "aws") if n == "BatchScoringStateMachineRole" and "iam:" in str(s)]

@@ -86,7 +86,7 @@ def test_validate_data_resolves_the_default_name_from_the_target_it_chose() -> N
 
 
 def test_a_long_default_name_still_fits_sagemakers_63_characters() -> None:
-    prefix = "stepml-" + "p" * 20
+    prefix = "stepml-" + "p" * 16  # the longest prefix sagemaker_names takes
     config = build_run_config({"dataset": "s3://b/" + "d" * 50 + ".csv"}, "run-1", "bucket", prefix)
     resolved = resolve_identity(config, _profile("t" * 30, "regression"))
     assert len(resolved.endpoint_name) <= 63 and resolved.endpoint_name.endswith("-ep")

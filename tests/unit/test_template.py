@@ -565,7 +565,7 @@ def test_sagemaker_permissions_are_scoped_to_the_pipelines_names(template: dict[
         resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for resource in resources_:
             text = json.dumps(resource)
-            assert resource == "*" or "/stepml-*" in text or ":role/" in text, statement
+            assert resource == "*" or "/stepml-dev-*" in text or ":role/" in text, statement
     assert not [s for n, s in statements(template, "local") if "sagemaker:" in json.dumps(s.get("Action"))]
     pass_role = [s for n, s in statements(template, "aws") if s["Action"] == "iam:PassRole"]
     assert pass_role and all(

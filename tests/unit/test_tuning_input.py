@@ -19,7 +19,7 @@ TUNING_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$")
 
 
 def tuning_of(execution_input: dict[str, Any], name: str = "run-2026-11-29") -> TuningConfig | None:
-    return build_run_config({"dataset": DATASET, **execution_input}, name, "stepml-test-data", "stepml").tuning
+    return build_run_config({"dataset": DATASET, **execution_input}, name, "stepml-test-data", "stepml-test").tuning
 
 
 def ranges_by_name(config: TuningConfig) -> dict[str, dict[str, Any]]:

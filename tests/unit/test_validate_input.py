@@ -15,13 +15,8 @@ from pipeline_core.models import (
     MAX_APPROVAL_TIMEOUT_SECONDS,
     RunConfig,
 )
-from pipeline_core.stages.validate_input import (
-    build_run_config,
-    input_json_schema,
-    parse_input,
-    run_token,
-    slugify,
-)
+from pipeline_core.sagemaker_names import run_token, slugify
+from pipeline_core.stages.validate_input import build_run_config, input_json_schema, parse_input
 
 from functions.validate_input.app import lambda_handler
 
@@ -236,7 +231,7 @@ def test_names_for_an_80_character_execution_name_are_deterministic_and_within_l
 
     assert first == again
     assert first.training_job_name == first.sagemaker_model_name == first.endpoint_config_name
-    assert first.training_job_name.startswith("stepml-nightly-retrain-xxxxxxxxxxxxxx-")
+    assert first.training_job_name.startswith("stepml-test-nightly-retrain-xxxxxxxxxxxxxx-")
     assert other.training_job_name != first.training_job_name
     for config in (first, other):
         for name in (config.training_job_name, config.endpoint_name or ""):
@@ -256,10 +251,10 @@ def test_run_token_follows_the_documented_recipe() -> None:
 
 
 def test_model_name_too_long_for_the_endpoint_prefix_is_rejected() -> None:
-    long_prefix = "stepml-a-very-long-stage-prefix"  # leaves 28 characters for the model name
-    with pytest.raises(InputValidationError, match="allows at most 28"):
+    long_prefix = "stepml-" + "s" * 16  # the longest prefix (see sagemaker_names): leaves 36 for the model name
+    with pytest.raises(InputValidationError, match="allows at most 36"):
         build_run_config({"dataset": "s3://b/iris.csv", "model_name": "m" * 40}, "run", "b", long_prefix)
-    fits = build_run_config({"dataset": "s3://b/iris.csv", "model_name": "m" * 28}, "run", "b", long_prefix)
+    fits = build_run_config({"dataset": "s3://b/iris.csv", "model_name": "m" * 36}, "run", "b", long_prefix)
     assert fits.endpoint_name is not None and len(fits.endpoint_name) == 63
 
 

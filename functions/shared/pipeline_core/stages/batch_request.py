@@ -3,7 +3,6 @@ the registry with them before it uploads anything; :mod:`pipeline_core.stages.ba
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -12,7 +11,7 @@ from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.sagemaker import ModelCatalog
 from pipeline_core.errors import InputValidationError
 from pipeline_core.models import Contract, ProblemType, RegistryRecord
-from pipeline_core.stages.validate_input import RESERVED_PREFIX, TOKEN_SLUG_MAX, slugify
+from pipeline_core.sagemaker_names import transform_job_name as _transform_job_name
 
 Format = Literal["csv", "parquet"]
 DEFAULT_PREDICTION_COLUMN = "prediction"
@@ -97,12 +96,11 @@ def parse_request(raw: Any) -> BatchRequest:
         raise InputValidationError(f"invalid batch scoring input: {problems}") from error
 
 
-def transform_job_name(execution_name: str) -> str:
-    """``stepml-batch-`` + the execution name slugged (without ``batch-``, which it would repeat), cut to 30
-    characters, + 8 hex of the name's sha256: unique, readable and within SageMaker's 63 characters (at most 52)."""
-    digest = hashlib.sha256(execution_name.encode("utf-8")).hexdigest()[:8]
-    slug = slugify(execution_name.removeprefix(EXECUTION_PREFIX))[:TOKEN_SLUG_MAX].rstrip("-")
-    return f"{RESERVED_PREFIX}batch-{slug}-{digest}" if slug else f"{RESERVED_PREFIX}batch-{digest}"
+def transform_job_name(execution_name: str, prefix: str) -> str:
+    """``<prefix>-batch-`` + the execution name slugged (without ``batch-``, which it would repeat), cut to what
+    SageMaker's 63 characters leave (at most 30), + 8 hex of the name's sha256: unique, readable, and under the
+    stage's prefix (``prefix`` is ``stepml-<Stage>``, ENDPOINT_NAME_PREFIX) that its IAM statements allow."""
+    return _transform_job_name(prefix, execution_name, drop=EXECUTION_PREFIX)
 
 
 def resolve_version(registry: ModelRegistry, model_name: str, version: int | None) -> RegistryRecord:

@@ -67,6 +67,7 @@ def _check_input_location(uri: str, data_bucket: str) -> None:
 def prepare(
     raw_input: Any,
     execution_name: str,
+    name_prefix: str,
     data_bucket: str,
     registry: ModelRegistry,
     catalog: ModelCatalog,
@@ -121,7 +122,7 @@ def prepare(
         rows=rows,
         output_format=output_format,
         prediction_column=request.prediction_column,
-        transform_job_name=transform_job_name(execution_name),
+        transform_job_name=transform_job_name(execution_name, name_prefix),
         transform_input_prefix=f"{folder.child('transform-input')}/",
         transform_input_uri=str(transform_input),
         transform_output_prefix=f"{folder.child('transform-output')}/",

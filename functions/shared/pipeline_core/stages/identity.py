@@ -19,14 +19,8 @@ from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, ModelIdentityError
 from pipeline_core.models import DataProfile, ModelIdentity, RegistryRecord, ResolvedIdentity, RunConfig
-from pipeline_core.stages.validate_input import (
-    MODEL_NAME_MAX,
-    RESERVED_PREFIX,
-    SAGEMAKER_NAME_MAX,
-    slugify,
-)
-
-_ENDPOINT_SUFFIX = "-ep"
+from pipeline_core.sagemaker_names import RESERVED_PREFIX, endpoint_name, endpoint_room, slugify
+from pipeline_core.stages.validate_input import MODEL_NAME_MAX
 
 
 def default_model_name(dataset_uri: str, target: str, max_length: int = MODEL_NAME_MAX) -> str:
@@ -37,18 +31,13 @@ def default_model_name(dataset_uri: str, target: str, max_length: int = MODEL_NA
     return slug or "model"
 
 
-def endpoint_room(prefix: str) -> int:
-    """The longest model name whose endpoint ``<prefix>-<model>-ep`` fits SageMaker's 63 characters."""
-    return SAGEMAKER_NAME_MAX - len(prefix) - len("-") - len(_ENDPOINT_SUFFIX)
-
-
 def resolve_identity(config: RunConfig, data: DataProfile) -> ResolvedIdentity:
     """The run's model name, endpoint name and identity, now that ValidateData knows the target and problem type.
 
     A model name given in the input is kept (ValidateInput checked that its endpoint name fits).
     """
     if config.model_name is not None and config.endpoint_name is not None:
-        model_name, endpoint_name = config.model_name, config.endpoint_name
+        model_name, endpoint = config.model_name, config.endpoint_name
     else:
         prefix = config.endpoint_name_prefix
         if not prefix:
@@ -56,9 +45,9 @@ def resolve_identity(config: RunConfig, data: DataProfile) -> ResolvedIdentity:
                 "config has neither model_name nor endpoint_name_prefix: ValidateInput sets one of them"
             )
         model_name = config.model_name or default_model_name(config.dataset, data.target, endpoint_room(prefix))
-        endpoint_name = f"{prefix}-{model_name}{_ENDPOINT_SUFFIX}"
+        endpoint = endpoint_name(prefix, model_name)
     identity = ModelIdentity(model_name=model_name, target=data.target, problem_type=data.problem_type)
-    return ResolvedIdentity(model_name=model_name, endpoint_name=endpoint_name, identity=identity)
+    return ResolvedIdentity(model_name=model_name, endpoint_name=endpoint, identity=identity)
 
 
 def describe(identity: ModelIdentity | RegistryRecord) -> str:

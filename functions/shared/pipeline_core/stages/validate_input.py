@@ -7,7 +7,6 @@ error's message is all a console user sees of a failed execution.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any, Literal
@@ -15,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline_core.aws.s3 import S3Uri
-from pipeline_core.errors import ConfigurationError, InputValidationError
+from pipeline_core.errors import InputValidationError
 from pipeline_core.models import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     MAX_APPROVAL_TIMEOUT_SECONDS,
@@ -26,6 +25,16 @@ from pipeline_core.models import (
     RunConfig,
 )
 from pipeline_core.rollout import RolloutInput, parse_rollout, rollout_config, rollout_input_schema
+from pipeline_core.sagemaker_names import (
+    RESERVED_PREFIX,
+    SAGEMAKER_NAME_MAX,
+    check_prefix,
+    endpoint_name,
+    endpoint_room,
+    job_name,
+    slugify,
+    tuning_job_name,
+)
 from pipeline_core.settings import require_env
 from pipeline_core.stages.trainer_input import (
     TRAINER_TAGS,
@@ -44,12 +53,6 @@ from pipeline_core.tuning import TuningInput, tuning_config
 
 MODEL_NAME_PATTERN = r"^[a-z0-9](-?[a-z0-9])*$"
 MODEL_NAME_MAX = 40
-# SageMaker names (training job, model, endpoint config, endpoint) are at most 63 characters.
-SAGEMAKER_NAME_MAX = 63
-_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
-RESERVED_PREFIX = "stepml-"
-TOKEN_SLUG_MAX = 30
-TUNING_SLUG_MAX = 16
 
 
 def _tuning_accepts_a_boolean(schema: dict[str, Any]) -> None:
@@ -238,19 +241,6 @@ def input_json_schema() -> dict[str, Any]:
     return schema
 
 
-def slugify(text: str) -> str:
-    """Lowercase, every run of characters outside [a-z0-9] becomes one '-', no leading/trailing '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def run_token(execution_name: str, slug_max: int = TOKEN_SLUG_MAX) -> str:
-    """First ``slug_max`` chars of the slugged execution name + '-' + 8 hex of its sha256: unique and short."""
-    digest = hashlib.sha256(execution_name.encode("utf-8")).hexdigest()[:8]
-    prefix = slugify(execution_name)[:slug_max].rstrip("-")
-    # A name with no letters or digits slugs to "": the hash alone keeps the name valid.
-    return f"{prefix}-{digest}" if prefix else digest
-
-
 def _describe_schema(schema: dict[str, Any], definitions: dict[str, Any]) -> str:
     if "$ref" in schema:
         return _describe_schema(definitions[schema["$ref"].split("/")[-1]], definitions)
@@ -349,24 +339,20 @@ def parse_input(raw: Any) -> PipelineInput:
 def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endpoint_name_prefix: str) -> RunConfig:
     """Validate ``raw_input`` and return the complete run configuration with derived names and prefixes."""
     request = parse_input(raw_input)
-    if not _SAGEMAKER_NAME.match(endpoint_name_prefix):
-        raise ConfigurationError(
-            f"ENDPOINT_NAME_PREFIX {endpoint_name_prefix!r} is not a valid SageMaker name prefix "
-            "(letters, digits and dashes, starting and ending with a letter or digit)"
-        )
-    # endpoint_name = prefix + "-" + model_name + "-ep" must fit SageMaker's 63 characters.
-    room = SAGEMAKER_NAME_MAX - len(endpoint_name_prefix) - len("-") - len("-ep")
+    # Every SageMaker name of the run starts with the stage's prefix (see pipeline_core/sagemaker_names.py).
+    check_prefix(endpoint_name_prefix)
+    room = endpoint_room(endpoint_name_prefix)
     # Without a model_name in the input, ValidateData derives it from the file and the target (the last
     # column by default, known only once the file is read): see stages/identity.py.
     model_name = request.model_name
     if model_name is not None and len(model_name) > room:
         raise InputValidationError(
             f"model_name {model_name!r} is {len(model_name)} characters; with the endpoint prefix "
-            f"{endpoint_name_prefix!r} the endpoint name allows at most {room} (SageMaker's limit is 63)"
+            f"{endpoint_name_prefix!r} the endpoint name allows at most {room} (SageMaker's limit is "
+            f"{SAGEMAKER_NAME_MAX})"
         )
 
-    token = run_token(execution_name)
-    job_name = f"{RESERVED_PREFIX}{token}"
+    run_job_name = job_name(endpoint_name_prefix, execution_name)
     if isinstance(request.trainer, str):
         hyperparameters = builtin_hyperparameter_strings(request.hyperparameters)
     else:
@@ -387,10 +373,10 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         seed=request.seed,
         endpoint_poll_seconds=request.endpoint_poll_seconds,
         data_bucket=data_bucket,
-        training_job_name=job_name,
-        sagemaker_model_name=job_name,
-        endpoint_config_name=job_name,
-        endpoint_name=f"{endpoint_name_prefix}-{model_name}-ep" if model_name else None,
+        training_job_name=run_job_name,
+        sagemaker_model_name=run_job_name,
+        endpoint_config_name=run_job_name,
+        endpoint_name=endpoint_name(endpoint_name_prefix, model_name) if model_name else None,
         endpoint_name_prefix=endpoint_name_prefix,
         raw_prefix=f"s3://{data_bucket}/raw/{run_id}/",
         processed_prefix=f"s3://{data_bucket}/processed/{run_id}/",
@@ -410,8 +396,7 @@ def build_run_config(raw_input: Any, execution_name: str, data_bucket: str, endp
         if request.tuning is None
         else tuning_config(
             request.tuning,
-            # SageMaker allows 32 characters: stepml- + 16 + - + 8 hex; its training jobs add -NNN-<8 hex>.
-            job_name=f"{RESERVED_PREFIX}{run_token(execution_name, slug_max=TUNING_SLUG_MAX)}",
+            job_name=tuning_job_name(endpoint_name_prefix, execution_name),
             fixed=set(request.hyperparameters),
             problem_type=request.problem_type,
             algorithm=request.trainer if isinstance(request.trainer, str) else "custom",
