@@ -8,9 +8,12 @@ bodies, keep-alive and its timeouts, and the processes. The model is:
   Lambda execution environment each); a worker that dies or hangs past ``timeout`` is replaced;
 * in each, gunicorn's ``gthread`` worker: one poller holds the idle and kept-alive connections (at most
   ``worker_connections``; past that the worker stops accepting and the kernel's backlog holds the rest)
-  and ``threads`` threads handle requests. A connection that sends nothing is closed after ``keepalive``
-  seconds; a thread waits at most 5 s for a request's first bytes before handing the connection back to the
-  poller. Threads are a fixed pool: 2,000 slow connections cost 2,000 sockets in a poller, not 2,000 threads.
+  and ``threads`` threads handle requests. A new connection goes to a thread only once it has bytes to
+  read; one that sends nothing is closed after ``keepalive`` seconds; a read or write that waits more than
+  ``READ_TIMEOUT_SECONDS`` closes the connection. Threads are a fixed pool: 2,000 idle or slow connections
+  cost 2,000 sockets in a poller, not 2,000 threads. The limit: a client that sends part of a request and
+  stalls holds a thread for up to READ_TIMEOUT_SECONDS, so many such clients at once delay the others by
+  that much (an asynchronous server, or a proxy that buffers requests, would not; API Gateway buffers).
 
 Each request becomes the API Gateway REST proxy event (:func:`proxy_event`) the function gets on AWS, and its
 proxy answer the HTTP response. API Gateway refuses a payload over 10 MB before the function runs; so does
@@ -31,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 STAGE = "local"
@@ -40,10 +44,13 @@ MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 WORKER_CONNECTIONS = 1000
 # Request threads per worker: the handler runs one request at a time (see serve.in_process_invoker), the
 # others read requests and write responses meanwhile.
-THREADS = 4
+THREADS = 8
 # Seconds a kept-alive connection may stay idle (API Gateway's own idle timeout is longer, but a local
 # server has no reason to hold thousands of idle sockets).
 KEEPALIVE_SECONDS = 5
+# A request's bytes (headers, body) must keep coming: a read that waits longer closes the connection, so a
+# client that sends part of a request and stalls holds a request thread at most this long.
+READ_TIMEOUT_SECONDS = 5.0
 # A worker silent this long is killed and replaced: the function's own timeout (29 s, API Gateway's) plus
 # margin.
 WORKER_TIMEOUT_SECONDS = 35
@@ -245,7 +252,44 @@ class JsonErrorWorker(ThreadWorker):
         from gunicorn import util
 
         util.write_error = write_json_error
+        self.sockets = [_TimedListener(listener) for listener in self.sockets]
         super().init_process()
+
+    def handle(self, conn: Any) -> Any:
+        # gunicorn gives a new connection's first bytes up to 5 s in a request thread before handing it to
+        # the poller: a few hundred idle connections would then hold every thread for minutes. Here a new
+        # connection with nothing to read yet goes to the poller at once (gunicorn's own deferral).
+        if not conn.initialized and not conn.wait_for_data(0):
+            return gthread._DEFER
+        return super().handle(conn)
+
+
+class _ReadTimeoutSocket(socket.socket):
+    """A client connection whose blocking mode has a timeout: gunicorn's threaded worker waits up to 5 s for
+    a request's first bytes in the poller, but then reads the rest in blocking mode with no limit, so a
+    client that stalls mid-request (slow loris) would hold the thread for good. Every blocking read or write
+    here gives up after READ_TIMEOUT_SECONDS instead, and gunicorn closes the connection."""
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(READ_TIMEOUT_SECONDS)
+        else:
+            super().setblocking(False)
+
+
+class _TimedListener:
+    """gunicorn's listening socket, handing out :class:`_ReadTimeoutSocket` connections."""
+
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        connection, address = self._listener.accept()
+        timed = _ReadTimeoutSocket(connection.family, connection.type, connection.proto, fileno=connection.detach())
+        return timed, address
 
 
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
