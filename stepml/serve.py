@@ -161,7 +161,8 @@ class _LocalAws:
         from stepml.targets import TargetError, embedded_target
 
         try:
-            self.target = embedded_target(self.layout, sys.stderr)
+            # no pipeline runs here: a local AWS started for serving warms no pipeline workers until a run
+            self.target = embedded_target(self.layout, sys.stderr, prestart_workers=False)
         except TargetError as error:
             raise ServeError(str(error)) from error
 
