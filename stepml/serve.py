@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib.util
+import io
 import os
 import signal
 import sys
@@ -229,8 +230,11 @@ def _output_to(path: Path) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    # The handler's loggers hold the streams they found at import (before the fork): line by line, as
+    # Lambda ships each line, whatever those streams were buffered for (a pipe, a terminal).
+    for stream in {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}:
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
 
 
 def _stop_prediction_log() -> None:
@@ -241,8 +245,9 @@ def _stop_prediction_log() -> None:
     lost = close_background_writers(LOG_FLUSH_SECONDS)
     if lost:
         print(f"stepml serve: {lost} prediction log item(s) not written at stop", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}:
+        if stream is not None:
+            stream.flush()
     # Nothing of the worker is left to save: end it here. The interpreter's own shutdown would wait for the
     # request threads (a thread waiting for a slow client's bytes, up to 5 s each) and the atexit handlers,
     # and a worker still there after GRACEFUL_SECONDS is killed: the stop would take that long every time.
@@ -271,15 +276,6 @@ def serve(
     except ServeError as error:
         print(f"stepml serve: {error}", file=sys.stderr)
         return 2
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    print(f"stepml inference API on {url} ({workers} worker(s); Ctrl-C stops)", file=out)
-    if api.model_name:
-        print(f"  model        {api.model_name} (GET /model shows the version served)", file=out)
-    print(f"  try          curl -s {url}/model", file=out)
-    print(f"               curl -s -X POST {url}/predict -H 'Content-Type: application/json' \\", file=out)
-    print('                    -d \'{"instances": [{"<feature>": 1.0, ...}]}\'', file=out)
-    print(f"  OpenAPI      {url}/openapi.json", file=out)
-    print(f"  function log {api.log_path}", file=out, flush=True)
 
     def ready(_arbiter: Any) -> None:
         # `kill -USR1 <pid>` prints every thread's stack to the terminal (stderr): how to see where a serve
@@ -296,6 +292,16 @@ def serve(
             "worker_exit": lambda _arbiter, _worker: _stop_prediction_log(),
         },
     )
+    server.ready()  # the handler imported: the banner below means requests are answered
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    print(f"stepml inference API on {url} ({workers} worker(s); Ctrl-C stops)", file=out)
+    if api.model_name:
+        print(f"  model        {api.model_name} (GET /model shows the version served)", file=out)
+    print(f"  try          curl -s {url}/model", file=out)
+    print(f"               curl -s -X POST {url}/predict -H 'Content-Type: application/json' \\", file=out)
+    print('                    -d \'{"instances": [{"<feature>": 1.0, ...}]}\'', file=out)
+    print(f"  OpenAPI      {url}/openapi.json", file=out)
+    print(f"  function log {api.log_path}", file=out, flush=True)
     master = os.getpid()
     try:
         server.run()  # gunicorn's arbiter: returns by SystemExit, in this process and in each worker

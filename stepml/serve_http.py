@@ -4,7 +4,7 @@ gunicorn (a maintained pre-fork WSGI server) does the HTTP: parsing (a ``Content
 non-negative number, a bad chunk size or request line is a 400 it answers itself, in JSON here), chunked
 bodies, keep-alive and its timeouts, and the processes. The model is:
 
-* ``workers`` processes forked from the ``stepml serve`` process, each importing the handler itself (a warm
+* ``workers`` processes forked from the ``stepml serve`` process once it has imported the handler (a warm
   Lambda execution environment each); a worker that dies or hangs past ``timeout`` is replaced;
 * in each, gunicorn's ``gthread`` worker: one poller holds the idle and kept-alive connections (at most
   ``worker_connections``; past that the worker stops accepting and the kernel's backlog holds the rest)
@@ -252,7 +252,7 @@ class JsonErrorWorker(ThreadWorker):
         from gunicorn import util
 
         util.write_error = write_json_error
-        self.sockets = [_TimedListener(listener) for listener in self.sockets]
+        self.sockets: list[Any] = [_TimedListener(listener) for listener in self.sockets]
         super().init_process()
 
     def handle(self, conn: Any) -> Any:
@@ -320,9 +320,12 @@ def listening_socket(port: int) -> socket.socket:
 
 
 class GunicornServer(BaseApplication):
-    """gunicorn, configured here rather than from its command line, serving ``load()``'s application in
-    each worker (not preloaded: each worker imports the handler after the fork, so no client, thread or
-    lock crosses a fork)."""
+    """gunicorn, configured here rather than from its command line, serving ``load()``'s application.
+
+    Preloaded: the handler is imported once, in the ``stepml serve`` process, before the workers fork (they
+    share its pages, and the server is ready when :meth:`ready` returns). Nothing the import does starts a
+    thread or opens a connection: AWS clients are built on first use, and the prediction log's writer thread
+    starts on a worker's first logged request, so none crosses a fork."""
 
     def __init__(
         self,
@@ -346,7 +349,7 @@ class GunicornServer(BaseApplication):
             "keepalive": keepalive,
             "timeout": WORKER_TIMEOUT_SECONDS,
             "graceful_timeout": GRACEFUL_SECONDS,
-            "preload_app": False,
+            "preload_app": True,
             "loglevel": "warning",
             "errorlog": "-",
             "accesslog": None,
@@ -362,3 +365,7 @@ class GunicornServer(BaseApplication):
 
     def load(self) -> Callable[..., Any]:
         return wsgi_app(self._load())
+
+    def ready(self) -> None:
+        """Import the handler now (gunicorn keeps it for the workers)."""
+        self.wsgi()
