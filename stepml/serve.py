@@ -292,7 +292,11 @@ def serve(
             "worker_exit": lambda _arbiter, _worker: _stop_prediction_log(),
         },
     )
-    server.ready()  # the handler imported: the banner below means requests are answered
+    try:
+        server.ready()  # the handler imported: the banner below means requests are answered
+    except ServeError as error:
+        print(f"stepml serve: {error}", file=sys.stderr)
+        return 2
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     print(f"stepml inference API on {url} ({workers} worker(s); Ctrl-C stops)", file=out)
     if api.model_name:
