@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 ROW = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
 
 
-def exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
-    """Send ``data`` on a new connection and read until the server closes it."""
+def exchange(port: int, data: bytes, timeout: float = 120) -> bytes:
+    """Send ``data`` on a new connection and read until the server closes it (a worker's first prediction
+    loads the model: on a busy machine that alone has taken over 30 s)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
         connection.sendall(data)
         received = b""
