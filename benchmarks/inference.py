@@ -32,8 +32,6 @@ import json
 import multiprocessing
 import os
 import platform
-import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -153,11 +151,10 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
     os.environ["STEPML_STATE_DIR"] = str(state_dir)
     from stepml.serve import FUNCTION_ID, LocalApi, proxy_event
 
-    api = LocalApi(port=0, watch=False, log_mode="background")
-    api.start()
+    api = LocalApi(log_mode="background")
+    api.prepare()
+    invoke = api.invoker()
     module = sys.modules[f"_stepml_serve_{FUNCTION_ID}"]
-    assert api.server is not None
-    invoke = api.server.invoke
     results: dict[str, Any] = {"model": api.model_name, "load_1m_before": load_1m()}
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the handler's log lines would time the terminal
     saved = sys.stdout
@@ -193,7 +190,9 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
     finally:
         sys.stdout = saved
         devnull.close()
-        api.stop()
+        from pipeline_core.aws.prediction_log import close_background_writers
+
+        close_background_writers(5.0)
     overhead = results["handler_log_off"]["p50_ms"] - results["model_only"]["p50_ms"]
     results["handler_overhead_p50_ms"] = round(overhead, 3)
     return results
@@ -202,9 +201,13 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
 # --- 4. HTTP -------------------------------------------------------------------------------------------
 
 
-def _client(port: int, payload: bytes, duration: float, max_requests: int, ready: Any, go: Any, out: Any) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port)
-    connection.connect()
+def _client(
+    port: int, payload: bytes, connections: int, duration: float, max_requests: int, ready: Any, go: Any, out: Any
+) -> None:
+    """``connections`` keep-alive connections: a request sent on each, then each answer read, in turn."""
+    opened = [http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(connections)]
+    for connection in opened:
+        connection.connect()
     ready.put(True)
     # Every client starts when all are connected: a process takes a second or more to start on a busy
     # machine, and a deadline set before the start-up could pass before a client sent anything.
@@ -215,30 +218,42 @@ def _client(port: int, payload: bytes, duration: float, max_requests: int, ready
     first = time.perf_counter()
     deadline = first + duration
     while time.perf_counter() < deadline and len(latencies) < max_requests:
-        started = time.perf_counter()
-        connection.request("POST", "/predict", payload, headers)
-        response = connection.getresponse()
-        response.read()
-        latencies.append(time.perf_counter() - started)
-        errors += response.status != 200
-    connection.close()
+        started = []
+        for connection in opened:
+            started.append(time.perf_counter())
+            connection.request("POST", "/predict", payload, headers)
+        for connection, at in zip(opened, started, strict=True):
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - at)
+            errors += response.status != 200
+    for connection in opened:
+        connection.close()
     out.put((latencies, errors, first, time.perf_counter()))
 
 
+# Client processes at most: past this, each process holds several connections (200 processes would load
+# the 2 cores the server needs more than the connections do).
+MAX_CLIENT_PROCESSES = 8
+
+
 def python_load(port: int, payload: bytes, concurrency: int, duration: float, max_requests: int) -> dict[str, Any]:
-    """Client processes (not threads: the GIL would make the client the bottleneck), one keep-alive each."""
+    """Client processes (not threads: the GIL would make the client the bottleneck), ``concurrency``
+    keep-alive connections in all."""
     context = multiprocessing.get_context("spawn")
     queue, ready, go = context.Queue(), context.Queue(), context.Event()
+    count = min(concurrency, MAX_CLIENT_PROCESSES)
+    shares = [concurrency // count + (index < concurrency % count) for index in range(count)]
     processes = [
-        context.Process(target=_client, args=(port, payload, duration, max_requests // concurrency, ready, go, queue))
-        for _ in range(concurrency)
+        context.Process(target=_client, args=(port, payload, share, duration, max_requests // count, ready, go, queue))
+        for share in shares
     ]
     for process in processes:
         process.start()
     for _ in processes:
         ready.get(timeout=120)
     go.set()
-    outcomes = [queue.get(timeout=duration + 60) for _ in processes]
+    outcomes = [queue.get(timeout=duration + 180) for _ in processes]
     for process in processes:
         process.join()
     latencies = [value for values, *_ in outcomes for value in values]
@@ -253,51 +268,21 @@ def python_load(port: int, payload: bytes, concurrency: int, duration: float, ma
     }
 
 
-def _ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk_load(port: int, payload: bytes, concurrency: int, duration: float) -> dict[str, Any]:
-    """wrk with one thread (the server is what needs the cores)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        script.write(f"wrk.body = {json.dumps(payload.decode())}\n")
-    try:
-        completed = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name,
-             f"http://127.0.0.1:{port}/predict"],
-            capture_output=True, text=True, check=True, timeout=duration + 60,
-        )  # fmt: skip
-    finally:
-        os.unlink(script.name)
-    text = completed.stdout
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", text, re.MULTILINE))
-    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    socket_errors = re.search(r"Socket errors: (.*)", text)
-    return {
-        "tool": "wrk",
-        "requests": requests,
-        "errors": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "",
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(percentiles["50"]),
-        "p99_ms": _ms(percentiles["99"]),
-        "load_1m": load_1m(),
-    }
+SERVERS = ("gunicorn", "legacy")
 
 
 def start_server(
-    state_dir: Path, workers: int, log_sample_rate: float | None = None
+    state_dir: Path, server: str, workers: int, log_sample_rate: float | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """``stepml serve`` (gunicorn), or the server it had before (benchmarks/legacy_serve.py)."""
     from stepml.embedded.runtime import free_port
 
     port = free_port()
-    log = open(state_dir / f"serve-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
+    log = open(state_dir / f"serve-{server}-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
     rate = [] if log_sample_rate is None else ["--log-sample-rate", str(log_sample_rate)]
+    module = "stepml.serve" if server == "gunicorn" else "benchmarks.legacy_serve"
     process = subprocess.Popen(
-        [sys.executable, "-m", "stepml.serve", "--port", str(port), "--workers", str(workers), *rate],
+        [sys.executable, "-m", module, "--port", str(port), "--workers", str(workers), *rate],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
@@ -313,40 +298,69 @@ def start_server(
                 break
             time.sleep(0.3)
     process.kill()
-    raise SystemExit(f"stepml serve did not start; see {log.name}")
+    raise SystemExit(f"the {server} server did not start; see {log.name}")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants (the serving workers), in MB."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0"))
+        pending += [int(child) for child in children]
+    return round(total / 1024, 1)
+
+
+def stop_seconds(process: subprocess.Popen[bytes]) -> float:
+    """SIGINT (Ctrl-C), then how long the server takes to exit (killed after 120 s)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT if process.args[2] == "stepml.serve" else signal.SIGTERM)  # type: ignore[index]
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return round(time.monotonic() - started, 2)
 
 
 def http_load(
     state_dir: Path,
+    servers: list[str],
     workers: list[int],
     concurrency: list[int],
     duration: float,
     max_requests: int,
-    tool: str,
+    memory_requests: int,
     log_sample_rate: float | None = None,
 ) -> list[dict[str, Any]]:
-    use_wrk = tool == "wrk" and shutil.which("wrk") is not None
+    """Each server and worker count: latency and rate at each concurrency (one row), then RSS before and
+    after ``memory_requests`` more requests, and the time a stop takes after them."""
     rows = []
     for count in workers:
-        process, port = start_server(state_dir, count, log_sample_rate)
-        try:
-            for batch in (1, 100):
-                payload = body(batch)
-                # warm every worker (connections spread over them) before measuring
-                python_load(port, payload, max(concurrency) * 2, 2.0, 2000)
-                for clients in concurrency:
-                    if use_wrk:
-                        figures = wrk_load(port, payload, clients, duration)
-                    else:
-                        figures = python_load(port, payload, clients, duration, max_requests)
-                    rows.append({"workers": count, "rows": batch, "concurrency": clients, **figures})
-                    print(json.dumps(rows[-1]), flush=True)
-        finally:
-            process.send_signal(signal.SIGTERM)
+        for server in servers:
+            process, port = start_server(state_dir, server, count, log_sample_rate)
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                payload = body(1)
+                python_load(port, payload, 8, 2.0, 2000)  # warm every worker before measuring
+                for clients in concurrency:
+                    figures = python_load(port, payload, clients, duration, max_requests)
+                    rows.append({"server": server, "workers": count, "rows": 1, "concurrency": clients, **figures})
+                    print(json.dumps(rows[-1]), flush=True)
+                memory: dict[str, Any] = {"rss_mb_before": tree_rss_mb(process.pid)}
+                if memory_requests:
+                    done = python_load(port, payload, 8, 3600.0, memory_requests)
+                    memory.update(requests=done["requests"], rps=done["rps"], rss_mb_after=tree_rss_mb(process.pid))
+                memory["stop_seconds"] = stop_seconds(process)
+                rows.append({"server": server, "workers": count, "memory": memory, "load_1m": load_1m()})
+                print(json.dumps(rows[-1]), flush=True)
+            finally:
+                if process.poll() is None:
+                    process.kill()
     return rows
 
 
@@ -356,17 +370,26 @@ def run(
     concurrency: list[int] | None = None,
     workers: list[int] | None = None,
     max_requests: int = 50_000,
-    tool: str = "python",
+    memory_requests: int = 100_000,
     log_sample_rate: float | None = None,
+    servers: list[str] | None = None,
+    handler: bool = True,
 ) -> dict[str, Any]:
     """Everything above; returns the figures (``benchmarks/run_all.py`` calls this)."""
     with tempfile.TemporaryDirectory(prefix="stepml-bench-serve-") as temp:
         state_dir = Path(temp)
         deployed = deploy(state_dir)
-        handler = handler_in_process(state_dir, calls)
-        print(json.dumps({"handler": handler}), flush=True)
+        in_process = handler_in_process(state_dir, calls) if handler else None
+        print(json.dumps({"handler": in_process}), flush=True)
         load = http_load(
-            state_dir, workers or [1, 2], concurrency or [1, 2, 8], duration, max_requests, tool, log_sample_rate
+            state_dir,
+            servers or list(SERVERS),
+            workers or [2],
+            concurrency or [1, 8, 200],
+            duration,
+            max_requests,
+            memory_requests,
+            log_sample_rate,
         )
     import sklearn
 
@@ -377,8 +400,8 @@ def run(
             "scikit-learn": sklearn.__version__,
             "platform": platform.platform(),
         },
-        "model": {"name": deployed.get("model_name") or handler["model"], "version": deployed.get("model_version")},
-        "handler": handler,
+        "model": {"name": deployed.get("model_name"), "version": deployed.get("model_version")},
+        "handler": in_process,
         "http_log_sample_rate": "template" if log_sample_rate is None else log_sample_rate,
         "http": load,
     }
@@ -387,6 +410,8 @@ def run(
 def print_report(figures: dict[str, Any]) -> None:
     handler = figures["handler"]
     print(f"\nmachine: {figures['machine']}")
+    if handler is None:
+        return print_http(figures)
     print("handler in process, 1 row (ms):")
     for key in ("model_only", "handler_log_off", "handler_log_background", "handler_log_sync"):
         print(f"  {key:<24} p50 {handler[key]['p50_ms']:>7.3f}   p99 {handler[key]['p99_ms']:>7.3f}")
@@ -404,31 +429,33 @@ def print_report(figures: dict[str, Any]) -> None:
 
 
 def print_http(figures: dict[str, Any]) -> None:
-    print(f"HTTP (stepml serve, loopback; prediction log sample rate: {figures['http_log_sample_rate']}):")
-    print(
-        f"  {'workers':>7} {'rows':>5} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-        f"{'load':>6}  tool"
-    )
+    print(f"HTTP, 1 row (loopback; prediction log sample rate: {figures['http_log_sample_rate']}):")
+    columns = ("server", 8), ("workers", 7), ("clients", 7), ("req/s", 8), ("p50 ms", 8), ("p99 ms", 8), ("errors", 6)
+    print("  " + " ".join(f"{name:>{width}}" for name, width in columns) + "   load")
     for row in figures["http"]:
+        if "memory" in row:
+            continue
         print(
-            f"  {row['workers']:>7} {row['rows']:>5} {row['concurrency']:>7} {row['rps']:>8.1f} "
-            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} {row['load_1m']:>6}  {row['tool']}"
+            f"  {row['server']:>8} {row['workers']:>7} {row['concurrency']:>7} {row['rps']:>8.1f} "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6} {row['load_1m']:>6}"
         )
+    print("memory (RSS of the server's processes, MB) and stop (s, SIGINT):")
+    for row in figures["http"]:
+        if "memory" in row:
+            print(f"  {row['server']:>8} {row['workers']:>7}  {row['memory']}  load {row['load_1m']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000, help="handler calls per measurement")
+    parser.add_argument("--no-handler", action="store_true", help="skip the in-process handler section")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP run")
-    parser.add_argument("--concurrency", default="1,2,8", help="comma-separated client counts")
-    parser.add_argument("--workers", default="1,2", help="comma-separated `stepml serve --workers` values")
-    parser.add_argument("--max-requests", type=int, default=50_000, help="cap per HTTP run (Python client)")
+    parser.add_argument("--concurrency", default="1,8,200", help="comma-separated connection counts")
+    parser.add_argument("--workers", default="2", help="comma-separated worker counts (each server)")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="gunicorn (stepml serve) and/or legacy")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="cap per HTTP run")
     parser.add_argument(
-        "--tool",
-        choices=["python", "wrk"],
-        default="python",
-        help="load generator: Python client processes (default; latencies per request) or wrk (lighter client, "
-        "but its latency percentiles disagreed with its own throughput here: use it for req/s)",
+        "--memory-requests", type=int, default=100_000, help="requests between the two RSS readings (0: none)"
     )
     parser.add_argument(
         "--log-sample-rate",
@@ -444,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         [int(c) for c in args.concurrency.split(",")],
         [int(w) for w in args.workers.split(",")],
         args.max_requests,
-        args.tool,
+        args.memory_requests,
         args.log_sample_rate,
+        args.servers.split(","),
+        not args.no_handler,
     )
     print_report(figures)
     if args.out:

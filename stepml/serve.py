@@ -7,141 +7,47 @@ serves it): the registry, the SageMaker stand-in's endpoint records and the mode
 there. The model served is the one the last run deployed (newest approved registry version) unless
 ``--model`` names another.
 
-Two ways to run the handler (``--backend``):
-
-* ``inprocess`` (default): the handler module is imported into this process with the function's
-  environment applied, and called under a lock (one request at a time, like one Lambda execution
-  environment). No pipe, no pickling: the fastest path for one client.
-* ``runner``: ``LambdaRunner.invoke`` in warm worker processes, as ``stepml run`` calls functions: each
-  request pays a pipe round trip and JSON (de)serialisation, but concurrent requests run in parallel
-  worker processes (one per concurrent request, like Lambda scaling out).
-
-Both are measured in ``benchmarks/inference.py`` (docs/serving.md has the figures). The prediction log
-goes to the local AWS as requests are served, which keeps it on disk as it changes: stopping this server
-saves nothing and can overwrite nothing a run wrote meanwhile.
+The HTTP server is gunicorn (:mod:`stepml.serve_http`): ``--workers`` processes (default: one per core),
+each importing the handler in process with the function's environment and calling it one request at a time
+under a lock (one warm Lambda execution environment each). The prediction log goes to the local AWS from a
+background thread in each worker, in batches, through a bounded queue (full: the item is dropped and
+counted); a stopping worker gives it at most ``LOG_FLUSH_SECONDS`` and counts what it could not write, so a
+stop takes seconds whatever the log holds. The local AWS keeps what it is sent on disk as it changes:
+stopping this server saves nothing and can overwrite nothing a run wrote meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
 import faulthandler
 import importlib.util
-import json
+import io
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
+from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, TextIO
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, TextIO
+
+from stepml.serve_http import (
+    MAX_PAYLOAD_BYTES,
+    GunicornServer,
+    Invoke,
+    ServeError,
+    gateway_error,
+    listening_socket,
+    proxy_event,
+)
+
+__all__ = ["MAX_PAYLOAD_BYTES", "LocalApi", "ServeError", "last_deployed_model", "proxy_event", "serve"]
 
 FUNCTION_ID = "InferenceFunction"
-STAGE = "local"
-# API Gateway refuses a payload over 10 MB before the integration runs; so does this server.
-MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
-Backend = Literal["inprocess", "runner"]
-BACKENDS: tuple[Backend, ...] = ("inprocess", "runner")
-
-
-class ServeError(RuntimeError):
-    """The API cannot be served (no InferenceFunction in the template, port in use...)."""
-
-
-# --- API Gateway REST proxy events --------------------------------------------------------------------
-
-
-def proxy_event(
-    method: str,
-    target: str,
-    headers: list[tuple[str, str]],
-    body: bytes,
-    source_ip: str = "127.0.0.1",
-    request_id: str | None = None,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The event API Gateway's REST API (Lambda proxy integration) sends for this HTTP request."""
-    parts = urlsplit(target)
-    path = parts.path or "/"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in headers:
-        multi_headers.setdefault(name, []).append(value)
-    multi_query: dict[str, list[str]] = {}
-    for name, value in query:
-        multi_query.setdefault(name, []).append(value)
-    text: str | None
-    try:
-        text, encoded = (body.decode("utf-8"), False) if body else (None, False)
-    except UnicodeDecodeError:
-        text, encoded = base64.b64encode(body).decode(), True  # API Gateway base64-encodes binary bodies
-    now = now or datetime.now(UTC)
-    request_id = request_id or str(uuid.uuid4())
-    user_agent = next((v for k, v in headers if k.lower() == "user-agent"), None)
-    host = next((v for k, v in headers if k.lower() == "host"), "127.0.0.1")
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {name: values[-1] for name, values in multi_headers.items()} or None,
-        "multiValueHeaders": multi_headers or None,
-        "queryStringParameters": {name: values[-1] for name, values in multi_query.items()} or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": "local",
-            "resourcePath": path,
-            "httpMethod": method,
-            "extendedRequestId": request_id,
-            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "path": f"/{STAGE}{path}",
-            "accountId": "123456789012",
-            "protocol": "HTTP/1.1",
-            "stage": STAGE,
-            "domainPrefix": "local",
-            "requestTimeEpoch": int(now.timestamp() * 1000),
-            "requestId": request_id,
-            "identity": {
-                "cognitoIdentityPoolId": None,
-                "accountId": None,
-                "cognitoIdentityId": None,
-                "caller": None,
-                "sourceIp": source_ip,
-                "principalOrgId": None,
-                "accessKey": None,
-                "cognitoAuthenticationType": None,
-                "cognitoAuthenticationProvider": None,
-                "userArn": None,
-                "userAgent": user_agent,
-                "user": None,
-            },
-            "domainName": host,
-            "deploymentId": "local",
-            "apiId": "local",
-        },
-        "body": text,
-        "isBase64Encoded": encoded,
-    }
-
-
-def _gateway_error(status: HTTPStatus, message: str) -> dict[str, Any]:
-    """An answer API Gateway itself gives (the function is not invoked), in the proxy response shape."""
-    return {
-        "statusCode": int(status),
-        "multiValueHeaders": {"Content-Type": ["application/json"]},
-        "body": json.dumps({"message": message}),
-        "isBase64Encoded": False,
-    }
+# What a stopping worker gives the prediction log's queue (the local AWS may be slow, or gone).
+LOG_FLUSH_SECONDS = 2.0
 
 
 # --- invoking the function ----------------------------------------------------------------------------
@@ -162,9 +68,6 @@ class _Context:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _load_handler(code_dir: Path, handler: str, logical_id: str) -> Callable[[Any, Any], Any]:
@@ -198,120 +101,10 @@ def in_process_invoker(spec: Any, environment: dict[str, str]) -> Invoke:
                 answer: dict[str, Any] = handler(event, context)
             except Exception as error:  # what API Gateway answers when the function fails
                 print(f"{type(error).__name__}: {error}", file=sys.stderr)
-                return _gateway_error(HTTPStatus.BAD_GATEWAY, "Internal server error")
+                return gateway_error(HTTPStatus.BAD_GATEWAY, "Internal server error")
         return answer
 
     return invoke
-
-
-def runner_invoker(runner: Any, function_name: str) -> Invoke:
-    """Invoke through the embedded target's LambdaRunner (a worker process per concurrent request)."""
-
-    def invoke(event: dict[str, Any]) -> dict[str, Any]:
-        result = runner.invoke(function_name, event)
-        if result.failed or not isinstance(result.payload, dict) or "statusCode" not in result.payload:
-            return _gateway_error(HTTPStatus.BAD_GATEWAY, "Internal server error")
-        payload: dict[str, Any] = result.payload
-        return payload
-
-    return invoke
-
-
-# --- HTTP ---------------------------------------------------------------------------------------------
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as API Gateway and CloudFront offer
-    # Headers and body go out in two writes; with Nagle's algorithm on, the body waits for the client's
-    # delayed ACK of the headers (40 ms on Linux) on every keep-alive request.
-    disable_nagle_algorithm = True
-    server_version = "stepml-serve"
-    server: ApiServer
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_PAYLOAD_BYTES:
-            self.close_connection = True  # the body is not read
-            self._respond(_gateway_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request Too Long"))
-            return
-        body = self.rfile.read(length) if length else b""
-        event = proxy_event(self.command, self.path, list(self.headers.items()), body, self.client_address[0])
-        self._respond(self.server.invoke(event))
-
-    def _respond(self, answer: dict[str, Any]) -> None:
-        body = answer.get("body") or ""
-        data = base64.b64decode(body) if answer.get("isBase64Encoded") else str(body).encode()
-        self.send_response(int(answer.get("statusCode", 502)))
-        sent: set[str] = set()
-        for name, values in (answer.get("multiValueHeaders") or {}).items():
-            for value in values:
-                self.send_header(name, str(value))
-            sent.add(name.lower())
-        for name, value in (answer.get("headers") or {}).items():
-            if name.lower() not in sent:
-                self.send_header(name, str(value))
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per request would dominate the terminal; the function log has each request
-
-
-class ApiServer(ThreadingHTTPServer):
-    """The HTTP server: one thread per connection, every request to ``invoke``."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, port: int, invoke: Invoke, reuse_port: bool = False) -> None:
-        self.reuse_port = reuse_port
-        self.invoke = invoke
-        super().__init__(("127.0.0.1", port), _RequestHandler)
-
-    def server_bind(self) -> None:
-        if self.reuse_port:  # several worker processes listen on one port; the kernel spreads connections
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-
-def _worker_main(port: int, spec: Any, environment: dict[str, str], log_path: str, ready: Any) -> None:
-    """One serving process of ``--workers N``: its own HTTP server and handler on the shared port."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    server = ApiServer(port, in_process_invoker(spec, environment), reuse_port=True)
-    # SIGTERM ends serve_forever from another thread, so atexit handlers (the log writer's flush) run.
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    ready.set()
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
 
 
 # --- the embedded AWS and the served model ------------------------------------------------------------
@@ -369,7 +162,8 @@ class _LocalAws:
         from stepml.targets import TargetError, embedded_target
 
         try:
-            self.target = embedded_target(self.layout, sys.stderr)
+            # no pipeline runs here: a local AWS started for serving warms no pipeline workers until a run
+            self.target = embedded_target(self.layout, sys.stderr, prestart_workers=False)
         except TargetError as error:
             raise ServeError(str(error)) from error
 
@@ -381,135 +175,83 @@ class _LocalAws:
         return self.target.client(service)
 
 
+def default_workers() -> int:
+    """One serving process per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class LocalApi:
-    """The embedded AWS restored from the state directory plus the API server; a context manager."""
+    """The served function: the state directory's local AWS, the model, and the function's environment.
+
+    :meth:`prepare` attaches to the local AWS (starting it in the background when none serves the state
+    directory) and works out the model and the environment; :meth:`invoker` then imports the handler into
+    the calling process (each serving worker calls it after the fork; benchmarks call it directly).
+    """
 
     def __init__(
-        self,
-        port: int = 0,
-        model_name: str | None = None,
-        backend: Backend = "inprocess",
-        watch: bool = True,
-        workers: int = 1,
-        log_mode: str = "background",
-        log_sample_rate: float | None = None,
+        self, model_name: str | None = None, log_mode: str = "background", log_sample_rate: float | None = None
     ) -> None:
         from stepml.project import project_layout
 
-        if backend not in BACKENDS:
-            raise ServeError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if workers < 1 or (workers > 1 and backend != "inprocess"):
-            raise ServeError(f"--workers must be >= 1, and above 1 only with the inprocess backend (got {workers})")
         self.layout = project_layout()
         # The local AWS owns the registry, the artifacts and the prediction log; this server is its client.
         self.aws = _LocalAws(self.layout)
         if FUNCTION_ID not in self.aws.stack.functions:
             raise ServeError(f"{self.layout.template} declares no {FUNCTION_ID}: nothing to serve")
-        self.requested_port = port
+        self.spec = self.aws.stack.functions[FUNCTION_ID]
         self.requested_model = model_name
-        self.backend = backend
-        self.watch = watch
-        self.workers = workers
         self.log_mode = log_mode
         self.log_sample_rate = log_sample_rate
-        self.port = port
-        self._processes: list[Any] = []
         self.model_name: str | None = None
-        self.server: ApiServer | None = None
-        self._runner: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.environment: dict[str, str] = {}
 
     @property
     def log_path(self) -> Path:
-        return self.layout.state_dir / "logs" / f"{self.aws.stack.functions[FUNCTION_ID].name}.log"
+        return self.layout.state_dir / "logs" / f"{self.spec.name}.log"
 
-    def __enter__(self) -> LocalApi:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
+    def prepare(self) -> None:
         self.aws.start()
-        spec = self.aws.stack.functions[FUNCTION_ID]
-        self.model_name = self.requested_model or last_deployed_model(self.aws) or spec.environment.get("MODEL_NAME")
-        environment = function_environment(self.aws, spec, self.model_name, self.log_mode, self.log_sample_rate)
-        if self.backend == "runner":
-            from stepml.embedded.lambda_runner import LambdaRunner
+        self.model_name = (
+            self.requested_model or last_deployed_model(self.aws) or self.spec.environment.get("MODEL_NAME")
+        )
+        self.environment = function_environment(
+            self.aws, self.spec, self.model_name, self.log_mode, self.log_sample_rate
+        )
 
-            self._runner = LambdaRunner(
-                {FUNCTION_ID: replace(spec, environment=environment)}, {"PATH": os.environ.get("PATH", "")},
-                self.log_path.parent,
-            )  # fmt: skip
-            invoke = runner_invoker(self._runner, spec.name)
-        elif self.workers > 1:
-            self._start_workers(spec, environment)
-        else:
-            invoke = in_process_invoker(spec, environment)
-        if not self._processes:
-            try:
-                self.server = ApiServer(self.requested_port, invoke)
-            except OSError as error:
-                raise ServeError(f"cannot listen on 127.0.0.1:{self.requested_port}: {error}") from error
-            self.port = int(self.server.server_address[1])
-            self._thread = threading.Thread(target=self.server.serve_forever, name="stepml-serve", daemon=True)
-            self._thread.start()
-
-    def _start_workers(self, spec: Any, environment: dict[str, str]) -> None:
-        """``workers`` processes, each an HTTP server with the handler in process, on one port (SO_REUSEPORT)."""
-        import multiprocessing
-
-        from stepml.embedded.runtime import free_port
-
-        self.port = self.requested_port or free_port()
-        context = multiprocessing.get_context("forkserver")  # the embedded runner's preloaded forkserver
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        for index in range(self.workers):
-            ready = context.Event()
-            process = context.Process(
-                target=_worker_main,
-                args=(self.port, spec, environment, str(self.log_path), ready),
-                name=f"stepml-serve-{index}",
-                daemon=True,
-            )
-            process.start()
-            self._processes.append(process)
-            if not ready.wait(60) or not process.is_alive():
-                self.stop()
-                raise ServeError(f"serving worker {index} did not start (see {self.log_path})")
-
-    def stop(self) -> None:
-        for process in self._processes:
-            process.terminate()
-        for process in self._processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-        self._processes = []
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        if self._runner is not None:
-            self._runner.close()
-        if self.backend == "inprocess" and not self._processes:
-            from pipeline_core.aws.prediction_log import flush_background_writers
-
-            flush_background_writers()  # what the in-process handler's log writer still holds
+    def invoker(self) -> Invoke:
+        return in_process_invoker(self.spec, self.environment)
 
 
-@contextlib.contextmanager
-def _function_output_to(path: Path) -> Iterator[None]:
-    """Send what the handler prints (Powertools logs, EMF metrics) to the function's log file, as Lambda
-    sends it to CloudWatch Logs, instead of the terminal."""
+def _output_to(path: Path) -> None:
+    """Send this process's stdout and stderr (the handler's Powertools logs and EMF metrics, gunicorn's
+    worker messages) to the function's log file, as Lambda sends them to CloudWatch Logs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        yield
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # The handler's loggers hold the streams they found at import (before the fork): line by line, as
+    # Lambda ships each line, whatever those streams were buffered for (a pipe, a terminal).
+    for stream in {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}:
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
+
+
+def _stop_prediction_log() -> None:
+    """A stopping worker: write what the prediction log's queue holds for up to LOG_FLUSH_SECONDS, then
+    give the rest up (counted in the function log)."""
+    from pipeline_core.aws.prediction_log import close_background_writers
+
+    lost = close_background_writers(LOG_FLUSH_SECONDS)
+    if lost:
+        print(f"stepml serve: {lost} prediction log item(s) not written at stop", file=sys.stderr, flush=True)
+    for stream in {sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__}:
+        if stream is not None:
+            stream.flush()
+    # Nothing of the worker is left to save: end it here. The interpreter's own shutdown would wait for the
+    # request threads (a thread waiting for a slow client's bytes, up to 5 s each) and the atexit handlers,
+    # and a worker still there after GRACEFUL_SECONDS is killed: the stop would take that long every time.
+    os._exit(0)
 
 
 def serve(
@@ -517,38 +259,60 @@ def serve(
     out: TextIO,
     *,
     model_name: str | None = None,
-    backend: Backend = "inprocess",
-    workers: int = 1,
+    workers: int | None = None,
     log_mode: str = "background",
     log_sample_rate: float | None = None,
 ) -> int:
-    """Serve the inference API on 127.0.0.1:``port`` until interrupted (SIGINT or SIGTERM)."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # `kill -USR1 <pid>` prints every thread's stack to the terminal (stderr): how to see where a serve that
-    # does not stop is waiting
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    """Serve the inference API on 127.0.0.1:``port`` until interrupted (SIGINT or SIGTERM stop it within
+    seconds: requests in flight get GRACEFUL_SECONDS, the prediction log LOG_FLUSH_SECONDS)."""
+    workers = workers or default_workers()
+    if workers < 1:
+        print(f"stepml serve: --workers must be >= 1, got {workers}", file=sys.stderr)
+        return 2
     try:
-        api = LocalApi(port, model_name, backend, workers=workers, log_mode=log_mode, log_sample_rate=log_sample_rate)
-        with _function_output_to(api.log_path), api:
-            how = f"{backend}, {workers} worker(s)" if backend == "inprocess" else backend
-            print(f"stepml inference API on {api.url} ({how}; Ctrl-C stops)", file=out)
-            if api.model_name:
-                print(f"  model        {api.model_name} (GET /model shows the version served)", file=out)
-            print(f"  try          curl -s {api.url}/model", file=out)
-            print(f"               curl -s -X POST {api.url}/predict -H 'Content-Type: application/json' \\", file=out)
-            print('                    -d \'{"instances": [{"<feature>": 1.0, ...}]}\'', file=out)
-            print(f"  OpenAPI      {api.url}/openapi.json", file=out)
-            print(f"  function log {api.log_path}", file=out, flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                while not stop.wait(0.5):
-                    pass
+        api = LocalApi(model_name, log_mode=log_mode, log_sample_rate=log_sample_rate)
+        listener = listening_socket(port)  # first: a port in use is said at once, before the local AWS starts
+        api.prepare()
     except ServeError as error:
         print(f"stepml serve: {error}", file=sys.stderr)
         return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        faulthandler.unregister(signal.SIGUSR1)
+
+    def ready(_arbiter: Any) -> None:
+        # `kill -USR1 <pid>` prints every thread's stack to the terminal (stderr): how to see where a serve
+        # that does not stop is waiting (registered after gunicorn's own signal handlers, so it wins)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+    server = GunicornServer(
+        listener,
+        api.invoker,
+        workers,
+        hooks={
+            "when_ready": ready,
+            "post_fork": lambda _arbiter, _worker: _output_to(api.log_path),
+            "worker_exit": lambda _arbiter, _worker: _stop_prediction_log(),
+        },
+    )
+    try:
+        server.ready()  # the handler imported: the banner below means requests are answered
+    except ServeError as error:
+        print(f"stepml serve: {error}", file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    print(f"stepml inference API on {url} ({workers} worker(s); Ctrl-C stops)", file=out)
+    if api.model_name:
+        print(f"  model        {api.model_name} (GET /model shows the version served)", file=out)
+    print(f"  try          curl -s {url}/model", file=out)
+    print(f"               curl -s -X POST {url}/predict -H 'Content-Type: application/json' \\", file=out)
+    print('                    -d \'{"instances": [{"<feature>": 1.0, ...}]}\'', file=out)
+    print(f"  OpenAPI      {url}/openapi.json", file=out)
+    print(f"  function log {api.log_path}", file=out, flush=True)
+    master = os.getpid()
+    try:
+        server.run()  # gunicorn's arbiter: returns by SystemExit, in this process and in each worker
+    except SystemExit as stopped:
+        if os.getpid() != master:
+            raise  # a worker ending: its exit status is gunicorn's
+        return stopped.code if isinstance(stopped.code, int) else 0
     return 0
 
 
@@ -557,7 +321,6 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         args.port,
         out,
         model_name=args.model,
-        backend=args.backend,
         workers=args.workers,
         log_mode=args.log_mode,
         log_sample_rate=args.log_sample_rate,
@@ -570,16 +333,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080; 0 picks a free one)")
     parser.add_argument("--model", help="registry model name to serve (default: the one the last run deployed)")
     parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="inprocess",
-        help="run the handler in the serving process (default, fastest) or in Lambda-like worker processes",
-    )
-    parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="serving processes sharing the port, each with the handler in process (inprocess backend; default 1)",
+        help="serving processes, each with the handler in process (default: one per core)",
     )
     parser.add_argument(
         "--log-mode",

@@ -192,11 +192,12 @@ class LocalSession:
         )
 
 
-def embedded_target(layout: ProjectLayout, progress: Any = None) -> LocalServiceTarget:
-    """The embedded target: the local AWS serving this state directory, started in the background if none is."""
+def embedded_target(layout: ProjectLayout, progress: Any = None, prestart_workers: bool = True) -> LocalServiceTarget:
+    """The embedded target: the local AWS serving this state directory, started in the background if none is
+    (``prestart_workers=False``: without warming the pipeline's workers before its first execution)."""
     from stepml.embedded.service import ensure_service
 
-    info = ensure_service(layout, progress)
+    info = ensure_service(layout, progress, prestart_workers)
     session = LocalSession()
     outputs = read_stack_outputs(
         session.client("cloudformation", endpoint_url=info.endpoint_url),

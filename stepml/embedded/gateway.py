@@ -257,6 +257,7 @@ class Gateway:
         """
         request = _json(_read_body(environ))
         name, machine = request.get("name"), request.get("stateMachineArn")
+        self._runtime.prestart_pipeline()  # a local AWS started for serving has not yet
         archive = self._runtime.archive
         with self._start_execution_lock:
             stored = (

@@ -138,6 +138,7 @@ class EmbeddedAws:
         self._thread: threading.Thread | None = None
         self._clients: dict[tuple[str, bool], Any] = {}
         self._client_lock = threading.Lock()
+        self._prestarted = False
         # One session for every client: a new session per service costs ~0.3-0.5 s (it loads its models again).
         self._session = boto3.session.Session()
         self.resources: StackResources | None = None
@@ -190,7 +191,17 @@ class EmbeddedAws:
         self._load_engine_service_models()
         warm.join()
         # Workers for the functions the state machine calls start in the background while the caller
-        # goes on to start an execution; the first states then skip the functions' cold start.
+        # goes on to start an execution; the first states then skip the functions' cold start. A local AWS
+        # started for `stepml serve` (STEPML_LOCAL_PRESTART=0) waits for its first execution instead.
+        if os.environ.get("STEPML_LOCAL_PRESTART", "1") != "0":
+            self.prestart_pipeline()
+
+    def prestart_pipeline(self) -> None:
+        """Start the pipeline functions' workers in the background, once per process."""
+        with self._client_lock:
+            if self._prestarted:
+                return
+            self._prestarted = True
         threading.Thread(
             target=self.runner.prestart, args=(self.stack.substitutions.values(),), name="prestart", daemon=True
         ).start()

@@ -38,6 +38,8 @@ LOCK_FILE = "local.lock"
 START_LOCK_FILE = "local.start.lock"
 DEFAULT_IDLE_TIMEOUT = 1800.0
 START_TIMEOUT = 180.0
+# "0": the background local AWS prestarts no pipeline workers until its first execution (set for stepml serve)
+PRESTART_ENV = "STEPML_LOCAL_PRESTART"
 # Code the running service has loaded. A change to the project's handlers, training code, definition or
 # template is taken up by a reload; the service's own code and the shared layer (which its workers'
 # forkserver imported once) need a new process.
@@ -147,8 +149,11 @@ def _start_lock(layout: ProjectLayout) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_service(layout: ProjectLayout, progress: TextIO | None = None) -> ServiceInfo:
+def ensure_service(layout: ProjectLayout, progress: TextIO | None = None, prestart_workers: bool = True) -> ServiceInfo:
     """The running local AWS for this state directory, started in the background when there is none.
+
+    ``prestart_workers=False`` (``stepml serve``, which runs no pipeline): a local AWS started here does not
+    prestart the pipeline functions' workers until its first execution starts.
 
     A service that runs older project code (functions, training, the definition, the template) is told to
     reload it; one that runs an older stepml is restarted when it was started in the background.
@@ -158,13 +163,17 @@ def ensure_service(layout: ProjectLayout, progress: TextIO | None = None) -> Ser
         with _start_lock(layout):
             found = _running(layout)
             if found is None:
-                info = _start_background(layout, progress)
+                info = _start_background(layout, progress, prestart_workers)
                 found = info, control(info, "GET", "/_stepml/health")
-    return _up_to_date(layout, *found, progress)
+    return _up_to_date(layout, *found, progress, prestart_workers)
 
 
 def _up_to_date(
-    layout: ProjectLayout, info: ServiceInfo, health: dict[str, Any], progress: TextIO | None
+    layout: ProjectLayout,
+    info: ServiceInfo,
+    health: dict[str, Any],
+    progress: TextIO | None,
+    prestart_workers: bool = True,
 ) -> ServiceInfo:
     if health.get("service_code") != code_fingerprint(layout.root, SERVICE_CODE):
         if info.background and not health.get("running_executions"):
@@ -172,7 +181,7 @@ def _up_to_date(
                 print("stepml's code changed since the local AWS started: restarting it", file=progress, flush=True)
             stop_service(layout)
             with _start_lock(layout):
-                return running_service(layout) or _start_background(layout, progress)
+                return running_service(layout) or _start_background(layout, progress, prestart_workers)
         if progress:
             print(
                 "note: stepml's code (stepml/, functions/shared/) changed since the local AWS started; "
@@ -187,7 +196,7 @@ def _up_to_date(
     return info
 
 
-def _start_background(layout: ProjectLayout, progress: TextIO | None) -> ServiceInfo:
+def _start_background(layout: ProjectLayout, progress: TextIO | None, prestart_workers: bool = True) -> ServiceInfo:
     log = log_path(layout)
     log.parent.mkdir(parents=True, exist_ok=True)
     if progress:
@@ -198,6 +207,7 @@ def _start_background(layout: ProjectLayout, progress: TextIO | None) -> Service
             flush=True,
         )
     env = {**os.environ, "STEPML_STATE_DIR": str(layout.state_dir), "STEPML_PROJECT_ROOT": str(layout.root)}
+    env[PRESTART_ENV] = "1" if prestart_workers else "0"
     with open(log, "ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "stepml.cli", "local", "up", "--port", "0", "--background-child"],

@@ -4,18 +4,16 @@ and the choice of the served model (the end-to-end server is tested in tests/int
 from __future__ import annotations
 
 import base64
-import http.client
+import io
 import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from pipeline_core.aws.registry import ModelRegistry
 
-from stepml.serve import MAX_PAYLOAD_BYTES, ApiServer, last_deployed_model, proxy_event
+from stepml.serve import MAX_PAYLOAD_BYTES, last_deployed_model, proxy_event
+from stepml.serve_http import wsgi_app
 from tests.conftest import FakeAws, load_event
 from tests.unit.test_inference_api import registry_record
 
@@ -47,8 +45,12 @@ def test_a_request_becomes_the_event_api_gateway_sends() -> None:
     assert empty["body"] is None and empty["queryStringParameters"] is None
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[ApiServer, list[dict[str, Any]]]]:
+def _environ(method: str, path: str, body: bytes, **extra: str) -> dict[str, Any]:
+    return {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.9",
+            "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), **extra}  # fmt: skip
+
+
+def test_the_proxy_answer_becomes_the_http_response() -> None:
     seen: list[dict[str, Any]] = []
 
     def invoke(event: dict[str, Any]) -> dict[str, Any]:
@@ -61,35 +63,26 @@ def server() -> Iterator[tuple[ApiServer, list[dict[str, Any]]]]:
             "isBase64Encoded": True,
         }
 
-    api = ApiServer(0, invoke)
-    thread = threading.Thread(target=api.serve_forever, daemon=True)
-    thread.start()
-    yield api, seen
-    api.shutdown()
-    api.server_close()
+    app = wsgi_app(invoke)
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    environ = _environ("POST", "/predict", b"body-0", CONTENT_TYPE="text/plain", HTTP_X_REQUEST_TAG="t")
+    answer = b"".join(app(environ, lambda status, headers: started.append((status, headers))))
+    assert json.loads(answer) == {"echo": "body-0"}
+    status, headers = started[0]
+    assert status == "418 I'm a Teapot"
+    assert [v for k, v in headers if k == "X-Two"] == ["1", "2"] and ("X-Single", "yes") in headers
+    assert ("Content-Length", str(len(answer))) in headers
+    event = seen[0]
+    assert event["headers"]["Content-Type"] == "text/plain" and event["headers"]["X-Request-Tag"] == "t"
+    assert event["requestContext"]["identity"]["sourceIp"] == "127.0.0.9"
 
-
-def test_the_proxy_answer_becomes_the_http_response_on_a_kept_alive_connection(
-    server: tuple[ApiServer, list[dict[str, Any]]],
-) -> None:
-    api, seen = server
-    connection = http.client.HTTPConnection("127.0.0.1", api.server_address[1])
-    for number in range(3):  # one connection, several requests
-        connection.request("POST", "/predict", body=f"body-{number}", headers={"Content-Type": "text/plain"})
-        response = connection.getresponse()
-        assert response.status == 418
-        assert json.loads(response.read()) == {"echo": f"body-{number}"}
-        assert response.getheader("X-Two") == "1, 2" and response.getheader("X-Single") == "yes"
-    assert [e["body"] for e in seen] == ["body-0", "body-1", "body-2"]
-
-    # over API Gateway's 10 MB payload limit: answered without invoking the function (or reading the body)
-    connection = http.client.HTTPConnection("127.0.0.1", api.server_address[1])
-    connection.putrequest("POST", "/predict")
-    connection.putheader("Content-Length", str(MAX_PAYLOAD_BYTES + 1))
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 413 and json.loads(response.read()) == {"message": "Request Too Long"}
-    assert len(seen) == 3
+    # over API Gateway's 10 MB payload limit: answered without invoking the function, declared or not
+    for declared in (str(MAX_PAYLOAD_BYTES + 1), ""):
+        started.clear()
+        environ = _environ("POST", "/predict", b"x" * (MAX_PAYLOAD_BYTES + 1), CONTENT_LENGTH=declared)
+        answer = b"".join(app(environ, lambda status, headers: started.append((status, headers))))
+        assert started[0][0] == "413 Request Entity Too Large" and json.loads(answer) == {"message": "Request Too Long"}
+    assert len(seen) == 1
 
 
 def test_the_served_model_is_the_newest_approved_version(aws: FakeAws) -> None:

@@ -20,8 +20,11 @@ Two ways to write (``PREDICTION_LOG_MODE``):
   for after the response could be lost; the price is one DynamoDB round trip (a few ms) per logged
   request, which ``PREDICTION_LOG_SAMPLE_RATE`` trades against completeness.
 * ``background`` (long-running servers: ``stepml serve``): items are queued and written by a thread with
-  BatchWriteItem (25 per call) at most ``FLUSH_SECONDS`` later, and on exit. A full queue drops items
-  and counts them rather than slow requests down.
+  BatchWriteItem (25 per call) at most ``FLUSH_SECONDS`` later, and on exit. The queue is bounded
+  (``MAX_QUEUED`` items, a few MB): when the table is slower than the requests, a full queue drops the
+  item and counts it (``dropped``; the caller counts it as a ``PredictionLogFailures`` too) rather than
+  slow requests down or grow without end. At exit the writer gets a deadline; what it has not written by
+  then is given up and counted, so a stop never waits for a backlog.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ MODES = ("sync", "background")
 # BatchWriteItem takes at most 25 items per call.
 BATCH_SIZE = 25
 FLUSH_SECONDS = 0.2
-MAX_QUEUED = 10_000
+# Items waiting for the writer: ~1-3 KB each (more with rows kept for drift), so a few MB at most per process.
+MAX_QUEUED = 2_000
 
 
 def input_sha256(instances: list[dict[str, Any]]) -> str:
@@ -290,6 +294,13 @@ def flush_background_writers(timeout: float = 5.0) -> None:
         writer.flush(timeout)
 
 
+def close_background_writers(timeout: float) -> int:
+    """A process that is stopping: every background writer writes what it can within ``timeout`` seconds
+    (all writers together), then gives up the rest. Returns how many items were given up."""
+    deadline = time.monotonic() + timeout
+    return sum(writer.close(max(0.0, deadline - time.monotonic())) for writer in list(_WRITERS))
+
+
 class _BackgroundWriter:
     """A daemon thread that writes queued items with BatchWriteItem."""
 
@@ -299,14 +310,17 @@ class _BackgroundWriter:
         self._wake = threading.Condition()
         self._failures: list[str] = []
         self._busy = False
+        self._closed = False
+        self.dropped = 0  # items refused by a full queue, or given up at close
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
         _WRITERS.add(self)
-        atexit.register(self.flush)
+        atexit.register(self.close, 5.0)
 
     def submit(self, item: dict[str, Any]) -> bool:
         with self._wake:
-            if len(self._queue) >= MAX_QUEUED:
+            if self._closed or len(self._queue) >= MAX_QUEUED:
+                self.dropped += 1
                 return False
             self._queue.append(item)
             if len(self._queue) >= BATCH_SIZE:
@@ -324,6 +338,17 @@ class _BackgroundWriter:
             self._wake.notify()
             while (self._queue or self._busy) and time.monotonic() < deadline:
                 self._wake.wait(0.05)
+
+    def close(self, timeout: float) -> int:
+        """Write what is queued for up to ``timeout`` seconds, refuse new items, and give up the rest; how
+        many items were given up (a second call gives up nothing more)."""
+        self.flush(timeout)
+        with self._wake:
+            left = len(self._queue) if not self._closed else 0
+            self._queue.clear()
+            self._closed = True
+            self.dropped += left
+        return left
 
     def _run(self) -> None:
         while True:
