@@ -84,7 +84,19 @@ def test_numbers_beyond_a_double_are_400_naming_the_field(api: FakeAws) -> None:
         status, _, body = answer(predict_event(None, raw))
         assert status == 400, (exponent, body)
         assert "sepal_width_cm" in body["message"] or "digits" in body["message"], body
-    # a categorical feature takes a number as a label, but not one beyond a double either
+    # finite, but too large for the model (found by schemathesis: 1.8e308 made the fitted scaler overflow, 502)
+    instances = rows(2)
+    instances[1]["petal_length_cm"] = 1.7976931348623157e308
+    instances[0]["sepal_length_cm"] = -3.5e38
+    status, _, body = answer(predict_event({"instances": instances}))
+    assert status == 400, body
+    assert [(e["row"], e["field"]) for e in body["errors"]] == [(0, "sepal_length_cm"), (1, "petal_length_cm")]
+    assert "within ±3.4e38" in body["errors"][0]["message"]
+    instances[0]["sepal_length_cm"] = -3.4e38  # the largest the API takes is answered
+    instances[1]["petal_length_cm"] = 1e38
+    status, _, body = answer(predict_event({"instances": instances}))
+    assert status == 200, body
+    # a categorical feature takes a number as a label, but not one beyond that either
     instances = rows(1)
     instances[0][CATEGORICAL] = "@"
     status, _, body = answer(predict_event(None, json.dumps({"instances": instances}).replace('"@"', "9" * 400)))

@@ -14,7 +14,6 @@ import copy
 import json
 import math
 import reprlib
-import sys
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Literal
@@ -33,6 +32,12 @@ MAX_LISTED_ERRORS = 50
 # Python's int() refuses longer digit strings (sys.get_int_max_str_digits); longer ones are read as a float
 # (infinite beyond a double), which the row checks then name.
 MAX_INT_DIGITS = 4300
+
+# The largest magnitude a feature's number may have: a float32's (numpy.finfo("float32").max). scikit-learn's
+# tree models read features as float32, and a fitted scaler can overflow a double near its maximum (schemathesis
+# found 1.8e308 answered with a 502); past this bound a number is the client's error, a 400 naming the field.
+MAX_FEATURE_NUMBER = 3.4028234663852886e38
+NUMBER_RANGE = {"minimum": -MAX_FEATURE_NUMBER, "maximum": MAX_FEATURE_NUMBER}
 
 # The feature roles train.py writes as feature_kinds (docs: column roles); only numeric ones are type-checked here,
 # the others take a string, number, boolean or null and the model converts them as in training.
@@ -64,7 +69,7 @@ class PredictRequest(BaseModel):
             f"1 to {MAX_ROWS} rows. Each row carries every feature column of the served model (GET /model); "
             "numeric features take a JSON number or null (missing, imputed like in training); categorical, "
             "boolean, datetime (ISO 8601 text) and text ones a string, number, boolean or null. Numbers must "
-            "fit a double. Fields that are not features are ignored."
+            f"be within ±3.4e38. Fields that are not features are ignored."
         ),
         examples=[[{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]],
     )
@@ -196,23 +201,19 @@ def described(value: Any) -> str:
 
 
 def _number_problem(value: Any) -> str | None:
-    """Why a JSON number cannot be a feature value (None if it can): NaN, infinite or beyond a double."""
+    """Why a JSON number cannot be a feature value (None if it can): NaN, infinite or too large."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number (null marks a missing value), got {value!r}"
-    if type(value) is int and abs(value) > _MAX_DOUBLE:
-        return f"must be a number that fits a double (at most about 1.8e308), got {described(value)}"
+    if abs(value) > MAX_FEATURE_NUMBER:
+        return f"must be within ±3.4e38 (what the model reads), got {described(value)}"
     return None
-
-
-_MAX_DOUBLE = sys.float_info.max
 
 
 def check_rows(
     instances: list[dict[str, Any]], feature_columns: list[str], feature_kinds: Mapping[str, str]
 ) -> list[ErrorDetail]:
     """Every problem with the rows for a model with these features: missing columns, wrong types, numbers
-    that are not finite or do not fit a double (whatever the feature's kind: the model reads numbers as
-    doubles)."""
+    that are not finite or beyond :data:`MAX_FEATURE_NUMBER` (whatever the feature's kind)."""
     problems: list[ErrorDetail] = []
     numeric = {c for c in feature_columns if feature_kinds.get(c) == "numeric"}
     for index, row in enumerate(instances):
@@ -408,9 +409,10 @@ OPERATION_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
 
 def _feature_schema(kind: str) -> dict[str, Any]:
     if kind == "numeric":
-        return {"type": ["number", "null"], "description": "numeric: a number (finite, fits a double) or null"}
+        return {**NUMBER_RANGE, "type": ["number", "null"], "description": "numeric: a number or null (missing)"}
     described_kind = f"{kind} (ISO 8601 text)" if kind == "datetime" else kind
     return {
+        **NUMBER_RANGE,
         "type": ["string", "number", "boolean", "null"],
         "description": f"{described_kind}: a string, number, boolean or null",
     }
