@@ -66,6 +66,20 @@ def test_a_body_that_is_not_utf8_is_400_and_a_base64_json_body_is_read(api: Fake
     assert status == 200 and len(body["predictions"]) == 2
 
 
+def test_a_lone_surrogate_escape_is_400(api: FakeAws) -> None:
+    # valid JSON grammar, but not Unicode text: it failed the prediction log's hash (UnicodeEncodeError, 500)
+    publish(api, "run-a")
+    for key, value in (("extra", "\udc00"), ("\ud800x", "a")):
+        instances = rows(2)
+        instances[1][key] = value
+        status, _, body = answer(predict_event({"instances": instances}))
+        assert status == 400 and "surrogate" in body["message"], body
+    instances = rows(1)
+    instances[0]["emoji"] = "\U0001f600"  # a pair of escapes is one character: fine
+    status, _, body = answer(predict_event({"instances": instances}))
+    assert status == 200, body
+
+
 def test_json_nested_too_deep_is_400(api: FakeAws) -> None:
     publish(api, "run-a")
     for depth in (10_000, 1_000):

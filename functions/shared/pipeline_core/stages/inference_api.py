@@ -21,11 +21,12 @@ kinds (numeric, categorical, boolean, datetime, text) come from ``metadata.json`
 cannot be read, the registry record's column roles stand in.
 
 Status codes: 400 invalid rows or body (every problem listed in ``errors``; also a body that is not UTF-8,
-nested too deep, or with a number beyond ±3.4e38), 404 an unknown path, 405 a wrong method, 413 too many rows
-or bytes, 415 a body that is not JSON, 503 no approved model yet / endpoint not deployed / registry or
-endpoint unavailable, 502 the model failed on valid rows, 500 anything else (the message carries the request
-id). Messages never carry what the endpoint or registry said (it can name the account or the artifact): that
-goes to the log. The request contract and the OpenAPI document: :mod:`.inference_api_contract`.
+nested too deep, with a lone surrogate escape, or with a number beyond ±3.4e38), 404 an unknown path, 405 a
+wrong method, 413 too many rows or bytes, 415 a body that is not JSON, 503 no approved model yet / endpoint
+not deployed / registry or endpoint unavailable, 502 the model failed on valid rows, 500 anything else (the
+message carries the request id). Messages never carry what the endpoint or registry said (it can name the
+account or the artifact): that goes to the log. The request contract and the OpenAPI document:
+:mod:`.inference_api_contract`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import binascii
 import copy
 import json
 import math
+import re
 import reprlib
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -372,17 +373,34 @@ def _number(text: str) -> int | float:
     return int(text) if len(text) <= MAX_INT_DIGITS else float(text)
 
 
+# A \uD800-\uDFFF escape: half of a UTF-16 pair; alone it decodes to a lone surrogate, which is not text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json(text: str) -> Any:
-    """The resolver's JSON parser: a body nested too deep for Python's parser is a 400, and an integer too
-    long for int() is read as a float (infinite past a double), which the row checks reject by field."""
+    """The resolver's JSON parser: a body nested too deep for Python's parser, or with a string holding a
+    lone surrogate escape (valid JSON grammar, not Unicode text), is a 400; an integer too long for int() is
+    read as a float (infinite past a double), which the row checks reject by field."""
     try:
-        return json.loads(text, parse_int=_number)
+        value = json.loads(text, parse_int=_number)
     except RecursionError:
         raise ApiError(
             HTTPStatus.BAD_REQUEST,
             "invalid request: the body is nested too deep; a row is an object of feature: value",
             [ErrorDetail(message="the body is nested too deep")],
         ) from None
+    if _SURROGATE_ESCAPE.search(text):  # only then is the walk needed: the body text itself is UTF-8
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            message = (
+                f"a string holds a lone surrogate escape (\\u{ord(error.object[error.start]):04x}): JSON "
+                "strings must be Unicode text"
+            )
+            raise ApiError(
+                HTTPStatus.BAD_REQUEST, f"invalid request: {message}", [ErrorDetail(message=message)]
+            ) from None
+    return value
 
 
 # --- the OpenAPI document ---------------------------------------------------------------------------------
