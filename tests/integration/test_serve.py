@@ -80,13 +80,22 @@ def serve_model(state_dir: Path) -> Iterator[Any]:
         assert served.process.wait(timeout=30) == 0
 
 
-def artifact_predictions(state_dir: Path, artifact: str, frame: pd.DataFrame) -> list[Any]:
-    """The registered model's own predictions: its model.tar.gz from the local AWS, model_fn, predict_fn."""
+def artifact_predictions(state_dir: Path, model: dict[str, Any], frame: pd.DataFrame) -> list[Any]:
+    """The served model's own predictions: its model.tar.gz from the local AWS (the registry record names it;
+    GET /model does not), model_fn, predict_fn."""
+    from pipeline_core.aws.registry import ModelRegistry
+
     from stepml.project import project_layout
     from stepml.targets import embedded_target
 
+    target = embedded_target(project_layout())
+    record = ModelRegistry(target.outputs.registry_table, target.client("dynamodb")).get(
+        model["model_name"], model["version"]
+    )
+    assert record is not None, model
+    artifact = record.model_artifact
     bucket, key = artifact.removeprefix("s3://").split("/", 1)
-    blob = embedded_target(project_layout()).client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    blob = target.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     spec = importlib.util.spec_from_file_location("_serve_test_inference", REPO / "training" / "inference.py")
     assert spec is not None and spec.loader is not None
     inference = importlib.util.module_from_spec(spec)
@@ -119,7 +128,7 @@ def test_iris_over_http(iris_run: PipelineRun, state_dir: Path, serve_model: Any
     status, answer = api.request("POST", "/predict", {"instances": records(frame)})
     assert status == 200, answer
     assert answer["model_name"] == "iris-species" and answer["model_version"] == model["version"]
-    assert answer["predictions"] == artifact_predictions(state_dir, model["model_artifact"], frame)
+    assert answer["predictions"] == artifact_predictions(state_dir, model, frame)
 
     # each class of invalid input, with what is wrong named
     rows = records(frame.head(3))
@@ -157,7 +166,7 @@ def test_a_regression_model_it_has_not_seen(diabetes_run: PipelineRun, state_dir
     frame = pd.read_csv(REPO / "data" / "diabetes.csv").drop(columns="target").tail(25)
     status, answer = api.request("POST", "/predict", {"instances": records(frame)})
     assert status == 200, answer
-    expected = artifact_predictions(state_dir, model["model_artifact"], frame)
+    expected = artifact_predictions(state_dir, model, frame)
     assert answer["predictions"] == pytest.approx(expected, rel=1e-9)
     assert all(isinstance(p, float) for p in answer["predictions"])
 

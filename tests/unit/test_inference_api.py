@@ -19,7 +19,8 @@ from pipeline_core.aws.prediction_log import PredictionLog, input_sha256
 from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.errors import TransientStoreError
 from pipeline_core.stages import inference_api
-from pipeline_core.stages.inference_api import MAX_BODY_BYTES, MAX_ROWS, ServedModelCache
+from pipeline_core.stages.inference_api import ServedModelCache
+from pipeline_core.stages.inference_api_contract import MAX_BODY_BYTES, MAX_ROWS
 from pipeline_core.standin.runtime import reset_model_cache
 from pipeline_core.standin.store import RecordStore
 from sklearn.datasets import load_iris
@@ -216,7 +217,7 @@ def test_health_and_model(api: FakeAws) -> None:
     publish(api, "run-a")
     status, body = call(get_event("/model"))
     assert status == 200
-    assert body["version"] == 1 and body["endpoint_name"] == ENDPOINT
+    assert body["version"] == 1 and "endpoint_name" not in body
     assert body["feature_columns"] == [*NUMERIC, CATEGORICAL]
     assert body["feature_kinds"] == {**dict.fromkeys(NUMERIC, "numeric"), CATEGORICAL: "categorical"}
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_core.stages.inference_api import FeatureKind, check_rows
+from pipeline_core.stages.inference_api_contract import FeatureKind, check_rows
 from stepml_tabular import columns, estimators
 
 from tests.unit.test_training import sm_env  # noqa: F401 - the fixture

@@ -6,7 +6,9 @@ is served at ``GET /openapi.json``):
 * ``POST /predict`` ``{"instances": [{feature: value, ...}, ...]}`` (1 to :data:`MAX_ROWS` rows, at most
   :data:`MAX_BODY_BYTES` bytes) -> ``{"predictions": [...], "model_version": N, "model_name": "..."}``
 * ``GET /health`` liveness (touches nothing)
-* ``GET /model`` the served model's registry record, with the feature kinds the API checks rows against
+* ``GET /model`` what a client needs of the served model (features and their kinds, classes, metrics), and
+  no account, execution or storage detail
+* any other method on these paths: 405 with ``Allow``; any other path: 404
 
 Which model: ``MODEL_NAME`` (a registry model name) -> its champion (newest approved version) -> the
 record's ``endpoint_name``. The champion is cached for ``REGISTRY_CACHE_SECONDS`` (default 5 s), so the hot
@@ -16,12 +18,15 @@ Rows are checked before the endpoint is called, so a client gets one 400 naming 
 rather than the container's first error: the registry record gives the feature columns; the feature
 kinds (numeric, categorical, boolean, datetime, text) come from ``metadata.json`` inside the model artifact
 (train.py writes it next to model.joblib), read once per artifact (artifacts are immutable). If the artifact
-cannot be read, only the columns are checked and the endpoint's own checks remain.
+cannot be read, the registry record's column roles stand in.
 
-Status codes: 400 invalid rows or body (every problem listed in ``errors``), 413 too many rows or bytes,
-415 a body that is not JSON,
-503 no approved model yet / endpoint not deployed / registry or endpoint unavailable, 502 the model
-failed on valid rows, 500 anything else (the message carries the request id, the detail goes to the log).
+Status codes: 400 invalid rows or body (every problem listed in ``errors``; also a body that is not UTF-8,
+nested too deep, with a lone surrogate escape, or with a number beyond ±3.4e38), 404 an unknown path, 405 a
+wrong method, 413 too many rows or bytes, 415 a body that is not JSON, 503 no approved model yet / endpoint
+not deployed / registry or endpoint unavailable, 502 the model failed on valid rows, 500 anything else (the
+message carries the request id). Messages never carry what the endpoint or registry said (it can name the
+account or the artifact): that goes to the log. The request contract and the OpenAPI document:
+:mod:`.inference_api_contract`.
 """
 
 from __future__ import annotations
@@ -29,19 +34,17 @@ from __future__ import annotations
 import functools
 import io
 import json
-import math
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_core.aws.prediction_log import PredictionLog, PredictionRecord, input_sha256
 from pipeline_core.aws.registry import ModelRegistry
@@ -51,211 +54,32 @@ from pipeline_core.errors import ConfigurationError, TransientError
 from pipeline_core.models import RegistryRecord
 from pipeline_core.observability import logger, metrics, tracer
 from pipeline_core.settings import optional_env, require_env
+from pipeline_core.stages.inference_api_contract import (
+    MAX_ROWS,
+    ApiError,
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    ServedModel,
+    body_too_large,
+    check_rows,
+    error_response,
+    json_body_event,
+    kinds_from_roles,
+    method_not_allowed,
+    model_card,
+    openapi_document,
+    parse_json,
+    proxy_response,
+    summary,
+    text_body_event,
+    validation_problems,
+)
 from pipeline_core.standin.errors import ModelError, ValidationException
 
 API_TITLE = "stepml inference API"
 API_VERSION = "1.0.0"
-MAX_ROWS = 1000
-# Below Lambda's 6 MB synchronous payload limit (the whole proxy event counts) and SageMaker's 6 MB
-# InvokeEndpoint limit, with room for the event envelope.
-MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_REGISTRY_CACHE_SECONDS = 5.0
-# A response lists at most this many problems; the message says how many there were in all.
-MAX_LISTED_ERRORS = 50
-
-# The feature roles train.py writes as feature_kinds (docs: column roles); only numeric ones are type-checked here,
-# the others take a string, number, boolean or null and the model converts them as in training.
-FeatureKind = Literal["numeric", "categorical", "boolean", "datetime", "text"]
-FeatureValue = float | int | str | bool | None
-
-
-# --- request and response models (they are also the OpenAPI document) ---------------------------------
-
-
-class PredictRequest(BaseModel):
-    """Rows to predict, each an object of feature name -> value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    instances: list[dict[str, FeatureValue]] = Field(
-        min_length=1,
-        max_length=MAX_ROWS,
-        description=(
-            f"1 to {MAX_ROWS} rows. Each row carries every feature column of the served model (GET /model); "
-            "numeric features take a JSON number or null (missing, imputed like in training); categorical, "
-            "boolean, datetime (ISO 8601 text) and text ones a string, number, boolean or null. Fields that "
-            "are not features are ignored."
-        ),
-        examples=[[{"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}]],
-    )
-
-
-class PredictResponse(BaseModel):
-    predictions: list[str | float] = Field(
-        description="One per row, in order: the class label (string) or the regression value (number)."
-    )
-    model_version: int = Field(description="Registry version of the model that answered.")
-    model_name: str
-
-
-class HealthResponse(BaseModel):
-    status: Literal["ok"] = "ok"
-    model_name: str = Field(description="The registry model this API serves (MODEL_NAME).")
-
-
-class ServedModel(RegistryRecord):
-    """The served model's registry record, with the feature kinds rows are checked against."""
-
-    feature_kinds: dict[str, FeatureKind] = Field(
-        default_factory=dict,
-        description=(
-            "numeric, categorical, boolean, datetime or text per feature column (empty if the artifact could "
-            "not be read)."
-        ),
-    )
-
-
-class ErrorDetail(BaseModel):
-    row: int | None = Field(default=None, description="0-based index of the row in instances, if any.")
-    field: str | None = Field(default=None, description="The body field or feature column, if any.")
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    message: str
-    errors: list[ErrorDetail] = Field(default_factory=list)
-
-
-class ApiError(Exception):
-    """An answer other than 2xx, with the problems it lists."""
-
-    def __init__(
-        self,
-        status: HTTPStatus,
-        message: str,
-        errors: list[ErrorDetail] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors or []
-        self.headers = headers or {}
-
-
-def error_response(error: ApiError) -> Response[str]:
-    body = ErrorResponse(message=error.message, errors=error.errors[:MAX_LISTED_ERRORS])
-    return Response(
-        status_code=int(error.status),
-        content_type=content_types.APPLICATION_JSON,
-        body=body.model_dump_json(exclude_none=True),
-        headers=error.headers,
-    )
-
-
-# --- row checks --------------------------------------------------------------------------------------
-
-
-def _described(value: Any) -> str:
-    kind = {bool: "a boolean", str: "a string", int: "a number", float: "a number", type(None): "null"}
-    return f"{value!r:.60} ({kind.get(type(value), type(value).__name__)})"
-
-
-def check_rows(
-    instances: list[dict[str, Any]], feature_columns: list[str], feature_kinds: Mapping[str, str]
-) -> list[ErrorDetail]:
-    """Every problem with the rows for a model with these features: missing columns, wrong types."""
-    problems: list[ErrorDetail] = []
-    numeric = [c for c in feature_columns if feature_kinds.get(c) == "numeric"]
-    for index, row in enumerate(instances):
-        missing = [c for c in feature_columns if c not in row]
-        if missing:
-            problems.append(
-                ErrorDetail(
-                    row=index,
-                    field=missing[0] if len(missing) == 1 else None,
-                    message=f"row {index}: missing feature column(s) {missing}",
-                )
-            )
-        for column in numeric:
-            value = row.get(column)
-            if value is None:
-                continue  # absent (reported above) or null: a missing value, imputed like in training
-            if type(value) is bool or not isinstance(value, (int, float)):
-                problems.append(
-                    ErrorDetail(
-                        row=index,
-                        field=column,
-                        message=f"row {index}: feature {column!r} is numeric: expected a number or null, "
-                        f"got {_described(value)}",
-                    )
-                )
-            elif isinstance(value, float) and not math.isfinite(value):
-                problems.append(
-                    ErrorDetail(
-                        row=index,
-                        field=column,
-                        message=f"row {index}: feature {column!r} must be a finite number (null marks a "
-                        f"missing value), got {value!r}",
-                    )
-                )
-    return problems
-
-
-def _validation_problems(errors: list[dict[str, Any]]) -> tuple[list[ErrorDetail], bool]:
-    """Powertools/pydantic validation errors as row/field problems; True if only the row count was too big."""
-    problems: dict[tuple[Any, ...], ErrorDetail] = {}
-    too_many = False
-    for error in errors:
-        loc = tuple(error.get("loc", ()))
-        kind = error.get("type", "")
-        where = loc[1:] if loc[:1] == ("body",) else loc
-        if kind == "json_invalid":
-            detail = ErrorDetail(
-                message=f"the body is not valid JSON: {error.get('ctx', {}).get('error', error['msg'])}"
-            )
-            where = ()
-        elif not where:
-            detail = ErrorDetail(message='the body must be a JSON object {"instances": [...]}')
-        elif where[0] != "instances":
-            detail = ErrorDetail(
-                field=str(where[0]), message=f"unknown field {where[0]!r}: the body has only 'instances'"
-            )
-            where = where[:1]
-        elif len(where) == 1:
-            if kind == "too_long":
-                too_many = True
-                detail = ErrorDetail(field="instances", message=f"at most {MAX_ROWS} rows per request")
-            elif kind == "too_short":
-                detail = ErrorDetail(field="instances", message=f"instances is empty: send 1 to {MAX_ROWS} rows")
-            elif kind == "missing":
-                detail = ErrorDetail(field="instances", message="the body needs 'instances': a list of rows")
-            else:
-                detail = ErrorDetail(field="instances", message="instances must be a list of row objects")
-        elif len(where) == 2:
-            row = where[1]
-            detail = ErrorDetail(
-                row=row if isinstance(row, int) else None,
-                message=f"row {row}: must be an object of feature: value, got {_described(error.get('input'))}",
-            )
-        else:
-            row, column = where[1], str(where[2])
-            where = where[:3]  # one problem per value, however many union members rejected it
-            detail = ErrorDetail(
-                row=row if isinstance(row, int) else None,
-                field=column,
-                message=f"row {row}: feature {column!r} must be a number, string, boolean or null, "
-                f"got {_described(error.get('input'))}",
-            )
-        problems.setdefault(where, detail)
-    return list(problems.values()), too_many and len(problems) == 1
-
-
-def _summary(problems: list[ErrorDetail]) -> str:
-    first = problems[0].message
-    if len(problems) == 1:
-        return f"invalid request: {first}"
-    return f"invalid request: {len(problems)} problems, the first: {first}"
 
 
 # --- the served model --------------------------------------------------------------------------------
@@ -323,7 +147,13 @@ class ServedModelCache:
                 )
                 self._fetched_at = now
                 return self._served
-            self._served = None if record is None else Served(record, self._kinds_for(record.model_artifact))
+            # the artifact's metadata.json says what the model was fitted with; the registry's column roles
+            # (Preprocess's, the same in a normal run) stand in when the artifact cannot be read
+            self._served = (
+                None
+                if record is None
+                else Served(record, self._kinds_for(record.model_artifact) or kinds_from_roles(record))
+            )
             self._fetched_at = now
             return self._served
 
@@ -378,10 +208,9 @@ class InferenceService:
         try:
             served = self.models.get()
         except TransientError as error:
+            logger.warning("the model registry is unavailable", extra={"error": str(error)})
             raise ApiError(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"the model registry is unavailable, retry: {error}",
-                headers={"Retry-After": "1"},
+                HTTPStatus.SERVICE_UNAVAILABLE, "the model registry is unavailable, retry", headers={"Retry-After": "1"}
             ) from error
         if served is None:
             raise ApiError(
@@ -391,20 +220,27 @@ class InferenceService:
             )
         return served
 
+    def served_or_none(self) -> Served | None:
+        """The served model, or None if there is none or the registry cannot say (for the OpenAPI document)."""
+        try:
+            return self.models.get()
+        except TransientError:
+            return None
+
     def predict(self, instances: list[dict[str, Any]], request_id: str) -> PredictResponse:
         started = time.perf_counter()
         served = self.served()
         record = served.record
         problems = check_rows(instances, record.feature_columns, served.feature_kinds)
         if problems:
-            raise ApiError(HTTPStatus.BAD_REQUEST, _summary(problems), problems)
+            raise ApiError(HTTPStatus.BAD_REQUEST, summary(problems), problems)
         if not record.endpoint_name:
             raise ApiError(
                 HTTPStatus.SERVICE_UNAVAILABLE, f"{record.model_name} v{record.version} names no endpoint to serve it"
             )
         should_log = self.prediction_log.sampled()
         model_started = time.perf_counter()
-        predictions = self._invoke(record, instances)
+        predictions = self._invoke(record, instances, request_id)
         model_ms = (time.perf_counter() - model_started) * 1000
         metrics.add_metric(name="PredictionRows", unit=MetricUnit.Count, value=len(instances))
         metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=model_ms)
@@ -433,24 +269,32 @@ class InferenceService:
                 metrics.add_metric(name="PredictionLogFailures", unit=MetricUnit.Count, value=len(failures))
         return PredictResponse(predictions=predictions, model_version=record.version, model_name=record.model_name)
 
-    def _invoke(self, record: RegistryRecord, instances: list[dict[str, Any]]) -> list[Any]:
+    def _invoke(self, record: RegistryRecord, instances: list[dict[str, Any]], request_id: str) -> list[Any]:
+        """The endpoint's predictions. What the endpoint or the model said goes to the log, not to the client:
+        it can name the account, the artifact and the bucket."""
         endpoint = str(record.endpoint_name)
         try:
             predictions = self.runtime.predict(endpoint, instances)
         except ValidationException as error:  # SageMaker's answer for an endpoint that does not exist
+            logger.warning("the endpoint is not available", extra={"endpoint": endpoint, "error": str(error)})
             raise ApiError(
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                f"{record.model_name} v{record.version} is registered but its endpoint {endpoint} is not "
-                f"available: {error}",
+                f"{record.model_name} v{record.version} is registered but its endpoint {endpoint} is not available",
             ) from error
         except TransientError as error:
+            logger.warning("the endpoint is busy or unavailable", extra={"endpoint": endpoint, "error": str(error)})
             raise ApiError(
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                f"endpoint {endpoint} is busy or unavailable, retry: {error}",
+                f"endpoint {endpoint} is busy or unavailable, retry",
                 headers={"Retry-After": "1"},
             ) from error
         except ModelError as error:
-            raise ApiError(HTTPStatus.BAD_GATEWAY, f"the model failed on the request: {error}") from error
+            logger.warning("the model failed on valid rows", extra={"endpoint": endpoint, "error": str(error)})
+            raise ApiError(
+                HTTPStatus.BAD_GATEWAY,
+                f"the model failed on rows that passed the API's checks (request id {request_id}); "
+                "the function log has the model's error",
+            ) from error
         if len(predictions) != len(instances):
             raise ApiError(
                 HTTPStatus.BAD_GATEWAY,
@@ -460,66 +304,51 @@ class InferenceService:
 
     def model(self) -> ServedModel:
         served = self.served()
-        return ServedModel.model_validate({**served.record.model_dump(), "feature_kinds": served.feature_kinds})
+        return model_card(served.record, served.feature_kinds)
 
 
 # --- the resolver ---------------------------------------------------------------------------------------
-
-_ERROR_RESPONSES: dict[int, dict[str, Any]] = {
-    400: {"description": "Invalid body or rows: every problem is listed with its row and field."},
-    413: {"description": f"More than {MAX_ROWS} rows or a body over {MAX_BODY_BYTES} bytes."},
-    415: {"description": "A body that is not JSON (send Content-Type: application/json)."},
-    502: {"description": "The model endpoint failed on valid rows."},
-    503: {"description": "No approved model is deployed yet, or the registry/endpoint is unavailable."},
-}
-
-
-def _with_error_model(codes: tuple[int, ...]) -> dict[int, Any]:
-    return {
-        code: {**_ERROR_RESPONSES[code], "content": {"application/json": {"model": ErrorResponse}}} for code in codes
-    }
 
 
 def create_app(service: InferenceService) -> APIGatewayRestResolver:
     """The API's routes over ``service`` (one resolver per service; Powertools keeps per-request state on it,
     so a resolver serves one request at a time, as a Lambda execution environment does)."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    # parse_json: a body nested too deep or with a number too long for int() is a 400, not a 500
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
 
     @app.get("/health", summary="Liveness", tags=["serving"])
     def health() -> HealthResponse:
         return HealthResponse(model_name=service.model_name)
 
-    @app.get(
-        "/model",
-        summary="The served model's registry record",
-        tags=["serving"],
-        responses={200: {"description": "The champion version"}, **_with_error_model((503,))},
-    )
+    @app.get("/model", summary="The served model: features, classes, metrics", tags=["serving"])
     def model() -> ServedModel:
         return service.model()
 
-    @app.post(
-        "/predict",
-        summary="Predict for 1 to 1000 rows",
-        tags=["serving"],
-        responses={200: {"description": "One prediction per row"}, **_with_error_model((400, 413, 415, 502, 503))},
-    )
+    @app.post("/predict", summary=f"Predict for 1 to {MAX_ROWS} rows", tags=["serving"])
     def predict(request: PredictRequest) -> PredictResponse:
         context = app.current_event.request_context
         request_id = context.request_id or getattr(app.lambda_context, "aws_request_id", "") or "unknown"
         return service.predict(request.instances, request_id)
 
     @functools.cache
-    def document() -> str:
-        return app.get_openapi_json_schema(
-            title=API_TITLE,
-            version=API_VERSION,
-            description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+    def generated() -> dict[str, Any]:
+        description = __doc__.split("\n\n", 1)[0] if __doc__ else None
+        schema: dict[str, Any] = json.loads(
+            app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION, description=description)
         )
+        return schema
+
+    @functools.lru_cache(maxsize=4)
+    def document(card: str | None) -> str:
+        served = None if card is None else ServedModel.model_validate_json(card)
+        return json.dumps(openapi_document(generated(), served))
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> Response[str]:
-        return Response(200, content_types.APPLICATION_JSON, document())
+        # the served model's card is the cache key: a new version gets its own document
+        served = service.served_or_none()
+        card = None if served is None else model_card(served.record, served.feature_kinds).model_dump_json()
+        return Response(200, content_types.APPLICATION_JSON, document(card))
 
     @app.exception_handler(ApiError)
     def api_error(error: ApiError) -> Response[str]:
@@ -527,14 +356,17 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(error: RequestValidationError) -> Response[str]:
-        problems, too_many = _validation_problems(list(error.errors()))
+        problems, too_many = validation_problems(list(error.errors()))
         status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if too_many else HTTPStatus.BAD_REQUEST
-        message = f"too many rows: at most {MAX_ROWS} per request" if too_many else _summary(problems)
+        message = f"too many rows: at most {MAX_ROWS} per request" if too_many else summary(problems)
         return error_response(ApiError(status, message, problems))
 
     @app.not_found
     def not_found(error: Exception) -> Response[str]:
         event = app.current_event
+        wrong_method = method_not_allowed(event.http_method, event.path)
+        if wrong_method is not None:
+            return error_response(wrong_method)
         return error_response(
             ApiError(
                 HTTPStatus.NOT_FOUND,
@@ -557,60 +389,13 @@ def create_app(service: InferenceService) -> APIGatewayRestResolver:
     return app
 
 
-def body_too_large(event: Mapping[str, Any]) -> ApiError | None:
-    """A 413 for a body over MAX_BODY_BYTES, checked before anything parses it."""
-    body = event.get("body") or ""
-    # len() of a str counts characters; UTF-8 has up to 4 bytes each, so encode only when it could matter.
-    size = len(body) if len(body) * 4 <= MAX_BODY_BYTES else len(str(body).encode())
-    if event.get("isBase64Encoded"):
-        size = size * 3 // 4
-    if size <= MAX_BODY_BYTES:
-        return None
-    return ApiError(
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        f"the body has {size} bytes; at most {MAX_BODY_BYTES} bytes and {MAX_ROWS} rows per request",
-    )
-
-
-def _proxy_response(error: ApiError) -> dict[str, Any]:
-    response = error_response(error)
-    return {
-        "statusCode": response.status_code,
-        # REST proxy responses from Powertools carry multiValueHeaders only; so does this one.
-        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]},
-        "body": response.body,
-        "isBase64Encoded": False,
-    }
-
-
-_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded", "")
-
-
-def json_body_event(event: dict[str, Any]) -> dict[str, Any] | ApiError:
-    """The event with its body declared JSON, or a 415 for a body of another media type.
-
-    The API speaks JSON only. A missing Content-Type, or curl's default for ``-d``
-    (application/x-www-form-urlencoded), is read as JSON rather than as a form.
-    """
-    if not event.get("body"):
-        return event
-    headers = {str(k): v for k, v in (event.get("headers") or {}).items()}
-    declared = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
-    media = declared.split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
-        return event
-    if media not in _JSON_TYPES:
-        return ApiError(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            f"the body must be JSON (Content-Type: application/json), got Content-Type {declared!r}",
-        )
-    multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if k.lower() != "content-type"}
-    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    return {
-        **event,
-        "headers": {**headers, "Content-Type": "application/json"},
-        "multiValueHeaders": {**multi, "Content-Type": ["application/json"]},
-    }
+def _checked_event(event: dict[str, Any]) -> dict[str, Any] | ApiError:
+    """The event the resolver can read, or the 4xx answered before it parses the body."""
+    too_large = body_too_large(event)
+    if too_large is not None:
+        return too_large
+    text = text_body_event(event)
+    return text if isinstance(text, ApiError) else json_body_event(text)
 
 
 def handle(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -622,8 +407,8 @@ def handle(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> 
     try:
         with tracer.provider.in_subsegment("## inference"):
             # Answered before the resolver parses the body (the proxy response shape API Gateway expects).
-            checked = body_too_large(event) or json_body_event(event)
-            answer = _proxy_response(checked) if isinstance(checked, ApiError) else app.resolve(checked, context)
+            checked = _checked_event(event)
+            answer = proxy_response(checked) if isinstance(checked, ApiError) else app.resolve(checked, context)
         status = int(answer.get("statusCode", 500))
         metrics.add_metric(name=f"Responses{status // 100}XX", unit=MetricUnit.Count, value=1)
         logger.info(
