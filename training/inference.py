@@ -21,9 +21,10 @@ output line per input line).
 
 Each feature's values are converted by its role exactly as in training (``stepml_tabular.columns``), then
 the saved pipeline predicts. ``predict_records(bundle, records)`` is what the local endpoint stand-in calls
-(and ``predict_fn``, so the SageMaker container takes it too): for a gradient-boosting model of numeric and
-categorical features it takes the fast path (``stepml_tabular.fast_path``), which checks itself against
-the pipeline when the model loads, so predictions are exactly the pipeline's.
+(and ``predict_fn``, so the SageMaker container takes it too): for a gradient-boosting or linear model of
+numeric and categorical features it takes the fast path (``stepml_tabular.fast_path``), which checks itself
+against the pipeline when the model loads, so predictions are the pipeline's (a linear regression's within
+1e-9 relative: the pipeline may multiply a sparse matrix, which sums in another order).
 """
 
 from __future__ import annotations
