@@ -29,7 +29,15 @@ from tests.conftest import REGION, FakeAws
 from tests.unit.test_standin import ROOT, deploy_requests, iris_splits, publish_model, upload_source
 
 ENDPOINT = "stepml-test-iris-ep"
-T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+# When each test's rollout starts: the test's own start (set below), because DescribeEndpoint and UpdateEndpoint
+# read the real clock. A fixed date made the tests pass only until that date had gone by the canary's minute.
+T0 = datetime.now(UTC)
+
+
+@pytest.fixture(autouse=True)
+def _rollout_starts_now() -> None:
+    global T0
+    T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 def canary(**overrides: Any) -> RolloutConfig:
