@@ -148,7 +148,7 @@ def build_plan(bundle: dict[str, Any]) -> Plan | None:
     if not _plan_agrees(plan, bundle):
         return None
     if linear:
-        return plan if _estimator_agrees(plan, bundle) else None
+        return plan
     forest = build_forest(estimator, plan.width)
     if forest is not None:
         probes = _probe_rows(forest, plan, bundle)
@@ -211,33 +211,28 @@ def _plan_probes(plan: Plan, bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _plan_agrees(plan: Plan, bundle: dict[str, Any]) -> bool:
-    """The fast rows equal the ColumnTransformer's output on probe records (fills, categories, unknowns)."""
+    """The fast rows equal the ColumnTransformer's output on probe records (fills, categories, unknowns);
+    for the linear family the estimator also answers them as it answers the pipeline's own rows: the same
+    classes, or values within 1e-9 relative (the pipeline may hand it a sparse matrix, whose products sum
+    in another order)."""
     probes = _plan_probes(plan, bundle)
     fast = plan_rows(plan, probes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        slow = _dense(
+        transformed = (
             bundle["pipeline"]
             .named_steps["preprocess"]
             .transform(serving_frame(pd.DataFrame(probes), bundle["feature_columns"], bundle["feature_kinds"]))
         )
-    return fast.shape == slow.shape and bool(np.allclose(fast, slow, equal_nan=True))
-
-
-def _estimator_agrees(plan: Plan, bundle: dict[str, Any]) -> bool:
-    """The linear estimator answers the plan's dense rows as the pipeline answers the records: the same
-    classes, or values within 1e-9 relative (the pipeline may hand it a sparse matrix, whose products sum
-    in another order)."""
-    probes = _plan_probes(plan, bundle)
-    fast = plan.estimator.predict(plan_rows(plan, probes))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        slow = bundle["pipeline"].predict(
-            serving_frame(pd.DataFrame(probes), bundle["feature_columns"], bundle["feature_kinds"])
-        )
+    slow = _dense(transformed)
+    if fast.shape != slow.shape or not np.allclose(fast, slow, equal_nan=True):
+        return False
+    if plan.shift is None:
+        return True  # boosting: its tree walk is checked on its own (build_forest)
+    answers, expected = plan.estimator.predict(fast), plan.estimator.predict(transformed)
     if bundle["problem_type"] == "regression":
-        return bool(np.allclose(fast, slow, rtol=1e-9, atol=0.0))
-    return bool(np.array_equal(fast, slow))
+        return bool(np.allclose(answers, expected, rtol=1e-9, atol=0.0))
+    return bool(np.array_equal(answers, expected))
 
 
 def plan_rows(plan: Plan, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
