@@ -300,5 +300,7 @@ def predict_records(bundle: dict[str, Any], records: Sequence[Mapping[str, Any]]
     rows = plan_rows(plan, records)
     if plan.forest is not None and len(rows) <= FOREST_MAX_ROWS:
         return _to_list(plan.forest.predict(rows), bundle)
+    if plan.linear is not None:
+        return _to_list(plan.linear.predict(rows), bundle)
     with threads(bundle, len(rows)):
         return _to_list(plan.estimator.predict(rows), bundle)

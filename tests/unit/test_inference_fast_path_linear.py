@@ -40,6 +40,27 @@ def test_a_linear_model_gets_a_scaling_plan(served: dict[str, Any]) -> None:
     plan = served["bundle"]["_fast_plan"]
     assert plan is not None and plan.shift is not None and plan.scale is not None
     assert type(plan.estimator).__name__ in ("LogisticRegression", "Ridge") and plan.forest is None
+    # the estimator's predict is replaced by its own product, checked when the model loaded
+    assert plan.linear is not None
+
+
+def test_the_product_answers_exactly_as_the_estimator(served: dict[str, Any]) -> None:
+    # bit for bit on the plan's rows of the test split and of random rows far outside the training range
+    plan = served["bundle"]["_fast_plan"]
+    rows = np.vstack(
+        [
+            fast_path.plan_rows(plan, awkward_records(served["bundle"], served["records"])),
+            np.random.default_rng(1).normal(0.0, 50.0, size=(500, plan.width)),
+        ]
+    )
+    assert np.array_equal(plan.linear.predict(rows), plan.estimator.predict(rows))
+
+
+def test_a_product_with_other_coefficients_does_not_agree(served: dict[str, Any]) -> None:
+    plan = served["bundle"]["_fast_plan"]
+    rows = fast_path.plan_rows(plan, awkward_records(served["bundle"], served["records"]))
+    wrong = fast_path.Linear(-plan.linear.coef, plan.linear.intercept, plan.linear.classes)
+    assert not wrong.agrees(plan.estimator, rows)
 
 
 def test_one_row_at_a_time_equals_the_pipeline(served: dict[str, Any]) -> None:
