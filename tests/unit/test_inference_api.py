@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -370,6 +371,20 @@ def test_a_failing_log_table_does_not_fail_the_request(
     assert body["predictions"] == own_predictions(pipeline, instances)
     assert "could not write the prediction log" in caplog.text
     assert '"PredictionLogFailures":[1.0]' in capsys.readouterr().out  # the EMF metric line
+
+
+def test_a_request_line_is_logged_for_refused_requests_not_for_answered_ones(
+    api: FakeAws, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the stage's access log has every request and the metrics count them: a line per 2xx costs a request a
+    # sixth of its time (and CloudWatch Logs ingestion on AWS)
+    publish(api, "run-a")
+    with caplog.at_level(logging.INFO):
+        assert call(predict_event({"instances": rows(1)}))[0] == 200
+        assert [r for r in caplog.records if r.getMessage() == "request"] == []
+        assert call(predict_event({"instances": [{"nope": 1}]}))[0] == 400
+    lines = [r for r in caplog.records if r.getMessage() == "request"]
+    assert len(lines) == 1 and lines[0].__dict__["status"] == 400
 
 
 def test_sampling_rate_zero_logs_nothing(api: FakeAws, monkeypatch: pytest.MonkeyPatch) -> None:
