@@ -22,8 +22,10 @@ Two ways to write (``PREDICTION_LOG_MODE``):
 * ``background`` (long-running servers: ``stepml serve``): items are queued and written by a thread with
   BatchWriteItem (25 per call) at most ``FLUSH_SECONDS`` later, and on exit. The queue is bounded
   (``MAX_QUEUED`` items, a few MB): when the table is slower than the requests, a full queue drops the
-  item and counts it (``dropped``; the caller counts it as a ``PredictionLogFailures`` too) rather than
-  slow requests down or grow without end. At exit the writer gets a deadline; what it has not written by
+  item and counts it (``dropped``) rather than slow requests down or grow without end; the drops are
+  reported by :meth:`PredictionLog.take_failures` as one message per ``DROP_REPORT_SECONDS`` (a warning
+  per dropped item would cost an overloaded server a log line per request, just when it has least time).
+  At exit the writer gets a deadline; what it has not written by
   then is given up and counted, so a stop never waits for a backlog.
 """
 
@@ -62,6 +64,8 @@ BATCH_SIZE = 25
 FLUSH_SECONDS = 0.2
 # Items waiting for the writer: ~1-3 KB each (more with rows kept for drift), so a few MB at most per process.
 MAX_QUEUED = 2_000
+# Items a full queue dropped are reported together, at most once in this many seconds.
+DROP_REPORT_SECONDS = 10.0
 
 
 def input_sha256(instances: list[dict[str, Any]]) -> str:
@@ -229,9 +233,10 @@ class PredictionLog:
         prediction. In background mode, failures of earlier batches are reported by :meth:`take_failures`."""
         try:
             if self.mode == "background":
-                if not self._background().submit(self.item(record)):
-                    return OverflowError(f"the prediction log queue is full ({MAX_QUEUED} items); item dropped")
-                return None
+                writer = self._background()
+                if not writer.submit(self.item(record)) and writer.closed:
+                    return RuntimeError("the prediction log is closed (the server is stopping); item dropped")
+                return None  # or dropped by a full queue: counted, and reported by take_failures
             self.write(record)
         except Exception as error:  # the request has its answer already; a lost log line is the lesser harm
             return error
@@ -312,6 +317,8 @@ class _BackgroundWriter:
         self._busy = False
         self._closed = False
         self.dropped = 0  # items refused by a full queue, or given up at close
+        self._unreported_drops = 0  # refused by a full queue since the last report
+        self._drops_reported_at = float("-inf")
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
         _WRITERS.add(self)
@@ -321,15 +328,27 @@ class _BackgroundWriter:
         with self._wake:
             if self._closed or len(self._queue) >= MAX_QUEUED:
                 self.dropped += 1
+                self._unreported_drops += not self._closed
                 return False
             self._queue.append(item)
             if len(self._queue) >= BATCH_SIZE:
                 self._wake.notify()
         return True
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def take_failures(self) -> list[str]:
+        now = time.monotonic()
         with self._wake:
             failures, self._failures = self._failures, []
+            if self._unreported_drops and now - self._drops_reported_at >= DROP_REPORT_SECONDS:
+                failures.append(
+                    f"{self._unreported_drops} prediction log item(s) dropped: the queue was full ({MAX_QUEUED} "
+                    "items waiting for the table); the table is slower than the requests"
+                )
+                self._unreported_drops, self._drops_reported_at = 0, now
         return failures
 
     def flush(self, timeout: float = 5.0) -> None:
