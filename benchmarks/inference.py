@@ -12,14 +12,15 @@
    handler's overhead, with the prediction log off, written in the background, and written per request
    (Lambda's way).
 4. HTTP: ``stepml serve`` in a subprocess per worker count, driven by client processes (not threads, so
-   the client is not held back by one GIL), one keep-alive connection each, all started together once
-   connected, timing every request; or by
-   ``wrk`` (``--tool wrk``; lighter, but on this machine its latency percentiles were inconsistent with its
-   own throughput, e.g. a 11.7 ms mean at 1 connection and 430 req/s, so use it for req/s). Single-row and
-   100-row batches at each concurrency, each run bounded by ``--duration`` and ``--max-requests``.
+   the client is not held back by one GIL) on raw keep-alive sockets (see ``_client``: the client shares
+   the cores, so it must cost less than the server), all started together once connected, timing every
+   request; single-row requests at each concurrency, each run bounded by ``--duration`` and
+   ``--max-requests``. ``--servers`` may add ``floor``: a WSGI app that answers a fixed body on the same
+   gunicorn configuration, the most this server and client can do on the machine (the rest is the
+   function's).
 
 Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
-[--workers 1,2] [--tool python|wrk] [--log-sample-rate RATE] [--out results.json]``.
+[--workers 1,2] [--servers gunicorn,legacy,floor] [--log-sample-rate RATE] [--out results.json]``.
 docs/serving.md has the figures and the machine they came from. Each section records the 1-minute load
 average at its end (``load_1m``): on a shared machine compare figures taken at similar loads.
 """
@@ -27,12 +28,12 @@ average at its end (``load_1m``): on a shared machine compare figures taken at s
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
 import platform
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -201,32 +202,68 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
 # --- 4. HTTP -------------------------------------------------------------------------------------------
 
 
+def request_bytes(port: int, payload: bytes) -> bytes:
+    """One POST /predict, as bytes on the wire (built once: every request of a run is the same)."""
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+def read_response(connection: socket.socket, pending: bytes) -> tuple[int, bytes]:
+    """(status, the bytes after this response) of the next response on a keep-alive connection: the head,
+    then ``Content-Length`` bytes of body (the server sends no chunked responses)."""
+    while (end := pending.find(b"\r\n\r\n")) < 0:
+        pending += _received(connection)
+    head = pending[:end].decode("latin-1").split("\r\n")
+    fields = (line.partition(":") for line in head[1:])
+    length = next((int(value) for name, _, value in fields if name.strip().lower() == "content-length"), 0)
+    total = end + 4 + length
+    while len(pending) < total:
+        pending += _received(connection)
+    return int(head[0].split()[1]), pending[total:]
+
+
+def _received(connection: socket.socket) -> bytes:
+    data = connection.recv(65536)
+    if not data:
+        raise ConnectionError("the server closed the connection")
+    return data
+
+
 def _client(
     port: int, payload: bytes, connections: int, duration: float, max_requests: int, ready: Any, go: Any, out: Any
 ) -> None:
-    """``connections`` keep-alive connections: a request sent on each, then each answer read, in turn."""
-    opened = [http.client.HTTPConnection("127.0.0.1", port, timeout=120) for _ in range(connections)]
+    """``connections`` keep-alive connections: a request sent on each, then each answer read, in turn.
+
+    Raw sockets and a request built once, not http.client: the client shares the machine's cores with the
+    server, and http.client's own work per request (building the request, parsing headers into a message
+    object) cost more CPU than gunicorn's (against a trivial WSGI app, 2 cores: ~950 req/s with http.client,
+    ~2,100-3,100 with this client, side by side at load 12).
+    """
+    opened = [socket.create_connection(("127.0.0.1", port), timeout=120) for _ in range(connections)]
     for connection in opened:
-        connection.connect()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    request = request_bytes(port, payload)
+    pending = [b""] * connections
     ready.put(True)
     # Every client starts when all are connected: a process takes a second or more to start on a busy
     # machine, and a deadline set before the start-up could pass before a client sent anything.
     go.wait()
     latencies: list[float] = []
     errors = 0
-    headers = {"Content-Type": "application/json"}
     first = time.perf_counter()
     deadline = first + duration
     while time.perf_counter() < deadline and len(latencies) < max_requests:
         started = []
         for connection in opened:
             started.append(time.perf_counter())
-            connection.request("POST", "/predict", payload, headers)
-        for connection, at in zip(opened, started, strict=True):
-            response = connection.getresponse()
-            response.read()
+            connection.sendall(request)
+        for index, (connection, at) in enumerate(zip(opened, started, strict=True)):
+            status, pending[index] = read_response(connection, pending[index])
             latencies.append(time.perf_counter() - at)
-            errors += response.status != 200
+            errors += status != 200
     for connection in opened:
         connection.close()
     out.put((latencies, errors, first, time.perf_counter()))
@@ -269,6 +306,8 @@ def python_load(port: int, payload: bytes, concurrency: int, duration: float, ma
 
 
 SERVERS = ("gunicorn", "legacy")
+# ``floor`` (benchmarks/floor_serve.py): the same server with a function that does nothing.
+MODULES = {"gunicorn": "stepml.serve", "legacy": "benchmarks.legacy_serve", "floor": "benchmarks.floor_serve"}
 
 
 def start_server(
@@ -280,7 +319,7 @@ def start_server(
     port = free_port()
     log = open(state_dir / f"serve-{server}-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
     rate = [] if log_sample_rate is None else ["--log-sample-rate", str(log_sample_rate)]
-    module = "stepml.serve" if server == "gunicorn" else "benchmarks.legacy_serve"
+    module = MODULES[server]
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port), "--workers", str(workers), *rate],
         stdout=log,
@@ -452,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP run")
     parser.add_argument("--concurrency", default="1,8,200", help="comma-separated connection counts")
     parser.add_argument("--workers", default="2", help="comma-separated worker counts (each server)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="gunicorn (stepml serve) and/or legacy")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="gunicorn (stepml serve), legacy, floor")
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per HTTP run")
     parser.add_argument(
         "--memory-requests", type=int, default=100_000, help="requests between the two RSS readings (0: none)"
