@@ -475,7 +475,8 @@ class LambdaRunner:
         self, worker: _Worker, spec: FunctionSpec, request_id: str, started: float, used_kb: int
     ) -> InvocationResult:
         """Kill a worker over its MemorySize and fail the invocation as Lambda does (Runtime.OutOfMemory)."""
-        used_mb = max(used_kb, _status_kb(worker.process.pid, "VmHWM")) // 1024
+        # rounded up: it is over MemorySize, and "used 170 MB of 170 MB" would read as if it fitted
+        used_mb = math.ceil(max(used_kb, _status_kb(worker.process.pid, "VmHWM")) / 1024)
         worker.process.kill()
         worker.process.join(timeout=2)
         elapsed_ms = (time.perf_counter() - started) * 1000
