@@ -170,7 +170,7 @@ def test_a_dataset_within_the_threshold_takes_the_single_lambda_path_and_says_wh
     path, reason = choose_path(150 * MIB, SETTINGS)
     assert path == "single"
     assert "150.0 MiB" in reason and "LargeDatasetThresholdBytes (200.0 MiB" in reason
-    assert "DataStageMemorySize 2048 MB) hold up to 215.6 MiB" in reason
+    assert "hold up to 215.6 MiB (226050910 bytes) with DataStageMemorySize 2048 MB" in reason
 
 
 def test_over_the_threshold_the_message_says_the_large_data_path_is_not_built_and_names_the_setting() -> None:
@@ -179,7 +179,19 @@ def test_over_the_threshold_the_message_says_the_large_data_path_is_not_built_an
     message = str(caught.value)
     assert "over LargeDatasetThresholdBytes (200.0 MiB (209715200 bytes))" in message
     assert "large-data (sharded) path, which this version does not have yet" in message
-    assert "raise DataStageMemorySize to at least 8336 MB" in message
+    assert "Use a sample of at most 200.0 MiB (209715200 bytes)." in message
+    assert "raise the LargeDatasetThresholdBytes parameter to at least 920000000 and," in message
+    assert message.endswith("raise DataStageMemorySize to at least 8336 MB - docs/data-scale.md")
+
+
+def test_over_a_low_threshold_the_message_says_how_far_to_raise_it() -> None:
+    low = DataPathSettings(large_dataset_threshold_bytes=1000, data_stage_memory_mb=2048, memory_factor=9.5)
+    with pytest.raises(DatasetTooLargeError) as caught:
+        choose_path(3870, low)
+    message = str(caught.value)
+    assert "Use a sample of at most 1000 bytes. To take it whole, raise the LargeDatasetThresholdBytes" in message
+    assert "parameter to at least 3870 (ValidateData and Preprocess hold up to 215.6 MiB" in message
+    assert "raise DataStageMemorySize" not in message
 
 
 def test_a_threshold_above_what_the_memory_holds_is_refused_naming_both_settings() -> None:

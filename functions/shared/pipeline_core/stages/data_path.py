@@ -78,8 +78,8 @@ def _memory_advice(settings: DataPathSettings, size_bytes: int) -> str:
     needed = settings.memory_mb_for(size_bytes)
     if needed > LAMBDA_MAX_MEMORY_MB:
         return (
-            f"it would need about {needed} MB, more than Lambda's largest MemorySize ({LAMBDA_MAX_MEMORY_MB} MB): "
-            "use a sample until the large-data path is built"
+            f"it would need about {needed} MB of memory, more than Lambda's largest MemorySize "
+            f"({LAMBDA_MAX_MEMORY_MB} MB): use a sample until the large-data path is built"
         )
     return f"raise DataStageMemorySize to at least {needed} MB"
 
@@ -92,18 +92,22 @@ def choose_path(size_bytes: int, settings: DataPathSettings) -> tuple[DataPath, 
     stages' MemorySize holds.
     """
     threshold, capacity = settings.large_dataset_threshold_bytes, settings.single_lambda_capacity_bytes
-    memory, factor = settings.data_stage_memory_mb, settings.memory_factor
     holds = (
-        f"ValidateData and Preprocess (DataStageMemorySize {memory} MB) hold up to {_size(capacity)}: "
-        f"they need about {factor:g}x the file in memory"
+        f"ValidateData and Preprocess hold up to {_size(capacity)} with DataStageMemorySize "
+        f"{settings.data_stage_memory_mb} MB: they need about {settings.memory_factor:g}x the file in memory"
     )
     if size_bytes > threshold:
+        fix = f"To take it whole, raise the LargeDatasetThresholdBytes parameter to at least {size_bytes}"
+        if settings.memory_mb_for(size_bytes) > LAMBDA_MAX_MEMORY_MB:
+            fix = f"One Lambda cannot take it whole ({holds}): {_memory_advice(settings, size_bytes)}"
+        elif size_bytes > capacity:
+            fix += f" and, as {holds}, {_memory_advice(settings, size_bytes)}"
+        else:
+            fix += f" ({holds})"
         raise DatasetTooLargeError(
             f"the dataset is {_size(size_bytes)}, over LargeDatasetThresholdBytes ({_size(threshold)}): a dataset "
-            "that large takes the large-data (sharded) path, which this version does not have yet, and it is too "
-            "large for the single-Lambda path. Use a sample of at most that size, or raise the "
-            f"LargeDatasetThresholdBytes parameter (up to {_size(capacity)}: {holds}; for more, "
-            f"{_memory_advice(settings, size_bytes)} too) - docs/data-scale.md"
+            "that large takes the large-data (sharded) path, which this version does not have yet, so it is too "
+            f"large for this deployment. Use a sample of at most {_size(threshold)}. {fix} - docs/data-scale.md"
         )
     if size_bytes > capacity:
         raise DatasetTooLargeError(
@@ -114,5 +118,5 @@ def choose_path(size_bytes: int, settings: DataPathSettings) -> tuple[DataPath, 
         )
     return "single", (
         f"the dataset is {_size(size_bytes)}, within LargeDatasetThresholdBytes ({_size(threshold)}): "
-        f"ValidateData and Preprocess each read it in one Lambda ({holds})"
+        f"ValidateData and Preprocess each read it whole in one Lambda ({holds})"
     )
