@@ -78,6 +78,10 @@ class FakeAws:
             "POWERTOOLS_SERVICE_NAME": "stepml-test",
             "POWERTOOLS_METRICS_NAMESPACE": "stepml-test",
             "POWERTOOLS_TRACE_DISABLED": "true",
+            # Ingest's size routing, as the template's defaults set it (LargeDatasetThresholdBytes, ...)
+            "LARGE_DATASET_THRESHOLD_BYTES": str(200 * 1024 * 1024),
+            "DATA_STAGE_MEMORY_MB": "2048",
+            "DATA_STAGE_MEMORY_FACTOR": "9.5",
         }
 
 

@@ -10,6 +10,7 @@ from pipeline_core.idempotency import run_once
 from pipeline_core.models import IngestResult
 from pipeline_core.observability import stage_handler
 from pipeline_core.settings import require_env
+from pipeline_core.stages.data_path import DataPathSettings
 from pipeline_core.stages.ingest import IngestEvent, ingest
 
 
@@ -20,6 +21,7 @@ def _ingest(event: dict[str, Any]) -> dict[str, Any]:
         parsed.execution_arn,
         store=ObjectStore(),
         runs=RunLog(require_env("RUNS_TABLE")),
+        settings=DataPathSettings.from_env(),
         definition_version=definition_version(client("stepfunctions"), parsed.execution_arn),
     )
     return result.model_dump(mode="json")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stepml.embedded.template import REGION, FunctionSpec
+from stepml.errors import CliError
 
 # Imported once by the forkserver so that every worker starts with them already loaded.
 PRELOAD = [
@@ -178,13 +179,61 @@ def _max_memory_used_mb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # (kilobytes on Linux)
 
 
-def _peak_memory_mb(pid: int | None) -> int:
-    """A live worker's peak memory, read before it is killed (0 where /proc does not say)."""
+def _status_kb(pid: int | None, field_name: str) -> int:
+    """A ``/proc/<pid>/status`` figure in kB (0 where /proc does not say: the process is gone, not Linux)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    return next((int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field_name + ":")), 0)
+
+
+def _peak_memory_mb(pid: int | None) -> int:
+    """A live worker's peak memory, read before it is killed (0 where /proc does not say)."""
+    return _status_kb(pid, "VmHWM") // 1024
+
+
+# How Lambda's memory limit is kept here. Lambda runs each execution environment in a cgroup with the
+# function's MemorySize as its hard limit; a handler that goes over it is killed at once and the invocation
+# fails with Runtime.OutOfMemory. The embedded target polls the worker's resident set (VmRSS in
+# /proc/<pid>/status) every MEMORY_POLL_SECONDS while it runs and kills it once it is over MemorySize:
+# - not RLIMIT_AS: it limits address space, not memory, and numpy/BLAS, glibc's per-thread arenas and
+#   pyarrow's allocator reserve far more virtual memory than they touch (a worker that has only imported
+#   the preloaded libraries already maps ~470 MB), so it would fail small functions that Lambda runs fine,
+#   and it fails with MemoryError inside the handler instead of a kill;
+# - not a cgroup: cgroup v2 delegation is rarely writable for an unprivileged user or inside a container
+#   (it is not on the development and CI machines), and a worker's children would be charged too, while
+#   the SageMaker stand-ins run training in a child process whose memory is SageMaker's, not Lambda's;
+# - RSS is also what REPORT's Max Memory Used is read from (ru_maxrss / VmHWM), so the limit and the
+#   figure a user sees are one measure.
+# Differences from AWS (docs/data-scale.md): an allocation faster than the polling interval may overshoot
+# MemorySize by what it allocates in that interval before the kill, and the preloaded libraries (pandas,
+# numpy, boto3, Powertools: ~150 MB resident) count for every function, including ones that would not
+# import them on AWS. STEPML_LAMBDA_MEMORY_LIMIT=off turns the limit off for the whole embedded target, for
+# measuring what a stage would need (benchmarks/); the REPORT lines still say how much each one used.
+MEMORY_POLL_SECONDS = 0.05
+MEMORY_LIMIT_SWITCH = "STEPML_LAMBDA_MEMORY_LIMIT"
+
+
+def memory_limit_enabled(environ: dict[str, str] | None = None) -> bool:
+    """Whether the embedded target kills a worker over its function's MemorySize (on unless switched off)."""
+    value = (os.environ if environ is None else environ).get(MEMORY_LIMIT_SWITCH, "on").strip().lower()
+    if value not in {"on", "off"}:
+        raise CliError(f"{MEMORY_LIMIT_SWITCH} must be 'on' or 'off', got {value!r}")
+    return value == "on"
+
+
+def out_of_memory_message(request_id: str, function_name: str, memory_mb: int, used_mb: int) -> str:
+    """Lambda's errorMessage for Runtime.OutOfMemory, and what the embedded target adds to it (which
+    function, its MemorySize and what to do; on AWS only the first sentence is in the error, the REPORT
+    line of the function's log says the rest)."""
+    return (
+        f"RequestId: {request_id} Error: Runtime exited with error: signal: killed. "
+        f"Function {function_name} ran out of memory: it used {used_mb} MB of its MemorySize of {memory_mb} MB "
+        "and was killed, as Lambda kills it. Raise the function's MemorySize in infra/template.yaml (for "
+        "ValidateData and Preprocess: the DataStageMemorySize parameter), or give it less data: a dataset "
+        "over LargeDatasetThresholdBytes takes the large-data path (docs/data-scale.md)."
+    )
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec, env: dict[str, str]) -> None:
@@ -277,6 +326,7 @@ class LambdaRunner:
         self._idle: dict[str, list[_Worker]] = {name: [] for name in self._functions}
         self._lock = threading.Lock()
         self._closed = False
+        self._limit_memory = memory_limit_enabled()
         self.log = InvocationLog()
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -342,7 +392,11 @@ class LambdaRunner:
         worker = self._checkout(spec)
         started = time.perf_counter()
         worker.conn.send((request_id, event))
-        answered = worker.conn.poll(spec.timeout_seconds)
+        answered, used_kb = self._await_reply(worker, spec)
+        if used_kb:
+            result = self._out_of_memory(worker, spec, request_id, started, used_kb)
+            self.log.add(result)
+            return result
         try:
             reply = worker.conn.recv() if answered else None
         except EOFError:  # the worker died mid-invocation (os._exit, a crash in native code)
@@ -399,6 +453,46 @@ class LambdaRunner:
             )
         self.log.add(result)
         return result
+
+    def _await_reply(self, worker: _Worker, spec: FunctionSpec) -> tuple[bool, int]:
+        """Wait for the worker's reply up to the function's timeout: (answered, 0); or, when the worker goes
+        over its MemorySize first, (False, its resident memory in kB)."""
+        deadline = time.monotonic() + spec.timeout_seconds
+        limit_kb = spec.memory_mb * 1024
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False, 0
+            if not self._limit_memory:
+                return worker.conn.poll(remaining), 0
+            if worker.conn.poll(min(remaining, MEMORY_POLL_SECONDS)):
+                return True, 0
+            resident_kb = _status_kb(worker.process.pid, "VmRSS")
+            if resident_kb > limit_kb:
+                return False, resident_kb
+
+    def _out_of_memory(
+        self, worker: _Worker, spec: FunctionSpec, request_id: str, started: float, used_kb: int
+    ) -> InvocationResult:
+        """Kill a worker over its MemorySize and fail the invocation as Lambda does (Runtime.OutOfMemory)."""
+        # rounded up: it is over MemorySize, and "used 170 MB of 170 MB" would read as if it fitted
+        used_mb = math.ceil(max(used_kb, _status_kb(worker.process.pid, "VmHWM")) / 1024)
+        worker.process.kill()
+        worker.process.join(timeout=2)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        error_line = f"RequestId: {request_id} Error: Runtime exited with error: signal: killed\nRuntime.OutOfMemory\n"
+        self._log_platform_end(
+            spec,
+            (error_line if spec.log_format != "JSON" else "")
+            + platform_end(
+                spec.log_format, request_id, elapsed_ms, spec.memory_mb, used_mb, None, "Runtime.OutOfMemory"
+            ),
+        )
+        payload = {
+            "errorType": "Runtime.OutOfMemory",
+            "errorMessage": out_of_memory_message(request_id, spec.name, spec.memory_mb, used_mb),
+        }
+        return InvocationResult(spec.name, payload, "Runtime.OutOfMemory", elapsed_ms, request_id)
 
     def close(self) -> None:
         with self._lock:

@@ -343,7 +343,7 @@ def stack_model(template_path: Path, stack_name: str, parameters: dict[str, str]
                 code_dir=(base / properties["CodeUri"]).resolve(),
                 handler=properties.get("Handler", global_function.get("Handler", "")),
                 timeout_seconds=int(properties.get("Timeout", global_function.get("Timeout", 3))),
-                memory_mb=int(properties.get("MemorySize", global_function.get("MemorySize", 128))),
+                memory_mb=int(evaluator.evaluate(properties.get("MemorySize", global_function.get("MemorySize", 128)))),
                 environment={k: str(v) for k, v in env.items()},
                 event_patterns=tuple(
                     evaluator.evaluate(event["Properties"]["Pattern"])

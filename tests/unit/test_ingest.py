@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from botocore.response import StreamingBody
 from pipeline_core.aws.runs import RunLog
 from pipeline_core.aws.s3 import ObjectStore
-from pipeline_core.errors import DatasetNotFoundError, DataValidationError
+from pipeline_core.errors import ConfigurationError, DatasetNotFoundError, DatasetTooLargeError, DataValidationError
 from pipeline_core.models import IngestResult, RunConfig
+from pipeline_core.stages.data_path import MIB, DataPathSettings, choose_path
 from pipeline_core.stages.ingest import detect_format, ingest
 from pipeline_core.stages.validate_input import build_run_config
 from sklearn.datasets import load_iris
 
 from functions.ingest.app import lambda_handler
+from stepml.embedded.template import stack_model
 
 BAD_INPUTS = Path(__file__).parents[1] / "data" / "bad_inputs"
 EXECUTION_ARN = "arn:aws:states:us-east-1:123456789012:execution:stepml:run-1"
@@ -154,3 +158,171 @@ def test_detect_format(key: str, expected: str | None) -> None:
     else:
         with pytest.raises(DataValidationError, match=r"accepted extensions: \.csv, \.parquet"):
             detect_format(f"s3://bucket/{key}")
+
+
+# --------------------------------------------------------------------------- size routing (issue 14)
+
+SETTINGS = DataPathSettings(large_dataset_threshold_bytes=200 * MIB, data_stage_memory_mb=2048, memory_factor=9.5)
+TEMPLATE = Path(__file__).parents[2] / "infra" / "template.yaml"
+
+
+def test_a_dataset_within_the_threshold_takes_the_single_lambda_path_and_says_why() -> None:
+    path, reason = choose_path(150 * MIB, SETTINGS)
+    assert path == "single"
+    assert "150.0 MiB" in reason and "LargeDatasetThresholdBytes (200.0 MiB" in reason
+    assert "hold up to 215.6 MiB (226050910 bytes) with DataStageMemorySize 2048 MB" in reason
+
+
+def test_over_the_threshold_the_message_says_the_large_data_path_is_not_built_and_names_the_setting() -> None:
+    with pytest.raises(DatasetTooLargeError) as caught:
+        choose_path(920 * 1000 * 1000, SETTINGS)
+    message = str(caught.value)
+    assert "over LargeDatasetThresholdBytes (200.0 MiB (209715200 bytes))" in message
+    assert "large-data (sharded) path, which this version does not have yet" in message
+    assert "Use a sample of at most 200.0 MiB (209715200 bytes)." in message
+    assert "raise the LargeDatasetThresholdBytes parameter to at least 920000000 and," in message
+    assert message.endswith("raise DataStageMemorySize to at least 8336 MB - docs/data-scale.md")
+
+
+def test_over_a_low_threshold_the_message_says_how_far_to_raise_it() -> None:
+    low = DataPathSettings(large_dataset_threshold_bytes=1000, data_stage_memory_mb=2048, memory_factor=9.5)
+    with pytest.raises(DatasetTooLargeError) as caught:
+        choose_path(3870, low)
+    message = str(caught.value)
+    assert "Use a sample of at most 1000 bytes. To take it whole, raise the LargeDatasetThresholdBytes" in message
+    assert "parameter to at least 3870 (ValidateData and Preprocess hold up to 215.6 MiB" in message
+    assert "raise DataStageMemorySize" not in message
+
+
+def test_a_threshold_above_what_the_memory_holds_is_refused_naming_both_settings() -> None:
+    disagreeing = DataPathSettings(
+        large_dataset_threshold_bytes=512 * MIB, data_stage_memory_mb=2048, memory_factor=9.5
+    )
+    with pytest.raises(DatasetTooLargeError) as caught:
+        choose_path(300 * MIB, disagreeing)
+    message = str(caught.value)
+    assert "would run out of memory" in message
+    assert "raise DataStageMemorySize to at least 2850 MB, or lower LargeDatasetThresholdBytes to 226050910" in message
+
+
+def test_beyond_lambdas_largest_memory_the_advice_is_a_sample() -> None:
+    with pytest.raises(DatasetTooLargeError, match=r"more than Lambda's largest MemorySize \(10240 MB\): use a sample"):
+        choose_path(2000 * MIB, SETTINGS)
+
+
+def test_settings_come_from_the_environment_and_a_bad_one_is_named() -> None:
+    env = {
+        "LARGE_DATASET_THRESHOLD_BYTES": "209715200",
+        "DATA_STAGE_MEMORY_MB": "2048",
+        "DATA_STAGE_MEMORY_FACTOR": "9.5",
+    }
+    assert DataPathSettings.from_env(env) == SETTINGS
+    with pytest.raises(ConfigurationError, match="DATA_STAGE_MEMORY_MB is not set"):
+        DataPathSettings.from_env({**env, "DATA_STAGE_MEMORY_MB": ""})
+    with pytest.raises(ConfigurationError, match="LARGE_DATASET_THRESHOLD_BYTES must be a positive number, got '1GB'"):
+        DataPathSettings.from_env({**env, "LARGE_DATASET_THRESHOLD_BYTES": "1GB"})
+    with pytest.raises(ConfigurationError, match="DATA_STAGE_MEMORY_FACTOR must be positive"):
+        DataPathSettings.from_env({**env, "DATA_STAGE_MEMORY_FACTOR": "0"})
+
+
+def test_the_templates_threshold_agrees_with_the_data_stages_memory() -> None:
+    """The defaults a deployment gets: the threshold is within what ValidateData and Preprocess hold, and
+    Ingest, ValidateData and Preprocess all read the same parameters."""
+    stack = stack_model(TEMPLATE, "stepml-local", {"Target": "local"})
+    functions = {spec.logical_id: spec for spec in stack.functions.values()}
+    ingest_env = functions["IngestFunction"].environment
+    settings = DataPathSettings.from_env(ingest_env)
+    assert settings.large_dataset_threshold_bytes <= settings.single_lambda_capacity_bytes
+    for stage in ("ValidateDataFunction", "PreprocessFunction"):
+        assert functions[stage].memory_mb == settings.data_stage_memory_mb
+        assert functions[stage].environment["MAX_DATASET_BYTES"] == ingest_env["LARGE_DATASET_THRESHOLD_BYTES"]
+
+
+def test_a_dataset_too_large_is_refused_before_anything_is_copied(aws: Any) -> None:
+    source = aws.put("incoming/iris.csv", iris_csv())
+    small = DataPathSettings(large_dataset_threshold_bytes=1000, data_stage_memory_mb=2048, memory_factor=9.5)
+    store = ObjectStore(aws.s3)
+
+    with pytest.raises(DatasetTooLargeError, match=r"LargeDatasetThresholdBytes \(1000 bytes\)"):
+        ingest(config_for(aws, source), EXECUTION_ARN, store, RunLog(aws.runs_table), settings=small)
+
+    assert store.list_uris(f"s3://{aws.bucket}/raw/") == []
+
+
+def test_the_result_says_which_path_the_run_takes(aws: Any) -> None:
+    source = aws.put("incoming/iris.csv", iris_csv())
+    result = ingest(
+        config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table), settings=SETTINGS
+    )
+    assert (
+        result.path == "single"
+        and result.path_reason is not None
+        and "within LargeDatasetThresholdBytes" in result.path_reason
+    )
+
+
+class _GeneratedBytes(io.RawIOBase):
+    """A stream of ``size`` deterministic bytes made as they are read: an S3 body that is never whole in memory."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.block = bytes(range(256)) * 4096  # 1 MiB
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, amount: int = -1) -> bytes:
+        amount = self.left if amount is None or amount < 0 else min(amount, self.left)
+        self.left -= amount
+        return (self.block * (amount // len(self.block) + 1))[:amount]
+
+
+class _LargeObjectS3:
+    """The S3 calls Ingest makes, over an object of ``size`` generated bytes (moto would hold it whole)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.copies: list[dict[str, Any]] = []
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        return {"ContentLength": self.size}
+
+    def copy_object(self, **request: Any) -> dict[str, Any]:
+        self.copies.append(request)
+        return {}
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        return {"Body": StreamingBody(_GeneratedBytes(self.size), self.size)}
+
+
+def test_ingest_hashes_a_large_object_in_bounded_memory(aws: Any) -> None:
+    """Before: Ingest read the whole object to hash it (a ~920 MB file ran out of memory before any check)."""
+    size = 96 * MIB
+    expected = hashlib.sha256()
+    body = _GeneratedBytes(size)
+    while chunk := body.read(8 * MIB):
+        expected.update(chunk)
+    config = config_for(aws, f"s3://{aws.bucket}/incoming/big.csv")
+
+    tracemalloc.start()
+    try:
+        result = ingest(config, EXECUTION_ARN, ObjectStore(_LargeObjectS3(size)), RunLog(aws.runs_table))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert (result.sha256, result.size_bytes) == (expected.hexdigest(), size)
+    assert peak < 40 * MIB  # measured 26 MiB (8 MiB chunks and the fake body making them); whole: 194 MiB
+
+
+def test_an_object_over_the_single_copy_limit_is_copied_in_parts(aws: Any) -> None:
+    data = bytes(range(256)) * (11 * 4096)  # 11 MiB: three parts of 5 MiB at most
+    source = aws.put("incoming/big.csv", data)
+    store = ObjectStore(aws.s3)
+    destination = f"s3://{aws.bucket}/raw/run-1/big.csv"
+
+    store.copy(source, destination, size=len(data), max_single_copy_bytes=5 * MIB, part_bytes=5 * MIB)
+
+    assert aws.get("raw/run-1/big.csv") == data
+    head = aws.s3.head_object(Bucket=aws.bucket, Key="raw/run-1/big.csv")
+    assert head["ETag"].strip('"').endswith("-3")  # S3's ETag of a three-part upload

@@ -19,6 +19,7 @@ import pytest
 
 from stepml.embedded.lambda_runner import LambdaRunner
 from stepml.embedded.template import ACCOUNT_ID, REGION, FunctionSpec
+from stepml.errors import CliError
 
 HANDLERS = {
     "env_echo": """
@@ -38,6 +39,14 @@ HANDLERS = {
         def handler(event, context):
             print("about to fail")
             raise DataValidationError("column 'age' has 'abc' in row 3")
+    """,
+    "hungry": """
+        import time
+        def handler(event, context):
+            # bytes written, not just reserved, so they are resident as they would be on Lambda
+            held = b"x" * (event["mb"] * 1024 * 1024)
+            time.sleep(event.get("hold_seconds", 0))
+            return {"held_mb": len(held) // (1024 * 1024)}
     """,
     "crashing": """
         import os
@@ -62,7 +71,9 @@ HANDLERS = {
 }
 
 
-def _spec(code_dir: Path, module: str, env: dict[str, str] | None = None, timeout: int = 30) -> FunctionSpec:
+def _spec(
+    code_dir: Path, module: str, env: dict[str, str] | None = None, timeout: int = 30, memory: int = 512
+) -> FunctionSpec:
     name = f"test-{module}"
     return FunctionSpec(
         logical_id=module,
@@ -71,7 +82,9 @@ def _spec(code_dir: Path, module: str, env: dict[str, str] | None = None, timeou
         code_dir=code_dir,
         handler=f"{module}.handler",
         timeout_seconds=timeout,
-        memory_mb=128,
+        # a worker starts with ~150 MB resident (the preloaded pandas, numpy, boto3), as a Lambda function
+        # importing them would: 128 MB, Lambda's smallest, is too little for it here as there
+        memory_mb=memory,
         environment=env or {},
     )
 
@@ -94,6 +107,7 @@ def runner(tmp_path: Path, code_dir: Path) -> Iterator[LambdaRunner]:
     specs = [
         _spec(code_dir, "env_echo", {"TABLE_NAME": "runs-a"}),
         _spec(code_dir, "sleepy", timeout=1),
+        _spec(code_dir, "hungry", memory=320),
         *(_spec(code_dir, m) for m in ("failing", "crashing", "unimportable", "not_json", "decimals")),
     ]
     runner = _runner(tmp_path, specs)
@@ -212,7 +226,7 @@ def test_each_invocation_is_framed_by_lambdas_start_end_and_report_lines(runner:
     assert [f"END RequestId: {r.request_id}" for r in (first, second)] == [x for x in lines if x.startswith("END ")]
     pattern = (
         r"REPORT RequestId: (\S+)\tDuration: (\d+\.\d\d) ms\tBilled Duration: (\d+) ms\t"
-        r"Memory Size: 128 MB\tMax Memory Used: (\d+) MB\t(Init Duration: \d+\.\d\d ms\t)?$"
+        r"Memory Size: 512 MB\tMax Memory Used: (\d+) MB\t(Init Duration: \d+\.\d\d ms\t)?$"
     )
     matches = [re.match(pattern, line) for line in reports]
     assert all(matches), reports
@@ -238,7 +252,7 @@ def test_json_log_format_writes_platform_records(tmp_path: Path, code_dir: Path)
     assert (report["requestId"], report["status"], report["metrics"]["memorySizeMB"]) == (
         result.request_id,
         "success",
-        128,
+        512,
     )
     assert {"durationMs", "billedDurationMs", "maxMemoryUsedMB", "initDurationMs"} <= set(report["metrics"])
 
@@ -257,3 +271,40 @@ def test_a_crash_is_logged_with_its_exit_status(runner: LambdaRunner, tmp_path: 
     exited = f"RequestId: {crashed.request_id} Error: Runtime exited with error: exit status 3\nRuntime.ExitError\n"
     assert exited in log
     assert log.rstrip("\n").endswith("Status: error\tError Type: Runtime.ExitError")
+
+
+def test_over_its_memory_size_the_worker_is_killed_with_lambdas_out_of_memory_error(
+    runner: LambdaRunner, tmp_path: Path
+) -> None:
+    hungry = runner.invoke("test-hungry", {"mb": 400, "hold_seconds": 20})
+    assert hungry.error_type == "Runtime.OutOfMemory"
+    message = hungry.payload["errorMessage"]
+    assert message.startswith(f"RequestId: {hungry.request_id} Error: Runtime exited with error: signal: killed")
+    assert "test-hungry" in message and "MemorySize of 320 MB" in message and "DataStageMemorySize" in message
+    assert hungry.duration_ms < 10_000  # killed when it went over, not at its timeout
+    log = (tmp_path / "logs" / "test-hungry.log").read_text()
+    killed = f"RequestId: {hungry.request_id} Error: Runtime exited with error: signal: killed\nRuntime.OutOfMemory"
+    assert killed in log
+    report = log.rstrip("\n").rsplit("\n", 1)[-1]
+    assert report.endswith("Status: error\tError Type: Runtime.OutOfMemory") and "Memory Size: 320 MB" in report
+    used = int(re.search(r"Max Memory Used: (\d+) MB", report).group(1))  # type: ignore[union-attr]
+    assert used > 320
+    # under the limit, a fresh worker serves the next invocation
+    assert runner.invoke("test-hungry", {"mb": 20}).payload == {"held_mb": 20}
+
+
+def test_the_memory_limit_can_be_switched_off_for_the_embedded_target(
+    tmp_path: Path, code_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEPML_LAMBDA_MEMORY_LIMIT", "off")
+    runner = _runner(tmp_path, [_spec(code_dir, "hungry", memory=320)])
+    try:
+        assert runner.invoke("test-hungry", {"mb": 400, "hold_seconds": 0.3}).payload == {"held_mb": 400}
+    finally:
+        runner.close()
+
+
+def test_a_wrong_memory_limit_switch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPML_LAMBDA_MEMORY_LIMIT", "no")
+    with pytest.raises(CliError, match="STEPML_LAMBDA_MEMORY_LIMIT must be 'on' or 'off', got 'no'"):
+        _runner(tmp_path, [])

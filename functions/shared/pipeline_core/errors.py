@@ -40,6 +40,11 @@ class DatasetNotFoundError(PermanentError):
     """The dataset named in the input does not exist."""
 
 
+class DatasetTooLargeError(PermanentError):
+    """The dataset is larger than the run's data path can hold; the message names the setting to change.
+    Not a DataValidationError: the file is not bad, so it is not quarantined."""
+
+
 class TrainingFailedError(PermanentError):
     """The training script failed; the cause carries the script's own error."""
 

@@ -13,6 +13,13 @@ from botocore.exceptions import ClientError
 from pipeline_core.aws.clients import client, transient_errors_as
 from pipeline_core.errors import DatasetNotFoundError, InputValidationError
 
+MIB = 1024 * 1024
+# CopyObject copies at most 5 GB in one request; larger objects are copied part by part (UploadPartCopy),
+# each part at most 5 GB and, but for the last, at least 5 MiB, and at most 10,000 parts.
+MAX_COPY_OBJECT_BYTES = 5 * 1024**3
+COPY_PART_BYTES = 512 * MIB
+HASH_CHUNK_BYTES = 8 * MIB
+
 
 @dataclass(frozen=True)
 class S3Uri:
@@ -137,7 +144,35 @@ class ObjectStore:
         with transient_errors_as(f"deleting {uri}"):
             self._s3.delete_object(Bucket=location.bucket, Key=location.key)
 
-    def copy(self, source_uri: str, destination_uri: str) -> str:
+    def sha256_and_size(self, uri: str, chunk_bytes: int = HASH_CHUNK_BYTES) -> tuple[str, int]:
+        """The object's SHA-256 (hex) and size, read as a stream: memory stays at one chunk, whatever the size."""
+        location = S3Uri.parse(uri)
+        digest = hashlib.sha256()
+        size = 0
+        with transient_errors_as(f"reading {uri}"):
+            try:
+                body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+            except ClientError as error:
+                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
+                    raise DatasetNotFoundError(f"no object at {uri}") from error
+                raise
+            for chunk in body.iter_chunks(chunk_bytes):
+                digest.update(chunk)
+                size += len(chunk)
+        return digest.hexdigest(), size
+
+    def copy(
+        self,
+        source_uri: str,
+        destination_uri: str,
+        size: int | None = None,
+        max_single_copy_bytes: int = MAX_COPY_OBJECT_BYTES,
+        part_bytes: int = COPY_PART_BYTES,
+    ) -> str:
+        """Server-side copy (no bytes pass through this process); an object over ``max_single_copy_bytes``
+        (``size``, when the caller knows it) is copied part by part, as CopyObject stops at 5 GB."""
+        if size is not None and size > max_single_copy_bytes:
+            return self._copy_in_parts(source_uri, destination_uri, size, part_bytes)
         source, destination = S3Uri.parse(source_uri), S3Uri.parse(destination_uri)
         with transient_errors_as(f"copying {source_uri} to {destination_uri}"):
             try:
@@ -149,6 +184,37 @@ class ObjectStore:
             except ClientError as error:
                 if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
                     raise DatasetNotFoundError(f"no object at {source_uri}") from error
+                raise
+        return destination_uri
+
+    def _copy_in_parts(self, source_uri: str, destination_uri: str, size: int, part_bytes: int) -> str:
+        source, destination = S3Uri.parse(source_uri), S3Uri.parse(destination_uri)
+        # S3 allows 10,000 parts: a part size that keeps under it (5 TB objects need parts near 525 MiB)
+        part_bytes = max(part_bytes, -(-size // 10_000))
+        with transient_errors_as(f"copying {source_uri} to {destination_uri}"):
+            upload_id = self._s3.create_multipart_upload(Bucket=destination.bucket, Key=destination.key)["UploadId"]
+            try:
+                parts = []
+                for number, start in enumerate(range(0, size, part_bytes), start=1):
+                    end = min(start + part_bytes, size) - 1
+                    answer = self._s3.upload_part_copy(
+                        Bucket=destination.bucket,
+                        Key=destination.key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": source.bucket, "Key": source.key},
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
+                    parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+                self._s3.complete_multipart_upload(
+                    Bucket=destination.bucket,
+                    Key=destination.key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except BaseException:
+                # an unfinished upload keeps its parts (and their storage cost) until it is aborted
+                self._s3.abort_multipart_upload(Bucket=destination.bucket, Key=destination.key, UploadId=upload_id)
                 raise
         return destination_uri
 

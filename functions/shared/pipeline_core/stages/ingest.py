@@ -1,6 +1,9 @@
-"""Ingest: copy the dataset into the run's raw/ prefix, hash it and open the run record.
+"""Ingest: route the dataset by its size, copy it into the run's raw/ prefix, hash it and open the run record.
 
-The source object is only read (a server-side copy), never changed or deleted. Every step is idempotent
+The dataset's size is read first (one HEAD) and decides the path the run takes
+(:mod:`pipeline_core.stages.data_path`): a dataset too large for it is refused before anything is copied.
+The copy is server-side (multipart above CopyObject's 5 GB) and the hash is read as a stream, so Ingest's
+memory does not grow with the file. The source object is only read, never changed or deleted. Every step is idempotent
 (a copy to the same key and an upsert of the run record), so the state machine may retry the whole stage.
 """
 
@@ -13,9 +16,11 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from pipeline_core.aws.runs import RunLog, utc_now
-from pipeline_core.aws.s3 import ObjectStore, S3Uri, sha256_hex
+from pipeline_core.aws.s3 import ObjectStore, S3Uri
 from pipeline_core.errors import DatasetNotFoundError, DataValidationError
 from pipeline_core.models import IngestResult, RunConfig
+from pipeline_core.observability import logger
+from pipeline_core.stages.data_path import DataPath, DataPathSettings, choose_path
 
 FORMATS: dict[str, Literal["csv", "parquet"]] = {".csv": "csv", ".parquet": "parquet"}
 
@@ -46,36 +51,49 @@ def ingest(
     store: ObjectStore,
     runs: RunLog,
     definition_version: str | None = None,
+    settings: DataPathSettings | None = None,
 ) -> IngestResult:
     """Copy ``config.dataset`` to ``config.raw_prefix``, record the run as RUNNING and describe the copy.
 
-    ``definition_version`` is the state machine version this execution runs (pipeline_core.aws.definition_version);
-    it is recorded with the run and passed on to Register in the result.
+    ``settings`` route the dataset by its size (a DatasetTooLargeError, before any copy, when it is too
+    large); the handler always passes them (the template's settings). None is for callers that are no
+    pipeline run (tests of later stages): the single path, unchecked. ``definition_version`` is the state
+    machine version this execution runs (pipeline_core.aws.definition_version); it is recorded with the run
+    and passed on to Register in the result.
     """
     source = config.dataset
     try:
-        found = store.exists(source)
+        size = store.size(source)
+    except DatasetNotFoundError:
+        size = None
     except ClientError as error:
-        # ObjectStore.exists answers False for a missing key; a missing bucket surfaces as NoSuchBucket.
+        # a missing bucket may surface as NoSuchBucket rather than a 404
         if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
             raise
-        found = False
-    if not found:
+        size = None
+    if size is None:
         raise DatasetNotFoundError(f"dataset {source} does not exist (no object at that bucket and key)")
     file_format = detect_format(source)
+    path: DataPath = "single"
+    path_reason: str | None = None
+    if settings is not None:
+        path, path_reason = choose_path(size, settings)
+    logger.info("data path", extra={"path": path, "reason": path_reason, "size_bytes": size})
 
     raw_uri = config.raw_prefix + PurePosixPath(S3Uri.parse(source).key).name
     if raw_uri != source:  # S3 refuses to copy an object onto itself without changes
-        store.copy(source, raw_uri)
+        store.copy(source, raw_uri, size=size)
     # Hash the copy rather than the source: the raw copy is what the later stages read.
-    data = store.read_bytes(raw_uri)
+    sha256, raw_size = store.sha256_and_size(raw_uri)
     result = IngestResult(
         raw_uri=raw_uri,
         source_uri=source,
-        sha256=sha256_hex(data),
-        size_bytes=len(data),
+        sha256=sha256,
+        size_bytes=raw_size,
         format=file_format,
         definition_version=definition_version,
+        path=path,
+        path_reason=path_reason,
     )
     runs.update_run(
         config.run_id,
