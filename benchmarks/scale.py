@@ -1,0 +1,603 @@
+"""Scale: ``stepml run`` on generated classification CSVs of growing size against the plain script, side by side.
+
+For each size asked (``--rows 10k,100k,1M,10M[,30M]``) a synthetic CSV is generated (20 numeric and 3
+categorical columns and a binary ``label`` learnable from them, ~160 bytes a row; deterministic by ``--seed``,
+written in chunks so the benchmark's memory does not grow with the file). A size the free disk cannot hold
+(the file, and about 3x it that a run keeps in its state directory) is skipped, and the report says so. Then,
+alternating A B C A B C … ``--runs`` times so that the machine's drift hits both:
+
+- (A) ``stepml run --json --data FILE`` in a fresh process on the embedded target with a fresh state
+  directory, whose local AWS is started first, untimed (``stepml local up --background``: a warm command,
+  as every command after the first is; the start's wall is kept apart), stopped and removed afterwards.
+  While it runs, the PSS (``/proc/<pid>/smaps_rollup``) of every process of the run is sampled every
+  ``SAMPLE_SECONDS``: the CLI, its descendants and every process started with this state directory (the
+  local AWS, its function workers and the training job's interpreter). Reported: the peak of their sum,
+  the peak of the training interpreter, and each stage's peak from its REPORT line (``Max Memory Used``) in
+  the state directory's function logs. The sampler's own CPU time is reported too (it competes with the
+  run for the CPUs).
+- (B) ``benchmarks/plain_script.py FILE``: the same ML work as a plain script (pandas read, the same split,
+  HistGradientBoosting with train.py's defaults, Evaluate's metrics); its peak RSS from ``wait4``.
+- (C) ``pyarrow.csv.read_csv`` of the same file in a fresh process: the bare parse rate that ValidateData +
+  Preprocess's throughput (CSV bytes / the two stages' REPORT durations) is held against.
+
+A run that fails (out of memory, a failed execution, a time-out) is recorded with its error; the benchmark
+goes on. Reported per size: median and min-max of the walls, the ratio stepml/plain, the memory figures, the
+throughputs, and the 1-minute load average before and after each run, as a Markdown table; ``--out`` writes
+the raw figures as JSON. Usage: ``python -m benchmarks.scale [--rows 10k,100k] [--runs 3] [--seed 7]
+[--work-dir DIR] [--timeout 3600] [--out benchmarks/results/scale.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from benchmarks.warm_run import PLAIN_SCRIPT, REPO
+
+NUMERIC = 20
+CATEGORIES = {"cat0": ("grp", 5), "cat1": ("site", 12), "cat2": ("zone", 40)}  # column: (value prefix, levels)
+BYTES_PER_ROW = 160  # what the generated rows average (checked by tests/unit/test_benchmark_scale.py)
+STATE_COPIES = 3  # a run keeps about 3x the dataset in its state directory (README, "How much a run keeps")
+DISK_MARGIN = 1 << 30
+CHUNK_ROWS = 100_000
+STAGES = ("ValidateData", "Preprocess")
+SAMPLE_SECONDS = 1.0
+MIB = 1 << 20
+MB = 1_000_000
+
+
+# ---- the data ----------------------------------------------------------------------------------------------
+
+
+def parse_rows(text: str) -> list[int]:
+    """``"10k,100k,1M"`` -> ``[10000, 100000, 1000000]``."""
+    sizes = []
+    for item in text.split(","):
+        item = item.strip()
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", item)
+        if not match:
+            raise argparse.ArgumentTypeError(f"--rows: {item!r} is not a row count such as 10k or 1M")
+        scale = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
+        sizes.append(int(float(match.group(1)) * scale))
+    return sizes
+
+
+def label_rows(rows: int) -> str:
+    """``1000000`` -> ``"1M"``, ``10000`` -> ``"10k"`` (the names the figures use)."""
+    if rows >= 1_000_000 and rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}M"
+    if rows >= 1_000 and rows % 1_000 == 0:
+        return f"{rows // 1_000}k"
+    return str(rows)
+
+
+def chunk_table(seed: int, index: int, rows: int) -> pa.Table:
+    """Chunk ``index`` of the dataset: the same rows for the same (seed, index, rows), whatever came before.
+
+    Numeric features ~ N(0, 10) with 3 decimals; categorical ones uniform over their levels; ``label`` is 1
+    where a linear score of the features plus ``cat0``'s effect plus logistic noise is positive, so a model
+    learns it well but not perfectly (~85 % accuracy).
+    """
+    rng = np.random.default_rng([seed, index])
+    numeric = np.round(rng.normal(0.0, 10.0, size=(rows, NUMERIC)), 3)
+    columns: dict[str, Any] = {f"x{i:02d}": numeric[:, i] for i in range(NUMERIC)}
+    codes = {name: rng.integers(0, levels, size=rows) for name, (_, levels) in CATEGORIES.items()}
+    for name, (prefix, levels) in CATEGORIES.items():
+        columns[name] = np.array([f"{prefix}_{level:02d}" for level in range(levels)])[codes[name]]
+    weights = np.linspace(1.0, -1.0, NUMERIC) / 20.0
+    score = numeric @ weights + (codes["cat0"] - 2) * 0.8 + rng.logistic(size=rows) * 0.5
+    columns["label"] = (score > 0).astype(np.int64)
+    return pa.table(columns)
+
+
+def generate_csv(path: Path, rows: int, seed: int, chunk_rows: int = CHUNK_ROWS) -> int:
+    """Write ``rows`` rows to ``path`` chunk by chunk (memory bounded by ``chunk_rows``); the bytes written.
+
+    The chunking is part of the data: the same (rows, seed, chunk_rows) give the same file.
+    """
+    schema = chunk_table(seed, 0, 1).schema
+    # no value needs quotes (numbers and plain words); pyarrow would quote the header, so it is written here
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    with path.open("wb") as sink:
+        sink.write((",".join(schema.names) + "\n").encode())
+        with pa_csv.CSVWriter(sink, schema, write_options=options) as writer:
+            for index, start in enumerate(range(0, rows, chunk_rows)):
+                writer.write_table(chunk_table(seed, index, min(chunk_rows, rows - start)))
+    return path.stat().st_size
+
+
+def disk_needed(rows: int) -> int:
+    """Bytes a size needs free: its CSV, what a run keeps of it in the state directory, and a margin."""
+    return rows * BYTES_PER_ROW * (1 + STATE_COPIES) + DISK_MARGIN
+
+
+# ---- the figures -------------------------------------------------------------------------------------------
+
+
+def spread(values: Iterable[float | None]) -> dict[str, float] | None:
+    """Median, min and max of the values that exist (a failed run has none); None if there are none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {"median": statistics.median(present), "min": min(present), "max": max(present)}
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None when either is missing (a failed run) or the denominator is 0."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def parse_reports(log_text: str) -> list[dict[str, float]]:
+    """Each invocation's duration (ms) and ``Max Memory Used`` (MB) from a function's log, as Lambda writes
+    them: a ``platform.report`` JSON record (LogFormat JSON) or a tab-separated ``REPORT`` line (Text)."""
+    reports = []
+    for line in log_text.splitlines():
+        if '"platform.report"' in line:
+            try:
+                metrics = json.loads(line)["record"]["metrics"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            reports.append(
+                {"duration_ms": float(metrics["durationMs"]), "max_memory_mb": float(metrics["maxMemoryUsedMB"])}
+            )
+        elif line.startswith("REPORT RequestId:"):
+            duration = re.search(r"\tDuration: ([\d.]+) ms", line)
+            memory = re.search(r"Max Memory Used: (\d+) MB", line)
+            if duration and memory:
+                reports.append({"duration_ms": float(duration.group(1)), "max_memory_mb": float(memory.group(1))})
+    return reports
+
+
+def stage_reports(log_dir: Path) -> dict[str, dict[str, float]]:
+    """Per function (``...-<Stage>Function.log`` -> ``<Stage>``): its peak ``Max Memory Used`` (MB) and total
+    duration (s) over the run's invocations."""
+    stages = {}
+    for path in sorted(log_dir.glob("*Function.log")):
+        reports = parse_reports(path.read_text(errors="replace"))
+        if reports:
+            name = path.stem.rsplit("-", 1)[-1].removesuffix("Function")
+            stages[name] = {
+                "max_memory_mb": max(r["max_memory_mb"] for r in reports),
+                "seconds": sum(r["duration_ms"] for r in reports) / 1000,
+            }
+    return stages
+
+
+# ---- the processes -----------------------------------------------------------------------------------------
+
+
+def _pss_kib(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:  # gone, or not ours
+        return None
+    match = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def _role(pid: int, root: int) -> str:
+    """Which part of a stepml run a process is, from its command line."""
+    if pid == root:
+        return "cli"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if "runpy" in command or "train.py" in command:
+        return "training"
+    if "--background-child" in command:
+        return "local_aws"
+    if "forkserver" in command:
+        return "function_workers"
+    return "other"
+
+
+class TreeSampler(threading.Thread):
+    """Samples, every ``SAMPLE_SECONDS``, the PSS of ``root``, its descendants and every process started with
+    ``marker`` in its environment (``STEPML_STATE_DIR=<this run's state dir>``); keeps the peak of the sum and
+    of each role's sum. PSS splits shared pages between the processes sharing them, so the sum counts the
+    forkserver's pre-imported libraries once, not once per worker as RSS would."""
+
+    def __init__(self, root: int, marker: str) -> None:
+        super().__init__(daemon=True)
+        self.root, self.marker = root, marker.encode()
+        self.stopped = threading.Event()
+        self.peak_kib = 0
+        self.role_peaks_kib: dict[str, int] = {}
+        self.processes_seen: set[int] = set()
+        self._marked: dict[int, bool] = {}
+        self.cpu_seconds = 0.0
+
+    def _members(self) -> set[int]:
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:  # the field after "(comm)" is the state, then the parent's pid
+                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        members = {self.root} if self.root in parents else set()
+        for pid in parents:
+            if pid not in self._marked:
+                try:
+                    self._marked[pid] = self.marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    self._marked[pid] = False
+            if self._marked[pid]:
+                members.add(pid)
+        grew = True
+        while grew:  # descendants of what is in
+            grown = {pid for pid, parent in parents.items() if parent in members} - members
+            members |= grown
+            grew = bool(grown)
+        return members
+
+    def sample(self) -> None:
+        total, roles = 0, dict[str, int]()
+        for pid in self._members():
+            pss = _pss_kib(pid)
+            if pss is None:
+                continue
+            self.processes_seen.add(pid)
+            total += pss
+            role = _role(pid, self.root)
+            roles[role] = roles.get(role, 0) + pss
+        self.peak_kib = max(self.peak_kib, total)
+        for role, kib in roles.items():
+            self.role_peaks_kib[role] = max(self.role_peaks_kib.get(role, 0), kib)
+
+    def run(self) -> None:
+        started = time.thread_time()
+        while not self.stopped.wait(SAMPLE_SECONDS):
+            self.sample()
+        self.cpu_seconds = time.thread_time() - started
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+        self.sample()  # what is left (the local AWS) once the CLI has ended
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, int]:
+    """Wait for ``process`` (killing it after ``timeout`` s); its exit status (None if killed on time-out)
+    and its own peak RSS in KiB, from ``wait4``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage.ru_maxrss
+        if time.monotonic() > deadline:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return None, usage.ru_maxrss
+        time.sleep(0.1)
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return text[-limit:]
+
+
+def run_stepml(data: Path, work: Path, timeout: float) -> dict[str, Any]:
+    """(A): one ``stepml run --json`` with a fresh state directory; its figures, or its error."""
+    state_dir = Path(tempfile.mkdtemp(prefix="state-", dir=work))
+    env = {**os.environ, "STEPML_STATE_DIR": str(state_dir)}
+    out_path, err_path = work / "stepml.out", work / "stepml.err"
+    started = time.perf_counter()
+    up = subprocess.run(
+        [sys.executable, "-m", "stepml.cli", "local", "up", "--background"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    service_start = time.perf_counter() - started
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stepml.cli", "run", "--json", "--data", str(data)],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=REPO,
+        )
+    sampler = TreeSampler(process.pid, f"STEPML_STATE_DIR={state_dir}")
+    sampler.start()
+    try:
+        status, cli_rss_kib = _wait(process, timeout)
+        wall = time.perf_counter() - started
+    finally:
+        sampler.stop()
+        subprocess.run(
+            [sys.executable, "-m", "stepml.cli", "local", "down"], env=env, cwd=REPO, capture_output=True, check=False
+        )
+    figures: dict[str, Any] = {
+        "wall": wall,
+        "service_start": service_start,
+        "sampler_cpu_seconds": sampler.cpu_seconds,
+        "pss_peak_mib": sampler.peak_kib / 1024,
+        "pss_peak_by_role_mib": {role: kib / 1024 for role, kib in sorted(sampler.role_peaks_kib.items())},
+        "processes": len(sampler.processes_seen),
+        "cli_rss_peak_mib": cli_rss_kib / 1024,
+        "stages": stage_reports(state_dir / "logs"),
+        "load": [load_before, os.getloadavg()[0]],
+        "error": None,
+    }
+    result = _last_json(out_path)
+    if up.returncode != 0:
+        figures["error"] = f"`stepml local up --background` failed: {(up.stderr or up.stdout)[-2000:]}"
+    elif status is None:
+        figures["error"] = f"killed after the {timeout:.0f} s time-out"
+    elif result is None or result.get("status") != "SUCCEEDED":
+        reason = f"{result.get('error')}: {result.get('cause')}" if result else _tail(err_path) or _tail(out_path)
+        figures["error"] = f"exit status {status}: {reason}"[:3000]
+    else:
+        figures["execution"] = result.get("duration_seconds")
+        figures["metrics"] = result.get("metrics")
+        figures["model_choice"] = result.get("model_choice")
+    if figures["error"] is not None:
+        figures["local_aws_log_tail"] = _tail(state_dir / "logs" / "local-aws.log")
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return figures
+
+
+def _last_json(path: Path) -> dict[str, Any] | None:
+    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+    try:
+        value = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_plain(data: Path, work: Path, timeout: float) -> dict[str, Any]:
+    """(B): the plain script in a fresh process; its wall, peak RSS and test metrics, or its error."""
+    out_path, err_path = work / "plain.out", work / "plain.err"
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, str(PLAIN_SCRIPT), str(data), "--model", str(work / "plain_model.joblib")],
+            stdout=out,
+            stderr=err,
+            cwd=REPO,
+        )
+    status, rss_kib = _wait(process, timeout)
+    figures: dict[str, Any] = {
+        "wall": time.perf_counter() - started,
+        "rss_peak_mib": rss_kib / 1024,
+        "load": [load_before, os.getloadavg()[0]],
+        "error": None,
+    }
+    result = _last_json(out_path)
+    if status != 0 or result is None:
+        reason = "time-out" if status is None else _tail(err_path)
+        figures["error"] = f"exit status {status}: {reason}"[:3000]
+    else:
+        figures["metrics"] = result.get("test")
+    return figures
+
+
+PARSE = (
+    "import sys, time, pyarrow.csv as c; t = time.perf_counter(); c.read_csv(sys.argv[1]); "
+    "print(time.perf_counter() - t)"
+)
+
+
+def parse_rate(data: Path, timeout: float) -> dict[str, Any]:
+    """(C): ``pyarrow.csv.read_csv`` of the file in a fresh process (its default threads): seconds and MB/s."""
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", PARSE, str(data)], capture_output=True, text=True, timeout=timeout, check=True
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        return {"seconds": None, "mb_per_s": None, "error": str(error)[:2000]}
+    seconds = float(completed.stdout.strip())
+    return {"seconds": seconds, "mb_per_s": data.stat().st_size / MB / seconds, "error": None}
+
+
+def stage_throughput(csv_bytes: int, stages: dict[str, dict[str, float]]) -> float | None:
+    """ValidateData + Preprocess's MB/s: the CSV's bytes over the two stages' durations (None if one is missing)."""
+    if any(stage not in stages for stage in STAGES):
+        return None
+    return ratio(csv_bytes / MB, sum(stages[stage]["seconds"] for stage in STAGES))
+
+
+def runs_stepml(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["stepml"] for r in runs]
+
+
+def summarise(size: dict[str, Any]) -> dict[str, Any]:
+    """A size's medians and min-max over its runs; failed runs count as failures, not as figures."""
+    runs = size["runs"]
+    stepml_ok = [r["stepml"] for r in runs if r["stepml"]["error"] is None]
+    plain_ok = [r["plain"] for r in runs if r["plain"]["error"] is None]
+    pairs = [(r["stepml"], r["plain"]) for r in runs if r["stepml"]["error"] is None and r["plain"]["error"] is None]
+
+    def stage_peak(stage: str) -> dict[str, float] | None:
+        return spread(s["stages"].get(stage, {}).get("max_memory_mb") for s in stepml_ok)
+
+    summary: dict[str, Any] = {
+        "stepml_wall": spread(s["wall"] for s in stepml_ok),
+        "service_start": spread(s.get("service_start") for s in runs_stepml(runs)),
+        "sampler_cpu_seconds": spread(s.get("sampler_cpu_seconds") for s in runs_stepml(runs)),
+        "plain_wall": spread(p["wall"] for p in plain_ok),
+        "ratio": spread(ratio(s["wall"], p["wall"]) for s, p in pairs),
+        "stepml_pss_peak_mib": spread(s["pss_peak_mib"] for s in stepml_ok),
+        "training_pss_peak_mib": spread(s["pss_peak_by_role_mib"].get("training") for s in stepml_ok),
+        "plain_rss_peak_mib": spread(p["rss_peak_mib"] for p in plain_ok),
+        "stage_peaks_mb": {stage: stage_peak(stage) for stage in ("Ingest", *STAGES)},
+        "stages_mb_per_s": spread(stage_throughput(size["csv_bytes"], s["stages"]) for s in stepml_ok),
+        "parse_mb_per_s": spread(r["parse"]["mb_per_s"] for r in runs),
+        "stepml_failures": [r["stepml"]["error"] for r in runs if r["stepml"]["error"] is not None],
+        "plain_failures": [r["plain"]["error"] for r in runs if r["plain"]["error"] is not None],
+    }
+    stages_rate, parse = summary["stages_mb_per_s"], summary["parse_mb_per_s"]
+    summary["stages_per_parse"] = ratio(
+        stages_rate["median"] if isinstance(stages_rate, dict) else None,
+        parse["median"] if isinstance(parse, dict) else None,
+    )
+    return summary
+
+
+# ---- the run -----------------------------------------------------------------------------------------------
+
+
+def measure(sizes: list[int], runs: int, seed: int, work: Path, timeout: float) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "seed": seed,
+        "load_start": list(os.getloadavg()),
+        "sizes": [],
+    }
+    for rows in sizes:
+        free = shutil.disk_usage(work).free
+        if disk_needed(rows) > free:
+            reason = (
+                f"needs ~{disk_needed(rows) / 1e9:.1f} GB free for the file and a run's state, {free / 1e9:.1f} GB are"
+            )
+            print(f"{label_rows(rows)}: skipped, {reason}", flush=True)
+            result["sizes"].append({"rows": rows, "skipped": reason})
+            continue
+        data = work / f"scale-{label_rows(rows)}.csv"
+        started = time.perf_counter()
+        csv_bytes = generate_csv(data, rows, seed)
+        print(
+            f"{label_rows(rows)}: {csv_bytes / MB:.1f} MB generated in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        size: dict[str, Any] = {"rows": rows, "csv_bytes": csv_bytes, "runs": []}
+        try:
+            for index in range(runs):
+                pair = {
+                    "stepml": run_stepml(data, work, timeout),
+                    "plain": run_plain(data, work, timeout),
+                    "parse": parse_rate(data, timeout),
+                }
+                size["runs"].append(pair)
+                print(f"{label_rows(rows)} run {index + 1}: {_line(pair)}", flush=True)
+        finally:
+            data.unlink(missing_ok=True)
+        size["summary"] = summarise(size)
+        result["sizes"].append(size)
+    result["load_end"] = list(os.getloadavg())
+    return result
+
+
+def _line(pair: dict[str, Any]) -> str:
+    a, b, c = pair["stepml"], pair["plain"], pair["parse"]
+    first = (
+        f"stepml FAILED ({a['error'][:200]})"
+        if a["error"]
+        else f"stepml {a['wall']:.1f} s, PSS {a['pss_peak_mib']:.0f} MiB"
+    )
+    second = (
+        f"plain FAILED ({b['error'][:200]})"
+        if b["error"]
+        else f"plain {b['wall']:.1f} s, RSS {b['rss_peak_mib']:.0f} MiB"
+    )
+    parse = f"pyarrow {c['mb_per_s']:.0f} MB/s" if c["mb_per_s"] else "pyarrow failed"
+    return f"{first}; {second}; {parse}; load {a['load'][0]:.2f}-{b['load'][1]:.2f}"
+
+
+def _fmt(value: dict[str, float] | None, digits: int = 1, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    median, low, high = (f"{value[k]:,.{digits}f}" for k in ("median", "min", "max"))
+    return f"{median}{unit} ({low}-{high})" if low != high else f"{median}{unit}"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['cpus']} CPUs, Python {result['python']}, seed {result['seed']}, load average (1/5/15 min) "
+        f"{' '.join(f'{v:.2f}' for v in result['load_start'])} at start, "
+        f"{' '.join(f'{v:.2f}' for v in result['load_end'])} at end; medians (min-max)",
+        "",
+        "| rows (CSV) | runs | stepml wall (s) | plain wall (s) | ratio | Ingest / ValidateData / Preprocess peak (MB) "
+        "| training PSS (MiB) | all processes: stepml PSS / plain RSS (MiB) | ValidateData+Preprocess MB/s "
+        "| pyarrow read_csv MB/s | 1-min load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in result["sizes"]:
+        name = label_rows(size["rows"])
+        if "skipped" in size:
+            lines.append(f"| {name} | skipped: {size['skipped']} |" + " |" * 9)
+            continue
+        s = size["summary"]
+        peaks = " / ".join(_fmt(s["stage_peaks_mb"][stage], 0) for stage in ("Ingest", *STAGES))
+        loads = [load for run in size["runs"] for part in ("stepml", "plain") for load in run[part]["load"]]
+        failures = len(s["stepml_failures"]) + len(s["plain_failures"])
+        lines.append(
+            f"| {name} ({size['csv_bytes'] / MB:,.1f} MB) | {len(size['runs'])}"
+            f"{f', {failures} failed' if failures else ''} | {_fmt(s['stepml_wall'])} | {_fmt(s['plain_wall'])} "
+            f"| {_fmt(s['ratio'], 2)}x | {peaks} | {_fmt(s['training_pss_peak_mib'], 0)} "
+            f"| {_fmt(s['stepml_pss_peak_mib'], 0)} / {_fmt(s['plain_rss_peak_mib'], 0)} "
+            f"| {_fmt(s['stages_mb_per_s'])} | {_fmt(s['parse_mb_per_s'])} "
+            f"| {min(loads):.2f}-{max(loads):.2f} |"
+        )
+    lines.append("")
+    for size in result["sizes"]:
+        if "summary" in size:
+            s = size["summary"]
+            lines.append(
+                f"{label_rows(size['rows'])}: the local AWS started (untimed) in {_fmt(s['service_start'])} s; "
+                f"the PSS sampler used {_fmt(s['sampler_cpu_seconds'], 2)} s of CPU a run; "
+                f"ValidateData+Preprocess / pyarrow parse rate {_fmt_ratio(s['stages_per_parse'])}."
+            )
+    for size in result["sizes"]:
+        for error in size.get("summary", {}).get("stepml_failures", []):
+            lines.append(f"\n{label_rows(size['rows'])}, stepml failed: {error[:500]}")
+        for error in size.get("summary", {}).get("plain_failures", []):
+            lines.append(f"\n{label_rows(size['rows'])}, plain script failed: {error[:500]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=parse_rows, default=parse_rows("10k,100k"), help="sizes (default 10k,100k)")
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs per size (default 3)")
+    parser.add_argument("--seed", type=int, default=7, help="the generated data's seed (default 7)")
+    parser.add_argument("--work-dir", type=Path, help="where the files and state directories go (default: a temp dir)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed (default 3600)")
+    parser.add_argument("--out", type=Path, help="write the raw figures as JSON here")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="stepml-scale-", dir=args.work_dir) as work:
+        result = measure(args.rows, args.runs, args.seed, Path(work), args.timeout)
+    print()
+    print(markdown(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
