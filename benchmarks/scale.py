@@ -57,6 +57,7 @@ CATEGORIES = {"cat0": ("grp", 5), "cat1": ("site", 12), "cat2": ("zone", 40)}  #
 BYTES_PER_ROW = 160  # what the generated rows average (checked by tests/unit/test_benchmark_scale.py)
 STATE_COPIES = 3  # a run keeps about 3x the dataset in its state directory (README, "How much a run keeps")
 DISK_MARGIN = 1 << 30
+PLAIN_RSS_PER_CSV_BYTE = 12  # the plain script's peak RSS is ~11x the CSV (the issue: 1,778 MiB at 160 MB)
 CHUNK_ROWS = 100_000
 STAGES = ("ValidateData", "Preprocess")
 SAMPLE_SECONDS = 0.5  # RSS of the run's processes
@@ -124,6 +125,16 @@ def generate_csv(path: Path, rows: int, seed: int, chunk_rows: int = CHUNK_ROWS)
             for index, start in enumerate(range(0, rows, chunk_rows)):
                 writer.write_table(chunk_table(seed, index, min(chunk_rows, rows - start)))
     return path.stat().st_size
+
+
+def memory_available() -> int | None:
+    """``MemAvailable`` from /proc/meminfo, in bytes (None where there is none)."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
 
 
 def disk_needed(rows: int) -> int:
@@ -397,9 +408,16 @@ def _last_json(path: Path) -> dict[str, Any] | None:
 
 
 def run_plain(data: Path, work: Path, timeout: float) -> dict[str, Any]:
-    """(B): the plain script in a fresh process; its wall, peak RSS and test metrics, or its error."""
-    out_path, err_path = work / "plain.out", work / "plain.err"
+    """(B): the plain script in a fresh process; its wall, peak RSS and test metrics, or its error.
+
+    Not started when its expected peak (``PLAIN_RSS_PER_CSV_BYTE`` x the file) exceeds the memory available:
+    on a shared machine the kernel's OOM killer could pick another process than the script."""
     load_before = os.getloadavg()[0]
+    expected, available = data.stat().st_size * PLAIN_RSS_PER_CSV_BYTE, memory_available()
+    if available is not None and expected > available:
+        reason = f"not run: it would need ~{expected / 1e9:.1f} GB of memory, {available / 1e9:.1f} GB are available"
+        return {"wall": None, "rss_peak_mib": None, "load": [load_before, load_before], "error": reason}
+    out_path, err_path = work / "plain.out", work / "plain.err"
     started = time.perf_counter()
     with out_path.open("wb") as out, err_path.open("wb") as err:
         process = subprocess.Popen(

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.csv as pa_csv
 import pytest
 
+from benchmarks import scale
 from benchmarks.scale import (
     BYTES_PER_ROW,
     generate_csv,
@@ -137,3 +138,15 @@ def test_the_summary_pairs_runs_and_counts_failures_apart() -> None:
 
 def test_throughput_needs_both_stages() -> None:
     assert stage_throughput(1_000_000, {"ValidateData": {"seconds": 1.0}}) is None
+
+
+def test_the_plain_script_is_not_started_when_the_memory_it_needs_is_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data.csv"
+    generate_csv(data, 1_000, seed=1)
+    monkeypatch.setattr(scale, "memory_available", lambda: 1_000)
+    monkeypatch.setattr(scale.subprocess, "Popen", None)  # a start would fail loudly
+    figures = scale.run_plain(data, tmp_path, timeout=10)
+    assert figures["wall"] is None
+    assert figures["error"].startswith("not run: it would need ~0.0 GB of memory, 0.0 GB are available")
