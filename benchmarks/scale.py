@@ -61,6 +61,7 @@ PLAIN_RSS_PER_CSV_BYTE = 12  # the plain script's peak RSS is ~11x the CSV (the 
 CHUNK_ROWS = 100_000
 STAGES = ("ValidateData", "Preprocess")
 SAMPLE_SECONDS = 0.5  # RSS of the run's processes
+PSS_GROWTH = 1.03  # a new high: 3 % over the RSS sum at the last PSS read
 PSS_SECONDS = 5.0  # PSS at least this often, and whenever RSS reaches a new high
 MIB = 1 << 20
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -276,13 +277,14 @@ class TreeSampler(threading.Thread):
 
     def sample(self, force: bool = False) -> None:
         """Reading PSS walks each process's page tables (~0.1 s of CPU for a run's ~25 processes), RSS costs
-        next to nothing: PSS is read when the members' RSS sum reaches a new high, and every ``PSS_SECONDS``."""
+        next to nothing: PSS is read when the members' RSS sum grows ``PSS_GROWTH`` over its value at the last
+        read, and every ``PSS_SECONDS``."""
         members = self._members()
         rss = sum(_rss_kib(pid) for pid in members)
         due = time.monotonic() - self._pss_at >= PSS_SECONDS
-        if not (force or due or rss > self._rss_high):
+        if not (force or due or rss > self._rss_high * PSS_GROWTH):
             return
-        self._rss_high = max(self._rss_high, rss)
+        self._rss_high = rss
         self._pss_at = time.monotonic()
         self.pss_samples += 1
         total, roles = 0, dict[str, int]()
