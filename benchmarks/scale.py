@@ -11,10 +11,11 @@ alternating A B C A B C … ``--runs`` times so that the machine's drift hits bo
   as every command after the first is; the start's wall is kept apart), stopped and removed afterwards.
   While it runs, the PSS (``/proc/<pid>/smaps_rollup``) of every process of the run is sampled: the CLI,
   its descendants and every process started with this state directory (the local AWS, its function
-  workers, the training job's interpreter), whenever their RSS sum reaches a new high (checked every
-  ``SAMPLE_SECONDS``) and every ``PSS_SECONDS``. Reported: the peak of their sum, the peak of the training
-  interpreter, and each stage's peak from its REPORT line (``Max Memory Used``) in the state directory's
-  function logs. The sampler's own CPU time is reported too (it competes with the run for the CPUs).
+  workers, the training job's interpreter), whenever their RSS sum (checked every ``SAMPLE_SECONDS``) has
+  grown ``PSS_GROWTH`` since the last read, and every ``PSS_SECONDS``. Reported: the peak of their sum, the
+  peak of the training interpreter, and each stage's peak from its REPORT line (``Max Memory Used``) in the
+  state directory's function logs. The sampler's own CPU time is reported too (it competes with the run
+  for the CPUs).
 - (B) ``benchmarks/plain_script.py FILE``: the same ML work as a plain script (pandas read, the same split,
   HistGradientBoosting with train.py's defaults, Evaluate's metrics); its peak RSS from ``wait4``. (The
   pipeline's default trainer, ``auto``, also fits a linear model and keeps the better on validation: it
@@ -61,6 +62,7 @@ PLAIN_RSS_PER_CSV_BYTE = 12  # the plain script's peak RSS is ~11x the CSV (the 
 CHUNK_ROWS = 100_000
 STAGES = ("ValidateData", "Preprocess")
 SAMPLE_SECONDS = 0.5  # RSS of the run's processes
+MEMBERS_SECONDS = 2.0  # which processes are the run's: looked up this often
 PSS_GROWTH = 1.03  # a new high: 3 % over the RSS sum at the last PSS read
 PSS_SECONDS = 5.0  # PSS at least this often, and whenever RSS reaches a new high
 MIB = 1 << 20
@@ -248,6 +250,8 @@ class TreeSampler(threading.Thread):
         self.processes_seen: set[int] = set()
         self._marked: dict[int, bool] = {}
         self._rss_high, self._pss_at = 0, 0.0
+        self._members_cache: set[int] = set()
+        self._members_at = -MEMBERS_SECONDS
         self.cpu_seconds = 0.0
         self.pss_samples = 0
 
@@ -279,7 +283,9 @@ class TreeSampler(threading.Thread):
         """Reading PSS walks each process's page tables (~0.1 s of CPU for a run's ~25 processes), RSS costs
         next to nothing: PSS is read when the members' RSS sum grows ``PSS_GROWTH`` over its value at the last
         read, and every ``PSS_SECONDS``."""
-        members = self._members()
+        if force or time.monotonic() - self._members_at >= MEMBERS_SECONDS:  # scanning /proc costs ~10 ms
+            self._members_cache, self._members_at = self._members(), time.monotonic()
+        members = self._members_cache
         rss = sum(_rss_kib(pid) for pid in members)
         due = time.monotonic() - self._pss_at >= PSS_SECONDS
         if not (force or due or rss > self._rss_high * PSS_GROWTH):
