@@ -1,33 +1,32 @@
 """Scale: ``stepml run`` on generated classification CSVs of growing size against the plain script, side by side.
 
-For each size asked (``--rows 10k,100k,1M,10M[,30M]``) a synthetic CSV is generated (20 numeric and 3
-categorical columns and a binary ``label`` learnable from them, ~160 bytes a row; deterministic by ``--seed``,
-written in chunks so the benchmark's memory does not grow with the file). A size the free disk cannot hold
-(the file, and about 3x it that a run keeps in its state directory) is skipped, and the report says so. Then,
-alternating A B C A B C … ``--runs`` times so that the machine's drift hits both:
+For each size asked (``--rows 10k,100k,1M,10M[,30M]``) a synthetic CSV is generated (``benchmarks/scale_data.py``:
+20 numeric and 3 categorical columns and a binary ``label`` learnable from them, ~160 bytes a row; deterministic
+by ``--seed``, written in chunks so the benchmark's memory does not grow with the file). A size the free disk
+cannot hold (the file, and about 3x it that a run keeps in its state directory) is skipped, and the report says
+so. Then, alternating A B C A B C … ``--runs`` times so that the machine's drift hits both:
 
-- (A) ``stepml run --json --data FILE`` in a fresh process on the embedded target with a fresh state
-  directory, whose local AWS is started first, untimed (``stepml local up --background``: a warm command,
-  as every command after the first is; the start's wall is kept apart), stopped and removed afterwards.
-  While it runs, the PSS (``/proc/<pid>/smaps_rollup``) of every process of the run is sampled: the CLI,
-  its descendants and every process started with this state directory (the local AWS, its function
-  workers, the training job's interpreter), whenever their RSS sum (checked every ``SAMPLE_SECONDS``) has
-  grown ``PSS_GROWTH`` since the last read, and every ``PSS_SECONDS``. Reported: the peak of their sum, the
-  peak of the training interpreter, and each stage's peak from its REPORT line (``Max Memory Used``) in the
-  state directory's function logs. The sampler's own CPU time is reported too (it competes with the run
-  for the CPUs).
+- (A) ``stepml run --json --data FILE`` in a fresh process on the embedded target with a fresh state directory,
+  whose local AWS is started first, untimed (``stepml local up --background``: a warm command, as every command
+  after the first is; the start's wall is kept apart), stopped and removed afterwards. While it runs, the PSS
+  (``/proc/<pid>/smaps_rollup``) of every process of the run is sampled: the CLI, its descendants and every
+  process started with this state directory (the local AWS, its function workers, the training job's interpreter),
+  whenever their RSS sum (checked every ``SAMPLE_SECONDS``) has grown ``PSS_GROWTH`` since the last read, and
+  every ``PSS_SECONDS`` (``benchmarks/process_memory.py``). Reported: the peak of their sum, the peak of the
+  training interpreter, and each stage's peak from its REPORT line (``Max Memory Used``) in the state directory's
+  function logs. The sampler's own CPU time is reported too (it competes with the run for the CPUs).
 - (B) ``benchmarks/plain_script.py FILE``: the same ML work as a plain script (pandas read, the same split,
-  HistGradientBoosting with train.py's defaults, Evaluate's metrics); its peak RSS from ``wait4``. (The
-  pipeline's default trainer, ``auto``, also fits a linear model and keeps the better on validation: it
-  does a little more work than the script.)
+  HistGradientBoosting with train.py's defaults, Evaluate's metrics); its peak RSS from ``wait4``. (The pipeline's
+  default trainer, ``auto``, also fits a linear model and keeps the better on validation: it does a little more
+  work than the script.)
 - (C) ``pyarrow.csv.read_csv`` of the same file in a fresh process: the bare parse rate that ValidateData +
   Preprocess's throughput (CSV bytes / the two stages' REPORT durations) is held against.
 
-A run that fails (out of memory, a failed execution, a time-out) is recorded with its error; the benchmark
-goes on. Reported per size: median and min-max of the walls, the ratio stepml/plain, the memory figures, the
-throughputs, and the 1-minute load average before and after each run, as a Markdown table; ``--out`` writes
-the raw figures as JSON. Usage: ``python -m benchmarks.scale [--rows 10k,100k] [--runs 3] [--seed 7]
-[--work-dir DIR] [--timeout 3600] [--out benchmarks/results/scale.json]``.
+A run that fails (out of memory, a failed execution, a time-out) is recorded with its error; the benchmark goes
+on. Reported per size: median and min-max of the walls, the ratio stepml/plain, the memory figures, the
+throughputs, and the 1-minute load average before and after each run, as a Markdown table; ``--out`` writes the
+raw figures as JSON. Usage: ``python -m benchmarks.scale [--rows 10k,100k] [--runs 3] [--seed 7] [--work-dir DIR]
+[--timeout 3600] [--out benchmarks/results/scale.json]``.
 """
 
 from __future__ import annotations
@@ -41,93 +40,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-
+from benchmarks.process_memory import TreeSampler, wait_with_peak
+from benchmarks.scale_data import BYTES_PER_ROW, generate_csv, label_rows, parse_rows
 from benchmarks.warm_run import PLAIN_SCRIPT, REPO
 
-NUMERIC = 20
-CATEGORIES = {"cat0": ("grp", 5), "cat1": ("site", 12), "cat2": ("zone", 40)}  # column: (value prefix, levels)
-BYTES_PER_ROW = 160  # what the generated rows average (checked by tests/unit/test_benchmark_scale.py)
 STATE_COPIES = 3  # a run keeps about 3x the dataset in its state directory (README, "How much a run keeps")
 DISK_MARGIN = 1 << 30
 PLAIN_RSS_PER_CSV_BYTE = 12  # the plain script's peak RSS is ~11x the CSV (the issue: 1,778 MiB at 160 MB)
-CHUNK_ROWS = 100_000
 STAGES = ("ValidateData", "Preprocess")
-SAMPLE_SECONDS = 0.5  # RSS of the run's processes
-MEMBERS_SECONDS = 2.0  # which processes are the run's: looked up this often
-PSS_GROWTH = 1.03  # a new high: 3 % over the RSS sum at the last PSS read
-PSS_SECONDS = 5.0  # PSS at least this often, and whenever RSS reaches a new high
 MIB = 1 << 20
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 MB = 1_000_000
 
 
-# ---- the data ----------------------------------------------------------------------------------------------
-
-
-def parse_rows(text: str) -> list[int]:
-    """``"10k,100k,1M"`` -> ``[10000, 100000, 1000000]``."""
-    sizes = []
-    for item in text.split(","):
-        item = item.strip()
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", item)
-        if not match:
-            raise argparse.ArgumentTypeError(f"--rows: {item!r} is not a row count such as 10k or 1M")
-        scale = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
-        sizes.append(int(float(match.group(1)) * scale))
-    return sizes
-
-
-def label_rows(rows: int) -> str:
-    """``1000000`` -> ``"1M"``, ``10000`` -> ``"10k"`` (the names the figures use)."""
-    if rows >= 1_000_000 and rows % 1_000_000 == 0:
-        return f"{rows // 1_000_000}M"
-    if rows >= 1_000 and rows % 1_000 == 0:
-        return f"{rows // 1_000}k"
-    return str(rows)
-
-
-def chunk_table(seed: int, index: int, rows: int) -> pa.Table:
-    """Chunk ``index`` of the dataset: the same rows for the same (seed, index, rows), whatever came before.
-
-    Numeric features ~ N(0, 10) with 3 decimals; categorical ones uniform over their levels; ``label`` is 1
-    where a linear score of the features plus ``cat0``'s effect plus logistic noise is positive, so a model
-    learns it well but not perfectly (~85 % accuracy).
-    """
-    rng = np.random.default_rng([seed, index])
-    numeric = np.round(rng.normal(0.0, 10.0, size=(rows, NUMERIC)), 3)
-    columns: dict[str, Any] = {f"x{i:02d}": numeric[:, i] for i in range(NUMERIC)}
-    codes = {name: rng.integers(0, levels, size=rows) for name, (_, levels) in CATEGORIES.items()}
-    for name, (prefix, levels) in CATEGORIES.items():
-        columns[name] = np.array([f"{prefix}_{level:02d}" for level in range(levels)])[codes[name]]
-    weights = np.linspace(1.0, -1.0, NUMERIC) / 20.0
-    score = numeric @ weights + (codes["cat0"] - 2) * 0.8 + rng.logistic(size=rows) * 0.5
-    columns["label"] = (score > 0).astype(np.int64)
-    return pa.table(columns)
-
-
-def generate_csv(path: Path, rows: int, seed: int, chunk_rows: int = CHUNK_ROWS) -> int:
-    """Write ``rows`` rows to ``path`` chunk by chunk (memory bounded by ``chunk_rows``); the bytes written.
-
-    The chunking is part of the data: the same (rows, seed, chunk_rows) give the same file.
-    """
-    schema = chunk_table(seed, 0, 1).schema
-    # no value needs quotes (numbers and plain words); pyarrow would quote the header, so it is written here
-    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
-    with path.open("wb") as sink:
-        sink.write((",".join(schema.names) + "\n").encode())
-        with pa_csv.CSVWriter(sink, schema, write_options=options) as writer:
-            for index, start in enumerate(range(0, rows, chunk_rows)):
-                writer.write_table(chunk_table(seed, index, min(chunk_rows, rows - start)))
-    return path.stat().st_size
+# ---- the limits --------------------------------------------------------------------------------------------
 
 
 def memory_available() -> int | None:
@@ -199,140 +129,7 @@ def stage_reports(log_dir: Path) -> dict[str, dict[str, float]]:
     return stages
 
 
-# ---- the processes -----------------------------------------------------------------------------------------
-
-
-def _pss_kib(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:  # gone, or not ours
-        return None
-    match = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def _rss_kib(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _role(pid: int, root: int) -> str:
-    """Which part of a stepml run a process is, from its command line."""
-    if pid == root:
-        return "cli"
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "other"
-    if "runpy" in command or "train.py" in command:
-        return "training"
-    if "--background-child" in command:
-        return "local_aws"
-    if "forkserver" in command:
-        return "function_workers"
-    return "other"
-
-
-class TreeSampler(threading.Thread):
-    """Samples, every ``SAMPLE_SECONDS``, the memory of ``root``, its descendants and every process started with
-    ``marker`` in its environment (``STEPML_STATE_DIR=<this run's state dir>``); keeps the peak of the sum and
-    of each role's sum. PSS splits shared pages between the processes sharing them, so the sum counts the
-    forkserver's pre-imported libraries once, not once per worker as RSS would."""
-
-    def __init__(self, root: int, marker: str) -> None:
-        super().__init__(daemon=True)
-        self.root, self.marker = root, marker.encode()
-        self.stopped = threading.Event()
-        self.peak_kib = 0
-        self.role_peaks_kib: dict[str, int] = {}
-        self.processes_seen: set[int] = set()
-        self._marked: dict[int, bool] = {}
-        self._rss_high, self._pss_at = 0, 0.0
-        self._members_cache: set[int] = set()
-        self._members_at = -MEMBERS_SECONDS
-        self.cpu_seconds = 0.0
-        self.pss_samples = 0
-
-    def _members(self) -> set[int]:
-        parents: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:  # the field after "(comm)" is the state, then the parent's pid
-                    parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-        members = {self.root} if self.root in parents else set()
-        for pid in parents:
-            if pid not in self._marked:
-                try:
-                    self._marked[pid] = self.marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                except OSError:
-                    self._marked[pid] = False
-            if self._marked[pid]:
-                members.add(pid)
-        grew = True
-        while grew:  # descendants of what is in
-            grown = {pid for pid, parent in parents.items() if parent in members} - members
-            members |= grown
-            grew = bool(grown)
-        return members
-
-    def sample(self, force: bool = False) -> None:
-        """Reading PSS walks each process's page tables (~0.1 s of CPU for a run's ~25 processes), RSS costs
-        next to nothing: PSS is read when the members' RSS sum grows ``PSS_GROWTH`` over its value at the last
-        read, and every ``PSS_SECONDS``."""
-        if force or time.monotonic() - self._members_at >= MEMBERS_SECONDS:  # scanning /proc costs ~10 ms
-            self._members_cache, self._members_at = self._members(), time.monotonic()
-        members = self._members_cache
-        rss = sum(_rss_kib(pid) for pid in members)
-        due = time.monotonic() - self._pss_at >= PSS_SECONDS
-        if not (force or due or rss > self._rss_high * PSS_GROWTH):
-            return
-        self._rss_high = rss
-        self._pss_at = time.monotonic()
-        self.pss_samples += 1
-        total, roles = 0, dict[str, int]()
-        for pid in members:
-            pss = _pss_kib(pid)
-            if pss is None:
-                continue
-            self.processes_seen.add(pid)
-            total += pss
-            role = _role(pid, self.root)
-            roles[role] = roles.get(role, 0) + pss
-        self.peak_kib = max(self.peak_kib, total)
-        for role, kib in roles.items():
-            self.role_peaks_kib[role] = max(self.role_peaks_kib.get(role, 0), kib)
-
-    def run(self) -> None:
-        started = time.thread_time()
-        while not self.stopped.wait(SAMPLE_SECONDS):
-            self.sample()
-        self.cpu_seconds = time.thread_time() - started
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
-        self.sample(force=True)  # what is left (the local AWS) once the CLI has ended
-
-
-def _wait(process: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, int]:
-    """Wait for ``process`` (killing it after ``timeout`` s); its exit status (None if killed on time-out)
-    and its own peak RSS in KiB, from ``wait4``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage.ru_maxrss
-        if time.monotonic() > deadline:
-            process.kill()
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return None, usage.ru_maxrss
-        time.sleep(0.1)
+# ---- the runs ----------------------------------------------------------------------------------------------
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
@@ -368,7 +165,7 @@ def run_stepml(data: Path, work: Path, timeout: float) -> dict[str, Any]:
     sampler = TreeSampler(process.pid, f"STEPML_STATE_DIR={state_dir}")
     sampler.start()
     try:
-        status, cli_rss_kib = _wait(process, timeout)
+        status, cli_rss_kib = wait_with_peak(process, timeout)
         wall = time.perf_counter() - started
     finally:
         sampler.stop()
@@ -434,7 +231,7 @@ def run_plain(data: Path, work: Path, timeout: float) -> dict[str, Any]:
             stderr=err,
             cwd=REPO,
         )
-    status, rss_kib = _wait(process, timeout)
+    status, rss_kib = wait_with_peak(process, timeout)
     figures: dict[str, Any] = {
         "wall": time.perf_counter() - started,
         "rss_peak_mib": rss_kib / 1024,
@@ -512,7 +309,7 @@ def summarise(size: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-# ---- the run -----------------------------------------------------------------------------------------------
+# ---- the benchmark -----------------------------------------------------------------------------------------
 
 
 def measure(sizes: list[int], runs: int, seed: int, work: Path, timeout: float) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""benchmarks/scale.py's pure parts: the generated data (deterministic, its shape and size, learnable), the
-row counts it parses, and the report's maths (medians, ratios with failed runs, REPORT lines)."""
+"""benchmarks/scale.py's and scale_data.py's pure parts: the generated data (deterministic, its shape and size,
+learnable), the row counts parsed, the report's maths (medians, ratios with failed runs, REPORT lines), and the
+memory guard before the plain script."""
 
 from __future__ import annotations
 
@@ -11,17 +12,8 @@ import pyarrow.csv as pa_csv
 import pytest
 
 from benchmarks import scale
-from benchmarks.scale import (
-    BYTES_PER_ROW,
-    generate_csv,
-    label_rows,
-    parse_reports,
-    parse_rows,
-    ratio,
-    spread,
-    stage_throughput,
-    summarise,
-)
+from benchmarks.scale import parse_reports, ratio, spread, stage_throughput, summarise
+from benchmarks.scale_data import BYTES_PER_ROW, generate_csv, label_rows, parse_rows
 
 
 def _sha(path: Path) -> str:
