@@ -48,9 +48,10 @@ class Service:
             aws_secret_access_key="testing",
         )
 
-    def memory_mib(self) -> tuple[int, int]:
+    def memory(self) -> tuple[int, int]:
         """The local AWS process's resident and peak resident memory (VmRSS, VmHWM), in bytes."""
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.info()['pid']}/status").read_text().splitlines())
+        status = Path(f"/proc/{self.info()['pid']}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines())
         return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
     def temporary_bytes(self) -> int:
@@ -121,12 +122,12 @@ def test_a_large_object_round_trips_through_put_copy_multipart_and_a_restart_sto
     # a restart registers the three objects without reading them, then serves them from the one file
     service.cli("local", "down")
     service.cli("local", "up", "--background")
-    resident, peak = service.memory_mib()
+    resident, peak = service.memory()
     s3 = service.s3()
     assert s3.head_object(Bucket=bucket, Key="large/multipart.bin")["ETag"] == multipart_etag
     for key in keys:
         assert _sha256(s3, bucket, key) == expected, key
-    after_gets, _ = service.memory_mib()
+    after_gets, _ = service.memory()
     # a fresh local AWS has ~250 MiB resident here; each of the three objects restored through PutObject took
     # its size at the start, and moto kept each in a /tmp file
     assert peak - resident < BOUND, f"the restore's peak memory grew by {(peak - resident) >> 20} MiB"
