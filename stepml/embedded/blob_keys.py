@@ -96,6 +96,21 @@ def s3_backend() -> Any:
     return s3_backends[ACCOUNT_ID][PARTITION]
 
 
+def blobs_in_use() -> set[str]:
+    """The names (SHA-256) of the blobs moto's objects read, noncurrent versions included: the store keeps
+    only current versions, and a garbage collection must not take the content of one moto still serves."""
+    from moto.s3.models import FakeKey
+
+    used: set[str] = set()
+    for bucket in list(s3_backend().buckets.values()):
+        for _name, versions in list(bucket.keys.iterlists()):
+            for key in versions:
+                buffer = getattr(key, "_value_buffer", None) if isinstance(key, FakeKey) else None
+                if isinstance(buffer, BlobValue) and buffer._written is None:
+                    used.add(buffer.path.name)
+    return used
+
+
 def current_key(bucket: str, key: str) -> Any | None:
     """moto's current version of the object (None when there is none, or it is a delete marker)."""
     from moto.s3.models import FakeKey

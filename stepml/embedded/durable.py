@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -295,6 +295,10 @@ class DurableStore:
                 self._stamp(db, sha256, path)
         return stored
 
+    def _stamped(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT sha256 FROM blobs")}
+
     def _unchanged(self, sha256: str, path: Path) -> bool:
         """Whether the blob is there as it was when written or last hashed (size and modification time)."""
         try:
@@ -364,11 +368,12 @@ class DurableStore:
             self._stamp(db, stored.sha256, path)
         return path
 
-    def collect_garbage(self) -> int:
-        """Delete the blobs no object points at any more; the bytes freed."""
+    def collect_garbage(self, in_use: Callable[[], set[str]] = set) -> int:
+        """Delete the blobs no object points at any more, nor ``in_use()`` names (contents the caller still
+        reads); the bytes freed."""
         freed = 0
         with self._lock:  # no object write is between its blob and its row meanwhile
-            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")}
+            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")} | in_use()
             # blobs/xx/<sha256> and what a kill left while writing one (blobs/.incoming.*.tmp)
             found = [*self.blobs.glob("*/*"), *self.blobs.glob(".incoming.*")] if self.blobs.is_dir() else []
             for path in found:
@@ -377,7 +382,8 @@ class DurableStore:
                         freed += path.stat().st_size
                         path.unlink()
             with contextlib.suppress(StateWriteError), self._transaction() as db:
-                db.execute("DELETE FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM objects)")
+                gone = [(name,) for name in self._stamped() - wanted]
+                db.executemany("DELETE FROM blobs WHERE sha256 = ?", gone)
         return freed
 
     # -- DynamoDB ---------------------------------------------------------------------------------------

@@ -73,3 +73,21 @@ def test_a_completed_multipart_upload_s_parts_read_their_ranges_of_the_file(aws:
     assert aws.s3.get_object(Bucket=aws.bucket, Key="m")["Body"].read() == b"".join(parts)
     back_with_blob(key, store.blob_path(store.objects()[0].sha256), key.size)  # again: idempotent
     assert aws.s3.get_object(Bucket=aws.bucket, Key="m")["Body"].read() == b"".join(parts)
+
+
+def test_the_blobs_in_use_include_noncurrent_versions(aws: FakeAws, tmp_path: Path) -> None:
+    from stepml.embedded.blob_keys import blobs_in_use
+
+    store = DurableStore(tmp_path)
+    recorder = StateRecorder(store, lambda _service: None, {aws.bucket}, {})
+    aws.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
+    digests = []
+    for content in (b"first", b"second"):
+        aws.s3.put_object(Bucket=aws.bucket, Key="k", Body=content)
+        recorder.sync_objects([(aws.bucket, "k")])
+        digests.append(store.objects()[0].sha256)
+    assert set(digests) <= blobs_in_use()
+    store.collect_garbage(blobs_in_use)
+    [noncurrent] = [v for v in aws.s3.list_object_versions(Bucket=aws.bucket)["Versions"] if not v["IsLatest"]]
+    kept = aws.s3.get_object(Bucket=aws.bucket, Key="k", VersionId=noncurrent["VersionId"])
+    assert kept["Body"].read() == b"first"

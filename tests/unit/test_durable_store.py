@@ -242,3 +242,11 @@ def test_a_database_of_an_earlier_stepml_gets_the_new_columns_and_keeps_its_obje
     old.close()
     [stored] = DurableStore(tmp_path).objects()
     assert (stored.key, stored.etag) == ("k", None)
+
+
+def test_garbage_collection_keeps_a_content_the_caller_still_reads(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    old = store.put_object("b", "k", b"old version")  # moto still serves it as a noncurrent version
+    store.put_object("b", "k", b"new version")
+    assert store.collect_garbage(lambda: {old.sha256}) == 0 and store.blob_path(old.sha256).exists()
+    assert store.collect_garbage() == len(b"old version") and not store.blob_path(old.sha256).exists()
