@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -35,11 +36,24 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS items (
     table_name TEXT NOT NULL, item_key TEXT NOT NULL, item TEXT NOT NULL, expires REAL,
     PRIMARY KEY (table_name, item_key));
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS executions (
     name TEXT PRIMARY KEY, execution_arn TEXT NOT NULL, state_machine_arn TEXT NOT NULL,
     status TEXT NOT NULL, start_date REAL NOT NULL, record TEXT NOT NULL);
 """
-TABLES = ("objects", "items", "executions")
+TABLES = ("objects", "items", "executions", "blobs")
+# Columns added after the first schema: (table, column, declaration). A database of an earlier stepml gets them
+# when it is opened; its rows hold NULL there.
+ADDED_COLUMNS = (("objects", "etag", "TEXT"),)
+# Object contents are hashed and copied in pieces of this size: memory does not grow with an object.
+CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    """What an object's content is streamed from: a file object, or anything with ``read(size)``."""
+
+    def read(self, size: int, /) -> bytes: ...
 
 
 class LocalStateError(Exception):
@@ -59,6 +73,7 @@ class StoredObject:
     content_type: str | None
     metadata: dict[str, str]
     last_modified: float
+    etag: str | None = None  # S3's ETag, unquoted (NULL for objects an earlier stepml stored)
 
 
 def item_key(key: dict[str, Any]) -> str:
@@ -100,6 +115,7 @@ class DurableStore:
         self.blobs = root / "blobs"
         self.notes: list[str] = []
         self._lock = threading.RLock()
+        self._writing: set[Path] = set()  # contents being written (not yet hashed): never garbage
         root.mkdir(parents=True, exist_ok=True)
         self._db = self._open_checked()
 
@@ -120,7 +136,7 @@ class DurableStore:
             try:
                 probe = self._connect(self.database)
                 verdict = probe.execute("PRAGMA quick_check").fetchone()[0]
-                probe.executescript(SCHEMA)
+                _create_schema(probe)
                 if verdict == "ok":
                     return probe
                 problem = f"integrity check: {verdict}"
@@ -129,7 +145,7 @@ class DurableStore:
                 problem = str(error)
         if problem is None:
             connection = self._connect(self.database)
-            connection.executescript(SCHEMA)
+            _create_schema(connection)
             return connection
         return self._recover(problem)
 
@@ -142,7 +158,7 @@ class DurableStore:
             if source.exists():
                 os.replace(source, Path(f"{damaged}{suffix}"))
         connection = self._connect(self.database)
-        connection.executescript(SCHEMA)
+        _create_schema(connection)
         recovered: dict[str, int] = {}
         lost: list[str] = []
         try:
@@ -152,13 +168,15 @@ class DurableStore:
         for table in TABLES if old is not None else ():
             assert old is not None
             try:
-                rows = old.execute(f"SELECT * FROM {table}").fetchall()
+                cursor = old.execute(f"SELECT * FROM {table}")
+                rows = cursor.fetchall()
             except sqlite3.DatabaseError as error:
                 lost.append(f"{table} ({error})")
                 continue
-            if rows:
+            if rows:  # by column name: the damaged file may be of an earlier schema
+                columns = ",".join(d[0] for d in cursor.description)
                 marks = ",".join("?" * len(rows[0]))
-                connection.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+                connection.executemany(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})", rows)
             recovered[table] = len(rows)
         if old is not None:
             old.close()
@@ -191,7 +209,8 @@ class DurableStore:
                 raise
 
     # -- S3 ---------------------------------------------------------------------------------------------
-    def _blob_path(self, sha256: str) -> Path:
+    def blob_path(self, sha256: str) -> Path:
+        """Where the content with this SHA-256 is (one file per distinct content)."""
         return self.blobs / sha256[:2] / sha256
 
     def put_object(
@@ -201,59 +220,170 @@ class DurableStore:
         data: bytes,
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
+        etag: str | None = None,
     ) -> StoredObject:
         """Keep an object's current content; the blob is on disk before the index points at it."""
-        digest = hashlib.sha256(data).hexdigest()
-        path = self._blob_path(digest)
-        stored = StoredObject(bucket, key, digest, len(data), content_type, metadata or {}, time.time())
+        return self.put_object_from(io.BytesIO(data), bucket, key, content_type, metadata, etag)
+
+    def put_object_from(
+        self,
+        source: Readable,
+        bucket: str,
+        key: str,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        etag: str | None = None,
+    ) -> StoredObject:
+        """Keep the content read from ``source`` (to its end) as the object's: hashed and written in pieces,
+        so memory does not grow with the object, and stored once whatever the number of objects holding it."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        temporary = self.blobs / f".incoming.{uuid.uuid4().hex}.tmp"
+        with self._lock:
+            self._writing.add(temporary)
+        try:
+            return self._keep(temporary, source, bucket, key, content_type, metadata, etag)
+        finally:
+            with self._lock:
+                self._writing.discard(temporary)
+
+    def _keep(
+        self,
+        temporary: Path,
+        source: Readable,
+        bucket: str,
+        key: str,
+        content_type: str | None,
+        metadata: dict[str, str] | None,
+        etag: str | None,
+    ) -> StoredObject:
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(temporary, "wb") as handle:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise StateWriteError(f"cannot write {temporary}: {error.strerror or error}") from error
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        sha256 = digest.hexdigest()
+        path = self.blob_path(sha256)
+        stored = StoredObject(bucket, key, sha256, size, content_type, metadata or {}, time.time(), etag)
         # Under the store's lock from blob to row, so a garbage collection never sees the blob unreferenced.
-        with self._lock, self._transaction() as db:
-            if not (path.exists() and path.stat().st_size == len(data)):
-                atomic_write(path, data)
-            db.execute(
-                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (bucket, key, digest, len(data), content_type, json.dumps(stored.metadata), stored.last_modified),
-            )
+        with self._lock:
+            try:
+                if self._unchanged(sha256, path):
+                    temporary.unlink()  # the content is stored (and checked) already: one copy of it
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(temporary, path)
+                    _fsync_dir(path.parent)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)
+                raise StateWriteError(f"cannot write {path}: {error.strerror or error}") from error
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO objects (bucket, key, sha256, size, content_type, metadata, last_modified,"
+                    " etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (bucket, key, sha256, size, content_type, json.dumps(stored.metadata), stored.last_modified, etag),
+                )
+                self._stamp(db, sha256, path)
         return stored
+
+    def _stamped(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._db.execute("SELECT sha256 FROM blobs")}
+
+    def _unchanged(self, sha256: str, path: Path) -> bool:
+        """Whether the blob is there as it was when written or last hashed (size and modification time)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        with self._lock:
+            noted = self._db.execute("SELECT size, mtime_ns FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        return bool(noted == (stat.st_size, stat.st_mtime_ns))
+
+    def _stamp(self, db: sqlite3.Connection, sha256: str, path: Path) -> None:
+        """Note the blob's size and modification time as checked: it is opened again without a full read
+        as long as both are unchanged."""
+        stat = path.stat()
+        db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (sha256, stat.st_size, stat.st_mtime_ns))
 
     def delete_object(self, bucket: str, key: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key))
 
     def objects(self, bucket: str | None = None) -> list[StoredObject]:
+        columns = "bucket, key, sha256, size, content_type, metadata, last_modified, etag"
         with self._lock:
-            query = "SELECT * FROM objects" + (" WHERE bucket = ?" if bucket else "") + " ORDER BY bucket, key"
+            query = f"SELECT {columns} FROM objects" + (" WHERE bucket = ?" if bucket else "") + " ORDER BY bucket, key"
             rows = self._db.execute(query, (bucket,) if bucket else ()).fetchall()
-        return [StoredObject(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
+        return [StoredObject(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
 
     def read_object(self, stored: StoredObject) -> bytes | None:
         """The object's content, or None (with a note) when its blob is missing or damaged."""
-        path = self._blob_path(stored.sha256)
+        path = self.checked_blob(stored, full=True)
+        return path.read_bytes() if path is not None else None
+
+    def checked_blob(self, stored: StoredObject, full: bool = False) -> Path | None:
+        """The file holding the object's content, or None (with a note, the file moved aside) when it is
+        missing or damaged.
+
+        The content is hashed (in pieces) when ``full`` or when the file's size or modification time differ
+        from those noted when it was written or last hashed; otherwise the file is taken as checked, so that
+        opening a state directory reads none of its objects. (A change that keeps both, which no write through
+        the file system does, shows only on a ``full`` check.)
+        """
+        path = self.blob_path(stored.sha256)
         try:
-            data = path.read_bytes()
+            stat = path.stat()
         except OSError as error:
             self.notes.append(f"s3://{stored.bucket}/{stored.key}: its content {path} is missing ({error.strerror}).")
             return None
-        if hashlib.sha256(data).hexdigest() != stored.sha256:
+        if not full and stat.st_size == stored.size and self._unchanged(stored.sha256, path):
+            return path
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+        except OSError as error:
+            self.notes.append(f"s3://{stored.bucket}/{stored.key}: its content {path} cannot be read ({error}).")
+            return None
+        if digest.hexdigest() != stored.sha256:
             self.notes.append(
-                f"s3://{stored.bucket}/{stored.key}: its content {path} is damaged ({len(data)} bytes, "
+                f"s3://{stored.bucket}/{stored.key}: its content {path} is damaged ({stat.st_size} bytes, "
                 f"expected {stored.size} with SHA-256 {stored.sha256[:12]}…); the object is left out."
             )
             with contextlib.suppress(OSError):
                 os.replace(path, path.with_name(f"{path.name}.damaged"))
             return None
-        return data
+        with contextlib.suppress(StateWriteError), self._transaction() as db:  # read-only disk: checked again next time
+            self._stamp(db, stored.sha256, path)
+        return path
 
-    def collect_garbage(self) -> int:
-        """Delete the blobs no object points at any more; the bytes freed."""
+    def collect_garbage(self, in_use: Callable[[], set[str]] = set) -> int:
+        """Delete the blobs no object points at any more, nor ``in_use()`` names (contents the caller still
+        reads); the bytes freed."""
         freed = 0
         with self._lock:  # no object write is between its blob and its row meanwhile
-            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")}
-            for path in self.blobs.glob("*/*") if self.blobs.is_dir() else ():
-                if path.name not in wanted:
+            wanted = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")} | in_use()
+            # blobs/xx/<sha256> and what a kill left while writing one (blobs/.incoming.*.tmp)
+            found = [*self.blobs.glob("*/*"), *self.blobs.glob(".incoming.*")] if self.blobs.is_dir() else []
+            for path in found:
+                if path.name not in wanted and path not in self._writing:
                     with contextlib.suppress(OSError):
                         freed += path.stat().st_size
                         path.unlink()
+            with contextlib.suppress(StateWriteError), self._transaction() as db:
+                gone = [(name,) for name in self._stamped() - wanted]
+                db.executemany("DELETE FROM blobs WHERE sha256 = ?", gone)
         return freed
 
     # -- DynamoDB ---------------------------------------------------------------------------------------
@@ -328,6 +458,14 @@ class DurableStore:
         )
         blobs = sum(p.stat().st_size for p in self.blobs.glob("*/*")) if self.blobs.is_dir() else 0
         return {"database": database, "objects": blobs}
+
+
+def _create_schema(connection: sqlite3.Connection) -> None:
+    connection.executescript(SCHEMA)
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def _ttl_of(item: dict[str, Any], ttl_attribute: str | None) -> float | None:

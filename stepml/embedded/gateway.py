@@ -157,7 +157,8 @@ class Gateway:
 
     # -- S3 ---------------------------------------------------------------------------------------------
     def _s3_write(self, environ: dict[str, Any], start_response: StartResponse, internal: bool) -> Iterable[bytes]:
-        body = _read_body(environ)
+        # An upload's content (PUT) is moto's to read, once; the gateway needs only a POST's (DeleteObjects).
+        body = _read_body(environ) if environ.get("REQUEST_METHOD") == "POST" else b""
         captured = _Captured()
         answer = b"".join(self._moto_app(environ, captured))
         if captured.ok and not internal:

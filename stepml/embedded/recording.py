@@ -15,11 +15,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 from xml.etree import ElementTree
 
+from stepml.embedded.blob_keys import KeyReader, back_with_blob, current_key
 from stepml.embedded.durable import DurableStore, item_key
 from stepml.embedded.template import TableSpec
 
 # Query parameters of S3 PUTs and DELETEs that change something other than an object's content.
 _SUBRESOURCES = ("partNumber", "uploadId", "uploads", "tagging", "acl", "retention", "legal-hold", "versioning")
+# moto keeps an object's user metadata (S3's Metadata) under these names
+_USER_METADATA = "x-amz-meta-"
 # BatchGetItem reads at most 100 keys per call.
 _BATCH_GET_LIMIT = 100
 
@@ -76,18 +79,27 @@ class StateRecorder:
         return []
 
     def sync_objects(self, changed: list[tuple[str, str]]) -> None:
-        """Store each object as moto now has it (deleted when moto has none)."""
-        s3 = self._client("s3")
+        """Store each object as moto now has it (deleted when moto has none), then let moto's object read its
+        content from the stored file: the state directory holds the one copy, and memory none.
+
+        The object is read from moto's backend in this process, in pieces, rather than through GetObject,
+        which would hold it in memory (twice) while it is answered.
+        """
         for bucket, key in changed:
             with self._lock_for(bucket, key):
-                try:
-                    answer = s3.get_object(Bucket=bucket, Key=key)
-                except s3.exceptions.NoSuchKey:
+                found = current_key(bucket, key)
+                if found is None:
                     self.store.delete_object(bucket, key)
                     continue
-                self.store.put_object(
-                    bucket, key, answer["Body"].read(), answer.get("ContentType"), answer.get("Metadata") or {}
-                )
+                etag = found.etag.strip('"')  # moto hashes a new object's content in pieces, once
+                content_type = found.metadata.get("Content-Type")
+                metadata = {
+                    name[len(_USER_METADATA) :]: value
+                    for name, value in found.metadata.items()
+                    if name.lower().startswith(_USER_METADATA)
+                }
+                stored = self.store.put_object_from(KeyReader(found), bucket, key, content_type, metadata, etag)
+                back_with_blob(found, self.store.blob_path(stored.sha256), stored.size)
 
     # -- DynamoDB ---------------------------------------------------------------------------------------
     def dynamodb_keys_changed(self, operation: str, request: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

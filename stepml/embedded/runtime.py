@@ -28,6 +28,7 @@ from botocore.config import Config
 
 from stepml.embedded import lambda_runner
 from stepml.embedded.alarm_events import AlarmChange, AlarmWatcher
+from stepml.embedded.blob_keys import register as register_stored_object
 from stepml.embedded.cloudwatch import alarm_writes
 from stepml.embedded.durable import DurableStore
 from stepml.embedded.events import matches
@@ -480,19 +481,19 @@ class EmbeddedAws:
         self.release_stale_deploy_leases()
 
     def load_state(self) -> None:
-        """Put the stored objects and items back into moto (as the service's own, unrecorded requests)."""
+        """Put the stored objects and items back into moto (unrecorded: the service's own)."""
         assert self.store is not None
-        s3, ddb = self.internal_client("s3"), self.internal_client("dynamodb")
+        ddb = self.internal_client("dynamodb")
         buckets = set(self.stack.buckets.values())
         for stored in self.store.objects():
             if stored.bucket not in buckets:
                 continue
-            data = self.store.read_object(stored)
-            if data is None:
+            # The content stays in its file: moto reads it from there when asked (no object is read here).
+            path = self.store.checked_blob(stored)
+            if path is None:
                 self.store.delete_object(stored.bucket, stored.key)
                 continue
-            extra = {"ContentType": stored.content_type} if stored.content_type else {}
-            s3.put_object(Bucket=stored.bucket, Key=stored.key, Body=data, Metadata=stored.metadata, **extra)
+            register_stored_object(stored, path)
         for table in self.stack.tables.values():
             put_items(ddb, table.name, self.store.items(table.name))
 

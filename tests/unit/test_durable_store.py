@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stepml.embedded.durable import DurableStore, StateWriteError, atomic_write, item_key
+from stepml.embedded.durable import CHUNK, DurableStore, StateWriteError, atomic_write, item_key
 from stepml.embedded.executions import ExecutionArchive
 from stepml.embedded.recording import StateRecorder
 from stepml.embedded.template import TableSpec
@@ -173,3 +173,80 @@ def test_executions_of_two_state_machines_may_share_a_name_as_on_aws(tmp_path: P
     assert [e["name"] for e in archive.listing({"stateMachineArn": batch}, [])["executions"]] == ["same-name"]
     assert sorted(archive.abort_running("stopped")) == ["same-name", "same-name"]
     assert archive.stored(batch_arn)["status"] == "ABORTED"  # type: ignore[index]
+
+
+def test_a_large_content_is_streamed_in_pieces_and_an_unchanged_blob_is_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DurableStore(tmp_path)
+    pieces = [bytes([n]) * 1000 for n in range(5)]
+    reads: list[int] = []
+
+    class Source:
+        def read(self, size: int) -> bytes:
+            reads.append(size)
+            return pieces.pop(0) if pieces else b""
+
+    stored = store.put_object_from(Source(), "b", "big", etag="e")
+    assert stored.size == 5000 and all(size == CHUNK for size in reads)
+    assert [(o.key, o.etag) for o in store.objects()] == [("big", "e")]
+    assert list((tmp_path / "blobs").glob(".incoming.*")) == []
+    opened: list[str] = []
+    real_open = open
+
+    def watched_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(str(args[0]))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", watched_open)
+    assert store.checked_blob(stored) == store.blob_path(stored.sha256) and opened == []  # stat only
+    # a blob changed since it was written is hashed (and left out when it no longer matches)
+    blob = store.blob_path(stored.sha256)
+    blob.write_bytes(b"\0" * 5000)
+    assert store.checked_blob(stored) is None
+    assert any("damaged" in note for note in store.notes)
+
+
+def test_garbage_collection_spares_a_content_being_written_and_removes_one_a_kill_left(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    (tmp_path / "blobs").mkdir()
+    left = tmp_path / "blobs" / ".incoming.killed.tmp"
+    left.write_bytes(b"half")
+
+    class Source:
+        def __init__(self) -> None:
+            self.first = True
+
+        def read(self, _size: int) -> bytes:
+            if self.first:  # a collection while this content is being written
+                self.first = False
+                assert store.collect_garbage() == 4
+                return b"data"
+            return b""
+
+    store.put_object_from(Source(), "b", "k")
+    assert not left.exists() and [o.key for o in store.objects()] == ["k"]
+    assert store.read_object(store.objects()[0]) == b"data"
+
+
+def test_a_database_of_an_earlier_stepml_gets_the_new_columns_and_keeps_its_objects(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "local.db")
+    old.execute(
+        "CREATE TABLE objects (bucket TEXT NOT NULL, key TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,"
+        " content_type TEXT, metadata TEXT NOT NULL, last_modified REAL NOT NULL, PRIMARY KEY (bucket, key))"
+    )
+    old.execute("INSERT INTO objects VALUES ('b', 'k', 'ab', 1, NULL, '{}', 0)")
+    old.commit()
+    old.close()
+    [stored] = DurableStore(tmp_path).objects()
+    assert (stored.key, stored.etag) == ("k", None)
+
+
+def test_garbage_collection_keeps_a_content_the_caller_still_reads(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    old = store.put_object("b", "k", b"old version")  # moto still serves it as a noncurrent version
+    store.put_object("b", "k", b"new version")
+    assert store.collect_garbage(lambda: {old.sha256}) == 0 and store.blob_path(old.sha256).exists()
+    assert store.collect_garbage() == len(b"old version") and not store.blob_path(old.sha256).exists()

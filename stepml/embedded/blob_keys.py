@@ -1,0 +1,174 @@
+"""moto's S3 objects backed by the durable store's content files, so that no object sits in memory.
+
+moto keeps each object's content in a ``SpooledTemporaryFile`` (in memory up to a few MB, then a file under
+/tmp: one more copy outside the state directory). Once an object's content is stored (a blob under
+``state/blobs/``), the object's buffer is swapped for a :class:`BlobValue` reading that file when moto
+asks; restoring a state directory registers each object this way without reading its content.
+
+moto's own code still reads a whole object at some points (GetObject with a Range, CopyObject,
+CompleteMultipartUpload, ListObjectVersions): those take the object's size in memory while they run, and
+give it back after.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stepml.embedded.durable import CHUNK, StoredObject
+from stepml.embedded.template import ACCOUNT_ID
+
+# The partition moto's S3 backends are keyed by (the local AWS's region is in "aws").
+PARTITION = "aws"
+
+
+class BlobValue:
+    """A read-only view of ``length`` bytes of a content file from ``offset``, with the file-object methods
+    moto's FakeKey calls on its value buffer. The file is opened per read, so that thousands of objects hold
+    no open files. A write (moto replacing the value) turns it into moto's own kind of buffer."""
+
+    def __init__(self, path: Path, offset: int, length: int, max_buffer_size: int) -> None:
+        self.path, self.offset, self.length = path, offset, length
+        self._position = 0
+        self._max_buffer_size = max_buffer_size
+        self._written: Any = None  # the buffer taking over after a write
+        self.closed = False
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        if self._written is not None:
+            return int(self._written.seek(position, whence))
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self.length}[whence]
+        self._position = max(0, base + position)
+        return self._position
+
+    def tell(self) -> int:
+        return int(self._written.tell()) if self._written is not None else self._position
+
+    def read(self, size: int = -1) -> bytes:
+        if self._written is not None:
+            return bytes(self._written.read(size))
+        if self.closed:
+            raise ValueError("read of closed file")
+        left = max(0, self.length - self._position)
+        size = left if size is None or size < 0 else min(size, left)
+        if size == 0:
+            return b""
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + self._position)
+            data = handle.read(size)
+        if len(data) != size:
+            raise OSError(f"{self.path} is shorter than the object it holds ({self.offset + self.length} bytes)")
+        self._position += size
+        return data
+
+    def truncate(self, size: int | None = None) -> int:
+        self._take_over()
+        return int(self._written.truncate(size))
+
+    def write(self, data: bytes) -> int:
+        self._take_over()
+        return int(self._written.write(data))
+
+    def _take_over(self) -> None:
+        if self._written is None:
+            position = self._position
+            self.seek(0)
+            content = self.read()
+            # moto's own kind of value buffer, kept (and closed) as the key's
+            self._written = tempfile.SpooledTemporaryFile(self._max_buffer_size)  # noqa: SIM115
+            self._written.write(content)
+            self._written.seek(position)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._written is not None:
+            self._written.close()
+
+
+def s3_backend() -> Any:
+    """moto's S3 backend of the local AWS's account (in this process)."""
+    from moto.s3.models import s3_backends
+
+    return s3_backends[ACCOUNT_ID][PARTITION]
+
+
+def blobs_in_use() -> set[str]:
+    """The names (SHA-256) of the blobs moto's objects read, noncurrent versions included: the store keeps
+    only current versions, and a garbage collection must not take the content of one moto still serves."""
+    from moto.s3.models import FakeKey
+
+    used: set[str] = set()
+    for bucket in list(s3_backend().buckets.values()):
+        for _name, versions in list(bucket.keys.iterlists()):
+            for key in versions:
+                buffer = getattr(key, "_value_buffer", None) if isinstance(key, FakeKey) else None
+                if isinstance(buffer, BlobValue) and buffer._written is None:
+                    used.add(buffer.path.name)
+    return used
+
+
+def current_key(bucket: str, key: str) -> Any | None:
+    """moto's current version of the object (None when there is none, or it is a delete marker)."""
+    from moto.s3.models import FakeKey
+
+    found = s3_backend().get_object(bucket, key)
+    return found if isinstance(found, FakeKey) else None
+
+
+def is_backed(key: Any) -> bool:
+    return isinstance(key._value_buffer, BlobValue) and key._value_buffer._written is None
+
+
+def content_chunks(key: Any) -> Iterator[bytes]:
+    """The key's content in pieces of CHUNK bytes, read under its lock (moto's value property takes it too)."""
+    with key.lock:
+        key._value_buffer.seek(0)
+        while chunk := key._value_buffer.read(CHUNK):
+            yield chunk
+
+
+class KeyReader:
+    """The key's content as a file object read in pieces (what the durable store streams from)."""
+
+    def __init__(self, key: Any) -> None:
+        self._chunks = content_chunks(key)
+
+    def read(self, _size: int = -1) -> bytes:
+        return next(self._chunks, b"")
+
+
+def back_with_blob(key: Any, path: Path, size: int) -> None:
+    """Swap the key's buffer (and its parts', for a completed multipart upload) for views of ``path``: moto's
+    in-memory or /tmp copy is released."""
+    with key.lock:
+        old = key._value_buffer
+        key._value_buffer = BlobValue(path, 0, size, key._max_buffer_size)
+        key.contentsize = size
+        old.close()
+    parts = getattr(key.multipart, "parts", None) or {}
+    ordered = [parts[number] for number in sorted(parts)]
+    if sum(part.size for part in ordered) != size:
+        return  # parts left out of the completed object: they keep their own buffers
+    offset = 0
+    for part in ordered:
+        with part.lock:
+            old, length = part._value_buffer, part.size
+            part._value_buffer = BlobValue(path, offset, length, part._max_buffer_size)
+            old.close()
+        offset += length
+
+
+def register(stored: StoredObject, path: Path) -> None:
+    """Put a stored object into moto as it was, its content left in ``path`` (nothing of it is read)."""
+    key = s3_backend().put_object(
+        stored.bucket, stored.key, b"", etag=stored.etag.strip('"') if stored.etag else None, disable_notification=True
+    )
+    back_with_blob(key, path, stored.size)
+    if stored.content_type:
+        key.set_metadata({"Content-Type": stored.content_type})
+    key.set_metadata({f"x-amz-meta-{name}": value for name, value in stored.metadata.items()})
+    key.last_modified = datetime.fromtimestamp(stored.last_modified, UTC).replace(tzinfo=None)
