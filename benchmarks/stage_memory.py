@@ -3,7 +3,7 @@
 The dataset is synthetic classification data like the issue's (20 numeric + 3 categorical columns, a
 3-class target, ~160 bytes a row). Each stage function runs in a fresh Python process against a moto S3
 directory standing in for the bucket (moto would keep every object in the measured process); the figure is
-the process's peak RSS (``ru_maxrss``), and its RSS before the stage (imports) is reported beside it.
+the process's peak RSS (``VmHWM``), and its peak before the stage (imports, the profile) beside it.
 
 Usage: ``python -m benchmarks.stage_memory --rows 100000 1000000 [--json]``. Never run it on more than
 1M rows on the shared 2-core machine (a 10M file is ~1.6 GB and needs the disk for it twice).
@@ -51,7 +51,7 @@ def write_dataset(path: Path, rows: int, seed: int = 0, block: int = 100_000) ->
 
 
 _STAGE = r"""
-import json, resource, shutil, sys, time
+import json, shutil, sys, time
 from pathlib import Path
 from pipeline_core.models import DataProfile, IngestResult, RunConfig
 from pipeline_core.stages.data_validation import Limits, validate_data
@@ -91,16 +91,25 @@ shutil.copyfile(path, store._path("s3://b/raw/data.csv"))
 config = RunConfig.model_validate(json.loads(sys.argv[4]))
 ingest = IngestResult(raw_uri="s3://b/raw/data.csv", source_uri="s3://b/in/data.csv", sha256="0" * 64,
                       size_bytes=path.stat().st_size, format="csv")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def high_water_mib():
+    # VmHWM: this process's peak RSS since exec (ru_maxrss would carry the parent's peak across exec on Linux)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) // 1024
+
+
+before = high_water_mib()
 start = time.perf_counter()
 if stage == "validate":
-    profile = validate_data(config, ingest, store, Limits())
+    profile = validate_data(config, ingest, store, Limits.from_env())
     profile_path.write_text(profile.model_dump_json())
 else:
-    preprocess(config, ingest, DataProfile.model_validate_json(profile_path.read_text()), store, Limits())
+    profile = DataProfile.model_validate_json(profile_path.read_text())
+    preprocess(config, ingest, profile, store, Limits.from_env())
 wall = time.perf_counter() - start
-print(json.dumps({"stage": stage, "wall_s": round(wall, 2), "rss_before_mib": before // 1024,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+print(json.dumps({"stage": stage, "wall_s": round(wall, 2), "rss_before_mib": before,
+                  "peak_rss_mib": high_water_mib()}))
 """
 
 

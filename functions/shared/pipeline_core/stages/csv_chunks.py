@@ -20,11 +20,7 @@ import pandas as pd
 import pyarrow as pyarrow_lib
 import pyarrow.csv as pa_csv
 
-from pipeline_core.stages.dataset_file import normalize
-
-MIB = 1024 * 1024
-# 4 MiB of CSV is ~25k rows of a 20-column numeric file: ~40 MB as pandas strings, the cleaned chunk less.
-DEFAULT_BLOCK_BYTES = 4 * MIB
+from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, normalize
 
 
 class ChunkError(Exception):
@@ -50,7 +46,7 @@ def _reader(
 
 
 def iter_chunks(
-    path: Path, columns: Sequence[str] | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES
+    path: Path, columns: Sequence[str] | None = None, block_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> Iterator[pd.DataFrame]:
     """Normalized frames of consecutive rows (index from 0 in each chunk), only ``columns`` if given."""
     try:

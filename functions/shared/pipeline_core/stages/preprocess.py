@@ -120,7 +120,7 @@ def preprocess(
             source = workdir / "dataset.csv"
             store.download_stream(ingest.raw_uri, source)
             try:
-                streamed = stream_preprocess(source, workdir, profile, config, ingest.sha256)
+                streamed = stream_preprocess(source, workdir, profile, config, ingest.sha256, limits.chunk_bytes)
             except ChunkError as error:
                 logger.info("streaming reader cannot read the file; reading it whole", extra={"reason": str(error)})
             except DataValidationError as error:

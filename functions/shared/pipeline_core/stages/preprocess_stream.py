@@ -43,9 +43,9 @@ from pipeline_core.stages.baseline import (
     compare_kind,
     numeric_stats,
 )
-from pipeline_core.stages.csv_chunks import DEFAULT_BLOCK_BYTES, iter_chunks
+from pipeline_core.stages.csv_chunks import iter_chunks
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, apply_schema
-from pipeline_core.stages.dataset_file import Table
+from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Table
 from pipeline_core.stages.splitting import SPLITS, Split, split_coded
 
 _COPY_BUFFER = 1024 * 1024
@@ -80,7 +80,7 @@ def _chunks_with_offsets(path: Path, columns: list[str] | None, block_bytes: int
         offset += len(chunk)
 
 
-def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Targets:
+def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_CHUNK_BYTES) -> Targets:
     """Pass 1 over the target column only."""
     target = profile.target
     column = next(c for c in profile.columns if c.name == target)
@@ -214,7 +214,7 @@ def stream_preprocess(
     profile: DataProfile,
     config: RunConfig,
     dataset_sha256: str,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Streamed:
     """The three split files (under ``workdir``) and the train baseline of the CSV at ``path``."""
     targets = read_targets(path, profile, block_bytes)
