@@ -13,7 +13,7 @@ Two passes over the local copy of the dataset (:mod:`pipeline_core.stages.csv_ch
 
 The split is :func:`~pipeline_core.stages.splitting.split_coded`, the seeded permutation Preprocess has
 always used, over the kept rows' class codes: each split file is then written by copying the spooled lines
-in the split's order. What stays in memory grows with the row count only by a few small arrays (about 40
+in the split's order. What stays in memory grows with the row count only by a few small arrays (about 50
 bytes a kept row: keep mask, class code, line offset, split permutation, row hash for the duplicate count),
 never with the width of the table or the size of its values. Numeric train values are spooled to disk per
 column and read back one column at a time for the exact quantiles of the baseline (8 bytes a train row).
