@@ -173,3 +173,18 @@ def test_put_file_if_changed_streams_and_replaces_different_bytes_only(aws: Any,
     assert store.read_bytes(uri) == b"a\n1\n3\n"
     versions = aws.s3.list_object_versions(Bucket=aws.bucket, Prefix="processed/put-file-once/")["Versions"]
     assert len(versions) == 3
+
+
+def test_preprocess_falls_back_to_the_whole_table_when_pyarrow_refuses_the_file(aws: Any, tmp_path: Path) -> None:
+    from tests.unit.test_data_validation import iris_frame
+    from tests.unit.test_preprocess import run, splits
+
+    lines = iris_frame().to_csv(index=False).splitlines()
+    data = ("\n".join([*lines[:50], "   ", *lines[50:]]) + "\n").encode()  # a whitespace-only line
+    (tmp_path / "data.csv").write_bytes(data)
+    with pytest.raises(ChunkError):
+        list(iter_chunks(tmp_path / "data.csv"))
+    _, _, _, result = run(aws, "iris-blank-line.csv", data, seed=3)
+
+    assert result.n_train + result.n_validation + result.n_test == 150
+    assert sum(len(part) for part in splits(aws, result).values()) == 150

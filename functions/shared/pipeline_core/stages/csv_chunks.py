@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pyarrow_lib
@@ -28,8 +29,10 @@ class ChunkError(Exception):
 
 
 def _reader(
-    path: Path, block_bytes: int, names: Sequence[str] | None, include: Sequence[str] | None
+    source: BinaryIO, block_bytes: int, names: Sequence[str] | None, include: Sequence[str] | None
 ) -> pa_csv.CSVStreamingReader:
+    # A Python file object, not a path: given a path, pyarrow reads ahead ~16 blocks (and parses them),
+    # which made the memory grow with the file up to 16x CHUNK_BYTES; from a file object it reads as asked.
     convert = pa_csv.ConvertOptions(
         column_types=dict.fromkeys(names, pyarrow_lib.string()) if names else None,
         strings_can_be_null=False,  # missing values are decided by normalize(), as for the whole file
@@ -38,7 +41,7 @@ def _reader(
         include_columns=list(include) if include else None,
     )
     return pa_csv.open_csv(
-        path,
+        source,
         read_options=pa_csv.ReadOptions(block_size=block_bytes, use_threads=False),
         parse_options=pa_csv.ParseOptions(newlines_in_values=True),
         convert_options=convert,
@@ -50,15 +53,20 @@ def iter_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Normalized frames of consecutive rows (index from 0 in each chunk), only ``columns`` if given."""
     try:
-        raw_names = list(_reader(path, block_bytes, None, None).schema.names)
+        with path.open("rb") as first:
+            raw_names = list(_reader(first, block_bytes, None, None).schema.names)
         stripped = {name.strip(): name for name in raw_names}
         include = [stripped[name] for name in columns] if columns is not None else None
-        reader = _reader(path, block_bytes, raw_names, include)
-        for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            names = [name.strip() for name in batch.schema.names]
-            frame = pd.DataFrame({name: batch.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(names)})
-            yield normalize(frame)
+        with path.open("rb") as handle:
+            yield from _frames(_reader(handle, block_bytes, raw_names, include))
     except (pyarrow_lib.ArrowException, OSError, KeyError) as error:
         raise ChunkError(str(error)) from None
+
+
+def _frames(reader: pa_csv.CSVStreamingReader) -> Iterator[pd.DataFrame]:
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        names = [name.strip() for name in batch.schema.names]
+        frame = pd.DataFrame({name: batch.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(names)})
+        yield normalize(frame)

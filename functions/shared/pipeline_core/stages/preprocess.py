@@ -120,13 +120,15 @@ def preprocess(
             source = workdir / "dataset.csv"
             store.download_stream(ingest.raw_uri, source)
             try:
-                streamed = stream_preprocess(source, workdir, profile, config, ingest.sha256, limits.chunk_bytes)
+                streamed = stream_preprocess(
+                    source, workdir, profile, config, ingest.sha256, limits.chunk_bytes, delete_source=True
+                )
             except ChunkError as error:
                 logger.info("streaming reader cannot read the file; reading it whole", extra={"reason": str(error)})
             except DataValidationError as error:
                 raise DataValidationError(f"{ingest.raw_uri}: {error}") from None
             data = source.read_bytes() if streamed is None else b""
-            source.unlink()
+            source.unlink(missing_ok=True)
         else:
             data = store.read_bytes(ingest.raw_uri)
         if streamed is None:

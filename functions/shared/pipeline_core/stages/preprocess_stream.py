@@ -215,8 +215,11 @@ def stream_preprocess(
     config: RunConfig,
     dataset_sha256: str,
     block_bytes: int = DEFAULT_CHUNK_BYTES,
+    delete_source: bool = False,
 ) -> Streamed:
-    """The three split files (under ``workdir``) and the train baseline of the CSV at ``path``."""
+    """The three split files (under ``workdir``) and the train baseline of the CSV at ``path``;
+    ``delete_source``: delete ``path`` once read, before the split files are written (Lambda's ``/tmp``
+    then holds at most the spool, the numeric spools and the splits, not the dataset besides)."""
     targets = read_targets(path, profile, block_bytes)
     n_kept = int(targets.keep.sum())
     split = split_coded(n_kept, config.test_size, config.validation_size, config.seed, targets.codes, targets.names)
@@ -253,6 +256,8 @@ def stream_preprocess(
             hashes[first:last] = pd.util.hash_pandas_object(rows, index=False).to_numpy()
             parts.add(rows[which[first:last] == 0])
     starts[n_kept] = written
+    if delete_source:
+        path.unlink()
     files = {name: workdir / f"{name}.csv" for name in SPLITS}
     _write_in_order(spool_path, starts, {name: getattr(split, name) for name in SPLITS}, files, header)
     spool_path.unlink()
