@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pyarrow_lib
 import pyarrow.csv as pa_csv
@@ -28,24 +29,51 @@ class ChunkError(Exception):
     """The streaming reader cannot read the file the way the whole-file reader does."""
 
 
-def _reader(
-    source: BinaryIO, block_bytes: int, names: Sequence[str] | None, include: Sequence[str] | None
-) -> pa_csv.CSVStreamingReader:
-    # A Python file object, not a path: given a path, pyarrow reads ahead ~16 blocks (and parses them),
-    # which made the memory grow with the file up to 16x CHUNK_BYTES; from a file object it reads as asked.
+def _options(
+    names: Sequence[str], include: Sequence[str] | None, skip_header: bool
+) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
     convert = pa_csv.ConvertOptions(
-        column_types=dict.fromkeys(names, pyarrow_lib.string()) if names else None,
+        column_types=dict.fromkeys(names, pyarrow_lib.string()),
         strings_can_be_null=False,  # missing values are decided by normalize(), as for the whole file
         quoted_strings_can_be_null=False,
         null_values=[],
         include_columns=list(include) if include else None,
     )
-    return pa_csv.open_csv(
-        source,
-        read_options=pa_csv.ReadOptions(block_size=block_bytes, use_threads=False),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=convert,
-    )
+    read = pa_csv.ReadOptions(column_names=list(names), skip_rows=1 if skip_header else 0, use_threads=False)
+    return read, pa_csv.ParseOptions(newlines_in_values=True), convert
+
+
+def _row_end(piece: bytes, quotes_before: int) -> int:
+    """The end of the last complete row in ``piece`` (just after a line break outside quotes), or -1.
+
+    ``quotes_before``: the '"' bytes since the last row boundary before ``piece``. A line break ends a row
+    when the quotes before it are even (an escaped quote ``""`` counts twice and keeps the parity)."""
+    view = np.frombuffer(piece, dtype=np.uint8)
+    breaks = np.flatnonzero(view == 10)
+    if breaks.size == 0:
+        return -1
+    quotes = np.cumsum(view == 34)[breaks] + quotes_before
+    outside = breaks[quotes % 2 == 0]
+    return int(outside[-1]) + 1 if outside.size else -1
+
+
+def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
+    """The file in pieces of about ``block_bytes`` that each end at a row boundary (pyarrow's own
+    streaming reader reads and parses ~16 blocks ahead: memory would follow that, not one block)."""
+    pending = b""
+    while True:
+        block = handle.read(block_bytes)
+        if not block:
+            if pending:
+                yield pending
+            return
+        piece = pending + block
+        end = _row_end(piece, 0)
+        if end < 0:  # a row longer than a block: read on
+            pending = piece
+            continue
+        yield piece[:end]
+        pending = piece[end:]
 
 
 def iter_chunks(
@@ -54,19 +82,21 @@ def iter_chunks(
     """Normalized frames of consecutive rows (index from 0 in each chunk), only ``columns`` if given."""
     try:
         with path.open("rb") as first:
-            raw_names = list(_reader(first, block_bytes, None, None).schema.names)
-        stripped = {name.strip(): name for name in raw_names}
+            names = list(pa_csv.open_csv(first, read_options=pa_csv.ReadOptions(block_size=1 << 20)).schema.names)
+        stripped = {name.strip(): name for name in names}
         include = [stripped[name] for name in columns] if columns is not None else None
         with path.open("rb") as handle:
-            yield from _frames(_reader(handle, block_bytes, raw_names, include))
+            for number, piece in enumerate(_pieces(handle, block_bytes)):
+                read, parse, convert = _options(names, include, skip_header=number == 0)
+                table = pa_csv.read_csv(pyarrow_lib.py_buffer(piece), read, parse, convert)
+                if table.num_rows == 0:
+                    continue
+                frame = pd.DataFrame(
+                    {
+                        name.strip(): table.column(i).to_numpy(zero_copy_only=False)
+                        for i, name in enumerate(table.column_names)
+                    }
+                )
+                yield normalize(frame)
     except (pyarrow_lib.ArrowException, OSError, KeyError) as error:
         raise ChunkError(str(error)) from None
-
-
-def _frames(reader: pa_csv.CSVStreamingReader) -> Iterator[pd.DataFrame]:
-    for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        names = [name.strip() for name in batch.schema.names]
-        frame = pd.DataFrame({name: batch.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(names)})
-        yield normalize(frame)
