@@ -32,8 +32,8 @@ from pipeline_core.stages.column_roles import STRICT_MISSING
 MIB = 1024 * 1024
 DEFAULT_MAX_DATASET_BYTES = 512 * MIB
 DEFAULT_MAX_LINE_BYTES = 1 * MIB
-# 4 MiB of CSV is ~25k rows of a 20-column numeric file: ~40 MB as pandas strings, the cleaned chunk less.
-DEFAULT_CHUNK_BYTES = 4 * MIB
+# 1 MiB of CSV is ~6k rows of a 20-column numeric file: a Preprocess chunk then costs ~50 MB (4 MiB: ~200 MB).
+DEFAULT_CHUNK_BYTES = 1 * MIB
 MAX_EXAMPLES = 5
 _SCAN_CHUNK = 64 * MIB
 _MAGIC = {
@@ -57,7 +57,7 @@ class Limits:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
-        """Limits from MAX_DATASET_BYTES, MAX_LINE_BYTES and CHUNK_BYTES (defaults 512 MiB, 1 MiB, 4 MiB)."""
+        """Limits from MAX_DATASET_BYTES, MAX_LINE_BYTES and CHUNK_BYTES (defaults 512 MiB, 1 MiB, 1 MiB)."""
         values = {}
         for name, default in (
             ("MAX_DATASET_BYTES", DEFAULT_MAX_DATASET_BYTES),
