@@ -1,4 +1,4 @@
-"""Reading a CSV file in bounded chunks: pyarrow's streaming reader, every value as text.
+"""Reading a CSV file in bounded chunks: row-aligned pieces parsed by pyarrow, every value as text.
 
 Each chunk is a :class:`~pipeline_core.stages.dataset_file.Table`-like frame normalized exactly as
 :func:`~pipeline_core.stages.dataset_file.read_csv_table` normalizes the whole file (strings stripped,
@@ -8,7 +8,10 @@ times that as pandas strings).
 
 pyarrow is stricter than the ``csv`` module in one corner: a whitespace-only line in a file of several
 columns is a one-field row to pyarrow (an error) and a blank line to ``csv`` (skipped). :class:`ChunkError`
-says so, and the caller falls back to the whole-file path, which reports or skips it as before.
+says so, and the caller falls back to the whole-file path, which reports or skips it as before. The same
+happens when a piece cut by quote parity is not valid CSV to pyarrow. A ``"`` inside an unquoted field (which
+both readers take literally) upsets the parity; a cut that then falls inside a quoted field leaves that piece
+with an unclosed quote, which pyarrow refuses (not checked beyond the tests' files: a known limit).
 """
 
 from __future__ import annotations
