@@ -188,3 +188,16 @@ def test_preprocess_falls_back_to_the_whole_table_when_pyarrow_refuses_the_file(
 
     assert result.n_train + result.n_validation + result.n_test == 150
     assert sum(len(part) for part in splits(aws, result).values()) == 150
+
+
+def test_pieces_end_where_a_csv_reader_ends_a_row(tmp_path: Path) -> None:
+    # a literal quote inside unquoted fields (5'10") and quoted fields with line breaks and "" in one file:
+    # counting quotes would cut inside the quoted fields after the first literal one
+    rows = ["0,5'10\",first"] + [f'{i},x,"two\nlines, ""quoted"" {i}"' for i in range(1, 60)]
+    data = ("id,height,note\n" + "\n".join(rows) + "\n").encode()
+    path = tmp_path / "data.csv"
+    path.write_bytes(data)
+    whole = load_table(data, "csv", Limits()).frame
+    for block in (20, 64, 300):
+        chunked = pd.concat(list(iter_chunks(path, block_bytes=block)), ignore_index=True)
+        pd.testing.assert_frame_equal(chunked, whole)

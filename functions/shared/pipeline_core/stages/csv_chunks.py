@@ -9,9 +9,8 @@ times that as pandas strings).
 pyarrow is stricter than the ``csv`` module in one corner: a whitespace-only line in a file of several
 columns is a one-field row to pyarrow (an error) and a blank line to ``csv`` (skipped). :class:`ChunkError`
 says so, and the caller falls back to the whole-file path, which reports or skips it as before. The same
-happens when a piece cut by quote parity is not valid CSV to pyarrow. A ``"`` inside an unquoted field (which
-both readers take literally) upsets the parity; a cut that then falls inside a quoted field leaves that piece
-with an unclosed quote, which pyarrow refuses (not checked beyond the tests' files: a known limit).
+happens for any file pyarrow cannot parse. Pieces are cut where a CSV reader sees a row end
+(:func:`_row_end`), so a quoted line break and a literal ``"`` inside an unquoted field stay in their row.
 """
 
 from __future__ import annotations
@@ -46,18 +45,36 @@ def _options(
     return read, pa_csv.ParseOptions(newlines_in_values=True), convert
 
 
-def _row_end(piece: bytes, quotes_before: int) -> int:
+def _row_end(piece: bytes) -> int:
     """The end of the last complete row in ``piece`` (just after a line break outside quotes), or -1.
 
-    ``quotes_before``: the '"' bytes since the last row boundary before ``piece``. A line break ends a row
-    when the quotes before it are even (an escaped quote ``""`` counts twice and keeps the parity)."""
+    ``piece`` starts at a row boundary. Without a ``"`` every line break ends a row. With quotes, the
+    separators, line breaks and quotes are walked in order as a CSV reader does: a ``"`` opens a quoted
+    field only at the start of a field (elsewhere it is a literal character, as for pyarrow and the ``csv``
+    module), ``""`` inside quotes is an escaped quote."""
     view = np.frombuffer(piece, dtype=np.uint8)
-    breaks = np.flatnonzero(view == 10)
-    if breaks.size == 0:
-        return -1
-    quotes = np.cumsum(view == 34)[breaks] + quotes_before
-    outside = breaks[quotes % 2 == 0]
-    return int(outside[-1]) + 1 if outside.size else -1
+    if not (view == 34).any():
+        breaks = np.flatnonzero(view == 10)
+        return int(breaks[-1]) + 1 if breaks.size else -1
+    special = np.flatnonzero((view == 34) | (view == 44) | (view == 10)).tolist()
+    last_separator, in_quotes, end, i = -1, False, -1, 0
+    while i < len(special):
+        at = special[i]
+        byte = piece[at]
+        if in_quotes:
+            if byte == 34:
+                if at + 1 < len(piece) and piece[at + 1] == 34:
+                    i += 1  # an escaped quote: skip its second half
+                else:
+                    in_quotes = False
+        elif byte == 34:
+            in_quotes = at == last_separator + 1  # a quote opens a field only at its start
+        else:
+            last_separator = at
+            if byte == 10:
+                end = at + 1
+        i += 1
+    return end
 
 
 def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
@@ -71,7 +88,7 @@ def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
                 yield pending
             return
         piece = pending + block
-        end = _row_end(piece, 0)
+        end = _row_end(piece)
         if end < 0:  # a row longer than a block: read on
             pending = piece
             continue
