@@ -103,6 +103,34 @@ class ObjectStore:
         self.write_bytes(uri, data, content_type)
         return True
 
+    def put_file_if_changed(self, uri: str, path: Path, content_type: str = "application/octet-stream") -> bool:
+        """:meth:`put_if_changed` for a local file, streamed both ways: the file and the object already
+        there are compared chunk by chunk, never held whole in memory; True if written."""
+        location = S3Uri.parse(uri)
+        with transient_errors_as(f"writing {uri}"), path.open("rb") as handle:
+            try:
+                self._s3.put_object(
+                    Bucket=location.bucket, Key=location.key, Body=handle, ContentType=content_type, IfNoneMatch="*"
+                )
+                return True
+            except ClientError as error:
+                if error.response["Error"]["Code"] not in {"PreconditionFailed", "412"}:
+                    raise
+            if self._same_bytes(location, path):
+                return False
+            self.write_stream(uri, handle, content_type)
+        return True
+
+    def _same_bytes(self, location: S3Uri, path: Path, chunk_bytes: int = 8 * 1024 * 1024) -> bool:
+        if self._s3.head_object(Bucket=location.bucket, Key=location.key)["ContentLength"] != path.stat().st_size:
+            return False
+        body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+        with path.open("rb") as handle:
+            for chunk in body.iter_chunks(chunk_bytes):
+                if handle.read(len(chunk)) != chunk:
+                    return False
+            return handle.read(1) == b""
+
     def download(self, uri: str, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.read_bytes(uri))

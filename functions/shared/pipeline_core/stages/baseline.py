@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -192,15 +192,23 @@ def numeric_stats(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericStats 
 
 def categorical_stats(values: pd.Series, max_categories: int = MAX_CATEGORIES) -> CategoricalStats | None:
     """Category shares of the present ``values`` (canonical text); None when there are none."""
-    present = values.dropna()
-    if present.empty:
+    counts = values.dropna().value_counts()
+    return categorical_stats_from_counts({str(k): int(v) for k, v in counts.items()}, max_categories)
+
+
+def categorical_stats_from_counts(
+    counts: Mapping[str, int], max_categories: int = MAX_CATEGORIES
+) -> CategoricalStats | None:
+    """:func:`categorical_stats` from each category's row count (summed over chunks by the streaming
+    Preprocess); None when there are none."""
+    counts = {name: count for name, count in counts.items() if count}
+    if not counts:
         return None
-    counts = present.value_counts()
     # most frequent first, ties by name: the same data always keeps the same categories
-    ranked = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[:max_categories]
-    total = float(counts.sum())
-    frequencies = {str(name): float(count) / total for name, count in kept}
+    total = float(sum(counts.values()))
+    frequencies = {name: float(count) / total for name, count in kept}
     return CategoricalStats(
         frequencies=frequencies,
         other=max(0.0, 1.0 - sum(frequencies.values())) if len(ranked) > len(kept) else 0.0,

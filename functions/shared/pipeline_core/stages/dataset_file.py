@@ -32,6 +32,8 @@ from pipeline_core.stages.column_roles import STRICT_MISSING
 MIB = 1024 * 1024
 DEFAULT_MAX_DATASET_BYTES = 512 * MIB
 DEFAULT_MAX_LINE_BYTES = 1 * MIB
+# 1 MiB of CSV is ~6k rows of a 20-column numeric file: a Preprocess chunk then costs ~50 MB (4 MiB: ~200 MB).
+DEFAULT_CHUNK_BYTES = 1 * MIB
 MAX_EXAMPLES = 5
 _SCAN_CHUNK = 64 * MIB
 _MAGIC = {
@@ -46,18 +48,21 @@ _MAGIC = {
 
 @dataclass(frozen=True)
 class Limits:
-    """Tuning knobs: the largest dataset and the longest CSV line accepted."""
+    """Tuning knobs: the largest dataset, the longest CSV line accepted, and how much CSV a streaming
+    stage reads at a time (its memory is a few times this, whatever the file's size)."""
 
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
-        """Limits from MAX_DATASET_BYTES and MAX_LINE_BYTES (defaults 512 MiB and 1 MiB)."""
+        """Limits from MAX_DATASET_BYTES, MAX_LINE_BYTES and CHUNK_BYTES (defaults 512 MiB, 1 MiB, 1 MiB)."""
         values = {}
         for name, default in (
             ("MAX_DATASET_BYTES", DEFAULT_MAX_DATASET_BYTES),
             ("MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES),
+            ("CHUNK_BYTES", DEFAULT_CHUNK_BYTES),
         ):
             text = optional_env(name, str(default), environ)
             try:
@@ -68,7 +73,7 @@ class Limits:
                 ) from None
             if values[name] <= 0:
                 raise ConfigurationError(f"environment variable {name} must be positive, got {text!r}")
-        return cls(values["MAX_DATASET_BYTES"], values["MAX_LINE_BYTES"])
+        return cls(values["MAX_DATASET_BYTES"], values["MAX_LINE_BYTES"], values["CHUNK_BYTES"])
 
 
 @dataclass(frozen=True)

@@ -23,23 +23,29 @@ the problem is classification and every class has :func:`~pipeline_core.classes.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from pipeline_core.aws.s3 import ObjectStore
-from pipeline_core.classes import apply_rare_classes, min_rows_per_class, split_sizes, target_labels
+from pipeline_core.classes import apply_rare_classes, target_labels
 from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, IngestResult, PreprocessResult, RunConfig
 from pipeline_core.observability import logger
 from pipeline_core.stages.baseline import BASELINE_NAME, baseline_document, build_baseline
+from pipeline_core.stages.csv_chunks import ChunkError
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, Limits, apply_schema, load_table
+from pipeline_core.stages.dataset_file import check_size
+from pipeline_core.stages.preprocess_stream import Streamed, stream_preprocess
+from pipeline_core.stages.splitting import SPLITS, Split, split_coded, split_rows
+
+__all__ = ["SPLITS", "Split", "split_coded", "split_rows"]  # re-exported: the tests and trainers use them from here
 from pipeline_core.stages.trainer_input import training_hyperparameters
 
 COLUMNS_FORMAT = 1
-SPLITS = ("train", "validation", "test")
 
 
 class PreprocessEvent(BaseModel):
@@ -48,54 +54,6 @@ class PreprocessEvent(BaseModel):
     config: RunConfig
     ingest: IngestResult
     data: DataProfile
-
-
-@dataclass(frozen=True)
-class Split:
-    """Row positions of each split and how they were chosen."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    stratified: bool
-    reason: str
-
-
-def split_rows(
-    n_rows: int, test_size: float, validation_size: float, seed: int, labels: pd.Series | None = None
-) -> Split:
-    """Seeded train/validation/test positions for ``n_rows`` rows; stratified by ``labels`` when every class
-    has :func:`min_rows_per_class` rows (>= 1 in test, >= 2 in train+validation), as ValidateData checked."""
-    rng = np.random.default_rng(seed)
-    if labels is not None:
-        counts = labels.value_counts()
-        per_class = {label: split_sizes(int(count), test_size, validation_size) for label, count in counts.items()}
-        minimum = min_rows_per_class(test_size, validation_size)
-        too_small = sorted(str(label) for label, count in counts.items() if count < minimum)
-        if not too_small:
-            positions = np.arange(len(labels))
-            values = labels.to_numpy()
-            parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-            for label in sorted(per_class, key=str):  # a fixed class order keeps the split reproducible
-                members = rng.permutation(positions[values == label])
-                _, n_validation, n_test = per_class[label]
-                parts["test"].append(members[:n_test])
-                parts["validation"].append(members[n_test : n_test + n_validation])
-                parts["train"].append(members[n_test + n_validation :])
-            chosen = {name: rng.permutation(np.concatenate(arrays)) for name, arrays in parts.items()}
-            return Split(**chosen, stratified=True, reason=f"stratified over {len(counts)} classes")
-        reason = f"plain (not stratified): classes {', '.join(too_small[:5])} have fewer than {minimum} rows"
-    else:
-        reason = "plain: regression target"
-    order = rng.permutation(n_rows)
-    _, n_validation, n_test = split_sizes(n_rows, test_size, validation_size)
-    return Split(
-        train=order[n_test + n_validation :],
-        validation=order[n_test : n_test + n_validation],
-        test=order[:n_test],
-        stratified=False,
-        reason=reason,
-    )
 
 
 @dataclass(frozen=True)
@@ -148,35 +106,55 @@ def columns_document(profile: DataProfile) -> bytes:
 def preprocess(
     config: RunConfig, ingest: IngestResult, profile: DataProfile, store: ObjectStore, limits: Limits
 ) -> PreprocessResult:
-    """The Preprocess state: write the three splits under ``config.processed_prefix`` and describe them."""
-    cleaned = clean(store.read_bytes(ingest.raw_uri), ingest, profile, config, limits)
-    frame = cleaned.frame
-    labels = frame[profile.target] if profile.problem_type != "regression" else None
-    split = split_rows(len(frame), config.test_size, config.validation_size, config.seed, labels)
-    logger.info(
-        "split",
-        extra={
-            "split": split.reason,
-            "stratified": split.stratified,
-            "rows": {name: len(getattr(split, name)) for name in SPLITS},
-            "dropped_rows": cleaned.dropped,
-            "duplicate_rows_kept": int(frame.duplicated().sum()),
-        },
-    )
+    """The Preprocess state: write the three splits under ``config.processed_prefix`` and describe them.
+
+    A CSV dataset is streamed (:mod:`pipeline_core.stages.preprocess_stream`: memory does not grow with
+    the file's width or values); a Parquet one, or a CSV the streaming reader cannot read as the whole-file
+    reader does, is read whole as before. Both write the same bytes."""
+    check_size(ingest.size_bytes, limits)
     document = columns_document(profile)
-    uris = {}
-    for name in SPLITS:
-        prefix = f"{config.processed_prefix}{name}/"
-        part = frame.iloc[getattr(split, name)]
-        body = part.to_csv(index=False, lineterminator="\n").encode("utf-8")
-        # The split is seeded, so a retried Preprocess produces the same bytes and writes nothing new.
-        store.put_if_changed(f"{prefix}{name}.csv", body, content_type="text/csv")
-        store.put_if_changed(f"{prefix}columns.json", document, content_type="application/json")
-        uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
+    with tempfile.TemporaryDirectory(prefix="preprocess-") as work:
+        workdir = Path(work)
+        streamed = None
+        if ingest.format == "csv":
+            source = workdir / "dataset.csv"
+            store.download_stream(ingest.raw_uri, source)
+            try:
+                streamed = stream_preprocess(
+                    source, workdir, profile, config, ingest.sha256, limits.chunk_bytes, delete_source=True
+                )
+            except ChunkError as error:
+                logger.info("streaming reader cannot read the file; reading it whole", extra={"reason": str(error)})
+            except DataValidationError as error:
+                raise DataValidationError(f"{ingest.raw_uri}: {error}") from None
+            data = source.read_bytes() if streamed is None else b""
+            source.unlink(missing_ok=True)
+        else:
+            data = store.read_bytes(ingest.raw_uri)
+        if streamed is None:
+            streamed = _whole(data, ingest, profile, config, limits, workdir)
+        del data
+        split = streamed.split
+        logger.info(
+            "split",
+            extra={
+                "split": split.reason,
+                "stratified": split.stratified,
+                "rows": {name: len(getattr(split, name)) for name in SPLITS},
+                "dropped_rows": streamed.dropped,
+                "duplicate_rows_kept": streamed.duplicate_rows,
+            },
+        )
+        uris = {}
+        for name in SPLITS:
+            prefix = f"{config.processed_prefix}{name}/"
+            # The split is seeded, so a retried Preprocess produces the same bytes and writes nothing new.
+            store.put_file_if_changed(f"{prefix}{name}.csv", streamed.files[name], content_type="text/csv")
+            store.put_if_changed(f"{prefix}columns.json", document, content_type="application/json")
+            uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
     # Outside the channels: the training job downloads every object under a channel's prefix.
     baseline_uri = f"{config.processed_prefix}{BASELINE_NAME}"
-    baseline = build_baseline(frame.iloc[split.train], profile, ingest.sha256)
-    store.put_if_changed(baseline_uri, baseline_document(baseline), content_type="application/json")
+    store.put_if_changed(baseline_uri, baseline_document(streamed.baseline), content_type="application/json")
     return PreprocessResult(
         train_uri=uris["train"],
         validation_uri=uris["validation"],
@@ -185,10 +163,27 @@ def preprocess(
         n_validation=len(split.validation),
         n_test=len(split.test),
         feature_columns=profile.feature_columns,
-        dropped_rows=sum(cleaned.dropped.values()),
+        dropped_rows=sum(streamed.dropped.values()),
         hyperparameters=training_hyperparameters(config, profile),
         column_roles={c.name: c.role for c in profile.columns},
         excluded_columns=profile.excluded_columns,
-        dropped_rows_by_reason=cleaned.dropped,
+        dropped_rows_by_reason=streamed.dropped,
         baseline_uri=baseline_uri,
     )
+
+
+def _whole(
+    data: bytes, ingest: IngestResult, profile: DataProfile, config: RunConfig, limits: Limits, workdir: Path
+) -> Streamed:
+    """The whole-table Preprocess (Parquet, or a CSV the streaming reader refuses): the same outputs."""
+    cleaned = clean(data, ingest, profile, config, limits)
+    frame = cleaned.frame
+    labels = frame[profile.target] if profile.problem_type != "regression" else None
+    split = split_rows(len(frame), config.test_size, config.validation_size, config.seed, labels)
+    files = {}
+    for name in SPLITS:
+        files[name] = workdir / f"{name}.csv"
+        part = frame.iloc[getattr(split, name)]
+        files[name].write_bytes(part.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    baseline = build_baseline(frame.iloc[split.train], profile, ingest.sha256)
+    return Streamed(files, split, cleaned.dropped, int(frame.duplicated().sum()), baseline)

@@ -1,0 +1,122 @@
+"""Reading a CSV file in bounded chunks: row-aligned pieces parsed by pyarrow, every value as text.
+
+Each chunk is a :class:`~pipeline_core.stages.dataset_file.Table`-like frame normalized exactly as
+:func:`~pipeline_core.stages.dataset_file.read_csv_table` normalizes the whole file (strings stripped,
+``STRICT_MISSING`` tokens as NA), so a stage that runs the same per-row logic on every chunk gets the values
+it would get from the whole table, while holding one chunk at a time (about ``block_bytes`` of CSV, a few
+times that as pandas strings).
+
+pyarrow is stricter than the ``csv`` module in one corner: a whitespace-only line in a file of several
+columns is a one-field row to pyarrow (an error) and a blank line to ``csv`` (skipped). :class:`ChunkError`
+says so, and the caller falls back to the whole-file path, which reports or skips it as before. The same
+happens for any file pyarrow cannot parse. Pieces are cut where a CSV reader sees a row end
+(:func:`_row_end`), so a quoted line break and a literal ``"`` inside an unquoted field stay in their row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pyarrow_lib
+import pyarrow.csv as pa_csv
+
+from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, normalize
+
+
+class ChunkError(Exception):
+    """The streaming reader cannot read the file the way the whole-file reader does."""
+
+
+def _options(
+    names: Sequence[str], include: Sequence[str] | None, skip_header: bool
+) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
+    convert = pa_csv.ConvertOptions(
+        column_types=dict.fromkeys(names, pyarrow_lib.string()),
+        strings_can_be_null=False,  # missing values are decided by normalize(), as for the whole file
+        quoted_strings_can_be_null=False,
+        null_values=[],
+        include_columns=list(include) if include else None,
+    )
+    read = pa_csv.ReadOptions(column_names=list(names), skip_rows=1 if skip_header else 0, use_threads=False)
+    return read, pa_csv.ParseOptions(newlines_in_values=True), convert
+
+
+def _row_end(piece: bytes) -> int:
+    """The end of the last complete row in ``piece`` (just after a line break outside quotes), or -1.
+
+    ``piece`` starts at a row boundary. Without a ``"`` every line break ends a row. With quotes, the
+    separators, line breaks and quotes are walked in order as a CSV reader does: a ``"`` opens a quoted
+    field only at the start of a field (elsewhere it is a literal character, as for pyarrow and the ``csv``
+    module), ``""`` inside quotes is an escaped quote."""
+    view = np.frombuffer(piece, dtype=np.uint8)
+    if not (view == 34).any():
+        breaks = np.flatnonzero(view == 10)
+        return int(breaks[-1]) + 1 if breaks.size else -1
+    special = np.flatnonzero((view == 34) | (view == 44) | (view == 10)).tolist()
+    last_separator, in_quotes, end, i = -1, False, -1, 0
+    while i < len(special):
+        at = special[i]
+        byte = piece[at]
+        if in_quotes:
+            if byte == 34:
+                if at + 1 < len(piece) and piece[at + 1] == 34:
+                    i += 1  # an escaped quote: skip its second half
+                else:
+                    in_quotes = False
+        elif byte == 34:
+            in_quotes = at == last_separator + 1  # a quote opens a field only at its start
+        else:
+            last_separator = at
+            if byte == 10:
+                end = at + 1
+        i += 1
+    return end
+
+
+def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
+    """The file in pieces of about ``block_bytes`` that each end at a row boundary (pyarrow's own
+    streaming reader reads and parses ~16 blocks ahead: memory would follow that, not one block)."""
+    pending = b""
+    while True:
+        block = handle.read(block_bytes)
+        if not block:
+            if pending:
+                yield pending
+            return
+        piece = pending + block
+        end = _row_end(piece)
+        if end < 0:  # a row longer than a block: read on
+            pending = piece
+            continue
+        yield piece[:end]
+        pending = piece[end:]
+
+
+def iter_chunks(
+    path: Path, columns: Sequence[str] | None = None, block_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[pd.DataFrame]:
+    """Normalized frames of consecutive rows (index from 0 in each chunk), only ``columns`` if given."""
+    try:
+        with path.open("rb") as first:
+            names = list(pa_csv.open_csv(first, read_options=pa_csv.ReadOptions(block_size=1 << 20)).schema.names)
+        stripped = {name.strip(): name for name in names}
+        include = [stripped[name] for name in columns] if columns is not None else None
+        with path.open("rb") as handle:
+            for number, piece in enumerate(_pieces(handle, block_bytes)):
+                read, parse, convert = _options(names, include, skip_header=number == 0)
+                table = pa_csv.read_csv(pyarrow_lib.py_buffer(piece), read, parse, convert)
+                if table.num_rows == 0:
+                    continue
+                frame = pd.DataFrame(
+                    {
+                        name.strip(): table.column(i).to_numpy(zero_copy_only=False)
+                        for i, name in enumerate(table.column_names)
+                    }
+                )
+                yield normalize(frame)
+    except (pyarrow_lib.ArrowException, OSError, KeyError) as error:
+        raise ChunkError(str(error)) from None

@@ -1,0 +1,289 @@
+"""Preprocess in bounded memory: the same splits, byte for byte, from a CSV read in chunks.
+
+Two passes over the local copy of the dataset (:mod:`pipeline_core.stages.csv_chunks`), never the table:
+
+1. the target column only: which rows are kept (a target, a class the profile kept) and each kept row's
+   class as a small integer code. Class labels are decided on the target's *distinct* values, which is
+   what :func:`~pipeline_core.classes.target_labels` decides on the whole column (whole numbers written
+   without ``.0`` only when every value is whole); rare classes are dropped or merged as the profile says
+   (ValidateData applied ``rare_classes`` to the same bytes: Ingest's hash names them).
+2. every column, a chunk at a time: values read with their roles (:func:`apply_schema`), the kept rows
+   rendered as CSV lines (``DataFrame.to_csv``, so each value is written exactly as the whole-frame write
+   would) into one spool file, with each line's offset; the train rows' baseline statistics accumulated.
+
+The split is :func:`~pipeline_core.stages.splitting.split_coded`, the seeded permutation Preprocess has
+always used, over the kept rows' class codes: each split file is then written by copying the spooled lines
+in the split's order. What stays in memory grows with the row count only by a few small arrays (about 50
+bytes a kept row: keep mask, class code, line offset, split permutation, row hash for the duplicate count),
+never with the width of the table or the size of its values. Numeric train values are spooled to disk per
+column and read back one column at a time for the exact quantiles of the baseline (8 bytes a train row).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline_core.classes import MERGED_LABEL, target_labels
+from pipeline_core.errors import DataValidationError
+from pipeline_core.models import ColumnProfile, DataProfile, RunConfig
+from pipeline_core.stages.baseline import (
+    DEFAULT_BINS,
+    MAX_CATEGORIES,
+    Baseline,
+    FeatureBaseline,
+    categorical_stats_from_counts,
+    category_text,
+    compare_kind,
+    numeric_stats,
+)
+from pipeline_core.stages.csv_chunks import iter_chunks
+from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, apply_schema
+from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Table
+from pipeline_core.stages.splitting import SPLITS, Split, split_coded
+
+_COPY_BUFFER = 1024 * 1024
+_ORDER_BLOCK = 65536
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What the streaming Preprocess wrote (split files under the work directory) and found."""
+
+    files: dict[str, Path]  # split name -> its CSV file
+    split: Split
+    dropped: dict[str, int]  # reason -> rows
+    duplicate_rows: int
+    baseline: Baseline
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Pass 1: per file row, kept or not; per kept row, its class code into ``names`` (classification)."""
+
+    keep: np.ndarray  # bool, one per data row of the file
+    codes: np.ndarray | None  # int, one per kept row; None for regression
+    names: list[str]
+    dropped: dict[str, int]
+
+
+def _chunks_with_offsets(path: Path, columns: list[str] | None, block_bytes: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    offset = 0
+    for chunk in iter_chunks(path, columns, block_bytes):
+        yield offset, chunk
+        offset += len(chunk)
+
+
+def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_CHUNK_BYTES) -> Targets:
+    """Pass 1 over the target column only."""
+    target = profile.target
+    column = next(c for c in profile.columns if c.name == target)
+    classification = profile.problem_type != "regression"
+    keep_parts: list[np.ndarray] = []
+    raw_parts: list[np.ndarray] = []
+    raw_index: dict[object, int] = {}  # distinct target value (as read) -> raw code
+    for _, chunk in _chunks_with_offsets(path, [target], block_bytes):
+        values = apply_schema(Table(chunk), [column])[target]
+        has = values.notna().to_numpy()
+        keep_parts.append(has)
+        if classification:
+            local, uniques = pd.factorize(values[has], use_na_sentinel=True)
+            lut = np.array([raw_index.setdefault(u, len(raw_index)) for u in uniques], dtype=np.int64)
+            raw_parts.append(lut[local] if len(lut) else np.zeros(0, dtype=np.int64))
+    keep = np.concatenate(keep_parts) if keep_parts else np.zeros(0, dtype=bool)
+    dropped = {EMPTY_TARGET: int((~keep).sum())}
+    if not classification:
+        return Targets(keep, None, [], {k: v for k, v in dropped.items() if v})
+    # labels of the distinct values: target_labels decides "3" or "3.0" on the values present, as for the column
+    distinct = pd.Series(list(raw_index), dtype=float if column.dtype == "numeric" else object)
+    labels = target_labels(distinct, column.dtype).tolist()
+    merged = set(profile.merged_classes)
+    names = list(profile.class_labels)
+    code_of = {name: i for i, name in enumerate(names)}
+    final = np.array(
+        [code_of.get(MERGED_LABEL if label in merged else label, -1) for label in labels] or [0], dtype=np.int64
+    )
+    raw = np.concatenate(raw_parts) if raw_parts else np.zeros(0, dtype=np.int64)
+    codes = final[raw] if raw.size else raw
+    rare = codes < 0
+    dropped[RARE_DROPPED] = int(rare.sum())
+    keep[np.flatnonzero(keep)[rare]] = False
+    return Targets(keep, codes[~rare], names, {k: v for k, v in dropped.items() if v})
+
+
+class _BaselineParts:
+    """The train split's per-feature statistics, accumulated chunk by chunk (file order)."""
+
+    def __init__(self, profile: DataProfile, workdir: Path) -> None:
+        by_name = {c.name: c for c in profile.columns}
+        self.profile = profile
+        self.features: list[ColumnProfile] = [by_name[name] for name in profile.feature_columns]
+        self.count = 0
+        self.missing = dict.fromkeys(profile.feature_columns, 0)
+        self.categories: dict[str, Counter[str]] = {
+            c.name: Counter() for c in self.features if compare_kind(c.role) == "categorical"
+        }
+        self.spools = {
+            c.name: workdir / f"numeric-{i}.f8"
+            for i, c in enumerate(self.features)
+            if compare_kind(c.role) == "numeric"
+        }
+        for spool in self.spools.values():
+            spool.write_bytes(b"")
+
+    def add(self, rows: pd.DataFrame) -> None:
+        self.count += len(rows)
+        for column in self.features:
+            values = rows[column.name]
+            self.missing[column.name] += int(values.isna().sum())
+            if column.name in self.categories:
+                counts = category_text(values).dropna().value_counts()
+                self.categories[column.name].update({str(k): int(v) for k, v in counts.items()})
+            elif column.name in self.spools:
+                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+                with self.spools[column.name].open("ab") as out:
+                    numbers.astype("<f8").tofile(out)
+
+    def baseline(self, order: np.ndarray, dataset_sha256: str) -> Baseline:
+        """``order``: for each train row in split order, its position among the train rows in file order."""
+        features = []
+        for column in self.features:
+            numeric = categorical = None
+            if column.name in self.spools:
+                # the values in split order, as build_baseline sees them: the float sums match bit for bit
+                numeric = numeric_stats(np.fromfile(self.spools[column.name], dtype="<f8")[order], DEFAULT_BINS)
+            elif column.name in self.categories:
+                categorical = categorical_stats_from_counts(self.categories[column.name], MAX_CATEGORIES)
+            missing = self.missing[column.name]
+            features.append(
+                FeatureBaseline(
+                    name=column.name,
+                    role=column.role,
+                    dtype=column.dtype,
+                    format=column.format,
+                    count=self.count,
+                    missing=missing,
+                    missing_rate=missing / self.count if self.count else 0.0,
+                    numeric=numeric,
+                    categorical=categorical,
+                )
+            )
+        others = sorted(c.name for c in self.profile.columns if c.name not in set(self.profile.feature_columns))
+        return Baseline(
+            dataset_sha256=dataset_sha256,
+            target=self.profile.target,
+            problem_type=self.profile.problem_type,
+            n_rows=self.count,
+            bins=DEFAULT_BINS,
+            max_categories=MAX_CATEGORIES,
+            features=features,
+            other_columns=others,
+        )
+
+
+def _csv_lines(rows: pd.DataFrame) -> bytes:
+    """The rows as CSV lines, no header, each value written as ``to_csv`` writes the whole frame."""
+    return rows.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
+
+
+def _line_starts(rows: pd.DataFrame, body: bytes) -> np.ndarray:
+    """The byte offset in ``body`` where each row's line starts (a quoted value may hold a line break)."""
+    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+    if len(ends) == len(rows):
+        return np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    lengths = [len(_csv_lines(rows.iloc[i : i + 1])) for i in range(len(rows))]
+    return np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+
+
+def _split_of(split: Split, n_kept: int) -> np.ndarray:
+    which = np.empty(n_kept, dtype=np.int8)
+    for i, name in enumerate(SPLITS):
+        which[getattr(split, name)] = i
+    return which
+
+
+def stream_preprocess(
+    path: Path,
+    workdir: Path,
+    profile: DataProfile,
+    config: RunConfig,
+    dataset_sha256: str,
+    block_bytes: int = DEFAULT_CHUNK_BYTES,
+    delete_source: bool = False,
+) -> Streamed:
+    """The three split files (under ``workdir``) and the train baseline of the CSV at ``path``;
+    ``delete_source``: delete ``path`` once read, before the split files are written (Lambda's ``/tmp``
+    then holds at most the spool, the numeric spools and the splits, not the dataset besides)."""
+    targets = read_targets(path, profile, block_bytes)
+    n_kept = int(targets.keep.sum())
+    split = split_coded(n_kept, config.test_size, config.validation_size, config.seed, targets.codes, targets.names)
+    which = _split_of(split, n_kept)
+    kept_before = np.concatenate(([0], np.cumsum(targets.keep))).astype(np.int64)
+    columns = [*profile.feature_columns, profile.target]
+    parts = _BaselineParts(profile, workdir)
+    spool_path = workdir / "rows.csv"
+    starts = np.zeros(n_kept + 1, dtype=np.int64)
+    hashes = np.zeros(n_kept, dtype=np.uint64)
+    header = b""
+    written = 0
+    with spool_path.open("wb") as spool:
+        for offset, chunk in _chunks_with_offsets(path, None, block_bytes):
+            missing = {c.name for c in profile.columns} - set(chunk.columns)
+            if missing:
+                raise DataValidationError(
+                    f"the dataset no longer has the profiled columns {sorted(missing)}; was it replaced after "
+                    "ValidateData?"
+                )
+            values = apply_schema(Table(chunk), profile.columns)
+            keep = targets.keep[offset : offset + len(chunk)]
+            rows = values[keep].reset_index(drop=True)[columns]
+            first, last = int(kept_before[offset]), int(kept_before[offset + len(chunk)])
+            if targets.codes is not None:
+                names = np.array(targets.names, dtype=object)
+                rows[profile.target] = names[targets.codes[first:last]]
+            if not header:
+                header = rows.iloc[:0].to_csv(index=False, lineterminator="\n").encode("utf-8")
+            body = _csv_lines(rows)
+            starts[first:last] = _line_starts(rows, body) + written
+            spool.write(body)
+            written += len(body)
+            hashes[first:last] = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+            parts.add(rows[which[first:last] == 0])
+    starts[n_kept] = written
+    if delete_source:
+        path.unlink()
+    files = {name: workdir / f"{name}.csv" for name in SPLITS}
+    _write_in_order(spool_path, starts, {name: getattr(split, name) for name in SPLITS}, files, header)
+    spool_path.unlink()
+    train_in_file_order = np.sort(split.train)
+    baseline = parts.baseline(np.searchsorted(train_in_file_order, split.train), dataset_sha256)
+    return Streamed(
+        files=files,
+        split=split,
+        dropped=targets.dropped,
+        duplicate_rows=int(n_kept - np.unique(hashes).size),
+        baseline=baseline,
+    )
+
+
+def _write_in_order(
+    spool_path: Path, starts: np.ndarray, orders: dict[str, np.ndarray], files: dict[str, Path], header: bytes
+) -> None:
+    """Each split file: the header, then the spooled lines of its rows in the split's order."""
+    fd = os.open(spool_path, os.O_RDONLY)
+    try:
+        for name, order in orders.items():
+            with files[name].open("wb", buffering=_COPY_BUFFER) as out:
+                out.write(header)
+                for block in range(0, len(order), _ORDER_BLOCK):  # Python ints for a block at a time
+                    rows = order[block : block + _ORDER_BLOCK]
+                    for b, e in zip(starts[rows].tolist(), starts[rows + 1].tolist(), strict=True):
+                        out.write(os.pread(fd, e - b, b))
+    finally:
+        os.close(fd)
