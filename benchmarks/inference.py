@@ -325,6 +325,7 @@ def start_server(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
+        cwd=REPO,  # benchmarks.* are modules of the repository, wherever the benchmark is started from
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
