@@ -15,7 +15,7 @@ from pipeline_core.aws.runs import RunLog
 from pipeline_core.aws.s3 import ObjectStore
 from pipeline_core.errors import ConfigurationError, DatasetNotFoundError, DatasetTooLargeError, DataValidationError
 from pipeline_core.models import IngestResult, RunConfig
-from pipeline_core.stages.data_path import MIB, DataPathSettings, choose_path
+from pipeline_core.stages.data_path import LAMBDA_MAX_MEMORY_MB, MIB, DataPathSettings, choose_path
 from pipeline_core.stages.ingest import detect_format, ingest
 from pipeline_core.stages.validate_input import build_run_config
 from sklearn.datasets import load_iris
@@ -236,6 +236,19 @@ def test_the_templates_threshold_agrees_with_the_data_stages_memory() -> None:
     for stage in ("ValidateDataFunction", "PreprocessFunction"):
         assert functions[stage].memory_mb == settings.data_stage_memory_mb
         assert functions[stage].environment["MAX_DATASET_BYTES"] == ingest_env["LARGE_DATASET_THRESHOLD_BYTES"]
+
+
+def test_preprocess_has_the_tmp_space_any_admitted_dataset_needs() -> None:
+    """Preprocess streams through /tmp (~2.5x the dataset at its peak: the download, the spools, the splits);
+    Lambda's default 512 MB would fail a dataset of ~200 MB, the default threshold, on AWS."""
+    from tests.unit.test_template import load_template
+
+    properties = load_template()["Resources"]["PreprocessFunction"]["Properties"]
+    stack = stack_model(TEMPLATE, "stepml-local", {"Target": "local"})
+    ingest = next(s for s in stack.functions.values() if s.logical_id == "IngestFunction")
+    factor = DataPathSettings.from_env(ingest.environment).memory_factor
+    largest_admitted_mb = LAMBDA_MAX_MEMORY_MB / factor  # what the largest MemorySize holds
+    assert properties["EphemeralStorage"]["Size"] >= 2.5 * largest_admitted_mb
 
 
 def test_a_dataset_too_large_is_refused_before_anything_is_copied(aws: Any) -> None:
