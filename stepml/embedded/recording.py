@@ -9,6 +9,8 @@ last reads moto's latest value.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,14 +19,12 @@ from xml.etree import ElementTree
 
 from stepml.embedded.blob_keys import KeyReader, back_with_blob, current_key
 from stepml.embedded.durable import DurableStore, item_key
-from stepml.embedded.template import TableSpec
+from stepml.embedded.template import ACCOUNT_ID, REGION, TableSpec
 
 # Query parameters of S3 PUTs and DELETEs that change something other than an object's content.
 _SUBRESOURCES = ("partNumber", "uploadId", "uploads", "tagging", "acl", "retention", "legal-hold", "versioning")
 # moto keeps an object's user metadata (S3's Metadata) under these names
 _USER_METADATA = "x-amz-meta-"
-# BatchGetItem reads at most 100 keys per call.
-_BATCH_GET_LIMIT = 100
 
 
 def s3_location(environ: dict[str, Any], buckets: set[str]) -> tuple[str, str] | None:
@@ -44,6 +44,34 @@ def s3_object_written(environ: dict[str, Any]) -> bool:
     if method == "PUT":
         return not any(name in query for name in _SUBRESOURCES)
     return method == "POST" and "uploadId" in query
+
+
+def current_item(table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The item ``key`` names in ``table`` as moto holds it now, in the shape a boto3 client's GetItem
+    returns it (attribute values typed, binaries as bytes), or None."""
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.utilities import DynamoJsonEncoder
+
+    item = dynamodb_backends[ACCOUNT_ID][REGION].get_item(table, key)
+    if item is None:
+        return None
+    # moto's own answer to GetItem is this JSON (binaries base64-encoded); boto3 would decode those
+    attributes: dict[str, Any] = json.loads(json.dumps(item.describe_attrs()["Item"], cls=DynamoJsonEncoder))
+    return {name: _binaries_decoded(value) for name, value in attributes.items()}
+
+
+def _binaries_decoded(value: dict[str, Any]) -> dict[str, Any]:
+    """An attribute value with its B and BS members as bytes, as botocore parses them."""
+    kind, content = next(iter(value.items()))
+    if kind == "B":
+        return {kind: base64.b64decode(content)}
+    if kind == "BS":
+        return {kind: [base64.b64decode(member) for member in content]}
+    if kind == "M":
+        return {kind: {name: _binaries_decoded(member) for name, member in content.items()}}
+    if kind == "L":
+        return {kind: [_binaries_decoded(member) for member in content]}
+    return value
 
 
 class StateRecorder:
@@ -132,20 +160,16 @@ class StateRecorder:
         return touched
 
     def sync_items(self, touched: dict[str, list[dict[str, Any]]]) -> None:
-        """Store each touched item as moto now has it (deleted when moto has none)."""
-        dynamodb = self._client("dynamodb")
+        """Store each touched item as moto now has it (deleted when moto has none).
+
+        The items are read from moto's backend in this process, as the objects are, rather than through
+        BatchGetItem: a request to itself, serialised and parsed by boto3 on one side and moto on the other,
+        cost the local AWS about as much CPU per item as the write it records (the prediction log writes an
+        item per request served).
+        """
         for table, keys in touched.items():
             unique = {item_key(k): k for k in keys}
             spec = self._tables[table]
-            names = [part["AttributeName"] for part in spec.key_schema]
-            ordered = list(unique.items())
-            for start in range(0, len(ordered), _BATCH_GET_LIMIT):
-                chunk = dict(ordered[start : start + _BATCH_GET_LIMIT])
-                found: dict[str, dict[str, Any]] = {}
-                pending: dict[str, Any] = {table: {"Keys": list(chunk.values()), "ConsistentRead": True}}
-                while pending:
-                    answer = dynamodb.batch_get_item(RequestItems=pending)
-                    for item in answer.get("Responses", {}).get(table, []):
-                        found[item_key({n: item[n] for n in names})] = item
-                    pending = answer.get("UnprocessedKeys") or {}
-                self.store.put_items(table, [(k, found.get(k)) for k in chunk], spec.ttl_attribute)
+            self.store.put_items(
+                table, [(k, current_item(table, key)) for k, key in unique.items()], spec.ttl_attribute
+            )

@@ -121,6 +121,31 @@ def test_the_recorder_stores_what_moto_holds_after_each_kind_of_write(aws: FakeA
     assert recorder.s3_keys_changed(part, b"") == []
 
 
+def test_the_recorder_stores_each_item_as_getitem_answers_it(aws: FakeAws, tmp_path: Path) -> None:
+    # read from moto's backend in this process, not through BatchGetItem: the stored item must still be
+    # exactly what a client reading the table gets, whatever the attribute types
+    store = DurableStore(tmp_path)
+    table = TableSpec("Registry", aws.registry_table, [{"AttributeName": "model_name", "KeyType": "HASH"},
+                      {"AttributeName": "version", "KeyType": "RANGE"}], [])  # fmt: skip
+    recorder = StateRecorder(store, {"dynamodb": aws.dynamodb}.__getitem__, {aws.bucket}, {"Registry": table})
+    key = {"model_name": {"S": "iris"}, "version": {"N": "7"}}
+    item = {
+        **key,
+        "text": {"S": "é ✓"},
+        "number": {"N": "0.819"},
+        "big": {"N": "12345678901234567890"},
+        "names": {"SS": ["a", "b"]},
+        "numbers": {"NS": ["1", "2.5"]},
+        "nested": {"M": {"inner": {"L": [{"S": "x"}, {"N": "3"}, {"BOOL": False}, {"NULL": True}]}}},
+        "flag": {"BOOL": True},
+        "nothing": {"NULL": True},
+    }
+    writes = {aws.registry_table: [{"PutRequest": {"Item": item}}]}
+    aws.dynamodb.batch_write_item(RequestItems=writes)
+    recorder.sync_items(recorder.dynamodb_keys_changed("BatchWriteItem", {"RequestItems": writes}))
+    assert store.items(aws.registry_table) == [aws.dynamodb.get_item(TableName=aws.registry_table, Key=key)["Item"]]
+
+
 def test_the_archive_pages_stored_and_live_executions_newest_first(tmp_path: Path) -> None:
     store = DurableStore(tmp_path)
     machine = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
