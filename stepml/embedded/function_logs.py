@@ -36,6 +36,7 @@ _MAX_EVENT_BYTES = 256 * 1024 - _EVENT_OVERHEAD
 _MAX_BATCH_BYTES = 1_048_576
 _MAX_BATCH_EVENTS = 10_000
 _MAX_METRIC_DATA = 1000  # PutMetricData: metrics per request
+_MAX_DISTINCT_VALUES = 150  # PutMetricData: distinct values in one datum's Values
 # EMF specification: per directive at most 100 metrics, per dimension set 30 keys, per metric 100 values.
 _MAX_EMF_METRICS = 100
 _MAX_EMF_DIMENSIONS = 30
@@ -162,6 +163,33 @@ def invocation_metric_data(results: Iterable[InvocationResult], at: datetime) ->
     return found
 
 
+def merged_by_second(data: MetricData) -> MetricData:
+    """The same metrics with each second's datapoints of one metric (namespace, name, dimensions, unit,
+    resolution) in one datum of values and counts, timestamped at the second's start.
+
+    CloudWatch keeps nothing finer than a second and rounds a query's start down, so nothing a query can
+    ask tells the two apart; a busy function's EMF lines (the inference API writes one per request) would
+    otherwise be one datum per metric per request, each serialised by boto3 and parsed by moto again.
+    """
+    merged: dict[tuple[Any, ...], tuple[str, dict[str, Any], Counter[float]]] = {}
+    for namespace, datum in data:
+        second = datum["Timestamp"].replace(microsecond=0)
+        dimensions = tuple((d["Name"], d["Value"]) for d in datum.get("Dimensions", []))
+        key = (namespace, datum["MetricName"], dimensions, datum["Unit"], datum.get("StorageResolution"), second)
+        if key not in merged:
+            merged[key] = (namespace, {**datum, "Timestamp": second}, Counter())
+        counts = merged[key][2]
+        for value, count in zip(datum["Values"], datum["Counts"], strict=True):
+            counts[value] += count
+    found: MetricData = []
+    for namespace, datum, counts in merged.values():
+        values = list(counts.items())
+        for start in range(0, len(values), _MAX_DISTINCT_VALUES):
+            chunk = values[start : start + _MAX_DISTINCT_VALUES]
+            found.append((namespace, {**datum, "Values": [v for v, _ in chunk], "Counts": [c for _, c in chunk]}))
+    return found
+
+
 def put_metric_data(cloudwatch: Any, data: MetricData) -> None:
     """Send metrics, one request per namespace and at most 1,000 metrics each (PutMetricData's limits)."""
     by_namespace: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -276,7 +304,7 @@ class FunctionLogShipper:
             except EmfError:
                 result.rejected_emf += 1
         if metrics:
-            put_metric_data(self._client("cloudwatch"), metrics)
+            put_metric_data(self._client("cloudwatch"), merged_by_second(metrics))
             result.metrics += len(metrics)
 
     @staticmethod

@@ -17,7 +17,7 @@ import pytest
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
 
-from stepml.embedded.function_logs import EmfError, FunctionLogShipper, emf_metric_data
+from stepml.embedded.function_logs import EmfError, FunctionLogShipper, emf_metric_data, merged_by_second
 from stepml.embedded.lambda_runner import InvocationLog, InvocationResult
 from stepml.embedded.template import ACCOUNT_ID, REGION, FunctionSpec
 
@@ -133,6 +133,57 @@ def test_emf_lines_become_metrics(clients: Clients, tmp_path: Path) -> None:
     listed = clients("cloudwatch").list_metrics(Namespace="stepml", MetricName="RowsRead")["Metrics"]
     assert listed and sorted(d["Name"] for d in listed[0]["Dimensions"]) == ["service", "stage"]
     assert _messages(clients) == lines  # the events are kept as they are
+
+
+def test_a_seconds_datapoints_of_one_metric_are_sent_as_one_datum() -> None:
+    second = datetime(2026, 11, 30, 12, 0, 5, tzinfo=UTC)
+    dims = [{"Name": "service", "Value": "stepml"}]
+
+    def datum(value: float, at: datetime, dimensions: list[dict[str, str]] = dims) -> tuple[str, dict[str, Any]]:
+        return ("stepml", {"MetricName": "Latency", "Timestamp": at, "Unit": "Milliseconds",
+                           "Dimensions": dimensions, "Values": [value], "Counts": [1.0]})  # fmt: skip
+
+    data = [datum(float(i % 200), second + timedelta(microseconds=i * 3000)) for i in range(300)]
+    data += [datum(1.0, second + timedelta(seconds=1)), datum(1.0, second, [{"Name": "stage", "Value": "x"}])]
+    merged = merged_by_second(data)
+    this_second = [d for n, d in merged if d["Timestamp"] == second and d["Dimensions"] == dims]
+    # 200 distinct values: PutMetricData takes at most 150 in one datum, so two datums, 300 samples in all
+    assert [len(d["Values"]) for d in this_second] == [150, 50]
+    assert sum(sum(d["Counts"]) for d in this_second) == 300.0
+    assert sum(v * c for d in this_second for v, c in zip(d["Values"], d["Counts"], strict=True)) == sum(
+        float(i % 200) for i in range(300)
+    )
+    # another second or another dimension set is another datum
+    assert len(merged) == 4
+
+
+def test_many_emf_lines_of_one_second_keep_their_statistics(clients: Clients, tmp_path: Path) -> None:
+    shipper = FunctionLogShipper(tmp_path, [_spec("fn")], clients, from_start=True)
+    at = int(time.time()) * 1000
+    directive = {
+        "Namespace": "stepml",
+        "Dimensions": [["service"]],
+        "Metrics": [{"Name": "Latency", "Unit": "Milliseconds"}],
+    }
+    lines = [
+        json.dumps(
+            {"_aws": {"Timestamp": at + i, "CloudWatchMetrics": [directive]}, "service": "stepml", "Latency": float(i)}
+        )
+        for i in range(120)
+    ]
+    (tmp_path / "fn.log").write_text("\n".join(lines) + "\n")
+    shipper.ship()
+    now = datetime.now(UTC)
+    (stats,) = clients("cloudwatch").get_metric_statistics(
+        Namespace="stepml",
+        MetricName="Latency",
+        Dimensions=[{"Name": "service", "Value": "stepml"}],
+        StartTime=now - timedelta(minutes=5),
+        EndTime=now + timedelta(minutes=5),
+        Period=600,
+        Statistics=["SampleCount", "Sum", "Minimum", "Maximum"],
+    )["Datapoints"]
+    assert (stats["SampleCount"], stats["Sum"], stats["Minimum"], stats["Maximum"]) == (120.0, 7140.0, 0.0, 119.0)
 
 
 def test_emf_extraction_follows_the_specification() -> None:
