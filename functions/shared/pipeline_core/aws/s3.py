@@ -88,14 +88,8 @@ class ObjectStore:
         """
         location = S3Uri.parse(uri)
         with transient_errors_as(f"writing {uri}"):
-            try:
-                self._s3.put_object(
-                    Bucket=location.bucket, Key=location.key, Body=data, ContentType=content_type, IfNoneMatch="*"
-                )
+            if self._put_if_absent(location, data, content_type):
                 return True
-            except ClientError as error:
-                if error.response["Error"]["Code"] not in {"PreconditionFailed", "412"}:
-                    raise
         if self.read_bytes(uri) == data:
             return False
         # Different bytes under the same key: the state continues with this attempt's result, so the
@@ -108,17 +102,23 @@ class ObjectStore:
         there are compared chunk by chunk, never held whole in memory; True if written."""
         location = S3Uri.parse(uri)
         with transient_errors_as(f"writing {uri}"), path.open("rb") as handle:
-            try:
-                self._s3.put_object(
-                    Bucket=location.bucket, Key=location.key, Body=handle, ContentType=content_type, IfNoneMatch="*"
-                )
+            if self._put_if_absent(location, handle, content_type):
                 return True
-            except ClientError as error:
-                if error.response["Error"]["Code"] not in {"PreconditionFailed", "412"}:
-                    raise
             if self._same_bytes(location, path):
                 return False
             self.write_stream(uri, handle, content_type)
+        return True
+
+    def _put_if_absent(self, location: S3Uri, body: Any, content_type: str) -> bool:
+        """S3's conditional put (``If-None-Match: *``): True if written, False if the key holds an object."""
+        try:
+            self._s3.put_object(
+                Bucket=location.bucket, Key=location.key, Body=body, ContentType=content_type, IfNoneMatch="*"
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in {"PreconditionFailed", "412"}:
+                raise
+            return False
         return True
 
     def _same_bytes(self, location: S3Uri, path: Path, chunk_bytes: int = 8 * 1024 * 1024) -> bool:
