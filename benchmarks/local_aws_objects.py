@@ -27,20 +27,13 @@ from boto3.s3.transfer import TransferConfig
 MIB = 1 << 20
 
 
-class Service:
+class LocalAwsProcess:
+    """A local AWS serving ``state_dir``, seen from outside: its S3 client, and its process from /proc."""
+
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.env = {**os.environ, "STEPML_STATE_DIR": str(state_dir), "STEPML_LOCAL_PRESTART": "0"}
         self.env.pop("AWS_ENDPOINT_URL", None)
-
-    def cli(self, *args: str) -> float:
-        started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "stepml.cli", *args], env=self.env, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"stepml {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-        return time.monotonic() - started
 
     def info(self) -> dict[str, Any]:
         return dict(json.loads((self.state_dir / "local.json").read_text()))
@@ -54,22 +47,43 @@ class Service:
             aws_secret_access_key="testing",
         )
 
-    def sample(self, step: str) -> dict[str, Any]:
-        pid = self.info()["pid"]
-        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    def memory(self) -> tuple[int, int]:
+        """The process's resident and peak resident memory (VmRSS, VmHWM), in bytes."""
+        status = Path(f"/proc/{self.info()['pid']}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines())
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+    def temporary_bytes(self) -> int:
+        """Bytes of the deleted files under /tmp the process holds open (moto's spilled object buffers)."""
         held = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
+        for fd in Path(f"/proc/{self.info()['pid']}/fd").iterdir():
             try:
-                if os.readlink(fd).startswith("/tmp/") and os.readlink(fd).endswith("(deleted)"):
+                target = os.readlink(fd)
+                if target.startswith(("/tmp/", "/var/tmp/")) and target.endswith("(deleted)"):
                     held += os.stat(fd).st_size
             except OSError:
                 continue
+        return held
+
+
+class Service(LocalAwsProcess):
+    def cli(self, *args: str) -> float:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "stepml.cli", *args], env=self.env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"stepml {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return time.monotonic() - started
+
+    def sample(self, step: str) -> dict[str, Any]:
+        resident, peak = self.memory()
         state = sum(p.stat().st_size for p in self.state_dir.rglob("*") if p.is_file())
         return {
             "step": step,
-            "rss_mib": int(status["VmRSS"].split()[0]) >> 10,
-            "peak_rss_mib": int(status["VmHWM"].split()[0]) >> 10,
-            "tmp_held_mib": held // MIB,
+            "rss_mib": resident // MIB,
+            "peak_rss_mib": peak // MIB,
+            "tmp_held_mib": self.temporary_bytes() // MIB,
             "state_dir_mib": state // MIB,
         }
 

@@ -8,17 +8,14 @@ memory while it went in). Now moto's objects read the stored blob, and a restart
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from benchmarks.local_aws_objects import LocalAwsProcess
 from tests.integration.conftest import stepml_command
 
 pytestmark = pytest.mark.slow
@@ -27,55 +24,18 @@ SIZE = 64 << 20  # far above moto's in-memory buffer (5 MiB) and any bound below
 BOUND = SIZE // 2  # what the local AWS's memory may grow by; it grew by SIZE or more per object before
 
 
-@dataclass
-class Service:
-    env: dict[str, str]
-    state_dir: Path
-
+class Service(LocalAwsProcess):
     def cli(self, *args: str) -> None:
         done = stepml_command(self.env, *args, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
-    def info(self) -> dict[str, Any]:
-        return dict(json.loads((self.state_dir / "local.json").read_text()))
-
-    def s3(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.info()["endpoint_url"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def memory(self) -> tuple[int, int]:
-        """The local AWS process's resident and peak resident memory (VmRSS, VmHWM), in bytes."""
-        status = Path(f"/proc/{self.info()['pid']}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines())
-        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
-
-    def temporary_bytes(self) -> int:
-        """Bytes of the deleted files under /tmp the process holds open (moto's spilled object buffers)."""
-        held = 0
-        for fd in Path(f"/proc/{self.info()['pid']}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-                if target.startswith(("/tmp/", "/var/tmp/")) and target.endswith("(deleted)"):
-                    held += os.stat(fd).st_size
-            except OSError:
-                continue
-        return held
-
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("large-objects")
-    env = {**os.environ, "STEPML_STATE_DIR": str(root / "state"), "STEPML_LOCAL_PRESTART": "0"}
-    env.pop("AWS_ENDPOINT_URL", None)
-    made = Service(env, root / "state")
+    made = Service(tmp_path_factory.mktemp("large-objects") / "state")
     made.cli("local", "up", "--background")
     yield made
-    stepml_command(env, "local", "down", timeout=120)
+    stepml_command(made.env, "local", "down", timeout=120)
 
 
 @pytest.fixture(scope="module")
