@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -150,20 +151,12 @@ class ObjectStore:
 
     def download_stream(self, uri: str, path: Path, chunk_bytes: int = 8 * 1024 * 1024) -> int:
         """Copy the object to ``path`` chunk by chunk (never whole in memory); its size in bytes."""
-        location = S3Uri.parse(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         size = 0
-        with transient_errors_as(f"reading {uri}"):
-            try:
-                body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
-            except ClientError as error:
-                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
-                    raise DatasetNotFoundError(f"no object at {uri}") from error
-                raise
-            with path.open("wb") as out:
-                for chunk in body.iter_chunks(chunk_bytes):
-                    out.write(chunk)
-                    size += len(chunk)
+        with transient_errors_as(f"reading {uri}"), path.open("wb") as out:
+            for chunk in self._chunks(uri, chunk_bytes):
+                out.write(chunk)
+                size += len(chunk)
         return size
 
     def delete(self, uri: str) -> None:
@@ -174,20 +167,24 @@ class ObjectStore:
 
     def sha256_and_size(self, uri: str, chunk_bytes: int = HASH_CHUNK_BYTES) -> tuple[str, int]:
         """The object's SHA-256 (hex) and size, read as a stream: memory stays at one chunk, whatever the size."""
-        location = S3Uri.parse(uri)
         digest = hashlib.sha256()
         size = 0
         with transient_errors_as(f"reading {uri}"):
-            try:
-                body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
-            except ClientError as error:
-                if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
-                    raise DatasetNotFoundError(f"no object at {uri}") from error
-                raise
-            for chunk in body.iter_chunks(chunk_bytes):
+            for chunk in self._chunks(uri, chunk_bytes):
                 digest.update(chunk)
                 size += len(chunk)
         return digest.hexdigest(), size
+
+    def _chunks(self, uri: str, chunk_bytes: int) -> Iterator[bytes]:
+        """The object's bytes, ``chunk_bytes`` at a time; DatasetNotFoundError when there is no object."""
+        location = S3Uri.parse(uri)
+        try:
+            body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
+                raise DatasetNotFoundError(f"no object at {uri}") from error
+            raise
+        yield from body.iter_chunks(chunk_bytes)
 
     def copy(
         self,
