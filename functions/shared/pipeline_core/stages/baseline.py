@@ -229,14 +229,23 @@ def feature_baseline(
     column: ColumnProfile, values: pd.Series, bins: int = DEFAULT_BINS, max_categories: int = MAX_CATEGORIES
 ) -> FeatureBaseline:
     """One feature's baseline from its values as training reads them (floats for numeric, text otherwise)."""
-    count = len(values)
-    missing = int(values.isna().sum())
     kind = compare_kind(column.role)
     numeric = categorical = None
     if kind == "numeric":
         numeric = numeric_stats(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float), bins)
     elif kind == "categorical":
         categorical = categorical_stats(category_text(values), max_categories)
+    return feature_of(column, len(values), int(values.isna().sum()), numeric, categorical)
+
+
+def feature_of(
+    column: ColumnProfile,
+    count: int,
+    missing: int,
+    numeric: NumericStats | None,
+    categorical: CategoricalStats | None,
+) -> FeatureBaseline:
+    """One feature's baseline from its statistics (however they were gathered: whole, or chunk by chunk)."""
     return FeatureBaseline(
         name=column.name,
         role=column.role,
@@ -260,12 +269,24 @@ def build_baseline(
     """The baseline of the train split ``train`` (Preprocess's cleaned frame: features, then the target)."""
     by_name = {c.name: c for c in profile.columns}
     features = [feature_baseline(by_name[name], train[name], bins, max_categories) for name in profile.feature_columns]
+    return baseline_of(features, profile, dataset_sha256, len(train), bins, max_categories)
+
+
+def baseline_of(
+    features: list[FeatureBaseline],
+    profile: DataProfile,
+    dataset_sha256: str,
+    n_rows: int,
+    bins: int = DEFAULT_BINS,
+    max_categories: int = MAX_CATEGORIES,
+) -> Baseline:
+    """The baseline document of ``n_rows`` train rows from its features' baselines."""
     others = sorted(c.name for c in profile.columns if c.name not in set(profile.feature_columns))
     return Baseline(
         dataset_sha256=dataset_sha256,
         target=profile.target,
         problem_type=profile.problem_type,
-        n_rows=len(train),
+        n_rows=n_rows,
         bins=bins,
         max_categories=max_categories,
         features=features,

@@ -37,10 +37,11 @@ from pipeline_core.stages.baseline import (
     DEFAULT_BINS,
     MAX_CATEGORIES,
     Baseline,
-    FeatureBaseline,
+    baseline_of,
     categorical_stats_from_counts,
     category_text,
     compare_kind,
+    feature_of,
     numeric_stats,
 )
 from pipeline_core.stages.csv_chunks import iter_chunks
@@ -160,31 +161,8 @@ class _BaselineParts:
                 numeric = numeric_stats(np.fromfile(self.spools[column.name], dtype="<f8")[order], DEFAULT_BINS)
             elif column.name in self.categories:
                 categorical = categorical_stats_from_counts(self.categories[column.name], MAX_CATEGORIES)
-            missing = self.missing[column.name]
-            features.append(
-                FeatureBaseline(
-                    name=column.name,
-                    role=column.role,
-                    dtype=column.dtype,
-                    format=column.format,
-                    count=self.count,
-                    missing=missing,
-                    missing_rate=missing / self.count if self.count else 0.0,
-                    numeric=numeric,
-                    categorical=categorical,
-                )
-            )
-        others = sorted(c.name for c in self.profile.columns if c.name not in set(self.profile.feature_columns))
-        return Baseline(
-            dataset_sha256=dataset_sha256,
-            target=self.profile.target,
-            problem_type=self.profile.problem_type,
-            n_rows=self.count,
-            bins=DEFAULT_BINS,
-            max_categories=MAX_CATEGORIES,
-            features=features,
-            other_columns=others,
-        )
+            features.append(feature_of(column, self.count, self.missing[column.name], numeric, categorical))
+        return baseline_of(features, self.profile, dataset_sha256, self.count)
 
 
 def _csv_lines(rows: pd.DataFrame) -> bytes:
@@ -232,6 +210,7 @@ def stream_preprocess(
     hashes = np.zeros(n_kept, dtype=np.uint64)
     header = b""
     written = 0
+    class_names = np.array(targets.names, dtype=object)  # a kept row's class code -> its label
     with spool_path.open("wb") as spool:
         for offset, chunk in _chunks_with_offsets(path, None, block_bytes):
             missing = {c.name for c in profile.columns} - set(chunk.columns)
@@ -245,8 +224,7 @@ def stream_preprocess(
             rows = values[keep].reset_index(drop=True)[columns]
             first, last = int(kept_before[offset]), int(kept_before[offset + len(chunk)])
             if targets.codes is not None:
-                names = np.array(targets.names, dtype=object)
-                rows[profile.target] = names[targets.codes[first:last]]
+                rows[profile.target] = class_names[targets.codes[first:last]]
             if not header:
                 header = rows.iloc[:0].to_csv(index=False, lineterminator="\n").encode("utf-8")
             body = _csv_lines(rows)
