@@ -16,6 +16,7 @@ from pipeline_core.aws.runs import RunLog
 from pipeline_core.aws.s3 import ObjectStore, S3Uri
 from pipeline_core.errors import ConfigurationError, DataValidationError
 from pipeline_core.models import DataProfile, IngestResult, RunConfig
+from pipeline_core.stages.data_path import DataPathSettings
 from pipeline_core.stages.data_validation import (
     MIB,
     Limits,
@@ -79,7 +80,9 @@ def run_ingest(aws: Any, name: str, data: bytes, **given: Any) -> tuple[RunConfi
     run_id = f"run-{next(_run_numbers)}"
     source = aws.put(f"incoming/{run_id}/{name}", data)
     config = build_run_config({"dataset": source, **given}, run_id, aws.bucket, "stepml-test")
-    result = ingest(config, f"arn:aws:states:::execution:stepml:{run_id}", ObjectStore(aws.s3), RunLog(aws.runs_table))
+    execution = f"arn:aws:states:::execution:stepml:{run_id}"
+    settings = DataPathSettings.from_env(aws.env())
+    result = ingest(config, execution, ObjectStore(aws.s3), RunLog(aws.runs_table), settings=settings)
     return config, result
 
 

@@ -100,8 +100,8 @@ def test_a_retry_gives_the_same_result_and_one_raw_copy(aws: Any) -> None:
     config = config_for(aws, source)
     store, runs = ObjectStore(aws.s3), RunLog(aws.runs_table, aws.dynamodb)
 
-    first = ingest(config, EXECUTION_ARN, store, runs)
-    second = ingest(config, EXECUTION_ARN, store, runs)
+    first = ingest(config, EXECUTION_ARN, store, runs, settings=SETTINGS)
+    second = ingest(config, EXECUTION_ARN, store, runs, settings=SETTINGS)
 
     assert first == second
     assert store.list_uris(config.raw_prefix) == [first.raw_uri]
@@ -114,7 +114,9 @@ def test_parquet_is_detected_by_extension(aws: Any) -> None:
     frame.to_parquet(buffer, index=False)
     source = aws.put("incoming/Iris.PARQUET", buffer.getvalue())
 
-    result = ingest(config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table))
+    result = ingest(
+        config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table), settings=SETTINGS
+    )
 
     assert result.format == "parquet"
     assert result.raw_uri.endswith("/raw/run-1/Iris.PARQUET")
@@ -126,7 +128,7 @@ def test_missing_dataset_names_the_uri_and_writes_nothing(aws: Any) -> None:
     store = ObjectStore(aws.s3)
 
     with pytest.raises(DatasetNotFoundError, match=f"dataset {source} does not exist"):
-        ingest(config_for(aws, source), EXECUTION_ARN, store, RunLog(aws.runs_table))
+        ingest(config_for(aws, source), EXECUTION_ARN, store, RunLog(aws.runs_table), settings=SETTINGS)
 
     assert store.list_uris(f"s3://{aws.bucket}/raw/") == []
 
@@ -134,7 +136,7 @@ def test_missing_dataset_names_the_uri_and_writes_nothing(aws: Any) -> None:
 def test_missing_bucket_is_dataset_not_found(aws: Any) -> None:
     source = "s3://no-such-bucket-stepml/incoming/iris.csv"
     with pytest.raises(DatasetNotFoundError, match="no-such-bucket-stepml"):
-        ingest(config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table))
+        ingest(config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table), settings=SETTINGS)
 
 
 def test_unsupported_extension_is_rejected_and_the_source_kept(aws: Any) -> None:
@@ -142,7 +144,7 @@ def test_unsupported_extension_is_rejected_and_the_source_kept(aws: Any) -> None
     source = aws.put("incoming/wrong_extension.txt", data)
 
     with pytest.raises(DataValidationError) as caught:
-        ingest(config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table))
+        ingest(config_for(aws, source), EXECUTION_ARN, ObjectStore(aws.s3), RunLog(aws.runs_table), settings=SETTINGS)
 
     assert "has extension '.txt'; accepted extensions: .csv, .parquet" in str(caught.value)
     assert aws.get("incoming/wrong_extension.txt") == data
@@ -319,7 +321,9 @@ def test_ingest_hashes_a_large_object_in_bounded_memory(aws: Any) -> None:
 
     tracemalloc.start()
     try:
-        result = ingest(config, EXECUTION_ARN, ObjectStore(_LargeObjectS3(size)), RunLog(aws.runs_table))
+        result = ingest(
+            config, EXECUTION_ARN, ObjectStore(_LargeObjectS3(size)), RunLog(aws.runs_table), settings=SETTINGS
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -20,7 +20,7 @@ from pipeline_core.aws.s3 import ObjectStore, S3Uri
 from pipeline_core.errors import DatasetNotFoundError, DataValidationError
 from pipeline_core.models import IngestResult, RunConfig
 from pipeline_core.observability import logger
-from pipeline_core.stages.data_path import DataPath, DataPathSettings, choose_path
+from pipeline_core.stages.data_path import DataPathSettings, choose_path
 
 FORMATS: dict[str, Literal["csv", "parquet"]] = {".csv": "csv", ".parquet": "parquet"}
 
@@ -51,13 +51,13 @@ def ingest(
     store: ObjectStore,
     runs: RunLog,
     definition_version: str | None = None,
-    settings: DataPathSettings | None = None,
+    *,
+    settings: DataPathSettings,
 ) -> IngestResult:
     """Copy ``config.dataset`` to ``config.raw_prefix``, record the run as RUNNING and describe the copy.
 
     ``settings`` route the dataset by its size (a DatasetTooLargeError, before any copy, when it is too
-    large); the handler always passes them (the template's settings). None is for callers that are no
-    pipeline run (tests of later stages): the single path, unchecked. ``definition_version`` is the state
+    large): the template's, from the function's environment. ``definition_version`` is the state
     machine version this execution runs (pipeline_core.aws.definition_version); it is recorded with the run
     and passed on to Register in the result.
     """
@@ -74,10 +74,7 @@ def ingest(
     if size is None:
         raise DatasetNotFoundError(f"dataset {source} does not exist (no object at that bucket and key)")
     file_format = detect_format(source)
-    path: DataPath = "single"
-    path_reason: str | None = None
-    if settings is not None:
-        path, path_reason = choose_path(size, settings)
+    path, path_reason = choose_path(size, settings)
     logger.info("data path", extra={"path": path, "reason": path_reason, "size_bytes": size})
 
     raw_uri = config.raw_prefix + PurePosixPath(S3Uri.parse(source).key).name
