@@ -24,6 +24,8 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 
+from stepml.embedded.lambda_memory import status_kb
+
 MIB = 1 << 20
 
 
@@ -49,9 +51,8 @@ class LocalAwsProcess:
 
     def memory(self) -> tuple[int, int]:
         """The process's resident and peak resident memory (VmRSS, VmHWM), in bytes."""
-        status = Path(f"/proc/{self.info()['pid']}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines())
-        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+        pid = self.info()["pid"]
+        return status_kb(pid, "VmRSS") * 1024, status_kb(pid, "VmHWM") * 1024
 
     def temporary_bytes(self) -> int:
         """Bytes of the deleted files under /tmp the process holds open (moto's spilled object buffers)."""
