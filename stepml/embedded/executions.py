@@ -17,7 +17,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,35 @@ def _epoch(value: Any) -> Any:
     return value
 
 
+def ended_in_moto(state_machine_arns: Iterable[str]) -> Iterator[str]:
+    """The ARNs of the ended executions moto holds for ``state_machine_arns``, read from its backend in this
+    process. The sweep asks every half second: through ListExecutions (every execution serialised, sent to
+    itself and parsed, page by page) it took a sixth of the local AWS's CPU during a run, more the more
+    executions moto holds."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    from stepml.embedded.template import ACCOUNT_ID, REGION
+
+    wanted = set(state_machine_arns)
+    for machine in list(stepfunctions_parser_backends[ACCOUNT_ID][REGION].state_machines):
+        if machine.arn not in wanted:
+            continue
+        for execution in list(machine.executions):  # a copy: the engine appends as executions start
+            status = getattr(execution, "exec_status", None)
+            if status is not None and status.value in TERMINAL:
+                yield execution.execution_arn
+
+
+def _ended_through_api(client: Callable[[str], Any], state_machine_arns: Iterable[str]) -> Iterator[str]:
+    """The ARNs of the ended executions ListExecutions reports for ``state_machine_arns``."""
+    sfn = client("stepfunctions")
+    for machine in state_machine_arns:
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine):
+            for execution in page["executions"]:
+                if execution["status"] in TERMINAL:
+                    yield execution["executionArn"]
+
+
 class ExecutionArchive:
     """Store executions as they start and end; answer the read APIs for those moto has forgotten.
 
@@ -67,7 +96,10 @@ class ExecutionArchive:
         state_machine_arn: str,
         on_ended: Callable[[dict[str, Any]], None] | None = None,
         other_state_machine_arns: list[str] | None = None,
+        ended_executions: Callable[[list[str]], Iterable[str]] | None = None,
     ) -> None:
+        """``ended_executions`` lists the ARNs of the ended executions of the given state machines for the
+        sweep (the local AWS passes :func:`ended_in_moto`); by default ListExecutions through ``client``."""
         self.store = store
         self._client = client
         self._on_ended = on_ended
@@ -75,6 +107,7 @@ class ExecutionArchive:
         self.state_machine_arns = [state_machine_arn] + [
             arn for arn in other_state_machine_arns or [] if arn != state_machine_arn
         ]
+        self._ended_executions = ended_executions or (lambda arns: _ended_through_api(client, arns))
         self._pipeline = state_machine_arn.rsplit(":", 1)[-1]
         self._ended: set[str] = {self.key(r["executionArn"]) for r in store.executions() if r["status"] in TERMINAL}
         self._lock = threading.Lock()
@@ -113,14 +146,11 @@ class ExecutionArchive:
 
     def sweep(self) -> int:
         """Store every execution moto holds that ended since the last sweep; how many were stored."""
-        sfn = self._client("stepfunctions")
-        stored = 0
-        for machine in self.state_machine_arns:
-            for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine):
-                for execution in page["executions"]:
-                    if execution["status"] in TERMINAL:
-                        stored += self.ended(execution["executionArn"])
-        return stored
+        return sum(
+            self.ended(arn)
+            for arn in self._ended_executions(self.state_machine_arns)
+            if self.key(arn) not in self._ended
+        )
 
     def ended(self, execution_arn: str) -> bool:
         """Store an execution moto reports ended, unless stored already; whether it was stored now.

@@ -275,3 +275,55 @@ def test_garbage_collection_keeps_a_content_the_caller_still_reads(tmp_path: Pat
     store.put_object("b", "k", b"new version")
     assert store.collect_garbage(lambda: {old.sha256}) == 0 and store.blob_path(old.sha256).exists()
     assert store.collect_garbage() == len(b"old version") and not store.blob_path(old.sha256).exists()
+
+
+def test_the_sweep_stores_what_moto_holds_as_ended_and_agrees_with_list_executions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep reads moto's engine in process; it finds exactly the ended executions ListExecutions reports,
+    stores each once, and leaves a running one alone."""
+    import boto3
+    from moto import mock_aws
+    from moto.core.config import default_user_config
+
+    from stepml.embedded.executions import ended_in_moto
+    from stepml.embedded.template import ACCOUNT_ID, REGION
+
+    definition = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "SecondsPath": "$.wait", "End": True}}}
+    monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
+    with mock_aws():
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        role = f"arn:aws:iam::{ACCOUNT_ID}:role/r"
+        machines = [
+            sfn.create_state_machine(name=n, definition=json.dumps(definition), roleArn=role)["stateMachineArn"]
+            for n in ("pipeline", "other", "unwatched")
+        ]
+        for machine, name, wait in [(machines[0], "quick", 0), (machines[1], "quick", 0), (machines[0], "long", 60)]:
+            sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps({"wait": wait}))
+        sfn.start_execution(stateMachineArn=machines[2], name="quick", input='{"wait": 0}')
+        deadline = time.monotonic() + 30
+        listed: set[str] = set()
+        while time.monotonic() < deadline and len(listed) < 2:
+            time.sleep(0.05)
+            listed = {
+                e["executionArn"]
+                for m in machines[:2]
+                for e in sfn.list_executions(stateMachineArn=m)["executions"]
+                if e["status"] == "SUCCEEDED"
+            }
+        assert len(listed) == 2
+        assert set(ended_in_moto(machines[:2])) == listed  # neither the running one nor another machine's
+
+        store = DurableStore(tmp_path)
+        archive = ExecutionArchive(
+            store,
+            lambda service: boto3.client(service, region_name=REGION),
+            machines[0],
+            other_state_machine_arns=machines[:2],
+            ended_executions=ended_in_moto,
+        )
+        assert archive.sweep() == 2
+        assert archive.sweep() == 0  # stored once
+        assert {r["executionArn"] for r in store.executions()} == listed
+        assert {r["status"] for r in store.executions()} == {"SUCCEEDED"}
+        sfn.stop_execution(executionArn=machines[0].replace(":stateMachine:", ":execution:") + ":long")
