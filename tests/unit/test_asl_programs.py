@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core.config import default_user_config
 
@@ -53,21 +54,27 @@ def test_executions_of_one_definition_parse_it_once_and_a_changed_one_anew(monke
     asl_programs.install()
     with mock_aws():
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        machine = sfn.create_state_machine(
-            name="m", definition=_definition(""), roleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/r"
-        )["stateMachineArn"]
         before = asl_programs.parses
+        role = f"arn:aws:iam::{ACCOUNT_ID}:role/r"
+        machine = sfn.create_state_machine(name="m", definition=_definition(""), roleArn=role)["stateMachineArn"]
         arns = [
             sfn.start_execution(stateMachineArn=machine, name=n, input=json.dumps({"name": n}))["executionArn"]
             for n in ("ann", "bob", "cy")
         ]
         assert _outputs(sfn, arns) == [{"greeting": f"hello {n}"} for n in ("ann", "bob", "cy")]
-        assert asl_programs.parses - before == 1  # three executions, one parse
+        assert asl_programs.parses - before == 1  # CreateStateMachine's check and three executions: one parse
 
         sfn.update_state_machine(stateMachineArn=machine, definition=_definition("!"))
         started = sfn.start_execution(stateMachineArn=machine, name="dee", input=json.dumps({"name": "dee"}))
         arn = started["executionArn"]
         assert _outputs(sfn, [arn]) == [{"greeting": "hello dee!", "tone": "loud"}]  # the new definition ran
+        assert asl_programs.parses - before == 2
+
+        # a definition the parser refuses is refused as moto refuses it, and nothing is kept of it
+        with pytest.raises(ClientError, match="ASLParserException"):
+            sfn.create_state_machine(
+                name="bad", definition='{"StartAt": "A", "States": {"A": {"Type": "Nope"}}}', roleArn=role
+            )
         assert asl_programs.parses - before == 2
 
 
