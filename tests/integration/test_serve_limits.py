@@ -55,12 +55,15 @@ def port(iris_run: PipelineRun, serve_model: Any) -> int:
 
 
 @pytest.mark.parametrize("length", ["-1", "abc", "1e3", "+5"])
-def test_a_content_length_that_is_not_a_size_is_a_json_400(port: int, length: str) -> None:
-    # -1 once bypassed the 10 MB guard (and everything sent was buffered); abc dropped the connection
+def test_a_content_length_that_is_not_a_size_is_a_400_and_the_connection_closed(port: int, length: str) -> None:
+    # -1 once bypassed the 10 MB guard (and everything sent was buffered); abc dropped the connection. granian's
+    # HTTP parser (hyper) answers these itself, before any Python runs: a 400 with an empty body (gunicorn's
+    # was JSON; API Gateway never sees such a request, CloudFront answers it), and it closes the connection
     sent = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-    [(status, headers, body)] = responses(exchange(port, sent.encode() + b'{"instances": []}'))
-    assert status == 400 and headers["content-type"] == "application/json"
-    assert "Content-Length" in body["message"] or "CONTENT-LENGTH" in body["message"]
+    raw = exchange(port, sent.encode() + b'{"instances": []}')  # returns once the server has closed
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), raw
+    assert rest == b"" or b"Content-Length" in rest or b"CONTENT-LENGTH" in rest, raw
 
 
 def test_a_chunked_body_is_the_body_and_the_next_request_is_the_next(port: int) -> None:
