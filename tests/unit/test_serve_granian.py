@@ -57,6 +57,9 @@ class Protocol:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._body()
 
+    async def __call__(self) -> bytes:
+        return b"".join([chunk async for chunk in self._body()])
+
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.answer = (status, headers, body)
 
@@ -75,6 +78,7 @@ def call(scope: Scope, protocol: Protocol) -> tuple[list[dict[str, Any]], int, d
 
 
 def test_a_request_in_chunks_is_one_proxy_event_with_the_usual_header_names() -> None:
+    # granian passes a declared body in one call and a chunked one chunk by chunk: here the chunked way
     headers = [("content-type", "application/json"), ("x-tag", "a"), ("x-tag", "b"), ("transfer-encoding", "chunked")]
     events, status, answer_headers, answer = call(
         Scope("POST", "/predict", "verbose=1", headers), Protocol([b'{"instances": ', b"[]}"])
@@ -95,6 +99,12 @@ def test_a_declared_body_over_the_limit_is_413_unread() -> None:
     assert answer_headers["connection"] == "close"
 
 
+def test_a_declared_body_is_the_event_body() -> None:
+    headers = [("content-type", "application/json"), ("content-length", "17")]
+    events, status, _, _ = call(Scope("POST", "/predict", "", headers), Protocol([b'{"instances": ', b"[]}"]))
+    assert status == 200 and events[0]["body"] == '{"instances": []}'
+
+
 def test_a_chunked_body_over_the_limit_is_413_once_read_past_it() -> None:
     protocol = Protocol([b"x" * (1024 * 1024)] * 12)
     events, status, _, answer = call(Scope("POST", "/predict", "", []), protocol)
@@ -102,9 +112,12 @@ def test_a_chunked_body_over_the_limit_is_413_once_read_past_it() -> None:
     assert MAX_PAYLOAD_BYTES < protocol.read <= MAX_PAYLOAD_BYTES + 1024 * 1024  # not the 12 MB sent
 
 
-def test_a_body_that_stops_coming_is_408_and_the_function_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("headers", [[("content-length", "17")], []], ids=["declared", "chunked"])
+def test_a_body_that_stops_coming_is_408_and_the_function_is_not_called(
+    monkeypatch: pytest.MonkeyPatch, headers: list[tuple[str, str]]
+) -> None:
     monkeypatch.setattr(serve_granian, "READ_TIMEOUT_SECONDS", 0.05)
     protocol = Protocol([b'{"instances"', b": []}"], stall_at=1, stall=1.0)
-    events, status, answer_headers, answer = call(Scope("POST", "/predict", "", []), protocol)
+    events, status, answer_headers, answer = call(Scope("POST", "/predict", "", headers), protocol)
     assert (status, answer, events) == (408, {"message": "Request Timeout"}, [])
     assert answer_headers["connection"] == "close"
