@@ -107,6 +107,36 @@ def test_other_methods_are_answered_in_json(port: int, method: str) -> None:
     assert method in body["message"]
 
 
+def test_a_body_that_stops_coming_blocks_no_one_and_gets_a_408(port: int) -> None:
+    # granian hands the body to the application, which reads it asynchronously with a 5 s stall limit: with
+    # granian's WSGI interface the worker's Python thread waited for the missing bytes with no limit, and a
+    # few such clients stopped every worker
+    stalled = []
+    for _ in range(6):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+        connection.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 100\r\n\r\n{\"instances\"")  # fmt: skip
+        stalled.append(connection)
+    try:
+        payload = json.dumps({"instances": [ROW]}).encode()
+        for _ in range(4):  # new connections: the kernel spreads them over both workers
+            sent = (
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+            [(status, _, answer)] = responses(exchange(port, sent, timeout=30))
+            assert status == 200 and answer["predictions"] == ["setosa"]
+        received = b""
+        while chunk := stalled[0].recv(65536):
+            received += chunk
+        [(status, headers, answer)] = responses(received)
+        assert (status, answer) == (408, {"message": "Request Timeout"}) and headers["connection"] == "close"
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
 def _threads(pid: int) -> int:
     """Threads of ``pid`` and its descendants (the serving workers)."""
     total, pending = 0, [pid]
