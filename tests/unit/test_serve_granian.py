@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +125,24 @@ def test_a_body_that_stops_coming_is_408_and_the_function_is_not_called(
     events, status, answer_headers, answer = call(Scope("POST", "/predict", "", headers), protocol)
     assert (status, answer, events) == (408, {"message": "Request Timeout"}, [])
     assert answer_headers["connection"] == "close"
+
+
+def test_the_watchdog_ends_a_worker_whose_call_runs_past_the_limit() -> None:
+    # a real process: the watchdog ends it with os._exit (granian then starts another worker)
+    code = (
+        "import time\n"
+        "from stepml.serve_granian import _Watchdog\n"
+        "dog = _Watchdog(0.5)\n"
+        "dog.start()\n"
+        "dog.enter(); time.sleep(0.2); dog.leave()\n"  # a call within the limit: nothing happens
+        "time.sleep(2.0)\n"  # no call running: nothing happens
+        "dog.enter(); time.sleep(10)\n"  # a hung call
+        "print('not ended')\n"
+    )
+    started = time.monotonic()
+    repo = Path(__file__).resolve().parents[2]  # `python -c` imports from its working directory first
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=repo)
+    assert done.returncode == 70 and "not ended" not in done.stdout, (done.stdout, done.stderr)
+    assert "a function call ran over" in done.stderr
+    assert 2.5 < time.monotonic() - started < 9
