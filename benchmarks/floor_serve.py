@@ -1,9 +1,11 @@
-"""``stepml serve``'s HTTP server with a function that does nothing: the floor under the served API's speed.
+"""``stepml serve``'s HTTP servers with a function that does nothing: the floor under the served API's speed.
 
-The same gunicorn configuration, WSGI application and API Gateway proxy events as ``stepml serve``
-(:mod:`stepml.serve_http`), with the handler replaced by one that returns a fixed prediction. Whatever the
-served API does beyond these figures is the function's (validation, the model, the prediction log).
-Not a user command: ``python -m benchmarks.floor_serve --port P [--workers N]``, for ``benchmarks/inference.py``.
+The same server configuration (granian's, :mod:`stepml.serve_granian`, or gunicorn's,
+:mod:`stepml.serve_http`), application and API Gateway proxy events as ``stepml serve``, with the handler
+replaced by one that returns a fixed prediction. Whatever the served API does beyond these figures is the
+function's (validation, the model, the prediction log). Not a user command:
+``python -m benchmarks.floor_serve --port P [--workers N] [--server granian|gunicorn]``, for
+``benchmarks/inference.py``.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.floor_serve")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server", choices=["granian", "gunicorn"], default="gunicorn")
     parser.add_argument("--log-sample-rate", help="accepted for the benchmark's sake; nothing is logged")
     args = parser.parse_args(argv)
+    if args.server == "granian":
+        from stepml.serve_granian import GranianServer, RsgiApp
+
+        GranianServer(listening_socket(args.port), RsgiApp(fixed_answer), args.workers).run()
+        return 0
 
     def load() -> Invoke:
         return fixed_answer

@@ -11,16 +11,18 @@
    ``--calls``, split into the model's own time (the endpoint runtime alone on the same row) and the
    handler's overhead, with the prediction log off, written in the background, and written per request
    (Lambda's way).
-4. HTTP: ``stepml serve`` in a subprocess per worker count, driven by client processes (not threads, so
+4. HTTP: ``stepml serve`` (``--server granian``, the default, and ``--server gunicorn``) in a subprocess
+   per server and worker count, driven by client processes (not threads, so
    the client is not held back by one GIL) on raw keep-alive sockets (see ``_client``: the client shares
    the cores, so it must cost less than the server), all started together once connected, timing every
    request; single-row requests at each concurrency, each run bounded by ``--duration`` and
-   ``--max-requests``. ``--servers`` may add ``floor``: a WSGI app that answers a fixed body on the same
-   gunicorn configuration, the most this server and client can do on the machine (the rest is the
-   function's).
+   ``--max-requests``. ``floor-granian`` and ``floor-gunicorn``: the same servers and proxy events with a
+   function that answers a fixed body, the most each server and this client can do on the machine (the rest
+   is the function's). Then RSS before and after ``--memory-requests`` more, and the time a stop takes.
 
 Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
-[--workers 1,2] [--servers gunicorn,legacy,floor] [--log-sample-rate RATE] [--out results.json]``.
+[--workers 1,2] [--servers granian,gunicorn,floor-granian,floor-gunicorn,legacy]
+[--log-sample-rate RATE] [--out results.json]``.
 docs/serving.md has the figures and the machine they came from. Each section records the 1-minute load
 average at its end (``load_1m``): on a shared machine compare figures taken at similar loads.
 """
@@ -181,23 +183,30 @@ def handler_in_process(state_dir: Path, calls: int) -> dict[str, Any]:
 # --- 4. HTTP -------------------------------------------------------------------------------------------
 
 
-SERVERS = ("gunicorn", "legacy")
-# ``floor`` (benchmarks/floor_serve.py): the same server with a function that does nothing.
-MODULES = {"gunicorn": "stepml.serve", "legacy": "benchmarks.legacy_serve", "floor": "benchmarks.floor_serve"}
+SERVERS = ("granian", "gunicorn", "floor-granian", "floor-gunicorn")
+# Each server's command: ``stepml serve`` on either HTTP server; ``floor-*`` (benchmarks/floor_serve.py): the
+# same server with a function that does nothing; ``legacy`` (benchmarks/legacy_serve.py): http.server.
+COMMANDS = {
+    "granian": ["stepml.serve", "--server", "granian"],
+    "gunicorn": ["stepml.serve", "--server", "gunicorn"],
+    "floor-granian": ["benchmarks.floor_serve", "--server", "granian"],
+    "floor-gunicorn": ["benchmarks.floor_serve", "--server", "gunicorn"],
+    "legacy": ["benchmarks.legacy_serve"],
+}
 
 
 def start_server(
     state_dir: Path, server: str, workers: int, log_sample_rate: float | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """``stepml serve`` (gunicorn), or the server it had before (benchmarks/legacy_serve.py)."""
+    """One of COMMANDS in a subprocess on a free port, once it answers ``GET /health``."""
     from stepml.embedded.runtime import free_port
 
     port = free_port()
     log = open(state_dir / f"serve-{server}-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
     rate = [] if log_sample_rate is None else ["--log-sample-rate", str(log_sample_rate)]
-    module = MODULES[server]
+    module, *options = COMMANDS[server]
     process = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", str(port), "--workers", str(workers), *rate],
+        [sys.executable, "-m", module, "--port", str(port), "--workers", str(workers), *options, *rate],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
@@ -368,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per HTTP run")
     parser.add_argument("--concurrency", default="1,8,200", help="comma-separated connection counts")
     parser.add_argument("--workers", default="2", help="comma-separated worker counts (each server)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="gunicorn (stepml serve), legacy, floor")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=", ".join(COMMANDS))
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per HTTP run")
     parser.add_argument(
         "--memory-requests", type=int, default=100_000, help="requests between the two RSS readings (0: none)"

@@ -24,6 +24,7 @@ import importlib.util
 import io
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -48,6 +49,8 @@ __all__ = ["MAX_PAYLOAD_BYTES", "LocalApi", "ServeError", "last_deployed_model",
 FUNCTION_ID = "InferenceFunction"
 # What a stopping worker gives the prediction log's queue (the local AWS may be slow, or gone).
 LOG_FLUSH_SECONDS = 2.0
+# The HTTP servers `--server` chooses from, the default first.
+SERVERS = ("granian", "gunicorn")
 
 
 # --- invoking the function ----------------------------------------------------------------------------
@@ -262,6 +265,7 @@ def serve(
     workers: int | None = None,
     log_mode: str = "background",
     log_sample_rate: float | None = None,
+    server: str = "granian",
 ) -> int:
     """Serve the inference API on 127.0.0.1:``port`` until interrupted (SIGINT or SIGTERM stop it within
     seconds: requests in flight get GRACEFUL_SECONDS, the prediction log LOG_FLUSH_SECONDS)."""
@@ -276,6 +280,45 @@ def serve(
     except ServeError as error:
         print(f"stepml serve: {error}", file=sys.stderr)
         return 2
+
+    if server == "granian":
+        return _serve_granian(api, listener, workers, out)
+    return _serve_gunicorn(api, listener, workers, out)
+
+
+def _banner(api: LocalApi, listener: socket.socket, workers: int, server: str, out: TextIO) -> None:
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    print(f"stepml inference API on {url} ({workers} {server} worker(s); Ctrl-C stops)", file=out)
+    if api.model_name:
+        print(f"  model        {api.model_name} (GET /model shows the version served)", file=out)
+    print(f"  try          curl -s {url}/model", file=out)
+    print(f"               curl -s -X POST {url}/predict -H 'Content-Type: application/json' \\", file=out)
+    print('                    -d \'{"instances": [{"<feature>": 1.0, ...}]}\'', file=out)
+    print(f"  OpenAPI      {url}/openapi.json", file=out)
+    print(f"  function log {api.log_path}", file=out, flush=True)
+
+
+def _serve_granian(api: LocalApi, listener: socket.socket, workers: int, out: TextIO) -> int:
+    """granian's workers (forked from this process once it has imported the handler) around the function."""
+    from stepml.serve_granian import GranianServer, RsgiApp
+
+    try:
+        invoke = api.invoker()  # the handler imported here: the banner below means requests are answered
+    except ServeError as error:
+        print(f"stepml serve: {error}", file=sys.stderr)
+        return 2
+    app = RsgiApp(invoke, on_start=lambda: _output_to(api.log_path), on_stop=_stop_prediction_log)
+    server = GranianServer(listener, app, workers)
+    _banner(api, listener, workers, "granian", out)
+    # `kill -USR1 <pid>` prints every thread's stack to the terminal (stderr): where a serve that does not
+    # stop is waiting (the workers, forked after this, inherit it and print to the function log)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    server.run()  # returns once every worker has stopped (SystemExit(1) if one had died unasked)
+    return 0
+
+
+def _serve_gunicorn(api: LocalApi, listener: socket.socket, workers: int, out: TextIO) -> int:
+    """gunicorn's gthread workers around the function (``--server gunicorn``)."""
 
     def ready(_arbiter: Any) -> None:
         # `kill -USR1 <pid>` prints every thread's stack to the terminal (stderr): how to see where a serve
@@ -297,15 +340,7 @@ def serve(
     except ServeError as error:
         print(f"stepml serve: {error}", file=sys.stderr)
         return 2
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    print(f"stepml inference API on {url} ({workers} worker(s); Ctrl-C stops)", file=out)
-    if api.model_name:
-        print(f"  model        {api.model_name} (GET /model shows the version served)", file=out)
-    print(f"  try          curl -s {url}/model", file=out)
-    print(f"               curl -s -X POST {url}/predict -H 'Content-Type: application/json' \\", file=out)
-    print('                    -d \'{"instances": [{"<feature>": 1.0, ...}]}\'', file=out)
-    print(f"  OpenAPI      {url}/openapi.json", file=out)
-    print(f"  function log {api.log_path}", file=out, flush=True)
+    _banner(api, listener, workers, "gunicorn", out)
     master = os.getpid()
     try:
         server.run()  # gunicorn's arbiter: returns by SystemExit, in this process and in each worker
@@ -324,6 +359,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         workers=args.workers,
         log_mode=args.log_mode,
         log_sample_rate=args.log_sample_rate,
+        server=args.server,
     )
 
 
@@ -348,6 +384,12 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         metavar="RATE",
         help="share of requests written to the prediction log, 0 to 1 (default: the template's value)",
+    )
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=SERVERS[0],
+        help="the HTTP server: granian (default; Rust I/O, one loop per worker) or gunicorn (threads per worker)",
     )
     parser.set_defaults(func=cmd_serve)
 
