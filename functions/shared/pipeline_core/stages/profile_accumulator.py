@@ -46,7 +46,7 @@ from pipeline_core.stages.column_roles import (
 )
 from pipeline_core.stages.mergeable import HashSet, Numbers, Sample, text_hashes
 
-SAMPLE_SIZE = 20_000
+SAMPLE_SIZE = 4_096
 TARGET_VALUES = 100_000
 MAX_EXAMPLES = 5
 STATE_FORMAT = 1
