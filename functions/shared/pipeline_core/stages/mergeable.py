@@ -19,13 +19,46 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-_HASH_KEY = "0123456789123456"  # pandas' default: hashes agree between processes and shards
+_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1's 64-bit prime: the polynomial's base
+_powers = np.ones(1, dtype=np.uint64)
+
+
+def _powers_up_to(n: int) -> np.ndarray:
+    global _powers
+    if len(_powers) < n:
+        with np.errstate(over="ignore"):  # powers mod 2**64: uint64 products wrap
+            size = max(n, 2 * len(_powers))
+            _powers = np.concatenate(([np.uint64(1)], np.cumprod(np.full(size - 1, _MULTIPLIER, dtype=np.uint64))))
+    return _powers
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
 
 
 def text_hashes(values: np.ndarray) -> np.ndarray:
-    """64-bit hashes of text values (the same in every process)."""
-    return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object), hash_key=_HASH_KEY), dtype=np.uint64)
+    """64-bit hashes of non-empty text values, the same in every process: a polynomial over the UTF-8 bytes
+    (mod 2**64, vectorized over pyarrow's buffers) and the length, mixed by splitmix64's finaliser."""
+    if not len(values):
+        return np.zeros(0, dtype=np.uint64)
+    array = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    if (lengths == 0).any():
+        raise ValueError("text_hashes: empty values are missing values, never hashed")
+    spans = data[int(offsets[0]) : int(offsets[-1])].astype(np.uint64)
+    position = np.arange(len(spans), dtype=np.int64) - np.repeat(starts - offsets[0], lengths)
+    with np.errstate(over="ignore"):
+        terms = (spans + np.uint64(1)) * _powers_up_to(int(lengths.max()))[position]
+        sums = np.add.reduceat(terms, (starts - offsets[0]).astype(np.intp))
+        return _mix(sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
 
 
 def _array(data: str, dtype: type) -> np.ndarray:

@@ -63,6 +63,15 @@ def _first(a: Example | None, b: Example | None) -> Example | None:
     return a if a[0] <= b[0] else b
 
 
+_SOFT = pyarrow_lib.array(sorted(SOFT_MISSING), type=pyarrow_lib.string())
+_BOOLEAN = pyarrow_lib.array(sorted(BOOLEAN_TOKENS), type=pyarrow_lib.string())
+_TRUE_FALSE = pyarrow_lib.array(sorted(TRUE_TOKENS | FALSE_TOKENS), type=pyarrow_lib.string())
+
+
+def _among(values: pyarrow_lib.Array, tokens: pyarrow_lib.Array) -> np.ndarray:
+    return np.asarray(pc.is_in(values, value_set=tokens), dtype=bool)
+
+
 _PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -138,8 +147,8 @@ class ColumnState:
         first_at = np.full(len(texts), len(codes), dtype=np.int64)
         np.minimum.at(first_at, codes[present_rows], np.flatnonzero(present_rows))
         rows = first_at + row0  # first row of each distinct value
-        lowered = np.asarray(pc.utf8_lower(pyarrow_lib.array(texts, type=pyarrow_lib.string())), dtype=object)
-        soft = np.isin(lowered, list(SOFT_MISSING))
+        lowered = pc.utf8_lower(pyarrow_lib.array(texts, type=pyarrow_lib.string()))
+        soft = _among(lowered, _SOFT)
         first = int(np.argmin(rows))
         self.first_any = _first(self.first_any, (int(rows[first]), str(texts[first])))
         for i in np.flatnonzero(soft):
@@ -148,7 +157,8 @@ class ColumnState:
         keep = ~soft
         if not keep.any():
             return
-        texts, lowered, counts, rows = texts[keep], lowered[keep], counts[keep], rows[keep]
+        texts, counts, rows = texts[keep], counts[keep], rows[keep]
+        lowered = lowered.filter(pyarrow_lib.array(keep))
         self.present += int(counts.sum())
         first = int(np.argmin(rows))
         self.first_value = _first(self.first_value, (int(rows[first]), str(texts[first])))
@@ -159,8 +169,8 @@ class ColumnState:
             at = int(np.argmin(np.where(is_number, np.iinfo(np.int64).max, rows)))
             self.first_non_number = _first(self.first_non_number, (int(rows[at]), str(texts[at])))
         if self.all_boolean_tokens:
-            self.all_boolean_tokens = bool(np.isin(lowered, list(BOOLEAN_TOKENS)).all())
-        wrong = ~np.isin(lowered, list(TRUE_TOKENS | FALSE_TOKENS))
+            self.all_boolean_tokens = bool(_among(lowered, _BOOLEAN).all())
+        wrong = ~_among(lowered, _TRUE_FALSE)
         if wrong.any():
             at = int(np.argmin(np.where(wrong, rows, np.iinfo(np.int64).max)))
             self.first_not_boolean = _first(self.first_not_boolean, (int(rows[at]), str(texts[at])))
@@ -182,7 +192,8 @@ class ColumnState:
             pc.match_substring(pyarrow_lib.array(texts, type=pyarrow_lib.string()), ","), dtype=bool
         )
         if with_comma.any():
-            grouped = with_comma & np.array([bool(THOUSANDS.match(t)) for t in texts], dtype=bool)
+            grouped = with_comma.copy()
+            grouped[with_comma] = [bool(THOUSANDS.match(t)) for t in texts[with_comma]]
             if grouped.any():
                 self.grouped += int(counts[grouped].sum())
                 self.grouped_values.add(hashes[grouped], texts[grouped], counts[grouped], rows[grouped])
@@ -193,7 +204,9 @@ class ColumnState:
         """What the pandera schema would reject if the column is numeric: values a float coercion cannot read
         (thousands separators removed, as read_values does) and infinite values; ``row_codes``: each row's
         index into ``texts`` (-1: not a present value)."""
-        rejected = np.array([not n and not _is_float(str(t)) for t, n in zip(texts, is_number, strict=True)])
+        rejected = np.zeros(len(texts), dtype=bool)
+        for i in np.flatnonzero(~is_number):  # few: the non-numbers of a numeric column, or few distinct values
+            rejected[i] = not _is_float(str(texts[i]))
         infinite = np.isinf(numbers)
         for bad, attribute in ((rejected, "uncoercible"), (infinite, "infinite")):
             if not bad.any():
