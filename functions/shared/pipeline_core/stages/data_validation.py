@@ -9,6 +9,13 @@ Checks run from the bytes up, so each failure gets the most precise message avai
 3. target and split: target present and not empty, problem type and classes
    (:mod:`pipeline_core.classes`), enough rows per split.
 
+A CSV dataset is read in bounded memory (:mod:`pipeline_core.stages.validate_stream`: pieces of the file
+fed to a mergeable :class:`~pipeline_core.stages.profile_accumulator.ProfileState`, turned into the same
+profile and messages by :mod:`pipeline_core.stages.profile_from_state`); a Parquet dataset, and a CSV whose
+structure or message the streamed path leaves to the whole-file reader, is loaded whole (:func:`load_table`,
+:func:`profile_table`), as before. The checks both paths end with are in
+:mod:`pipeline_core.stages.profile_checks`.
+
 Preprocess reuses :func:`load_table`, :func:`apply_schema` and :mod:`pipeline_core.classes` so both stages
 see the same data.
 """
