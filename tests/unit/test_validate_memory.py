@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.stage_memory import measure_stage, write_dataset
 
-# ~9.5 MiB of CSV: the whole-table stage grows by ~9.5x the CSV plus first-use caches (measured ~150 MiB,
+# ~9.5 MiB of CSV: the whole-table stage (main) grows by 122 MiB here (136 -> 258 MiB, the same script;
 # docs/data-scale.md); the streamed one by well under half of that.
 ROWS = 60_000
 BOUND_MIB = 60
