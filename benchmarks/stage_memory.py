@@ -3,7 +3,9 @@
 The dataset is synthetic classification data like the issue's (20 numeric + 3 categorical columns, a
 3-class target, ~160 bytes a row). Each stage function runs in a fresh Python process against a moto S3
 directory standing in for the bucket (moto would keep every object in the measured process); the figure is
-the process's peak RSS (``VmHWM``), and its peak before the stage (imports, the profile) beside it.
+the process's peak RSS (``VmHWM``), and its peak before the stage (imports, the profile) beside it, and
+its CPU time; the bare ``pyarrow.csv.read_csv`` of the same file is timed beside them (the issue's
+reference rate). MB/s of CPU time is the figure to compare on a loaded machine.
 
 Usage: ``python -m benchmarks.stage_memory --rows 100000 1000000 [--json]``. Never run it on more than
 1M rows on the shared 2-core machine (a 10M file is ~1.6 GB and needs the disk for it twice).
@@ -100,15 +102,15 @@ def high_water_mib():
 
 
 before = high_water_mib()
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 if stage == "validate":
     profile = validate_data(config, ingest, store, Limits.from_env())
     profile_path.write_text(profile.model_dump_json())
 else:
     profile = DataProfile.model_validate_json(profile_path.read_text())
     preprocess(config, ingest, profile, store, Limits.from_env())
-wall = time.perf_counter() - start
-print(json.dumps({"stage": stage, "wall_s": round(wall, 2), "rss_before_mib": before,
+wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"stage": stage, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "rss_before_mib": before,
                   "peak_rss_mib": high_water_mib()}))
 """
 
@@ -140,10 +142,23 @@ def measure_stage(
     return result
 
 
+def pyarrow_parse(path: Path) -> dict[str, Any]:
+    """The bare parse the issue compares with: ``pyarrow.csv.read_csv`` of the whole file, types inferred."""
+    import time
+
+    import pyarrow.csv as pa_csv
+
+    start, cpu = time.perf_counter(), time.process_time()
+    pa_csv.read_csv(path)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"stage": "pyarrow", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stages", nargs="+", default=["pyarrow", "validate", "preprocess"])
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="stage-memory-") as work:
@@ -152,14 +167,30 @@ def main() -> None:
                 parser.error("at most 1M rows here (see the module's docstring)")
             path = write_dataset(Path(work) / f"data-{rows}.csv", rows)
             profile_path = Path(work) / f"profile-{rows}.json"
-            for stage in ("validate", "preprocess"):
-                result = measure_stage(stage, path, profile_path, Path(work) / "bucket")
-                result.update(rows=rows, csv_mib=round(path.stat().st_size / 2**20, 1))
+            for stage in args.stages:
+                if stage == "pyarrow":
+                    result = pyarrow_parse(path)
+                else:
+                    result = measure_stage(stage, path, profile_path, Path(work) / "bucket")
+                mb = path.stat().st_size / 1e6
+                result.update(
+                    rows=rows,
+                    csv_mib=round(path.stat().st_size / 2**20, 1),
+                    mb_per_s_wall=round(mb / max(result["wall_s"], 1e-3), 1),
+                    mb_per_s_cpu=round(mb / max(result["cpu_s"], 1e-3), 1),
+                    load=round(os.getloadavg()[0], 1),
+                )
                 results.append(result)
                 if not args.json:
-                    print(
-                        f"{rows:>9} rows {result['csv_mib']:>6} MiB  {stage:<10} {result['wall_s']:>7.2f} s  "
+                    memory = (
                         f"peak RSS {result['peak_rss_mib']:>5} MiB (before the stage {result['rss_before_mib']} MiB)"
+                        if "peak_rss_mib" in result
+                        else "(in the benchmark's process)"
+                    )
+                    print(
+                        f"{rows:>9} rows {result['csv_mib']:>6} MiB  {stage:<10} {result['wall_s']:>7.2f} s wall "
+                        f"{result['cpu_s']:>7.2f} s CPU  {result['mb_per_s_cpu']:>6} MB/s of CPU  {memory}  "
+                        f"load {result['load']}"
                     )
     if args.json:
         print(json.dumps(results, indent=1))

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -98,7 +98,10 @@ class RareClassOutcome:
 
 def rare_class_counts(labels: pd.Series, minimum: int) -> pd.Series:
     """Row count of each class with fewer than ``minimum`` rows (largest first, then by label)."""
-    counts = labels.dropna().value_counts()
+    return _small_classes(labels.dropna().value_counts(), minimum)
+
+
+def _small_classes(counts: pd.Series, minimum: int) -> pd.Series:
     small = counts[counts < minimum]
     return small.sort_index().sort_values(ascending=False, kind="stable")
 
@@ -116,23 +119,47 @@ def apply_rare_classes(
     ``where`` maps a row position to its location text (for the error); DataValidationError when a class
     is too small and ``choice`` is ``error``, or when drop/merge still leaves too little to learn from.
     """
-    minimum = min_rows_per_class(test_size, validation_size)
+
+    def rows_of(label: str) -> list[str]:
+        return [str(where(int(i))) for i in labels.index[labels == label][:3]] if callable(where) else []
+
     counts = labels.dropna().value_counts()
-    small = rare_class_counts(labels, minimum)
+    dropped, merged = rare_class_choice(
+        counts, choice, test_size, validation_size, rows_of if callable(where) else None, target
+    )
+    if dropped:
+        return RareClassOutcome(labels.where(~labels.isin(list(dropped)), None), dropped=dropped)
+    if merged:
+        return RareClassOutcome(labels.where(~labels.isin(list(merged)), MERGED_LABEL), merged=merged)
+    return RareClassOutcome(labels)
+
+
+def rare_class_choice(
+    counts: pd.Series,
+    choice: RareClasses,
+    test_size: float,
+    validation_size: float,
+    rows_of: Callable[[str], list[str]] | None = None,
+    target: str = "target",
+) -> tuple[dict[str, int], dict[str, int]]:
+    """:func:`apply_rare_classes` on the classes' row counts (``value_counts`` order) alone: the rare
+    labels dropped and the rare labels merged, each with its row count (the streaming ValidateData has the
+    counts, not the rows); ``rows_of`` gives a label's first rows' locations for the error."""
+    minimum = min_rows_per_class(test_size, validation_size)
+    small = _small_classes(counts, minimum)
     rule = (
         f"the split (test_size {test_size:g}, validation_size {validation_size:g}) needs at least {minimum} "
         f"rows of a class to put {MIN_TEST_ROWS_PER_CLASS} in the test split and {MIN_FIT_ROWS_PER_CLASS} in "
         "training"
     )
     if small.empty:
-        return RareClassOutcome(labels)
+        return {}, {}
     if choice == "error":
         details = []
         for label, count in list(small.items())[:MAX_EXAMPLES]:
             text = f"{label!r} ({_plural(int(count), 'row')}"
-            if callable(where):
-                rows = [str(where(int(i))) for i in labels.index[labels == label][:3]]
-                text += ": " + ", ".join(rows)
+            if rows_of is not None:
+                text += ": " + ", ".join(rows_of(str(label)))
             details.append(text + ")")
         more = f" and {len(small) - MAX_EXAMPLES} more" if len(small) > MAX_EXAMPLES else ""
         raise DataValidationError(
@@ -141,7 +168,6 @@ def apply_rare_classes(
             f'"merge" (join them into one class {MERGED_LABEL!r}) in the input, or remove or merge those '
             "classes in the data (or is the target column the right one?)"
         )
-    rare = labels.isin(list(small.index))
     sizes = {str(k): int(v) for k, v in small.items()}
     if choice == "drop":
         kept = counts.drop(small.index)
@@ -151,15 +177,15 @@ def apply_rare_classes(
                 f"{'es' if len(kept) != 1 else ''} ({_plural(len(small), 'class')} with fewer than {minimum} "
                 "rows dropped); classification needs at least 2"
             )
-        return RareClassOutcome(labels.where(~rare, None), dropped=sizes)
-    merged_rows = int(rare.sum()) + int(counts.get(MERGED_LABEL, 0) if MERGED_LABEL not in small.index else 0)
+        return sizes, {}
+    merged_rows = int(small.sum()) + int(counts.get(MERGED_LABEL, 0) if MERGED_LABEL not in small.index else 0)
     if merged_rows < minimum:
         raise DataValidationError(
             f'target {target!r}: rare_classes "merge" joins {", ".join(repr(k) for k in sizes)} into '
             f"{MERGED_LABEL!r}, which still has only {_plural(merged_rows, 'row')}; {rule}. Use rare_classes "
             '"drop" instead'
         )
-    return RareClassOutcome(labels.where(~rare, MERGED_LABEL), merged=sizes)
+    return {}, sizes
 
 
 @dataclass(frozen=True)

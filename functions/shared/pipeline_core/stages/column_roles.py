@@ -168,11 +168,17 @@ def datetime_format(column: pd.Series, soft: pd.Series | None = None) -> tuple[s
     present = column[column.notna() & ~(soft_missing(column) if soft is None else soft)].astype("str")
     if present.empty:
         return None, 0, 0
-    counts = present.value_counts()
+    fmt, read = datetime_format_of_counts(present.value_counts())
+    return fmt, read, len(present)
+
+
+def datetime_format_of_counts(counts: pd.Series) -> tuple[str | None, int]:
+    """(format, values it reads) for a column's value counts (``value_counts`` order: the date formats are
+    tried on the ``DATETIME_SAMPLE`` most frequent values); the streaming profile passes its own counts."""
     values = pd.Series(counts.index, dtype=object)
     sample = values.iloc[:DATETIME_SAMPLE]
     if not sample.str.contains(_DATETIME_HINT).any():
-        return None, 0, len(present)
+        return None, 0
     best: tuple[str | None, int] = (None, 0)
     for fmt, _ in DATETIME_FORMATS:
         parsed = parse_datetimes(sample, fmt)
@@ -180,10 +186,9 @@ def datetime_format(column: pd.Series, soft: pd.Series | None = None) -> tuple[s
         if hits > best[1]:
             best = (fmt, hits)
     if best[0] is None:
-        return None, 0, len(present)
+        return None, 0
     parsed = parse_datetimes(values, best[0])
-    read = int(counts.to_numpy()[parsed.notna().to_numpy()].sum())
-    return best[0], read, len(present)
+    return best[0], int(counts.to_numpy()[parsed.notna().to_numpy()].sum())
 
 
 def parse_datetimes(values: pd.Series, fmt: str) -> pd.Series:
@@ -196,8 +201,13 @@ def iso_output(fmt: str) -> str:
     return dict(DATETIME_FORMATS)[fmt]
 
 
-def _is_identifier_name(name: str) -> bool:
-    return bool(_ID_NAME.search(name.strip()) or _ROW_NAME.match(name.strip()))
+def is_identifier_name(name: str) -> bool:
+    return bool(_ID_NAME.search(name.strip()) or is_row_name(name))
+
+
+def is_row_name(name: str) -> bool:
+    """A name for the row's number (``index``, ``row``, ``Unnamed: 0``, ...)."""
+    return bool(_ROW_NAME.match(name.strip()))
 
 
 def _numeric_identifier(name: str, column: pd.Series, soft: pd.Series) -> str | None:
@@ -206,15 +216,15 @@ def _numeric_identifier(name: str, column: pd.Series, soft: pd.Series) -> str | 
     The name decides: distinct whole numbers without an id-like name may be a count or a year, and a float
     is a measurement even when every value differs.
     """
-    if not _is_identifier_name(name):
+    if not is_identifier_name(name):
         return None
     numbers = parse_numbers(column.mask(soft)).dropna()
     n = len(numbers)
     if n < IDENTIFIER_MIN_ROWS or numbers.nunique() != n or not bool((numbers == np.floor(numbers)).all()):
         return None
-    if _ROW_NAME.match(name.strip()) and n == len(column) and bool((np.diff(numbers.to_numpy()) == 1).all()):
+    if is_row_name(name) and n == len(column) and bool((np.diff(numbers.to_numpy()) == 1).all()):
         return f"numbers the rows {int(numbers.iloc[0])}..{int(numbers.iloc[-1])} in file order"
-    if _is_identifier_name(name):
+    if is_identifier_name(name):
         return f"a different whole number in each of its {n} non-empty rows and named like an identifier"
     return None
 

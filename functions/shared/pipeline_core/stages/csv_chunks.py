@@ -10,7 +10,7 @@ pyarrow is stricter than the ``csv`` module in one corner: a whitespace-only lin
 columns is a one-field row to pyarrow (an error) and a blank line to ``csv`` (skipped). :class:`ChunkError`
 says so, and the caller falls back to the whole-file path, which reports or skips it as before. The same
 happens for any file pyarrow cannot parse. Pieces are cut where a CSV reader sees a row end
-(:func:`_row_end`), so a quoted line break and a literal ``"`` inside an unquoted field stay in their row.
+(:func:`row_end`), so a quoted line break and a literal ``"`` inside an unquoted field stay in their row.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ChunkError(Exception):
     """The streaming reader cannot read the file the way the whole-file reader does."""
 
 
-def _options(
+def read_options(
     names: Sequence[str], include: Sequence[str] | None, skip_header: bool
 ) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
     convert = pa_csv.ConvertOptions(
@@ -45,7 +45,7 @@ def _options(
     return read, pa_csv.ParseOptions(newlines_in_values=True), convert
 
 
-def _row_end(piece: bytes) -> int:
+def row_end(piece: bytes) -> int:
     """The end of the last complete row in ``piece`` (just after a line break outside quotes), or -1.
 
     ``piece`` starts at a row boundary. Without a ``"`` every line break ends a row. With quotes, the
@@ -88,7 +88,7 @@ def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
                 yield pending
             return
         piece = pending + block
-        end = _row_end(piece)
+        end = row_end(piece)
         if end < 0:  # a row longer than a block: read on
             pending = piece
             continue
@@ -107,7 +107,7 @@ def iter_chunks(
         include = [stripped[name] for name in columns] if columns is not None else None
         with path.open("rb") as handle:
             for number, piece in enumerate(_pieces(handle, block_bytes)):
-                read, parse, convert = _options(names, include, skip_header=number == 0)
+                read, parse, convert = read_options(names, include, skip_header=number == 0)
                 table = pa_csv.read_csv(pyarrow_lib.py_buffer(piece), read, parse, convert)
                 if table.num_rows == 0:
                     continue

@@ -9,16 +9,24 @@ Checks run from the bytes up, so each failure gets the most precise message avai
 3. target and split: target present and not empty, problem type and classes
    (:mod:`pipeline_core.classes`), enough rows per split.
 
+A CSV dataset is read in bounded memory (:mod:`pipeline_core.stages.validate_stream`: pieces of the file
+fed to a mergeable :class:`~pipeline_core.stages.profile_accumulator.ProfileState`, turned into the same
+profile and messages by :mod:`pipeline_core.stages.profile_from_state`); a Parquet dataset, and a CSV whose
+structure or message the streamed path leaves to the whole-file reader, is loaded whole (:func:`load_table`,
+:func:`profile_table`), as before. The checks both paths end with are in
+:mod:`pipeline_core.stages.profile_checks`.
+
 Preprocess reuses :func:`load_table`, :func:`apply_schema` and :mod:`pipeline_core.classes` so both stages
 see the same data.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
+import tempfile
 from collections.abc import Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,8 +43,8 @@ from pipeline_core.classes import (
 )
 from pipeline_core.errors import DataValidationError
 from pipeline_core.models import ColumnProfile, DataProfile, IngestResult, RunConfig
+from pipeline_core.observability import logger
 from pipeline_core.stages.column_roles import (
-    FEATURE_ROLES,
     infer_column,
     numeric_share,
     profile_columns,
@@ -45,19 +53,35 @@ from pipeline_core.stages.column_roles import (
     typed,
     with_missing_counts,
 )
-from pipeline_core.stages.dataset_file import MIB, Limits, Table, check_size, load_table, quote_list, snippet
+from pipeline_core.stages.csv_chunks import ChunkError
+from pipeline_core.stages.dataset_file import MIB, Limits, Table, check_size, load_table, snippet
+from pipeline_core.stages.profile_checks import (
+    EMPTY_TARGET,
+    MAX_EXAMPLES,
+    RARE_DROPPED,
+    check_features_left,
+    check_target_present,
+    choose_target,
+    failure_message,
+    finish_profile,
+    rows_needed,
+    target_reason,
+)
+from pipeline_core.stages.profile_from_state import NeedsWholeTable
+from pipeline_core.stages.validate_stream import stream_profile
 
 # re-exported: the handlers, Preprocess and the tests use them from here
-__all__ = ["MIB", "Limits", "Table", "load_table", "split_sizes", "target_labels"]
-
-MIN_ROWS_PER_SPLIT = 5
-EXCLUDED_ROLES = ("identifier", "constant", "excluded")
-# keys of DataProfile.dropped_rows / PreprocessResult.dropped_rows_by_reason
-EMPTY_TARGET = "empty target"
-RARE_DROPPED = "rare class (dropped)"
-MAX_EXAMPLES = 5
-# $.data must leave room in the 256 KiB state for $.prep (which repeats the column names) and the rest.
-MAX_PROFILE_BYTES = 150_000
+__all__ = [
+    "EMPTY_TARGET",
+    "MIB",
+    "RARE_DROPPED",
+    "Limits",
+    "Table",
+    "load_table",
+    "rows_needed",
+    "split_sizes",
+    "target_labels",
+]
 
 
 class ValidateDataEvent(BaseModel):
@@ -121,34 +145,10 @@ def _describe_failures(table: Table, values: pd.DataFrame, cases: pd.DataFrame) 
         )
     if not problems:  # a schema-level failure pandera reports without rows (should not happen)
         problems = [str(cases.head(MAX_EXAMPLES).to_dict("records"))]
-    return (
-        "; ".join(problems)
-        + ". Fix or empty those cells (empty, NA and ? are read as missing values), or leave the column out "
-        "with exclude_columns"
-    )
+    return failure_message(problems)
 
 
 # --------------------------------------------------------------------------- target and split
-
-
-def rows_needed(test_size: float, validation_size: float, minimum: int = MIN_ROWS_PER_SPLIT) -> int:
-    """The smallest row count whose split gives every part at least ``minimum`` rows."""
-    n = 3 * minimum
-    while min(split_sizes(n, test_size, validation_size)) < minimum:
-        n += 1
-    return n
-
-
-def _choose_target(config: RunConfig, names: list[str]) -> tuple[str, Literal["input", "last_column"]]:
-    if config.target is None:
-        return names[-1], "last_column"
-    if config.target in names:
-        return config.target, "input"
-    close = difflib.get_close_matches(config.target, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise DataValidationError(
-        f"target column {config.target!r} is not in the dataset{hint}; its columns are {quote_list(names)}"
-    )
 
 
 def _check_target_is_not_an_identifier(
@@ -193,27 +193,18 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
     """Roles, types, target and split checks on a loaded table; the profile later states rely on."""
     frame = table.frame
     names = [str(c) for c in frame.columns]
-    target, target_chosen_by = _choose_target(config, names)
+    target, target_chosen_by = choose_target(config, names)
     dtype = storage_dtype(frame[target])
-    target_reason = "the target, named in the input" if target_chosen_by == "input" else "the target, the last column"
     columns = profile_columns(
-        frame, target, dtype, config.column_roles, config.exclude_columns, table.where, target_reason
+        frame, target, dtype, config.column_roles, config.exclude_columns, table.where, target_reason(target_chosen_by)
     )
-    if not any(c.role in FEATURE_ROLES for c in columns):
-        unused = "; ".join(f"{c.name!r}: {c.role} ({c.reason})" for c in columns if c.role != "target")
-        raise DataValidationError(
-            f"no column is left to learn from: besides the target {target!r}, every column is left out "
-            f"({unused[:1000]}). Give a column a role with column_roles, or check the target"
-        )
+    check_features_left(columns, target)
     values = apply_schema(table, columns)
     columns = with_missing_counts(columns, values)
 
     n_rows = len(frame)
     present = int(values[target].notna().sum())
-    if present == 0:
-        chosen = "the last column" if target_chosen_by == "last_column" else "named in the input"
-        raise DataValidationError(f"target column {target!r} ({chosen}) is empty in all {n_rows} rows")
-    dropped = {EMPTY_TARGET: n_rows - present} if present < n_rows else {}
+    dropped = check_target_present(present, n_rows, target, target_chosen_by)
     labels = target_labels(values[target], dtype)
     _check_problem_type(table, target, dtype, labels, config)
     choice = infer_problem_type(target, dtype, labels, config.problem_type)
@@ -235,59 +226,38 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
         # dropping or merging classes can leave two: the problem becomes binary
         problem_type = "binary_classification" if len(class_labels) == 2 else "multiclass_classification"
         present = int(outcome.labels.notna().sum())
-
-    sizes = split_sizes(present, config.test_size, config.validation_size)
-    if min(sizes) < MIN_ROWS_PER_SPLIT:
-        left_out = []
-        if EMPTY_TARGET in dropped:
-            left_out.append(f"{dropped[EMPTY_TARGET]} of {n_rows} rows have an empty target and are not used")
-        if RARE_DROPPED in dropped:
-            left_out.append(f'{dropped[RARE_DROPPED]} rows of rare classes are dropped (rare_classes "drop")')
-        not_used = f" ({'; '.join(left_out)})" if left_out else ""
-        raise DataValidationError(
-            f"not enough rows: {present} rows with a target{not_used}; the split (test_size "
-            f"{config.test_size:g}, validation_size {config.validation_size:g}) gives train {sizes[0]}, "
-            f"validation {sizes[1]}, test {sizes[2]} rows, and each needs at least {MIN_ROWS_PER_SPLIT}: "
-            f"at least {rows_needed(config.test_size, config.validation_size)} rows are needed"
-        )
-    profile = DataProfile(
-        n_rows=n_rows,
-        n_columns=len(names),
-        target=target,
-        target_chosen_by=target_chosen_by,
-        problem_type=problem_type,
-        problem_type_chosen_by=choice.chosen_by,
-        problem_type_reason=choice.reason,
-        class_labels=class_labels,
-        feature_columns=[c.name for c in columns if c.role in FEATURE_ROLES],
-        columns=columns,
-        excluded_columns={c.name: f"{c.role}: {c.reason}" for c in columns if c.role in EXCLUDED_ROLES},
-        dropped_rows=dropped,
-        merged_classes=merged,
+    return finish_profile(
+        config,
+        n_rows,
+        names,
+        target,
+        target_chosen_by,
+        columns,
+        choice,
+        problem_type,
+        class_labels,
+        dropped,
+        merged,
+        present,
     )
-    _check_profile_fits_the_state(profile)
-    return profile
-
-
-def _check_profile_fits_the_state(profile: DataProfile) -> None:
-    """A profile too large for the execution's state would fail later as States.DataLimitExceeded, a
-    message that names nothing; a role and a reason per column make it grow with the column count."""
-    size = len(profile.model_dump_json())
-    if size > MAX_PROFILE_BYTES:
-        raise DataValidationError(
-            f"the dataset has {profile.n_columns} columns: their profile (a role and a reason per column) is "
-            f"{size} bytes, more than the {MAX_PROFILE_BYTES} bytes the state machine can carry beside the rest "
-            "of the run's state (Step Functions' limit is 256 KiB); keep fewer columns in the file"
-        )
 
 
 def validate_data(config: RunConfig, ingest: IngestResult, store: ObjectStore, limits: Limits) -> DataProfile:
     """The ValidateData state: read ``ingest.raw_uri`` (never changing it) and profile it, or raise."""
     check_size(ingest.size_bytes, limits)  # before reading: a huge object must not exhaust memory
-    data = store.read_bytes(ingest.raw_uri)
     try:
-        table = load_table(data, ingest.format, limits)
-        return profile_table(table, config)
+        if ingest.format == "csv":
+            with tempfile.TemporaryDirectory(prefix="validate-") as work:
+                path = Path(work) / "dataset.csv"
+                store.download_stream(ingest.raw_uri, path)
+                try:
+                    return stream_profile(path, config, limits)
+                except (ChunkError, NeedsWholeTable) as reason:
+                    logger.info("reading the dataset whole", extra={"reason": str(reason)})
+                data = path.read_bytes()
+        else:
+            data = store.read_bytes(ingest.raw_uri)
+        return profile_table(load_table(data, ingest.format, limits), config)
     except DataValidationError as error:
         raise DataValidationError(f"dataset {ingest.raw_uri} (from {ingest.source_uri}): {error}") from None
 

@@ -213,6 +213,24 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+def check_header(header: list[str], header_line: int) -> None:
+    """A CSV header (names stripped) has at least two columns, with unique non-empty names, not numbers."""
+    where = f"header (line {header_line})"
+    if len(header) < 2:
+        other = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
+        hint = f"; it seems to use {other!r} as separator, but only comma-separated files are accepted" if other else ""
+        raise DataValidationError(
+            f"{where} has a single column {header[0]!r}: a dataset needs at least one feature and a target{hint}"
+        )
+    _check_column_names(header, where)
+    numeric_names = [name for name in header if _looks_numeric(name)]
+    if len(numeric_names) > len(header) / 2:
+        raise DataValidationError(
+            f"the first line does not look like a header: {len(numeric_names)} of its {len(header)} values are "
+            f"numbers ({quote_list(numeric_names, 5)}); add a header line with the column names"
+        )
+
+
 def scan_csv(text: str) -> tuple[list[str], array[int]]:
     """The header's column names and the start line of every data row, after structural checks."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -248,20 +266,7 @@ def scan_csv(text: str) -> tuple[list[str], array[int]]:
         ) from None
     if header is None:
         raise DataValidationError("the file has no header line: it contains only blank lines")
-    where = f"header (line {header_line})"
-    if len(header) < 2:
-        other = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
-        hint = f"; it seems to use {other!r} as separator, but only comma-separated files are accepted" if other else ""
-        raise DataValidationError(
-            f"{where} has a single column {header[0]!r}: a dataset needs at least one feature and a target{hint}"
-        )
-    _check_column_names(header, where)
-    numeric_names = [name for name in header if _looks_numeric(name)]
-    if len(numeric_names) > len(header) / 2:
-        raise DataValidationError(
-            f"the first line does not look like a header: {len(numeric_names)} of its {len(header)} values are "
-            f"numbers ({quote_list(numeric_names, 5)}); add a header line with the column names"
-        )
+    check_header(header, header_line)
     if n_ragged:
         raise DataValidationError(
             f"{n_ragged} row{'s have' if n_ragged > 1 else ' has'} a different number of fields than the "
