@@ -8,9 +8,11 @@ The SageMaker training toolkit copies this folder into the container and runs
   ``sagemaker_*`` names (sagemaker_program, sagemaker_submit_directory, ...) belong to the toolkit and are
   ignored; any other unknown name is an error. ``algorithm`` is ``auto`` (default), ``gradient-boosting``,
   ``linear`` or ``text``; each takes its own parameters (``stepml_tabular.estimators``).
-* ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``, ``SM_CHANNEL_TEST``: each a directory holding exactly one
-  CSV with a header row, target column included, and optionally ``columns.json`` (the column roles
-  Preprocess chose; the train channel's is used). Without it a column is numeric or categorical.
+* ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``, ``SM_CHANNEL_TEST``: each a directory holding one CSV, or
+  several part files read in sorted name order as one table, each with the same header row, target column
+  included, and optionally ``columns.json`` (the column roles Preprocess chose; the train channel's is
+  used). Without it a column is numeric or categorical. With it and pyarrow installed the files are parsed
+  by pyarrow straight into typed columns (``stepml_tabular.channels``), else by pandas; the same values.
 * selection (algorithm, iterations, regularisation) uses train+validation only (cross-validation when
   small), the chosen model is refit on train+validation, and the test split is only predicted.
 * writes ``model.joblib`` + ``metadata.json`` to ``SM_MODEL_DIR`` and ``metrics.json`` +
@@ -49,12 +51,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from stepml_tabular.channels import channel_csvs, read_split  # noqa: E402
 from stepml_tabular.columns import (  # noqa: E402
     _as_label,
     feature_kinds,
     prepare_features,
     read_columns_file,
-    read_csv_by_roles,
 )
 from stepml_tabular.errors import HyperparameterError, TrainingDataError  # noqa: E402
 from stepml_tabular.estimators import (  # noqa: E402
@@ -397,20 +399,13 @@ def channel_dir(name: str) -> Path:
 
 
 def read_channel(name: str, roles: dict[str, str] | None = None) -> pd.DataFrame:
-    """The one CSV in channel ``name``; with roles, non-numeric columns are read as the text written."""
+    """Channel ``name``'s CSV file(s) as one split (``stepml_tabular.channels``: several part files are read
+    in sorted name order; with roles, pyarrow parses them straight into typed columns when installed)."""
     directory = channel_dir(name)
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
-    csvs = [p for p in files if p.suffix.lower() == ".csv"]
-    if len(csvs) != 1:
-        raise TrainingDataError(
-            f"channel {name!r}: expected exactly one .csv file in {directory}, found "
-            f"{[p.name for p in csvs] or 'none'} (all files: {[p.name for p in files]})"
-        )
-    try:
-        frame = read_csv_by_roles(csvs[0], roles)
-    except (ValueError, UnicodeDecodeError) as exc:  # EmptyDataError and ParserError are ValueErrors
-        raise TrainingDataError(f"channel {name!r}: cannot read {csvs[0].name} as CSV: {exc}") from exc
-    _log(f"channel {name}: {csvs[0].name} {frame.shape[0]} rows x {frame.shape[1]} columns")
+    paths = channel_csvs(directory, name)
+    frame = read_split(paths, roles, name)
+    files = paths[0].name if len(paths) == 1 else f"{len(paths)} files ({paths[0].name} ... {paths[-1].name})"
+    _log(f"channel {name}: {files} {frame.shape[0]} rows x {frame.shape[1]} columns")
     return frame
 
 
