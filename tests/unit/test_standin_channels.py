@@ -6,10 +6,14 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.response import StreamingBody
 from pipeline_core.aws.s3 import ObjectStore
+from pipeline_core.standin.errors import ValidationException
+from pipeline_core.standin.training import _check_channels
 
 from tests.unit.test_ingest import MIB, _GeneratedBytes
+from tests.unit.test_standin import ASL
 
 
 class _ChannelS3:
@@ -48,3 +52,34 @@ def test_a_channel_is_downloaded_in_bounded_memory(tmp_path: Path) -> None:
     assert [p.stat().st_size for p in paths] == [64 * MIB, 3]
     assert peak < 32 * MIB
 
+
+def _request(mode: str | None, training_mode: str = "File") -> dict[str, Any]:
+    channel: dict[str, Any] = {
+        "ChannelName": "train",
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/processed/run/train/"}},
+    }
+    if mode is not None:
+        channel["InputMode"] = mode
+    return {"AlgorithmSpecification": {"TrainingInputMode": training_mode}, "InputDataConfig": [channel]}
+
+
+@pytest.mark.parametrize(("mode", "training_mode"), [("FastFile", "File"), ("File", "FastFile"), (None, "FastFile")])
+def test_file_and_fastfile_channels_are_taken(mode: str | None, training_mode: str) -> None:
+    _check_channels(_request(mode, training_mode))
+
+
+@pytest.mark.parametrize(("mode", "training_mode"), [("Pipe", "File"), (None, "Pipe")])
+def test_a_pipe_channel_is_refused_with_the_reason(mode: str | None, training_mode: str) -> None:
+    with pytest.raises(
+        ValidationException, match="channel 'train': the stand-in supports InputMode File or FastFile, not Pipe"
+    ):
+        _check_channels(_request(mode, training_mode))
+
+
+def test_the_pipelines_training_jobs_stream_their_channels() -> None:
+    """Train and Tune ask for FastFile on every channel (see the Train state's Comment for why)."""
+    states = ASL["States"]
+    definitions = [states["Train"]["Parameters"], states["Tune"]["Parameters"]["TrainingJobDefinition"]]
+    for definition in definitions:
+        assert definition["AlgorithmSpecification"]["TrainingInputMode"] == "FastFile"
+        assert [c["InputMode"] for c in definition["InputDataConfig"]] == ["FastFile"] * 3
