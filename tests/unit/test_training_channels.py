@@ -205,3 +205,17 @@ def test_the_model_is_the_same_whichever_reader(tmp_path: Path, monkeypatch: pyt
     probe = features(channels.read_split([tmp_path / "probe" / "test" / "part-00000.csv"], roles, "test"), roles)
     assert len(test_rows) == len(probe)
     np.testing.assert_array_equal(models[0].predict_proba(probe), models[1].predict_proba(probe))
+
+
+def test_train_splits_lets_go_of_the_read_tables(tmp_path: Path) -> None:
+    """main hands its frames over: train_splits empties the dict once the features are made, so the read
+    tables are not held beside the feature matrix while the model is fitted."""
+    frame = mixed_frame(rows=120, seed=2).drop(columns=["note", "when"])
+    frame["label"] = np.where(pd.to_numeric(frame["x"]).fillna(0) > 0, "up", "down")
+    splits = {"train": frame.iloc[:80], "validation": frame.iloc[80:100], "test": frame.iloc[100:]}
+    roles = {k: v for k, v in ROLES.items() if k in frame.columns}
+
+    outcome = train.train_splits(splits, target="label", problem_type="binary_classification", roles=roles)
+
+    assert splits == {}
+    assert (outcome.metrics["n_train"], outcome.metrics["n_validation"], outcome.metrics["n_test"]) == (80, 20, 20)

@@ -100,19 +100,23 @@ def _read_with_pyarrow(path: Path, roles: dict[str, str]) -> pd.DataFrame | None
         table = pa_csv.read_csv(path, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError, csv.Error):
         return None  # a value pandas reads otherwise (text in a numeric column, ...): pandas decides
-    rows = table.num_rows
+    index = pd.RangeIndex(table.num_rows)
     columns: dict[str, Any] = {}
     for column in list(table.column_names):
         values = table.column(0)
         table = table.remove_column(0)  # each column's Arrow buffers are freed once it is converted
         if roles.get(column) == "numeric":
-            columns[column] = values.to_numpy().astype("float64", copy=False)  # nulls come out as NaN
+            converted: Any = values.to_numpy().astype("float64", copy=False)  # nulls come out as NaN
         elif column in roles:
-            columns[column] = _labels(values)
+            converted = _labels(values)
         else:
-            columns[column] = _inferred(_labels(values))
+            converted = _inferred(_labels(values))
         del values
-    return pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
+        # An object array stays one (pandas 3 would otherwise turn it into its string dtype, a copy of every
+        # value that prepare_features then turns back into str objects).
+        dtype = object if converted.dtype == object else None
+        columns[column] = pd.Series(converted, index=index, dtype=dtype, copy=False, name=column)
+    return pd.DataFrame(columns, index=index, copy=False)
 
 
 def _labels(values: Any) -> np.ndarray:
