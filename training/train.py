@@ -8,9 +8,11 @@ The SageMaker training toolkit copies this folder into the container and runs
   ``sagemaker_*`` names (sagemaker_program, sagemaker_submit_directory, ...) belong to the toolkit and are
   ignored; any other unknown name is an error. ``algorithm`` is ``auto`` (default), ``gradient-boosting``,
   ``linear`` or ``text``; each takes its own parameters (``stepml_tabular.estimators``).
-* ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``, ``SM_CHANNEL_TEST``: each a directory holding exactly one
-  CSV with a header row, target column included, and optionally ``columns.json`` (the column roles
-  Preprocess chose; the train channel's is used). Without it a column is numeric or categorical.
+* ``SM_CHANNEL_TRAIN``, ``SM_CHANNEL_VALIDATION``, ``SM_CHANNEL_TEST``: each a directory holding one CSV, or
+  several part files read in sorted name order as one table, each with the same header row, target column
+  included, and optionally ``columns.json`` (the column roles Preprocess chose; the train channel's is
+  used). Without it a column is numeric or categorical. With it and pyarrow installed the files are parsed
+  by pyarrow straight into typed columns (``stepml_tabular.channels``), else by pandas; the same values.
 * selection (algorithm, iterations, regularisation) uses train+validation only (cross-validation when
   small), the chosen model is refit on train+validation, and the test split is only predicted.
 * writes ``model.joblib`` + ``metadata.json`` to ``SM_MODEL_DIR`` and ``metrics.json`` +
@@ -49,12 +51,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from stepml_tabular.channels import channel_csvs, read_split  # noqa: E402
 from stepml_tabular.columns import (  # noqa: E402
     _as_label,
     feature_kinds,
     prepare_features,
     read_columns_file,
-    read_csv_by_roles,
 )
 from stepml_tabular.errors import HyperparameterError, TrainingDataError  # noqa: E402
 from stepml_tabular.estimators import (  # noqa: E402
@@ -298,29 +300,49 @@ def train(
     roles: dict[str, str] | None = None,
 ) -> TrainingOutcome:
     """Choose and fit a model on train+validation (see ``stepml_tabular.estimators``), predict test."""
+    splits = {"train": train_df, "validation": validation_df, "test": test_df}
+    return train_splits(
+        splits, target=target, problem_type=problem_type, seed=seed, params=params, algorithm=algorithm, roles=roles
+    )
+
+
+def train_splits(
+    splits: dict[str, pd.DataFrame],
+    *,
+    target: str,
+    problem_type: str,
+    seed: int = DEFAULT_SEED,
+    params: dict[str, Any] | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
+    roles: dict[str, str] | None = None,
+) -> TrainingOutcome:
+    """``train`` on the ``train``, ``validation`` and ``test`` frames of ``splits``, which it empties once their
+    features are made: a caller that holds no other reference (``main``) has the read tables freed before the
+    model is fitted, so they are not in memory beside the feature matrix and the fit's own copies."""
     if problem_type not in PROBLEM_TYPES:
         raise HyperparameterError(f"problem_type={problem_type!r} must be one of {', '.join(PROBLEM_TYPES)}")
     estimator_params = check_params(algorithm, problem_type, dict(params or {}))
-    splits = {"train": train_df, "validation": validation_df, "test": test_df}
-    for name, frame in splits.items():
-        if len(frame) == 0:
+    for name in CHANNELS:
+        if len(splits[name]) == 0:
             raise TrainingDataError(f"the {name} split has no rows")
+    rows = {name: len(splits[name]) for name in CHANNELS}
 
-    y = {name: prepare_target(frame, target, problem_type, name) for name, frame in splits.items()}
-    feature_columns, kinds, empty_columns = _feature_roles(train_df, target, roles)
+    y = {name: prepare_target(splits[name], target, problem_type, name) for name in CHANNELS}
+    feature_columns, kinds, empty_columns = _feature_roles(splits["train"], target, roles)
     counts = {role: sum(k == role for k in kinds.values()) for role in sorted(set(kinds.values()))}
     _log(
-        f"problem_type={problem_type} target={target!r} algorithm={algorithm} rows train={len(train_df)} "
-        f"validation={len(validation_df)} test={len(test_df)} features={len(feature_columns)} "
+        f"problem_type={problem_type} target={target!r} algorithm={algorithm} rows train={rows['train']} "
+        f"validation={rows['validation']} test={rows['test']} features={len(feature_columns)} "
         f"({', '.join(f'{role}={n}' for role, n in counts.items())})"
     )
-    x = {name: prepare_features(frame, feature_columns, kinds, name) for name, frame in splits.items()}
+    x = {name: prepare_features(splits[name], feature_columns, kinds, name) for name in CHANNELS}
+    splits.clear()
     _check_labels(y, target, problem_type)
 
-    x_all = pd.concat([x["train"], x["validation"]], ignore_index=True)
+    x_all = pd.concat([x.pop("train"), x.pop("validation")], ignore_index=True)
     y_all = np.concatenate([y["train"], y["validation"]])
     with _one_thread_for_small_data(len(x_all)):
-        selection = select(x_all, y_all, len(x["train"]), kinds, problem_type, algorithm, estimator_params, seed)
+        selection = select(x_all, y_all, rows["train"], kinds, problem_type, algorithm, estimator_params, seed)
         pipeline = refit_checked(x_all, y_all, kinds, problem_type, selection, estimator_params, seed)
     chosen = selection.chosen
     _log(f"selection: {selection.reason}; {chosen.detail}")
@@ -354,9 +376,9 @@ def train(
         "validation": scores["validation"],
         "test": scores["test"],
         "selection": selection.report(problem_type),
-        "n_train": len(train_df),
-        "n_validation": len(validation_df),
-        "n_test": len(test_df),
+        "n_train": rows["train"],
+        "n_validation": rows["validation"],
+        "n_test": rows["test"],
     }
     if selection.notes:
         metrics["notes"] = selection.notes
@@ -397,20 +419,13 @@ def channel_dir(name: str) -> Path:
 
 
 def read_channel(name: str, roles: dict[str, str] | None = None) -> pd.DataFrame:
-    """The one CSV in channel ``name``; with roles, non-numeric columns are read as the text written."""
+    """Channel ``name``'s CSV file(s) as one split (``stepml_tabular.channels``: several part files are read
+    in sorted name order; with roles, pyarrow parses them straight into typed columns when installed)."""
     directory = channel_dir(name)
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
-    csvs = [p for p in files if p.suffix.lower() == ".csv"]
-    if len(csvs) != 1:
-        raise TrainingDataError(
-            f"channel {name!r}: expected exactly one .csv file in {directory}, found "
-            f"{[p.name for p in csvs] or 'none'} (all files: {[p.name for p in files]})"
-        )
-    try:
-        frame = read_csv_by_roles(csvs[0], roles)
-    except (ValueError, UnicodeDecodeError) as exc:  # EmptyDataError and ParserError are ValueErrors
-        raise TrainingDataError(f"channel {name!r}: cannot read {csvs[0].name} as CSV: {exc}") from exc
-    _log(f"channel {name}: {csvs[0].name} {frame.shape[0]} rows x {frame.shape[1]} columns")
+    paths = channel_csvs(directory, name)
+    frame = read_split(paths, roles, name)
+    files = paths[0].name if len(paths) == 1 else f"{len(paths)} files ({paths[0].name} ... {paths[-1].name})"
+    _log(f"channel {name}: {files} {frame.shape[0]} rows x {frame.shape[1]} columns")
     return frame
 
 
@@ -446,10 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         roles: dict[str, str] | None = columns["roles"] if columns else None
         _log(f"column roles: {roles}" if roles else "no columns.json: columns are numeric or categorical by dtype")
         frames = {name: read_channel(name, roles) for name in CHANNELS}
-        outcome = train(
-            frames["train"],
-            frames["validation"],
-            frames["test"],
+        outcome = train_splits(  # takes the frames: they are freed once the features are made
+            frames,
             target=hps.target,
             problem_type=hps.problem_type,
             seed=hps.seed,

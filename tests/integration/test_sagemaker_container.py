@@ -85,6 +85,18 @@ CASES: dict[str, tuple[Callable[[], dict[str, pd.DataFrame]], dict[str, str], st
 }
 
 
+def upload_train_parts_with_roles(aws: FakeAws, run: str, frame: pd.DataFrame, target: str) -> None:
+    """The train channel as two part files and the columns.json Preprocess writes: the image has no pyarrow,
+    so train.py's pandas reader reads the parts (stepml_tabular.channels), on the image's pandas."""
+    aws.s3.delete_object(Bucket=aws.bucket, Key=f"processed/{run}/train/train.csv")
+    half = len(frame) // 2
+    for index, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
+        aws.put(f"processed/{run}/train/part-{index:05d}.csv", part.to_csv(index=False).encode())
+    roles = {c: "numeric" if pd.api.types.is_numeric_dtype(frame[c]) else "categorical" for c in frame if c != target}
+    document = {"format": 1, "target": target, "roles": roles}
+    aws.put(f"processed/{run}/train/columns.json", json.dumps(document).encode())
+
+
 @pytest.fixture(scope="module")
 def container_python() -> Path:
     if not CONTAINER_PYTHON.exists():
@@ -100,6 +112,8 @@ def test_trains_and_serves_with_the_images_versions(
     splits = make_splits()
     run = f"container-{case}"
     upload_splits(aws, run, splits)
+    if case == "mixed":
+        upload_train_parts_with_roles(aws, run, splits["train"], target="diagnosis")
     upload_source(aws)
     request = asl_request("Train", pipeline_state(aws, run, {**hyperparameters, "seed": "42"}))
     store = RecordStore(aws.bucket, aws.s3)

@@ -316,13 +316,23 @@ def test_main_failure_writes_the_reason(
     assert not (sm_env["model"] / "model.joblib").exists()
 
 
-def test_main_channel_must_hold_one_csv(sm_env: dict[str, Path]) -> None:
+def test_main_channel_files_must_share_a_header(sm_env: dict[str, Path]) -> None:
     write_channels(sm_env, split3(synthetic_frame(), stratify="label"))
     (sm_env["validation"] / "extra.csv").write_text("a,b\n1,2\n")
     assert train.main(["--target", "label", "--problem_type", "binary_classification"]) == 1
     reason = failure_text(sm_env)
     assert "channel 'validation'" in reason
-    assert "['extra.csv', 'validation.csv']" in reason
+    assert "validation.csv has the columns ['size', 'color', 'flag', 'label'], extra.csv has ['a', 'b']" in reason
+    assert "every file of a channel must have the same header" in reason
+
+
+def test_main_channel_without_csv(sm_env: dict[str, Path]) -> None:
+    write_channels(sm_env, split3(synthetic_frame(), stratify="label"))
+    (sm_env["test"] / "test.csv").rename(sm_env["test"] / "test.txt")
+    assert train.main(["--target", "label", "--problem_type", "binary_classification"]) == 1
+    reason = failure_text(sm_env)
+    assert "channel 'test': expected one or more .csv files" in reason
+    assert "['test.txt']" in reason
 
 
 def test_main_missing_channel(sm_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

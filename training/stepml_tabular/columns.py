@@ -138,13 +138,17 @@ def prepare_features(
                     f"{split} split: column {column!r} is numeric in the train split but row {row} "
                     f"holds {series.iloc[row]!r}"
                 )
-            columns[column] = converted.to_numpy(dtype="float64", na_value=np.nan)
+            if converted.dtype == np.float64:  # read as floats: the same array, no copy (NaN is the gap)
+                columns[column] = converted.to_numpy()
+            else:
+                columns[column] = converted.to_numpy(dtype="float64", na_value=np.nan)
             continue
         try:
             columns[column] = coerce_column(series.tolist(), kinds[column], column)
         except ValueError as exc:
             raise TrainingDataError(f"{split} split: {exc}") from exc
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)), columns=feature_columns)
+    # copy=False: a numeric column read as float64 (stepml_tabular.channels) is used as it is, not copied.
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)), columns=feature_columns, copy=False)
 
 
 def serving_frame(records: pd.DataFrame, feature_columns: list[str], kinds: dict[str, str]) -> pd.DataFrame:

@@ -276,12 +276,15 @@ class ObjectStore:
         return uris
 
     def download_prefix(self, prefix_uri: str, directory: Path) -> list[Path]:
-        """Download every object under ``prefix_uri`` into ``directory`` (what a SageMaker channel does)."""
+        """Download every object under ``prefix_uri`` into ``directory`` (what a SageMaker channel does), each
+        streamed to its file: a channel of any size costs the stand-in one chunk of memory."""
         prefix = S3Uri.parse(prefix_uri).key
         paths = []
         for uri in self.list_uris(prefix_uri):
             relative = S3Uri.parse(uri).key[len(prefix) :].lstrip("/") or Path(uri).name
-            paths.append(self.download(uri, directory / relative))
+            path = directory / relative
+            self.download_stream(uri, path)
+            paths.append(path)
         return paths
 
 

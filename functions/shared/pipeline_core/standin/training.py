@@ -3,8 +3,9 @@ contract, then upload ``model.tar.gz`` and ``output.tar.gz`` where SageMaker wou
 
 What the scikit-learn container does, reproduced on local targets:
 
-* the channels' S3 prefixes are downloaded to ``input/data/<channel>/`` of a directory laid out like
-  ``/opt/ml``; ``input/config/hyperparameters.json`` holds the request's hyperparameters;
+* the channels' S3 prefixes are downloaded (streamed, for InputMode File and FastFile alike) to
+  ``input/data/<channel>/`` of a directory laid out like ``/opt/ml``; ``input/config/hyperparameters.json``
+  holds the request's hyperparameters;
 * the ``sagemaker_submit_directory`` tarball is extracted to ``code/`` and ``sagemaker_program`` is run
   from there with this interpreter, hyperparameters as ``--name value`` arguments and in ``SM_HPS``, paths
   in ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``SM_CHANNEL_<NAME>`` (as the SageMaker training toolkit);
@@ -261,6 +262,15 @@ def _failure_reason(layout: _Layout, stderr_tail: str, stdout_tail: str, program
     return f"{program} exited with status {status} without an error message; its output ended: {stdout_tail}"
 
 
+# File copies a channel's objects to the volume before the script starts; FastFile streams them on demand
+# through a file system. Either way the script sees files under input/data/<channel>/, which is what the
+# stand-in gives both: it streams each object to that directory (never whole in memory). That one copy stays:
+# the stand-in reaches objects through the S3 API as SageMaker does (the embedded AWS's blob files under
+# state/blobs/ are that service's own layout, packed at offsets, and may be on another machine's target), so
+# it cannot link them; the job's directory is deleted when the job ends.
+CHANNEL_INPUT_MODES = ("File", "FastFile")
+
+
 def _download_channels(store: RecordStore, request: Mapping[str, Any], layout: _Layout) -> list[str]:
     channels = []
     for channel in request.get("InputDataConfig", []):
@@ -283,8 +293,13 @@ def _check_channels(request: Mapping[str, Any]) -> None:
                 f"channel {channel['ChannelName']!r}: the stand-in supports S3DataType S3Prefix, "
                 f"not {source['S3DataType']}"
             )
-        if channel.get("InputMode", request["AlgorithmSpecification"].get("TrainingInputMode")) != "File":
-            raise ValidationException(f"channel {channel['ChannelName']!r}: the stand-in supports InputMode File")
+        mode = channel.get("InputMode", request["AlgorithmSpecification"].get("TrainingInputMode"))
+        if mode not in CHANNEL_INPUT_MODES:
+            raise ValidationException(
+                f"channel {channel['ChannelName']!r}: the stand-in supports InputMode "
+                f"{' or '.join(CHANNEL_INPUT_MODES)}, not {mode} (Pipe hands the script a FIFO per epoch, which "
+                "train.py does not read)"
+            )
 
 
 def _final_metric_data(request: Mapping[str, Any], logs: Iterable[Path]) -> dict[str, Any]:
