@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -262,26 +262,53 @@ def infer_column(name: str, column: pd.Series) -> Inferred:
     if dtype == "boolean":
         return Inferred(dtype, "boolean", "only true/false values")
     fmt, read, total = datetime_format(column, soft)
+    return role_of_values(
+        dtype,
+        (fmt, read, total),
+        lambda: _mean_words(counts),
+        n_distinct,
+        n_present,
+        str(present.iloc[0]),
+    )
+
+
+def _mean_words(counts: pd.Series) -> float:
+    """The mean word count of the values ``counts`` counts (values are stripped: gaps + 1)."""
+    words = counts.index.to_series().str.count(r"\s+").to_numpy() + 1
+    return float(np.average(words, weights=counts.to_numpy()))
+
+
+def role_of_values(
+    dtype: Dtype,
+    dates: tuple[str | None, int, int],
+    mean_words: Callable[[], float],
+    n_distinct: int,
+    n_present: int,
+    example: str,
+) -> Inferred:
+    """The role of a column that is neither numeric nor boolean, from its figures: ``dates`` is the datetime
+    format found, how many values it reads and of how many; ``mean_words`` the mean word count (asked only
+    when the column is not dates). The whole-table and the streamed profile both decide here."""
+    fmt, read, total = dates
     if fmt is not None and read >= DATETIME_SHARE * total:
         unread = total - read
         reason = f"dates/times in the format {fmt} in {read} of {total} non-empty values"
         if unread:
             reason += f"; the other {unread} are read as missing"
         return Inferred(dtype, "datetime", reason, fmt)
-    words = counts.index.to_series().str.count(r"\s+").to_numpy() + 1  # values are stripped: gaps + 1
-    mean_words = float(np.average(words, weights=counts.to_numpy()))
+    words = mean_words()
     share = n_distinct / n_present
-    if mean_words >= TEXT_MIN_MEAN_WORDS and (share >= TEXT_MIN_DISTINCT_SHARE or n_distinct >= TEXT_MIN_DISTINCT):
+    if words >= TEXT_MIN_MEAN_WORDS and (share >= TEXT_MIN_DISTINCT_SHARE or n_distinct >= TEXT_MIN_DISTINCT):
         return Inferred(
             dtype,
             "text",
-            f"free text: {n_distinct} distinct values in {n_present} non-empty rows, {mean_words:.1f} words on average",
+            f"free text: {n_distinct} distinct values in {n_present} non-empty rows, {words:.1f} words on average",
         )
     if n_present >= IDENTIFIER_MIN_ROWS and share >= IDENTIFIER_DISTINCT_SHARE:
         return Inferred(
             dtype,
             "identifier",
-            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {str(present.iloc[0])!r}): "
+            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {example!r}): "
             "a name or code per row, nothing to generalise from",
         )
     return Inferred(dtype, "categorical", f"{n_distinct} distinct values in {n_present} non-empty rows")

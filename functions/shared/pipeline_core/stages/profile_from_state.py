@@ -30,12 +30,8 @@ from pipeline_core.errors import DataValidationError
 from pipeline_core.models import ColumnProfile, DataProfile, InputRole, RunConfig
 from pipeline_core.stages.column_roles import (
     DATETIME_SHARE,
-    IDENTIFIER_DISTINCT_SHARE,
     IDENTIFIER_MIN_ROWS,
     NUMERIC_SHARE,
-    TEXT_MIN_DISTINCT,
-    TEXT_MIN_DISTINCT_SHARE,
-    TEXT_MIN_MEAN_WORDS,
     TRUE_TOKENS,
     Dtype,
     Inferred,
@@ -45,6 +41,7 @@ from pipeline_core.stages.column_roles import (
     is_row_name,
     parse_datetimes,
     parse_numbers,
+    role_of_values,
     typed,
 )
 from pipeline_core.stages.dataset_file import snippet
@@ -124,29 +121,14 @@ def infer_state(name: str, state: ColumnState) -> Inferred:
         return Inferred(dtype, "numeric", reason)
     if dtype == "boolean":
         return Inferred(dtype, "boolean", "only true/false values")
-    fmt, read, total = _datetime(state)
-    if fmt is not None and read >= DATETIME_SHARE * total:
-        unread = total - read
-        reason = f"dates/times in the format {fmt} in {read} of {total} non-empty values"
-        if unread:
-            reason += f"; the other {unread} are read as missing"
-        return Inferred(dtype, "datetime", reason, fmt)
-    mean_words = (state.words + state.soft_count) / n_present  # "None"/"NA": one word each
-    share = n_distinct / n_present
-    if mean_words >= TEXT_MIN_MEAN_WORDS and (share >= TEXT_MIN_DISTINCT_SHARE or n_distinct >= TEXT_MIN_DISTINCT):
-        return Inferred(
-            dtype,
-            "text",
-            f"free text: {n_distinct} distinct values in {n_present} non-empty rows, {mean_words:.1f} words on average",
-        )
-    if n_present >= IDENTIFIER_MIN_ROWS and share >= IDENTIFIER_DISTINCT_SHARE:
-        return Inferred(
-            dtype,
-            "identifier",
-            f"{n_distinct} distinct values in {n_present} non-empty rows (e.g. {first_text!r}): "
-            "a name or code per row, nothing to generalise from",
-        )
-    return Inferred(dtype, "categorical", f"{n_distinct} distinct values in {n_present} non-empty rows")
+    return role_of_values(
+        dtype,
+        _datetime(state),
+        lambda: (state.words + state.soft_count) / n_present,  # "None"/"NA": one word each
+        n_distinct,
+        n_present,
+        first_text,
+    )
 
 
 def _override(name: str, role: InputRole, state: ColumnState, inferred: Inferred, where: Where) -> Inferred:
