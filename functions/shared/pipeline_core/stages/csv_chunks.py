@@ -77,9 +77,10 @@ def row_end(piece: bytes) -> int:
     return end
 
 
-def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
+def row_pieces(handle: BinaryIO, block_bytes: int, longest: int | None = None) -> Iterator[bytes]:
     """The file in pieces of about ``block_bytes`` that each end at a row boundary (pyarrow's own
-    streaming reader reads and parses ~16 blocks ahead: memory would follow that, not one block)."""
+    streaming reader reads and parses ~16 blocks ahead: memory would follow that, not one block). A row
+    still open after ``longest`` bytes is a :class:`ChunkError` (by default a row may be any length)."""
     pending = b""
     while True:
         block = handle.read(block_bytes)
@@ -90,6 +91,8 @@ def _pieces(handle: BinaryIO, block_bytes: int) -> Iterator[bytes]:
         piece = pending + block
         end = row_end(piece)
         if end < 0:  # a row longer than a block: read on
+            if longest is not None and len(piece) > longest:
+                raise ChunkError(f"no row ends within {len(piece)} bytes")
             pending = piece
             continue
         yield piece[:end]
@@ -106,7 +109,7 @@ def iter_chunks(
         stripped = {name.strip(): name for name in names}
         include = [stripped[name] for name in columns] if columns is not None else None
         with path.open("rb") as handle:
-            for number, piece in enumerate(_pieces(handle, block_bytes)):
+            for number, piece in enumerate(row_pieces(handle, block_bytes)):
                 read, parse, convert = read_options(names, include, skip_header=number == 0)
                 table = pa_csv.read_csv(pyarrow_lib.py_buffer(piece), read, parse, convert)
                 if table.num_rows == 0:

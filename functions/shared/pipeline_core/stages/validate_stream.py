@@ -31,7 +31,7 @@ import pyarrow.csv as pa_csv
 from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, RunConfig
 from pipeline_core.stages.column_roles import STRICT_MISSING
-from pipeline_core.stages.csv_chunks import ChunkError, read_options, row_end
+from pipeline_core.stages.csv_chunks import ChunkError, read_options, row_pieces
 from pipeline_core.stages.dataset_file import _MAGIC, Limits, check_header
 from pipeline_core.stages.profile_accumulator import ProfileState
 from pipeline_core.stages.profile_checks import choose_target
@@ -44,23 +44,7 @@ _STRICT = pyarrow_lib.array(sorted(STRICT_MISSING), type=pyarrow_lib.string())
 def _pieces(handle: BinaryIO, block_bytes: int, limits: Limits) -> Iterator[bytes]:
     """The file in pieces of about ``block_bytes`` ending at a row boundary; a row that does not end within
     a few blocks (or the line limit) is left to the whole-file reader."""
-    longest = max(limits.max_line_bytes, 8 * block_bytes)
-    pending = b""
-    while True:
-        block = handle.read(block_bytes)
-        if not block:
-            if pending:
-                yield pending
-            return
-        piece = pending + block
-        end = row_end(piece)
-        if end < 0:
-            if len(piece) > longest:
-                raise ChunkError(f"no row ends within {len(piece)} bytes")
-            pending = piece
-            continue
-        yield piece[:end]
-        pending = piece[end:]
+    return row_pieces(handle, block_bytes, longest=max(limits.max_line_bytes, 8 * block_bytes))
 
 
 def _check_bytes(piece: bytes, first: bool, limits: Limits) -> None:
