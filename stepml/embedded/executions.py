@@ -71,16 +71,6 @@ def ended_in_moto(state_machine_arns: Iterable[str]) -> Iterator[str]:
                 yield execution.execution_arn
 
 
-def _ended_through_api(client: Callable[[str], Any], state_machine_arns: Iterable[str]) -> Iterator[str]:
-    """The ARNs of the ended executions ListExecutions reports for ``state_machine_arns``."""
-    sfn = client("stepfunctions")
-    for machine in state_machine_arns:
-        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine):
-            for execution in page["executions"]:
-                if execution["status"] in TERMINAL:
-                    yield execution["executionArn"]
-
-
 class ExecutionArchive:
     """Store executions as they start and end; answer the read APIs for those moto has forgotten.
 
@@ -96,10 +86,7 @@ class ExecutionArchive:
         state_machine_arn: str,
         on_ended: Callable[[dict[str, Any]], None] | None = None,
         other_state_machine_arns: list[str] | None = None,
-        ended_executions: Callable[[list[str]], Iterable[str]] | None = None,
     ) -> None:
-        """``ended_executions`` lists the ARNs of the ended executions of the given state machines for the
-        sweep (the local AWS passes :func:`ended_in_moto`); by default ListExecutions through ``client``."""
         self.store = store
         self._client = client
         self._on_ended = on_ended
@@ -107,7 +94,6 @@ class ExecutionArchive:
         self.state_machine_arns = [state_machine_arn] + [
             arn for arn in other_state_machine_arns or [] if arn != state_machine_arn
         ]
-        self._ended_executions = ended_executions or (lambda arns: _ended_through_api(client, arns))
         self._pipeline = state_machine_arn.rsplit(":", 1)[-1]
         self._ended: set[str] = {self.key(r["executionArn"]) for r in store.executions() if r["status"] in TERMINAL}
         self._lock = threading.Lock()
@@ -147,9 +133,7 @@ class ExecutionArchive:
     def sweep(self) -> int:
         """Store every execution moto holds that ended since the last sweep; how many were stored."""
         return sum(
-            self.ended(arn)
-            for arn in self._ended_executions(self.state_machine_arns)
-            if self.key(arn) not in self._ended
+            self.ended(arn) for arn in ended_in_moto(self.state_machine_arns) if self.key(arn) not in self._ended
         )
 
     def ended(self, execution_arn: str) -> bool:

@@ -32,7 +32,7 @@ from stepml.embedded.blob_keys import register as register_stored_object
 from stepml.embedded.cloudwatch import alarm_writes
 from stepml.embedded.durable import DurableStore
 from stepml.embedded.events import matches
-from stepml.embedded.executions import ExecutionArchive, ended_in_moto
+from stepml.embedded.executions import ExecutionArchive
 from stepml.embedded.faults import FaultPlan, Injection, running_state
 from stepml.embedded.function_logs import FunctionLogShipper
 from stepml.embedded.gateway import INTERNAL_HEADER, json_error
@@ -471,7 +471,6 @@ class EmbeddedAws:
             self.stack.state_machine_arn,
             on_ended=self._execution_metrics,
             other_state_machine_arns=[m.arn for m in self.stack.state_machines.values()],
-            ended_executions=ended_in_moto,
         )
         interrupted = self.archive.abort_running(
             "the local AWS ended (killed or crashed) while this execution was running; what it wrote until then is kept"

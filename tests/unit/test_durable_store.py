@@ -320,7 +320,6 @@ def test_the_sweep_stores_what_moto_holds_as_ended_and_agrees_with_list_executio
             lambda service: boto3.client(service, region_name=REGION),
             machines[0],
             other_state_machine_arns=machines[:2],
-            ended_executions=ended_in_moto,
         )
         assert archive.sweep() == 2
         assert archive.sweep() == 0  # stored once
