@@ -430,29 +430,48 @@ def profile_columns(
     for name in names:
         column = frame[name]
         if name == target:
-            inferred = Inferred(target_dtype, "target", target_reason)
-            chosen_by: Literal["inferred", "input"] = "inferred"
+            profiles.append(column_profile(name, Inferred(target_dtype, "target", target_reason), "inferred"))
         else:
-            inferred = infer_column(name, column)
-            chosen_by = "inferred"
-            if name in exclude_columns:
-                inferred = Inferred(inferred.dtype, "excluded", f"excluded in the input (inferred: {inferred.role})")
-                chosen_by = "input"
-            elif name in column_roles:
-                inferred = override(name, column_roles[name], column, inferred, where)
-                chosen_by = "input"
-        profiles.append(
-            ColumnProfile(
-                name=name,
-                dtype=inferred.dtype,
-                role=inferred.role,
-                reason=inferred.reason,
-                chosen_by=chosen_by,
-                format=inferred.format,
-                missing=0,
+            profiles.append(
+                profile_with_input(
+                    name,
+                    infer_column(name, column),
+                    column_roles,
+                    exclude_columns,
+                    lambda role, inferred: override(name, role, column, inferred, where),  # noqa: B023
+                )
             )
-        )
     return profiles
+
+
+def column_profile(name: str, inferred: Inferred, chosen_by: Literal["inferred", "input"]) -> ColumnProfile:
+    """The column's profile with ``missing`` still 0 (counted once values are read)."""
+    return ColumnProfile(
+        name=name,
+        dtype=inferred.dtype,
+        role=inferred.role,
+        reason=inferred.reason,
+        chosen_by=chosen_by,
+        format=inferred.format,
+        missing=0,
+    )
+
+
+def profile_with_input(
+    name: str,
+    inferred: Inferred,
+    column_roles: Mapping[str, InputRole],
+    exclude_columns: Sequence[str],
+    override_role: Callable[[InputRole, Inferred], Inferred],
+) -> ColumnProfile:
+    """A feature column's profile: excluded or given a role by the input (``override_role`` reads the column
+    with it), or as inferred. The whole-table and the streamed profile both decide here."""
+    if name in exclude_columns:
+        excluded = Inferred(inferred.dtype, "excluded", f"excluded in the input (inferred: {inferred.role})")
+        return column_profile(name, excluded, "input")
+    if name in column_roles:
+        return column_profile(name, override_role(column_roles[name], inferred), "input")
+    return column_profile(name, inferred, "inferred")
 
 
 # --------------------------------------------------------------------------- reading values

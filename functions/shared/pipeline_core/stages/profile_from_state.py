@@ -36,11 +36,13 @@ from pipeline_core.stages.column_roles import (
     Dtype,
     Inferred,
     check_override_names,
+    column_profile,
     datetime_format_of_counts,
     is_identifier_name,
     is_row_name,
     parse_datetimes,
     parse_numbers,
+    profile_with_input,
     role_of_values,
     typed,
 )
@@ -184,26 +186,16 @@ def profile_columns_of_state(
     profiles = []
     for name in state.names:
         column = state.columns[name]
-        chosen_by: Literal["inferred", "input"] = "inferred"
         if name == state.target:
-            inferred = Inferred(target_dtype, "target", reason)
+            profile = column_profile(name, Inferred(target_dtype, "target", reason), "inferred")
         else:
-            inferred = infer_state(name, column)
-            if name in exclude_columns:
-                inferred = Inferred(inferred.dtype, "excluded", f"excluded in the input (inferred: {inferred.role})")
-                chosen_by = "input"
-            elif name in column_roles:
-                inferred = _override(name, column_roles[name], column, inferred, where)
-                chosen_by = "input"
-        profile = ColumnProfile(
-            name=name,
-            dtype=inferred.dtype,
-            role=inferred.role,
-            reason=inferred.reason,
-            chosen_by=chosen_by,
-            format=inferred.format,
-            missing=0,
-        )
+            profile = profile_with_input(
+                name,
+                infer_state(name, column),
+                column_roles,
+                exclude_columns,
+                lambda role, inferred: _override(name, role, column, inferred, where),  # noqa: B023
+            )
         profiles.append(profile.model_copy(update={"missing": _missing(profile, column)}))
     return profiles
 
