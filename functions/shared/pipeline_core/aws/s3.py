@@ -132,14 +132,6 @@ class ObjectStore:
                     return False
             return handle.read(1) == b""
 
-    def download(self, uri: str, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.read_bytes(uri))
-        return path
-
-    def upload(self, path: Path, uri: str, content_type: str = "application/octet-stream") -> str:
-        return self.write_bytes(uri, path.read_bytes(), content_type)
-
     def write_stream(self, uri: str, handle: BinaryIO, content_type: str = "application/octet-stream") -> str:
         """Write what ``handle`` (a seekable file) holds from its start, streamed: a large file is never read
         into memory (one PutObject, so at most S3's 5 GB)."""
