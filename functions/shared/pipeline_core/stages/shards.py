@@ -11,6 +11,10 @@ one block and the row open at its end, whatever the file's size. Cuts fall where
 (:func:`~pipeline_core.stages.csv_chunks.row_end`), so a quoted line break stays in its row. A file whose
 header is not one plain line, or with a row longer than ``longest``, is not cut
 (:class:`~pipeline_core.stages.csv_chunks.ChunkError`): ValidateData reads it whole and gives its message.
+
+The embedded target differs from AWS in how the map runs (moto 5.2.5, docs/data-scale.md): the items run as
+threads of the parent execution, not as child executions; IAM is not enforced; ResultWriter is a stub there,
+so the definition does not use it (the results, a URI each, come back inline on every target).
 """
 
 from __future__ import annotations
