@@ -17,10 +17,13 @@ from pipeline_core.stages.identity import check_identity, resolve_identity
 
 @stage_handler("ValidateData")
 def lambda_handler(event: dict[str, Any], context: Any) -> DataProfile:
-    """Event: ``{"config", "ingest"}``; result: DataProfile (stored at ``$.data``), with ``resolved`` the
-    identity the UseModelIdentity state merges into ``$.config``."""
+    """Event: ``{"config", "ingest"}`` (and ``"shards"``, the map's results, as the MergeProfiles state);
+    result: DataProfile (stored at ``$.data``), with ``resolved`` the identity the UseModelIdentity state
+    merges into ``$.config``."""
     parsed = ValidateDataEvent.model_validate(event)
-    profile = validate_data(parsed.config, parsed.ingest, store=ObjectStore(), limits=Limits.from_env())
+    profile = validate_data(
+        parsed.config, parsed.ingest, store=ObjectStore(), limits=Limits.from_env(), shards=parsed.shards
+    )
     logger.info("dataset profiled", extra=describe(profile))
     resolved = resolve_identity(parsed.config, profile)
     registry = ModelRegistry(require_env("MODEL_REGISTRY_TABLE"))

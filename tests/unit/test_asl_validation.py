@@ -110,8 +110,8 @@ def test_next_to_a_missing_state(pipeline: dict[str, Any]) -> None:
         {
             "severity": "ERROR",
             "code": "MISSING_TRANSITION_TARGET",
-            "message": 'State "ValidateData" is not reachable.',
-            "location": "/States/ValidateData",
+            "message": 'State "ChooseValidationPath" is not reachable.',
+            "location": "/States/ChooseValidationPath",
         },
     ]
 

@@ -537,13 +537,22 @@ def test_star_resources_only_for_actions_aws_cannot_scope(template: dict[str, An
             assert not action.endswith("*") or action.startswith("kms:"), f"{name}: wildcard action {action}"
 
 
+def every_state(definition: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The definition's states, with those of its Map item processors and Parallel branches."""
+    for state in definition["States"].values():
+        yield state
+        for nested in [state.get("ItemProcessor") or state.get("Iterator"), *state.get("Branches", [])]:
+            if nested:
+                yield from every_state(nested)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_state_machine_invokes_exactly_the_functions_its_definition_names(
     template: dict[str, Any], target: str
 ) -> None:
     definition = resolved_definition(template, target)
     named = set()
-    for state in definition["States"].values():
+    for state in every_state(definition):
         resource = state.get("Resource", "")
         if resource.startswith("arn:aws:states:::lambda:invoke"):
             named.add(state["Parameters"]["FunctionName"])  # the service integration (e.g. .waitForTaskToken)

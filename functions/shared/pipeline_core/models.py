@@ -235,8 +235,9 @@ class IngestResult(Contract):
     # it started unversioned (pipeline_core.aws.definition_version); None outside an execution and for
     # executions stored before it was recorded
     definition_version: str | None = None
-    # which path the data takes (pipeline_core.stages.data_path) and why; today always "single": the seam the
-    # large-data (sharded) path will branch on. Results stored before it was recorded read as "single".
+    # which path the data takes (pipeline_core.stages.data_path) and why; the ChooseValidationPath state
+    # branches on it ("sharded": validation on a Distributed Map). Results stored before it was recorded
+    # read as "single".
     path: Literal["single", "sharded"] = "single"
     path_reason: str | None = None
 

@@ -167,15 +167,21 @@ class ObjectStore:
                 size += len(chunk)
         return digest.hexdigest(), size
 
-    def _chunks(self, uri: str, chunk_bytes: int) -> Iterator[bytes]:
-        """The object's bytes, ``chunk_bytes`` at a time; DatasetNotFoundError when there is no object."""
+    def reader(self, uri: str) -> BinaryIO:
+        """The object as a stream (``read(n)``), never whole in memory; DatasetNotFoundError when there is
+        no object."""
         location = S3Uri.parse(uri)
         try:
-            body = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+            body: BinaryIO = self._s3.get_object(Bucket=location.bucket, Key=location.key)["Body"]
         except ClientError as error:
             if error.response["Error"]["Code"] in {"NoSuchKey", "NoSuchBucket", "404"}:
                 raise DatasetNotFoundError(f"no object at {uri}") from error
             raise
+        return body
+
+    def _chunks(self, uri: str, chunk_bytes: int) -> Iterator[bytes]:
+        """The object's bytes, ``chunk_bytes`` at a time; DatasetNotFoundError when there is no object."""
+        body: Any = self.reader(uri)
         yield from body.iter_chunks(chunk_bytes)
 
     def copy(

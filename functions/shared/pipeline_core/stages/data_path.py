@@ -3,6 +3,9 @@
 Ingest learns the dataset's size (one HEAD) and, before copying or hashing it, answers one of:
 
 - ``single``: ValidateData and Preprocess each read the whole file in one Lambda (today's path);
+- ``sharded``: a CSV over ``ShardThresholdBytes``: its validation is sharded on a Distributed Map (SplitDataset,
+  ValidateShard per shard, ValidateData merging their states: :mod:`pipeline_core.stages.shards`); Preprocess
+  still reads it whole, so the memory limits below still apply;
 - too large: a clear :class:`DatasetTooLargeError` naming the setting to change.
 
 Two settings decide, both template parameters passed to Ingest as environment variables:
@@ -10,6 +13,8 @@ Two settings decide, both template parameters passed to Ingest as environment va
 - ``LargeDatasetThresholdBytes`` (``LARGE_DATASET_THRESHOLD_BYTES``): above it a run takes the large-data
   (sharded) path. That path is not built yet, so for now a dataset above it is refused with a message
   saying so; the result's ``path`` field is the seam the sharded branch will use.
+- ``ShardThresholdBytes`` (``SHARD_THRESHOLD_BYTES``): above it (and within the threshold above) a CSV's
+  validation is sharded; unset: never (the single-Lambda path for every size, as before).
 - ``DataStageMemorySize`` (``DATA_STAGE_MEMORY_MB``): the MemorySize of ValidateData and Preprocess. With
   ``DATA_STAGE_MEMORY_FACTOR`` (how many bytes of memory those stages need per byte of file) it says how
   large a file the single-Lambda path can hold; a dataset under the threshold but over that would run out
@@ -19,6 +24,7 @@ Two settings decide, both template parameters passed to Ingest as environment va
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,15 +50,19 @@ class DataPathSettings:
     # Measured on today's main (issue 14: 20 numeric + 3 categorical columns, 10k to 3M rows): ValidateData
     # and Preprocess each peak at about 9.5 times the CSV's size. Lower it (template) as the stages stream.
     memory_factor: float
+    shard_threshold_bytes: int | None = None  # None: validation is never sharded
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DataPathSettings:
         """From LARGE_DATASET_THRESHOLD_BYTES, DATA_STAGE_MEMORY_MB and DATA_STAGE_MEMORY_FACTOR (the template
-        sets all three; a missing or bad one is a ConfigurationError naming it)."""
+        sets all three; a missing or bad one is a ConfigurationError naming it) and SHARD_THRESHOLD_BYTES
+        (optional: without it validation is never sharded)."""
         threshold = _positive("LARGE_DATASET_THRESHOLD_BYTES", require_env("LARGE_DATASET_THRESHOLD_BYTES", environ))
         memory = _positive("DATA_STAGE_MEMORY_MB", require_env("DATA_STAGE_MEMORY_MB", environ))
         factor = _positive("DATA_STAGE_MEMORY_FACTOR", require_env("DATA_STAGE_MEMORY_FACTOR", environ), float)
-        return cls(int(threshold), int(memory), float(factor))
+        shard = (os.environ if environ is None else environ).get("SHARD_THRESHOLD_BYTES")
+        shard_threshold = int(_positive("SHARD_THRESHOLD_BYTES", shard)) if shard else None
+        return cls(int(threshold), int(memory), float(factor), shard_threshold)
 
     @property
     def single_lambda_capacity_bytes(self) -> int:
@@ -84,7 +94,7 @@ def _memory_advice(settings: DataPathSettings, size_bytes: int) -> str:
     return f"raise DataStageMemorySize to at least {needed} MB"
 
 
-def choose_path(size_bytes: int, settings: DataPathSettings) -> tuple[DataPath, str]:
+def choose_path(size_bytes: int, settings: DataPathSettings, file_format: str = "csv") -> tuple[DataPath, str]:
     """The path a dataset of ``size_bytes`` takes and one sentence saying why; too large is an error.
 
     Raises :class:`DatasetTooLargeError` (message: the size, the limit, the setting to change) when the
@@ -115,6 +125,13 @@ def choose_path(size_bytes: int, settings: DataPathSettings) -> tuple[DataPath, 
             f"LargeDatasetThresholdBytes ({_size(threshold)}) is set above what DataStageMemorySize holds; make the "
             f"two agree: {_memory_advice(settings, size_bytes)}, or lower LargeDatasetThresholdBytes to "
             f"{capacity} or less - docs/data-scale.md"
+        )
+    shard = settings.shard_threshold_bytes
+    if shard is not None and size_bytes > shard and file_format == "csv":
+        return "sharded", (
+            f"the dataset is {_size(size_bytes)}, over ShardThresholdBytes ({_size(shard)}): ValidateData's work "
+            "is sharded on a Distributed Map (SplitDataset, ValidateShard on each shard, ValidateData merging "
+            f"them); Preprocess reads it whole in one Lambda ({holds})"
         )
     return "single", (
         f"the dataset is {_size(size_bytes)}, within LargeDatasetThresholdBytes ({_size(threshold)}): "

@@ -68,6 +68,7 @@ from pipeline_core.stages.profile_checks import (
     target_reason,
 )
 from pipeline_core.stages.profile_from_state import NeedsWholeTable
+from pipeline_core.stages.shards import ShardResult, merged_profile
 from pipeline_core.stages.validate_stream import stream_profile
 
 # re-exported: the handlers, Preprocess and the tests use them from here
@@ -85,10 +86,12 @@ __all__ = [
 
 
 class ValidateDataEvent(BaseModel):
-    """What the ValidateData state passes (see its Parameters in the ASL)."""
+    """What the ValidateData state passes (see its Parameters in the ASL); the MergeProfiles state, on the
+    sharded path, also passes the map's results (``shards``)."""
 
     config: RunConfig
     ingest: IngestResult
+    shards: list[ShardResult] | None = None
 
 
 # --------------------------------------------------------------------------- types
@@ -242,10 +245,27 @@ def profile_table(table: Table, config: RunConfig) -> DataProfile:
     )
 
 
-def validate_data(config: RunConfig, ingest: IngestResult, store: ObjectStore, limits: Limits) -> DataProfile:
-    """The ValidateData state: read ``ingest.raw_uri`` (never changing it) and profile it, or raise."""
+def validate_data(
+    config: RunConfig,
+    ingest: IngestResult,
+    store: ObjectStore,
+    limits: Limits,
+    shards: Sequence[ShardResult] | None = None,
+) -> DataProfile:
+    """The ValidateData state: read ``ingest.raw_uri`` (never changing it) and profile it, or raise. With
+    ``shards`` (the MergeProfiles state), the shards' states are merged instead of reading the file; a shard
+    that left the file to the whole-file reader, or a message the state cannot give, takes today's path."""
     check_size(ingest.size_bytes, limits)  # before reading: a huge object must not exhaust memory
     try:
+        if shards is not None and ingest.format == "csv":
+            try:
+                merged = merged_profile(shards, config, ingest, store)
+            except NeedsWholeTable as reason:
+                merged = None
+                logger.info("reading the dataset whole", extra={"reason": str(reason)})
+            if merged is not None:
+                return merged
+            logger.info("validating the dataset in one Lambda", extra={"shards": [s.whole_file for s in shards]})
         if ingest.format == "csv":
             with tempfile.TemporaryDirectory(prefix="validate-") as work:
                 path = Path(work) / "dataset.csv"

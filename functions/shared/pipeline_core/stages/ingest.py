@@ -74,7 +74,7 @@ def ingest(
     if size is None:
         raise DatasetNotFoundError(f"dataset {source} does not exist (no object at that bucket and key)")
     file_format = detect_format(source)
-    path, path_reason = choose_path(size, settings)
+    path, path_reason = choose_path(size, settings, file_format)
     logger.info("data path", extra={"path": path, "reason": path_reason, "size_bytes": size})
 
     raw_uri = config.raw_prefix + PurePosixPath(S3Uri.parse(source).key).name

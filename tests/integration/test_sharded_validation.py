@@ -1,0 +1,89 @@
+"""Sharded validation on Step Functions' Distributed Map (issue 14), through the real definition on the embedded
+target: a generated CSV run twice, once on the single-Lambda path (the template's defaults) and once with
+ShardThresholdBytes lowered so that it is cut into 4 shards. The run succeeds, takes the Distributed Map, and
+its validation output and the trained model's metrics equal the single-Lambda run's.
+
+Two local AWS starts (the threshold is a function setting), one run each, ~40 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stepml.embedded.runtime import EmbeddedAws
+from stepml.project import project_layout
+from tests.integration.harness import Finished, Harness, Job
+
+pytestmark = pytest.mark.slow
+
+ROWS = 3000
+
+
+def _dataset() -> bytes:
+    """Numbers, a category, a quoted text with commas and line breaks, and a binary label that depends on
+    them: every shard sees each kind of value."""
+    rng = np.random.default_rng(14)
+    x = np.round(rng.normal(size=(ROWS, 3)), 3)
+    colour = rng.choice(["red", "green", "blue"], ROWS)
+    score = x[:, 0] + 0.5 * x[:, 1] + (colour == "red") + rng.logistic(scale=0.3, size=ROWS)
+    frame = pd.DataFrame(
+        {
+            "x0": x[:, 0],
+            "x1": x[:, 1],
+            "x2": x[:, 2],
+            "colour": colour,
+            "note": [f'line {i}, "quoted"\nsecond line' if i % 50 == 0 else "" for i in range(ROWS)],
+            "label": np.where(score > 0.5, "yes", "no"),
+        }
+    )
+    return frame.to_csv(index=False).encode()
+
+
+def _run(data: bytes, name: str, shard_threshold: int | None = None) -> Finished:
+    aws = EmbeddedAws(project_layout(), persist=False)
+    if shard_threshold is not None:  # what the ShardThresholdBytes / ShardSizeBytes parameters set
+        aws.stack.functions["IngestFunction"].environment["SHARD_THRESHOLD_BYTES"] = str(shard_threshold)
+        # 4 shards: each cut at a row boundary leaves less than a row of room unused
+        aws.stack.functions["SplitDatasetFunction"].environment["SHARD_SIZE_BYTES"] = str(len(data) // 4 + 200)
+    with aws:
+        harness = Harness(aws)
+        uri = harness.upload(f"datasets/{name}/generated.csv", data)
+        return harness.run(Job(name, {"dataset": uri, "target": "label"}))
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[dict[str, Finished]]:
+    data = _dataset()
+    yield {"single": _run(data, "single"), "sharded": _run(data, "sharded", shard_threshold=len(data) // 2)}
+
+
+def _validation(run: Finished, state: str) -> dict[str, Any]:
+    data: dict[str, Any] = run.output_of(state)["data"]
+    return data
+
+
+def test_a_large_csv_is_validated_on_the_distributed_map_and_the_run_succeeds(runs: dict[str, Finished]) -> None:
+    sharded, single = runs["sharded"], runs["single"]
+    assert single.status == "SUCCEEDED", single.describe()
+    assert sharded.status == "SUCCEEDED", sharded.describe()
+    assert "ValidateShards" not in single.path and "ValidateData" in single.path
+    assert "ValidateData" not in sharded.path
+    assert (
+        sharded.path.index("SplitDataset") < sharded.path.index("ValidateShards") < sharded.path.index("MergeProfiles")
+    )
+    split = sharded.output_of("SplitDataset")["shards"]
+    assert split["count"] == 4
+    results = sharded.output_of("ValidateShards")["shard_results"]
+    assert [r["index"] for r in results] == [0, 1, 2, 3] and all(r["state_uri"] for r in results)
+
+
+def test_the_sharded_validation_and_model_equal_the_single_lambda_paths(runs: dict[str, Finished]) -> None:
+    sharded, single = runs["sharded"], runs["single"]
+    assert _validation(sharded, "MergeProfiles") == _validation(single, "ValidateData")
+    assert sharded.outcome.columns == single.outcome.columns
+    assert sharded.outcome.metrics and sharded.outcome.metrics == single.outcome.metrics
