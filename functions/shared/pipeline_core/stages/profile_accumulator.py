@@ -110,7 +110,7 @@ def _plain_numbers(texts: pyarrow_lib.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 Facts = tuple[float, int, bool]  # a text's number (parse_numbers, NaN: none), words, whether float() reads it
-FACTS_KEPT = 65_536  # texts whose facts a column remembers (a categorical column's levels recur in every piece)
+FACTS_KEPT = 4_096  # texts whose facts a column remembers (a categorical column's levels recur in every piece)
 _GAPS = re.compile(r"\s+")  # what pandas' str.count(r"\s+") counts on text
 
 
