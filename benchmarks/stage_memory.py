@@ -9,6 +9,10 @@ reference rate). MB/s of CPU time is the figure to compare on a loaded machine.
 
 Usage: ``python -m benchmarks.stage_memory --rows 100000 1000000 [--json]``. Never run it on more than
 1M rows on the shared 2-core machine (a 10M file is ~1.6 GB and needs the disk for it twice).
+``--file data.csv`` measures an existing CSV instead (its target must be ``label``), e.g. the scale
+benchmark's (``python -m benchmarks.scale_data 1M data.csv``); Preprocess reads the profile ValidateData
+wrote beside it (``data.csv.profile.json``), so run ``--stages validate`` on the file first. Another tree's
+stages are measured by putting its ``functions/shared`` first on ``PYTHONPATH`` (the stage processes inherit it).
 """
 
 from __future__ import annotations
@@ -159,14 +163,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--stages", nargs="+", default=["pyarrow", "validate", "preprocess"])
+    parser.add_argument("--file", type=Path, help="an existing CSV (target column 'label') instead of --rows")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="stage-memory-") as work:
-        for rows in args.rows:
+        for rows in [0] if args.file else args.rows:
             if rows > 1_000_000:
                 parser.error("at most 1M rows here (see the module's docstring)")
-            path = write_dataset(Path(work) / f"data-{rows}.csv", rows)
-            profile_path = Path(work) / f"profile-{rows}.json"
+            if args.file:
+                path, profile_path = args.file, Path(f"{args.file}.profile.json")
+            else:
+                path = write_dataset(Path(work) / f"data-{rows}.csv", rows)
+                profile_path = Path(work) / f"profile-{rows}.json"
             for stage in args.stages:
                 if stage == "pyarrow":
                     result = pyarrow_parse(path)

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
-import pyarrow as pyarrow_lib
+import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, normalize
@@ -35,7 +35,7 @@ def read_options(
     names: Sequence[str], include: Sequence[str] | None, skip_header: bool
 ) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
     convert = pa_csv.ConvertOptions(
-        column_types=dict.fromkeys(names, pyarrow_lib.string()),
+        column_types=dict.fromkeys(names, pa.string()),
         strings_can_be_null=False,  # missing values are decided by normalize(), as for the whole file
         quoted_strings_can_be_null=False,
         null_values=[],
@@ -43,6 +43,17 @@ def read_options(
     )
     read = pa_csv.ReadOptions(column_names=list(names), skip_rows=1 if skip_header else 0, use_threads=False)
     return read, pa_csv.ParseOptions(newlines_in_values=True), convert
+
+
+# ASCII whitespace str.strip removes (not the line breaks between rows), and quotes (a quoted value may hold a
+# line break): an all-ASCII piece without these has nothing to strip
+_SPACES = b'\t\x0b\x0c\r\x1c\x1d\x1e\x1f "'
+
+
+def needs_strip(piece: bytes) -> bool:
+    """Whether a value of the CSV ``piece`` may have whitespace around it to strip (normalize strips every
+    value: a piece that has none skips that pass)."""
+    return not piece.isascii() or len(piece.translate(None, _SPACES)) != len(piece)
 
 
 def row_end(piece: bytes) -> int:
@@ -99,10 +110,11 @@ def row_pieces(handle: BinaryIO, block_bytes: int, longest: int | None = None) -
         pending = piece[end:]
 
 
-def iter_chunks(
+def iter_tables(
     path: Path, columns: Sequence[str] | None = None, block_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[pd.DataFrame]:
-    """Normalized frames of consecutive rows (index from 0 in each chunk), only ``columns`` if given."""
+) -> Iterator[tuple[pa.Table, bytes]]:
+    """pyarrow tables of consecutive rows, every value as written (text, not normalized; column names as in
+    the header), only ``columns`` (stripped names) if given; each with the piece of CSV it was parsed from."""
     try:
         with path.open("rb") as first:
             names = list(pa_csv.open_csv(first, read_options=pa_csv.ReadOptions(block_size=1 << 20)).schema.names)
@@ -111,15 +123,24 @@ def iter_chunks(
         with path.open("rb") as handle:
             for number, piece in enumerate(row_pieces(handle, block_bytes)):
                 read, parse, convert = read_options(names, include, skip_header=number == 0)
-                table = pa_csv.read_csv(pyarrow_lib.py_buffer(piece), read, parse, convert)
-                if table.num_rows == 0:
-                    continue
-                frame = pd.DataFrame(
-                    {
-                        name.strip(): table.column(i).to_numpy(zero_copy_only=False)
-                        for i, name in enumerate(table.column_names)
-                    }
-                )
-                yield normalize(frame)
-    except (pyarrow_lib.ArrowException, OSError, KeyError) as error:
+                table = pa_csv.read_csv(pa.py_buffer(piece), read, parse, convert)
+                if table.num_rows:
+                    yield table, piece
+    except (pa.ArrowException, OSError, KeyError) as error:
         raise ChunkError(str(error)) from None
+
+
+def frame_of(table: pa.Table) -> pd.DataFrame:
+    """A table of :func:`iter_tables` as a normalized frame (index from 0), as the whole-file reader reads it."""
+    frame = pd.DataFrame(
+        {name.strip(): table.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(table.column_names)}
+    )
+    return normalize(frame)
+
+
+def iter_chunks(
+    path: Path, columns: Sequence[str] | None = None, block_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[pd.DataFrame]:
+    """Normalized frames of consecutive rows (index from 0 in each chunk), only ``columns`` if given."""
+    for table, _ in iter_tables(path, columns, block_bytes):
+        yield frame_of(table)

@@ -15,7 +15,7 @@ import base64
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -42,12 +42,31 @@ def _mix(h: np.ndarray) -> np.ndarray:
         return h ^ (h >> np.uint64(31))
 
 
-def text_hashes(values: np.ndarray) -> np.ndarray:
+Texts: TypeAlias = np.ndarray | pa.Array  # text values: an object array of str, or a pyarrow string array (no nulls)
+
+
+def objects(texts: Texts) -> np.ndarray:
+    """The texts as an object array of ``str`` (made only for the few values a summary keeps)."""
+    if isinstance(texts, pa.Array):
+        return np.array(texts.to_pylist(), dtype=object).reshape(len(texts))
+    return np.asarray(texts, dtype=object)
+
+
+def take(texts: Texts, mask: np.ndarray) -> Texts:
+    """The texts where ``mask`` is true."""
+    return texts.filter(pa.array(mask, type=pa.bool_())) if isinstance(texts, pa.Array) else texts[mask]
+
+
+def text_hashes(values: Texts) -> np.ndarray:
     """64-bit hashes of non-empty text values, the same in every process: a polynomial over the UTF-8 bytes
-    (mod 2**64, vectorized over pyarrow's buffers) and the length, mixed by splitmix64's finaliser."""
+    (mod 2**64, vectorized over pyarrow's buffers) and the length, mixed by splitmix64's finaliser. The same
+    hashes for an object array and a pyarrow array of the same texts."""
     if not len(values):
         return np.zeros(0, dtype=np.uint64)
-    array = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
+    if isinstance(values, pa.Array):  # its bytes as they are: no Python string is made
+        array = values.cast(pa.large_string())
+    else:
+        array = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
@@ -85,7 +104,12 @@ class HashSet:
 
     def compact(self) -> np.ndarray:
         if self.pending:
-            self.sorted = np.unique(np.concatenate([self.sorted, *self.pending]))
+            # a sort and a comparison: np.unique's hash table is several times slower on uint64 (numpy 2.4)
+            joined = np.sort(np.concatenate([self.sorted, *self.pending]))
+            first = np.empty(len(joined), dtype=bool)
+            first[:1] = True
+            np.not_equal(joined[1:], joined[:-1], out=first[1:])
+            self.sorted = joined[first]
             self.pending, self.pending_size = [], 0
         return self.sorted
 
@@ -105,58 +129,96 @@ class HashSet:
 
 @dataclass
 class Sample:
-    """Bottom-k value counts: the ``size`` distinct values with the smallest hashes, count and first row."""
+    """Bottom-k value counts: the ``size`` distinct values with the smallest hashes, count and first row.
+
+    Additions wait in ``pending`` and are merged in when they reach ``size`` values or the sample is read
+    (:meth:`compact`; every reader here calls it): merging in any grouping gives the same sample."""
 
     size: int
     hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     texts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     first_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    truncated: bool = False
+    cut: bool = False  # values were left out: the sample holds ``size`` of more distinct values
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=list, repr=False, compare=False
+    )
+    pending_size: int = field(default=0, repr=False, compare=False)
 
-    def add(self, hashes: np.ndarray, texts: np.ndarray, counts: np.ndarray, first_rows: np.ndarray) -> None:
-        if self.truncated and len(self.hashes):  # only values below the largest kept hash can enter
+    @property
+    def truncated(self) -> bool:
+        self.compact()
+        return self.cut
+
+    def add(self, hashes: np.ndarray, texts: Texts, counts: np.ndarray, first_rows: np.ndarray) -> None:
+        """Add distinct values (``hashes`` distinct) with their counts and first rows. Only candidates for the
+        bottom-k are made Python strings: those below the largest kept hash once the sample is full, and
+        at most ``size`` of the new ones (a value with ``size`` smaller hashes beside it cannot be kept)."""
+        if self.cut and len(self.hashes):  # only values below the largest kept hash can enter
             keep = hashes <= self.hashes[-1]
-            hashes, texts, counts, first_rows = hashes[keep], texts[keep], counts[keep], first_rows[keep]
+            if not keep.all():
+                hashes, texts, counts, first_rows = hashes[keep], take(texts, keep), counts[keep], first_rows[keep]
+        if len(hashes) > self.size:
+            keep = np.zeros(len(hashes), dtype=bool)
+            keep[np.argpartition(hashes, self.size - 1)[: self.size]] = True
+            hashes, texts, counts, first_rows = hashes[keep], take(texts, keep), counts[keep], first_rows[keep]
+            self.cut = True
         if not len(hashes):
             return
-        all_hashes = np.concatenate([self.hashes, hashes])
+        self.pending.append((hashes, objects(texts), counts, first_rows))
+        self.pending_size += len(hashes)
+        if self.pending_size >= self.size:
+            self.compact()
+
+    def compact(self) -> None:
+        """Merge the pending values in: per hash the counts summed and the first row the least, the ``size``
+        smallest hashes kept."""
+        if not self.pending:
+            return
+        parts = [(self.hashes, self.texts, self.counts, self.first_rows), *self.pending]
+        self.pending, self.pending_size = [], 0
+        all_hashes = np.concatenate([p[0] for p in parts])
         order = np.argsort(all_hashes, kind="stable")
         all_hashes = all_hashes[order]
         starts = np.flatnonzero(np.concatenate(([True], all_hashes[1:] != all_hashes[:-1])))
-        all_counts = np.concatenate([self.counts, counts])[order]
-        all_rows = np.concatenate([self.first_rows, first_rows])[order]
-        all_texts = np.concatenate([self.texts, texts])[order]
+        all_counts = np.concatenate([p[2] for p in parts])[order]
+        all_rows = np.concatenate([p[3] for p in parts])[order]
+        all_texts = np.concatenate([p[1] for p in parts])[order]
         new_hashes = all_hashes[starts]
         new_counts = np.add.reduceat(all_counts, starts) if len(starts) else all_counts
         new_rows = np.minimum.reduceat(all_rows, starts) if len(starts) else all_rows
         new_texts = all_texts[starts]
         if len(new_hashes) > self.size:
-            self.truncated = True
+            self.cut = True
             new_hashes, new_texts = new_hashes[: self.size], new_texts[: self.size]
             new_counts, new_rows = new_counts[: self.size], new_rows[: self.size]
         self.hashes, self.texts, self.counts, self.first_rows = new_hashes, new_texts, new_counts, new_rows
 
     def merged(self, other: Sample, offset: int) -> Sample:
-        result = Sample(self.size, self.hashes, self.texts, self.counts, self.first_rows, self.truncated)
+        self.compact()
+        other.compact()
+        result = Sample(self.size, self.hashes, self.texts, self.counts, self.first_rows, self.cut)
         result.add(other.hashes, other.texts, other.counts, other.first_rows + offset)
-        result.truncated = result.truncated or other.truncated
+        result.compact()
+        result.cut = result.cut or other.cut
         return result
 
     def value_counts(self) -> pd.Series:
         """The values' counts as ``Series.value_counts`` orders them (count, then first occurrence)."""
+        self.compact()
         order = np.argsort(self.first_rows, kind="stable")
         series = pd.Series(self.counts[order], index=pd.Index(self.texts[order], dtype=object), dtype=np.int64)
         return series.sort_values(ascending=False, kind="stable")
 
     def to_json(self) -> dict[str, Any]:
+        self.compact()
         return {
             "size": self.size,
             "hashes": _b64(self.hashes.astype("<u8")),
             "texts": [str(t) for t in self.texts],
             "counts": _b64(self.counts.astype("<i8")),
             "first_rows": _b64(self.first_rows.astype("<i8")),
-            "truncated": self.truncated,
+            "truncated": self.cut,
         }
 
     @classmethod

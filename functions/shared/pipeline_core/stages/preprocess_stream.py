@@ -44,9 +44,11 @@ from pipeline_core.stages.baseline import (
     feature_of,
     numeric_stats,
 )
-from pipeline_core.stages.csv_chunks import iter_chunks
+from pipeline_core.stages.column_roles import typed
+from pipeline_core.stages.csv_chunks import frame_of, iter_tables, needs_strip
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, apply_schema
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Table
+from pipeline_core.stages.preprocess_values import piece_values
 from pipeline_core.stages.splitting import SPLITS, Split, split_coded
 
 _COPY_BUFFER = 1024 * 1024
@@ -74,11 +76,23 @@ class Targets:
     dropped: dict[str, int]
 
 
-def _chunks_with_offsets(path: Path, columns: list[str] | None, block_bytes: int) -> Iterator[tuple[int, pd.DataFrame]]:
+def _values_with_offsets(
+    path: Path, read: list[ColumnProfile], block_bytes: int, only: list[str] | None = None
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Each piece's first row and its ``read`` columns read with their roles (``apply_schema``'s frame): in
+    pyarrow kernels where they give that frame (:func:`piece_values`), else on the normalized piece."""
     offset = 0
-    for chunk in iter_chunks(path, columns, block_bytes):
-        yield offset, chunk
-        offset += len(chunk)
+    for table, piece in iter_tables(path, only, block_bytes):
+        missing = {c.name for c in read} - {name.strip() for name in table.column_names}
+        if missing:
+            raise DataValidationError(
+                f"the dataset no longer has the profiled columns {sorted(missing)}; was it replaced after ValidateData?"
+            )
+        values = piece_values(table, [c for c in read if typed(c)], needs_strip(piece))  # the columns written
+        if values is None:
+            values = apply_schema(Table(frame_of(table)), read)
+        yield offset, values
+        offset += table.num_rows
 
 
 def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_CHUNK_BYTES) -> Targets:
@@ -89,8 +103,8 @@ def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_CH
     keep_parts: list[np.ndarray] = []
     raw_parts: list[np.ndarray] = []
     raw_index: dict[object, int] = {}  # distinct target value (as read) -> raw code
-    for _, chunk in _chunks_with_offsets(path, [target], block_bytes):
-        values = apply_schema(Table(chunk), [column])[target]
+    for _, chunk in _values_with_offsets(path, [column], block_bytes, only=[target]):
+        values = chunk[target]
         has = values.notna().to_numpy()
         keep_parts.append(has)
         if classification:
@@ -212,17 +226,10 @@ def stream_preprocess(
     written = 0
     class_names = np.array(targets.names, dtype=object)  # a kept row's class code -> its label
     with spool_path.open("wb") as spool:
-        for offset, chunk in _chunks_with_offsets(path, None, block_bytes):
-            missing = {c.name for c in profile.columns} - set(chunk.columns)
-            if missing:
-                raise DataValidationError(
-                    f"the dataset no longer has the profiled columns {sorted(missing)}; was it replaced after "
-                    "ValidateData?"
-                )
-            values = apply_schema(Table(chunk), profile.columns)
-            keep = targets.keep[offset : offset + len(chunk)]
+        for offset, values in _values_with_offsets(path, profile.columns, block_bytes):
+            keep = targets.keep[offset : offset + len(values)]
             rows = values[keep].reset_index(drop=True)[columns]
-            first, last = int(kept_before[offset]), int(kept_before[offset + len(chunk)])
+            first, last = int(kept_before[offset]), int(kept_before[offset + len(values)])
             if targets.codes is not None:
                 rows[profile.target] = class_names[targets.codes[first:last]]
             if not header:

@@ -26,6 +26,8 @@ The target keeps every distinct value as written with its count and first three 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +46,7 @@ from pipeline_core.stages.column_roles import (
     is_identifier_name,
     parse_numbers,
 )
-from pipeline_core.stages.mergeable import HashSet, Numbers, Sample, text_hashes
+from pipeline_core.stages.mergeable import HashSet, Numbers, Sample, Texts, objects, take, text_hashes
 
 SAMPLE_SIZE = 4_096
 TARGET_VALUES = 100_000
@@ -75,20 +77,58 @@ def _among(values: pyarrow_lib.Array, tokens: pyarrow_lib.Array) -> np.ndarray:
 _PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
-def _numbers(texts: np.ndarray) -> np.ndarray:
-    """``parse_numbers`` of distinct texts; plain decimal numbers (the bulk of a numeric column) are cast by
-    pyarrow, the rest parsed by ``parse_numbers`` itself."""
-    array = pyarrow_lib.array(texts, type=pyarrow_lib.string())
-    plain = np.asarray(pc.match_substring_regex(array, _PLAIN_NUMBER), dtype=bool)
-    numbers = np.full(len(texts), np.nan)
-    if plain.any():
-        try:
-            numbers[plain] = np.asarray(pc.cast(array.filter(pyarrow_lib.array(plain)), pyarrow_lib.float64()))
-        except pyarrow_lib.ArrowInvalid:  # out of range ("1e400"): parse_numbers decides
-            plain[:] = False
+def _arrow(texts: Texts) -> pyarrow_lib.Array:
+    """Distinct texts as a pyarrow string array (the streamed reader's dictionary already is one)."""
+    if isinstance(texts, pyarrow_lib.ChunkedArray):
+        return texts.combine_chunks()
+    if isinstance(texts, pyarrow_lib.Array):
+        return texts
+    return pyarrow_lib.array(np.asarray(texts, dtype=object), type=pyarrow_lib.string())
+
+
+def _plain_numbers(texts: pyarrow_lib.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(numbers, plain): the plain decimal numbers among distinct texts (the bulk of a numeric column) cast
+    by pyarrow, NaN elsewhere; the rest are read by :meth:`ColumnState._facts`.
+
+    pyarrow's cast reads exactly the texts ``_PLAIN_NUMBER`` matches, and "inf"/"nan" spellings besides: so
+    the whole column is cast at once, and only a text read as infinite or NaN is matched against the pattern
+    ("1e400" is plain and infinite; "inf" is not plain). A column with any other text is matched first."""
+    try:
+        numbers = np.array(pc.cast(texts, pyarrow_lib.float64()), dtype=float)
+    except pyarrow_lib.ArrowInvalid:
+        plain = np.asarray(pc.match_substring_regex(texts, _PLAIN_NUMBER), dtype=bool)
+        numbers = np.full(len(texts), np.nan)
+        if plain.any():
+            numbers[plain] = np.asarray(pc.cast(take(texts, plain), pyarrow_lib.float64()))
+        return numbers, plain
+    plain = np.isfinite(numbers)
     if not plain.all():
-        numbers[~plain] = parse_numbers(pd.Series(texts[~plain], dtype=object)).to_numpy(dtype=float)
-    return numbers
+        odd = ~plain
+        plain[odd] = np.asarray(pc.match_substring_regex(take(texts, odd), _PLAIN_NUMBER), dtype=bool)
+        numbers[~plain] = np.nan
+    return numbers, plain
+
+
+Facts = tuple[float, int, bool]  # a text's number (parse_numbers, NaN: none), words, whether float() reads it
+FACTS_KEPT = 4_096  # texts whose facts a column remembers (a categorical column's levels recur in every piece)
+_GAPS = re.compile(r"\s+")  # what pandas' str.count(r"\s+") counts on text
+
+
+def _first_rows(present_codes: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """Each of ``n`` distinct values' first position among ``positions`` (the rows with a value,
+    ``present_codes`` their codes)."""
+    if len(present_codes):
+        # codes numbered in order of first occurrence (dictionary_encode, factorize): a value first occurs
+        # where the running maximum grows
+        before = np.maximum.accumulate(present_codes)
+        grows = np.empty(len(present_codes), dtype=bool)
+        grows[0] = True
+        grows[1:] = present_codes[1:] > before[:-1]
+        if int(grows.sum()) == n and np.array_equal(present_codes[grows], np.arange(n)):
+            return positions[grows].astype(np.int64)
+    first_at = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_at, present_codes, positions)
+    return first_at
 
 
 def _is_float(text: str) -> bool:
@@ -124,6 +164,8 @@ class ColumnState:
     values: Sample = field(default_factory=lambda: Sample(SAMPLE_SIZE))
     grouped_values: Sample = field(default_factory=lambda: Sample(SAMPLE_SIZE))
     number_summary: Numbers = field(default_factory=Numbers)
+    # not state: a cache of the facts of texts that are not plain numbers (see _facts), never serialised
+    known: dict[str, Facts] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.track_numbers and self.number_summary.distinct is None:
@@ -135,78 +177,102 @@ class ColumnState:
         codes, uniques = pd.factorize(column, sort=False, use_na_sentinel=True)
         self.feed_codes(codes, np.asarray(uniques, dtype=object), row0)
 
-    def feed_codes(self, codes: np.ndarray, texts: np.ndarray, row0: int) -> None:
+    def feed_codes(self, codes: np.ndarray, texts: Texts, row0: int, lowered: pyarrow_lib.Array | None = None) -> None:
         """Add a chunk given as each row's index into ``texts`` (-1: missing), the distinct normalized values
-        in order of first occurrence. The work is done once per distinct value, weighted by its count."""
+        in order of first occurrence (``lowered``: the same lower-cased, if the caller has them). The work is
+        done once per distinct value, weighted by its count, in pyarrow and numpy kernels: a value becomes a
+        Python string only where the state keeps it (an example, the bottom-k sample)."""
+        texts = _arrow(texts)
         self.rows += len(codes)
-        present_rows = codes >= 0
-        self.missing += int(len(codes) - present_rows.sum())
+        positions = np.flatnonzero(codes >= 0)
+        self.missing += len(codes) - len(positions)
         if not len(texts):
             return
-        counts = np.bincount(codes[present_rows], minlength=len(texts)).astype(np.int64)
-        first_at = np.full(len(texts), len(codes), dtype=np.int64)
-        np.minimum.at(first_at, codes[present_rows], np.flatnonzero(present_rows))
-        rows = first_at + row0  # first row of each distinct value
-        lowered = pc.utf8_lower(pyarrow_lib.array(texts, type=pyarrow_lib.string()))
+        present_codes = codes[positions]
+        counts = np.bincount(present_codes, minlength=len(texts)).astype(np.int64)
+        rows = _first_rows(present_codes, positions, len(texts)) + row0  # first row of each distinct value
+        lowered = pc.utf8_lower(texts) if lowered is None else lowered
         soft = _among(lowered, _SOFT)
         first = int(np.argmin(rows))
-        self.first_any = _first(self.first_any, (int(rows[first]), str(texts[first])))
-        for i in np.flatnonzero(soft):
-            entry = self.soft.setdefault(str(texts[i]), [0, int(rows[i])])
-            entry[0] += int(counts[i])
+        self.first_any = _first(self.first_any, (int(rows[first]), texts[first].as_py()))
         keep = ~soft
-        if not keep.any():
-            return
-        texts, counts, rows = texts[keep], counts[keep], rows[keep]
-        lowered = lowered.filter(pyarrow_lib.array(keep))
+        if soft.any():
+            for i in np.flatnonzero(soft):
+                entry = self.soft.setdefault(texts[int(i)].as_py(), [0, int(rows[i])])
+                entry[0] += int(counts[i])
+            if not keep.any():
+                return
+            texts, lowered, counts, rows = take(texts, keep), take(lowered, keep), counts[keep], rows[keep]
         self.present += int(counts.sum())
         first = int(np.argmin(rows))
-        self.first_value = _first(self.first_value, (int(rows[first]), str(texts[first])))
-        numbers = _numbers(texts)
+        self.first_value = _first(self.first_value, (int(rows[first]), texts[first].as_py()))
+        numbers, plain = _plain_numbers(texts)
+        others = np.flatnonzero(~plain)  # texts that are not plain numbers: few, or few distinct
+        facts = self._facts(objects(take(texts, ~plain))) if len(others) else []
+        numbers[others] = [f[0] for f in facts]
         is_number = ~np.isnan(numbers)
+        non_numbers = others[np.isnan(numbers[others])]
+        facts_of_non_numbers = [f for f in facts if math.isnan(f[0])]
         self.numbers += int(counts[is_number].sum())
-        if not is_number.all():
+        if len(non_numbers):
             at = int(np.argmin(np.where(is_number, np.iinfo(np.int64).max, rows)))
-            self.first_non_number = _first(self.first_non_number, (int(rows[at]), str(texts[at])))
+            self.first_non_number = _first(self.first_non_number, (int(rows[at]), texts[at].as_py()))
         if self.all_boolean_tokens:
             self.all_boolean_tokens = bool(_among(lowered, _BOOLEAN).all())
-        wrong = ~_among(lowered, _TRUE_FALSE)
-        if wrong.any():
+        wrong = ~_among(lowered, _TRUE_FALSE) if self.first_not_boolean is None else None  # later rows come later
+        if wrong is not None and wrong.any():
             at = int(np.argmin(np.where(wrong, rows, np.iinfo(np.int64).max)))
-            self.first_not_boolean = _first(self.first_not_boolean, (int(rows[at]), str(texts[at])))
-        value_codes = np.full(len(keep), -1, dtype=np.int64)
-        value_codes[keep] = np.arange(int(keep.sum()))
-        row_codes = np.where(present_rows, value_codes[np.maximum(codes, 0)], -1)  # per row: index into texts
-        self._feed_coercion(texts, numbers, is_number, row_codes, row0)
+            self.first_not_boolean = _first(self.first_not_boolean, (int(rows[at]), texts[at].as_py()))
+        if keep.all():
+            row_codes = np.full(len(codes), -1, dtype=np.int64)  # per row: index into texts (-1: no value)
+            row_codes[positions] = present_codes
+        else:
+            value_codes = np.full(len(keep), -1, dtype=np.int64)
+            value_codes[keep] = np.arange(int(keep.sum()))
+            row_codes = np.full(len(codes), -1, dtype=np.int64)
+            row_codes[positions] = value_codes[present_codes]
+        rejected = np.zeros(len(texts), dtype=bool)
+        rejected[non_numbers] = [not f[2] for f in facts_of_non_numbers]
+        self._feed_coercion(texts, numbers, rejected, row_codes, row0)
         if is_number.any():
             in_rows = row_codes[row_codes >= 0]
             self.number_summary.add(numbers[in_rows][is_number[in_rows]])
         hashes = text_hashes(texts)
         self.distinct.add(hashes)
         self.values.add(hashes, texts, counts, rows)
-        if not is_number.all():  # numbers are one word each
-            gaps = pd.Series(texts[~is_number], dtype=object).str.count(r"\s+").to_numpy(dtype=np.int64) + 1
-            self.words += int((gaps * counts[~is_number]).sum())
+        if len(non_numbers):  # numbers are one word each
+            words = np.array([f[1] for f in facts_of_non_numbers], dtype=np.int64)
+            self.words += int((words * counts[non_numbers]).sum())
         self.words += int(counts[is_number].sum())
-        with_comma = np.asarray(
-            pc.match_substring(pyarrow_lib.array(texts, type=pyarrow_lib.string()), ","), dtype=bool
-        )
+        with_comma = np.asarray(pc.match_substring(texts, ","), dtype=bool)
         if with_comma.any():
             grouped = with_comma.copy()
-            grouped[with_comma] = [bool(THOUSANDS.match(t)) for t in texts[with_comma]]
+            grouped[with_comma] = [bool(THOUSANDS.match(t)) for t in objects(take(texts, with_comma))]
             if grouped.any():
                 self.grouped += int(counts[grouped].sum())
-                self.grouped_values.add(hashes[grouped], texts[grouped], counts[grouped], rows[grouped])
+                self.grouped_values.add(hashes[grouped], take(texts, grouped), counts[grouped], rows[grouped])
+
+    def _facts(self, texts: Sequence[str]) -> list[Facts]:
+        """The facts of distinct texts that are not plain numbers: ``parse_numbers``' number (thousands
+        separators, "inf", ...), the word count (pandas' ``str.count`` of whitespace runs, + 1) and whether a float
+        coercion reads it. Each is worked out once per column and remembered (up to ``FACTS_KEPT`` texts)."""
+        unknown = [t for t in texts if t not in self.known]
+        found: dict[str, Facts] = {}
+        if unknown:
+            numbers = parse_numbers(pd.Series(unknown, dtype=object)).to_numpy(dtype=float)
+            found = {
+                t: (float(n), len(_GAPS.findall(t)) + 1, _is_float(t)) for t, n in zip(unknown, numbers, strict=True)
+            }
+            if len(self.known) < FACTS_KEPT:
+                self.known.update(found)
+        return [self.known[t] if t in self.known else found[t] for t in texts]
 
     def _feed_coercion(
-        self, texts: np.ndarray, numbers: np.ndarray, is_number: np.ndarray, row_codes: np.ndarray, row0: int
+        self, texts: pyarrow_lib.Array, numbers: np.ndarray, rejected: np.ndarray, row_codes: np.ndarray, row0: int
     ) -> None:
         """What the pandera schema would reject if the column is numeric: values a float coercion cannot read
-        (thousands separators removed, as read_values does) and infinite values; ``row_codes``: each row's
-        index into ``texts`` (-1: not a present value)."""
-        rejected = np.zeros(len(texts), dtype=bool)
-        for i in np.flatnonzero(~is_number):  # few: the non-numbers of a numeric column, or few distinct values
-            rejected[i] = not _is_float(str(texts[i]))
+        (``rejected``; thousands separators removed, as read_values does) and infinite values; ``row_codes``:
+        each row's index into ``texts`` (-1: not a present value)."""
         infinite = np.isinf(numbers)
         for bad, attribute in ((rejected, "uncoercible"), (infinite, "infinite")):
             if not bad.any():
@@ -217,7 +283,7 @@ class ColumnState:
             setattr(self, attribute, getattr(self, attribute) + len(positions))
             examples: list[Example] = getattr(self, f"{attribute}_examples")
             room = MAX_EXAMPLES - len(examples)
-            examples += [(row0 + int(p), str(texts[row_codes[p]])) for p in positions[: max(room, 0)]]
+            examples += [(row0 + int(p), texts[int(row_codes[p])].as_py()) for p in positions[: max(room, 0)]]
 
     def merged(self, other: ColumnState, offset: int) -> ColumnState:
         """This column's state followed by ``other`` (whose rows start ``offset`` rows later)."""
@@ -323,7 +389,7 @@ class TargetState:
     values: dict[str, list[int]] = field(default_factory=dict)  # value -> [count, row, row, row]
     overflow: bool = False  # more than TARGET_VALUES distinct values: ``values`` no longer kept
 
-    def feed_codes(self, codes: np.ndarray, uniques: np.ndarray, row0: int) -> None:
+    def feed_codes(self, codes: np.ndarray, uniques: Texts, row0: int) -> None:
         """Add a chunk of the target given as codes into its distinct values (-1: missing)."""
         if self.overflow:
             return
@@ -333,7 +399,7 @@ class TargetState:
             return
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-        for i, value in enumerate(uniques.tolist()):
+        for i, value in enumerate(objects(uniques).tolist()):
             members = positions[order[bounds[i] : bounds[i + 1]]]
             entry = self.values.get(value)
             if entry is None:
@@ -389,10 +455,10 @@ class ProfileState:
             self.feed_codes(name, codes, np.asarray(uniques, dtype=object))
         self.rows += len(chunk)
 
-    def feed_codes(self, name: str, codes: np.ndarray, texts: np.ndarray) -> None:
+    def feed_codes(self, name: str, codes: np.ndarray, texts: Texts, lowered: pyarrow_lib.Array | None = None) -> None:
         """Add column ``name`` of the next chunk as codes into its distinct values (see
         :meth:`ColumnState.feed_codes`); call for every column, then :meth:`advance`."""
-        self.columns[name].feed_codes(codes, texts, self.rows)
+        self.columns[name].feed_codes(codes, texts, self.rows, lowered)
         if name == self.target:
             self.target_values.feed_codes(codes, texts, self.rows)
 

@@ -162,6 +162,7 @@ def _override(name: str, role: InputRole, state: ColumnState, inferred: Inferred
         n_distinct = len(state.distinct)
         if n_distinct > 1:
             counts = state.values
+            counts.compact()
             order = np.argsort(counts.first_rows, kind="stable")[:3]
             shown = ", ".join(repr(str(counts.texts[i])) for i in order)
             raise DataValidationError(

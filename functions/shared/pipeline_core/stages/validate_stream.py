@@ -31,7 +31,7 @@ import pyarrow.csv as pa_csv
 from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, RunConfig
 from pipeline_core.stages.column_roles import STRICT_MISSING
-from pipeline_core.stages.csv_chunks import ChunkError, read_options, row_pieces
+from pipeline_core.stages.csv_chunks import ChunkError, needs_strip, read_options, row_pieces
 from pipeline_core.stages.dataset_file import _MAGIC, Limits, check_header
 from pipeline_core.stages.profile_accumulator import ProfileState
 from pipeline_core.stages.profile_checks import choose_target
@@ -70,17 +70,23 @@ def _check_bytes(piece: bytes, first: bool, limits: Limits) -> None:
             raise ChunkError(f"quoting: {error}") from None
 
 
-def _normalized_codes(column: pyarrow_lib.Array) -> tuple[np.ndarray, np.ndarray]:
+def _normalized_codes(
+    column: pyarrow_lib.Array, strip: bool = True
+) -> tuple[np.ndarray, pyarrow_lib.Array, pyarrow_lib.Array]:
     """The column as :func:`~pipeline_core.stages.dataset_file.normalize` reads it (pandas' string methods
     are these pyarrow kernels: stripped, the missing-value tokens missing), given as each row's index into
-    its distinct values (-1: missing) and those values in order of first occurrence."""
-    encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(column))
+    its distinct values (-1: missing), those values in order of first occurrence, and the same lower-cased
+    (kept as pyarrow arrays: no Python string per value). ``strip``: False when no value has whitespace."""
+    encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(column) if strip else column)
     dictionary = encoded.dictionary
-    missing = np.asarray(pc.is_in(pc.utf8_lower(dictionary), value_set=_STRICT), dtype=bool)
+    lowered = pc.utf8_lower(dictionary)
+    missing = np.asarray(pc.is_in(lowered, value_set=_STRICT), dtype=bool)
+    indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    if not missing.any():
+        return indices, dictionary, lowered
     remap = np.where(missing, -1, np.cumsum(~missing) - 1)
-    codes = remap[encoded.indices.to_numpy(zero_copy_only=False)]
-    texts = dictionary.filter(pyarrow_lib.array(~missing)).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64), np.asarray(texts, dtype=object)
+    present = pyarrow_lib.array(~missing)
+    return remap[indices], dictionary.filter(present), lowered.filter(present)
 
 
 def read_header(path: Path, limits: Limits) -> list[str]:
@@ -116,9 +122,10 @@ def accumulate(path: Path, names: list[str], target: str, limits: Limits) -> Pro
                 raise ChunkError(str(error)) from None
             if table.num_rows == 0:
                 continue
+            strip = needs_strip(piece)
             for i, name in enumerate(names):
-                codes, texts = _normalized_codes(table.column(i).combine_chunks())
-                state.feed_codes(name, codes, texts)
+                codes, texts, lowered = _normalized_codes(table.column(i).combine_chunks(), strip)
+                state.feed_codes(name, codes, texts, lowered)
             state.advance(table.num_rows)
     if state.rows == 0:
         raise ChunkError("no data rows")
