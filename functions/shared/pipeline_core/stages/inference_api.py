@@ -1,7 +1,8 @@
 """The inference REST API: API Gateway (REST, proxy integration) -> this Lambda -> the model's endpoint.
 
 Routes (Powertools ``APIGatewayRestResolver`` with request validation; the OpenAPI document it generates
-is served at ``GET /openapi.json``):
+is served at ``GET /openapi.json``; a valid ``POST /predict`` is answered by :func:`fast_predict` with the
+resolver's own answer, without the resolver's cost):
 
 * ``POST /predict`` ``{"instances": [{feature: value, ...}, ...]}`` (1 to :data:`MAX_ROWS` rows, at most
   :data:`MAX_BODY_BYTES` bytes) -> ``{"predictions": [...], "model_version": N, "model_name": "..."}``
