@@ -21,8 +21,9 @@
    is the function's). Then RSS before and after ``--memory-requests`` more, and the time a stop takes.
 
 Usage: ``python -m benchmarks.inference [--calls 2000] [--duration 10] [--concurrency 1,2,8]
-[--workers 1,2] [--servers granian,gunicorn,floor-granian,floor-gunicorn,legacy]
-[--log-sample-rate RATE] [--out results.json]``.
+[--workers 1,2] [--servers granian,gunicorn,floor-granian,floor-gunicorn,legacy,granian@baseline]
+[--baseline DIR] [--log-sample-rate RATE] [--out results.json]``. ``<server>@baseline`` runs that server from
+``--baseline DIR``, a checkout of other code (``git archive <commit> | tar -x -C DIR``): old and new side by side.
 docs/serving.md has the figures and the machine they came from. Each section records the 1-minute load
 average at its end (``load_1m``): on a shared machine compare figures taken at similar loads.
 """
@@ -195,24 +196,39 @@ COMMANDS = {
 }
 
 
+# ``--baseline DIR``: a checkout of other code (``git archive <commit> | tar -x -C DIR``) that servers named
+# ``<server>@baseline`` run from, so old and new code are measured side by side in one run.
+BASELINE_SUFFIX = "@baseline"
+
+
 def start_server(
-    state_dir: Path, server: str, workers: int, log_sample_rate: float | None = None
+    state_dir: Path, server: str, workers: int, log_sample_rate: float | None = None, baseline: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """One of COMMANDS in a subprocess on a free port, once it answers ``GET /health``."""
+    """One of COMMANDS in a subprocess on a free port, once it answers ``GET /health``; a server named
+    ``<name>@baseline`` runs ``<name>`` from the ``baseline`` checkout (its modules first on the path)."""
     from stepml.embedded.runtime import free_port
 
     port = free_port()
     log = open(state_dir / f"serve-{server}-{workers}.out", "wb")  # noqa: SIM115 - closed with the process
     rate = [] if log_sample_rate is None else ["--log-sample-rate", str(log_sample_rate)]
-    module, *options = COMMANDS[server]
+    name, from_baseline = server.removesuffix(BASELINE_SUFFIX), server.endswith(BASELINE_SUFFIX)
+    module, *options = COMMANDS[name]
+    env = {**os.environ, "STEPML_STATE_DIR": str(state_dir)}
+    root = REPO  # benchmarks.* are modules of the repository, wherever the benchmark is started from
+    if from_baseline:
+        if baseline is None:
+            raise SystemExit(f"{server}: give --baseline DIR (a checkout of the code to compare with)")
+        root = baseline.resolve()
+        # ahead of this checkout's editable install; the local AWS restarts for the other code
+        env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "functions" / "shared")])
     process = subprocess.Popen(
         [sys.executable, "-m", module, "--port", str(port), "--workers", str(workers), *options, *rate],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "STEPML_STATE_DIR": str(state_dir)},
-        cwd=REPO,  # benchmarks.* are modules of the repository, wherever the benchmark is started from
+        env=env,
+        cwd=root,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # a local AWS restarted for the other code takes a while at load
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
@@ -262,13 +278,14 @@ def http_load(
     max_requests: int,
     memory_requests: int,
     log_sample_rate: float | None = None,
+    baseline: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Each server and worker count: latency and rate at each concurrency (one row), then RSS before and
     after ``memory_requests`` more requests, and the time a stop takes after them."""
     rows = []
     for count in workers:
         for server in servers:
-            process, port = start_server(state_dir, server, count, log_sample_rate)
+            process, port = start_server(state_dir, server, count, log_sample_rate, baseline)
             try:
                 payload = body(1)
                 python_load(port, payload, 8, 2.0, 2000)  # warm every worker before measuring
@@ -299,6 +316,7 @@ def run(
     log_sample_rate: float | None = None,
     servers: list[str] | None = None,
     handler: bool = True,
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Everything above; returns the figures (``benchmarks/run_all.py`` calls this)."""
     with tempfile.TemporaryDirectory(prefix="stepml-bench-serve-") as temp:
@@ -315,6 +333,7 @@ def run(
             max_requests,
             memory_requests,
             log_sample_rate,
+            baseline,
         )
     import sklearn
 
@@ -388,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RATE",
         help="`stepml serve --log-sample-rate` for the HTTP runs (default: the template's, every request logged)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of the code to compare with: servers named <server>@baseline run from it",
+    )
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     figures = run(
@@ -400,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         args.log_sample_rate,
         args.servers.split(","),
         not args.no_handler,
+        args.baseline,
     )
     print_report(figures)
     if args.out:

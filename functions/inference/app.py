@@ -8,11 +8,13 @@ from pipeline_core.stages.inference_api import InferenceService, create_app, han
 
 
 @functools.cache
-def _app() -> APIGatewayRestResolver:
+def _app() -> tuple[APIGatewayRestResolver, InferenceService]:
     # Built on the first request, not at import: it reads the environment (model name, table names).
-    return create_app(InferenceService.from_env())
+    service = InferenceService.from_env()
+    return create_app(service), service
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Event: an API Gateway REST proxy event; returns the proxy response (statusCode, headers, body)."""
-    return handle(_app(), event, context)
+    app, service = _app()
+    return handle(app, event, context, service)
