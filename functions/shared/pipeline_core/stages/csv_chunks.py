@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from pipeline_core.stages.column_roles import SOFT_MISSING, STRICT_MISSING
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, normalize
 
 
@@ -44,6 +45,10 @@ def read_options(
     read = pa_csv.ReadOptions(column_names=list(names), skip_rows=1 if skip_header else 0, use_threads=False)
     return read, pa_csv.ParseOptions(newlines_in_values=True), convert
 
+
+# The missing-value tokens as pyarrow arrays, for ``pc.is_in`` over lower-cased text in the streamed readers
+STRICT_MISSING_TEXTS = pa.array(sorted(STRICT_MISSING), type=pa.string())
+SOFT_MISSING_TEXTS = pa.array(sorted(SOFT_MISSING), type=pa.string())
 
 # ASCII whitespace str.strip removes (not the line breaks between rows), and quotes (a quoted value may hold a
 # line break): an all-ASCII piece without these has nothing to strip

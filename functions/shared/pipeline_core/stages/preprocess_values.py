@@ -25,10 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline_core.models import ColumnProfile
-from pipeline_core.stages.column_roles import SOFT_MISSING, STRICT_MISSING, read_values, typed
+from pipeline_core.stages.column_roles import read_values, typed
+from pipeline_core.stages.csv_chunks import SOFT_MISSING_TEXTS, STRICT_MISSING_TEXTS
 
-_STRICT = pa.array(sorted(STRICT_MISSING), type=pa.string())
-_SOFT = pa.array(sorted(SOFT_MISSING), type=pa.string())
 _NULL = pa.scalar(None, type=pa.string())
 
 
@@ -36,12 +35,12 @@ def _normalized(column: pa.Array, strip: bool) -> tuple[pa.Array, pa.Array]:
     """(text, lowered): the column stripped with the strict missing tokens null, and the same lower-cased."""
     text = pc.utf8_trim_whitespace(column) if strip else column
     lowered = pc.utf8_lower(text)
-    return pc.if_else(pc.is_in(lowered, value_set=_STRICT), _NULL, text), lowered
+    return pc.if_else(pc.is_in(lowered, value_set=STRICT_MISSING_TEXTS), _NULL, text), lowered
 
 
 def _numbers(text: pa.Array, lowered: pa.Array) -> np.ndarray | None:
     """A used numeric column's floats (NaN: missing), or None when the cast is not the whole answer."""
-    values = pc.if_else(pc.is_in(lowered, value_set=_SOFT), _NULL, text)
+    values = pc.if_else(pc.is_in(lowered, value_set=SOFT_MISSING_TEXTS), _NULL, text)
     try:
         numbers = np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     except pa.ArrowInvalid:

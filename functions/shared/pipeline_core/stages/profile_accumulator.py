@@ -40,12 +40,12 @@ import pyarrow.compute as pc
 from pipeline_core.stages.column_roles import (
     BOOLEAN_TOKENS,
     FALSE_TOKENS,
-    SOFT_MISSING,
     THOUSANDS,
     TRUE_TOKENS,
     is_identifier_name,
     parse_numbers,
 )
+from pipeline_core.stages.csv_chunks import SOFT_MISSING_TEXTS
 from pipeline_core.stages.mergeable import HashSet, Numbers, Sample, Texts, objects, take, text_hashes
 
 SAMPLE_SIZE = 4_096
@@ -65,7 +65,6 @@ def _first(a: Example | None, b: Example | None) -> Example | None:
     return a if a[0] <= b[0] else b
 
 
-_SOFT = pyarrow_lib.array(sorted(SOFT_MISSING), type=pyarrow_lib.string())
 _BOOLEAN = pyarrow_lib.array(sorted(BOOLEAN_TOKENS), type=pyarrow_lib.string())
 _TRUE_FALSE = pyarrow_lib.array(sorted(TRUE_TOKENS | FALSE_TOKENS), type=pyarrow_lib.string())
 
@@ -192,7 +191,7 @@ class ColumnState:
         counts = np.bincount(present_codes, minlength=len(texts)).astype(np.int64)
         rows = _first_rows(present_codes, positions, len(texts)) + row0  # first row of each distinct value
         lowered = pc.utf8_lower(texts) if lowered is None else lowered
-        soft = _among(lowered, _SOFT)
+        soft = _among(lowered, SOFT_MISSING_TEXTS)
         first = int(np.argmin(rows))
         self.first_any = _first(self.first_any, (int(rows[first]), texts[first].as_py()))
         keep = ~soft

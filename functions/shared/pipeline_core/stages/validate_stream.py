@@ -30,15 +30,13 @@ import pyarrow.csv as pa_csv
 
 from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, RunConfig
-from pipeline_core.stages.column_roles import STRICT_MISSING
-from pipeline_core.stages.csv_chunks import ChunkError, needs_strip, read_options, row_pieces
+from pipeline_core.stages.csv_chunks import STRICT_MISSING_TEXTS, ChunkError, needs_strip, read_options, row_pieces
 from pipeline_core.stages.dataset_file import _MAGIC, Limits, check_header
 from pipeline_core.stages.profile_accumulator import ProfileState
 from pipeline_core.stages.profile_checks import choose_target
 from pipeline_core.stages.profile_from_state import profile_state
 
 _BOM = b"\xef\xbb\xbf"
-_STRICT = pyarrow_lib.array(sorted(STRICT_MISSING), type=pyarrow_lib.string())
 
 
 def _pieces(handle: BinaryIO, block_bytes: int, limits: Limits) -> Iterator[bytes]:
@@ -80,7 +78,7 @@ def _normalized_codes(
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(column) if strip else column)
     dictionary = encoded.dictionary
     lowered = pc.utf8_lower(dictionary)
-    missing = np.asarray(pc.is_in(lowered, value_set=_STRICT), dtype=bool)
+    missing = np.asarray(pc.is_in(lowered, value_set=STRICT_MISSING_TEXTS), dtype=bool)
     indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     if not missing.any():
         return indices, dictionary, lowered
