@@ -1,4 +1,5 @@
-"""The InferenceFunction's handler in process on one row: p50 and mean over ``--calls``, as JSON.
+"""The InferenceFunction's handler in process on one row: p50, mean, p99 and the process CPU per call (the
+prediction log writer's thread included) over ``--calls``, as JSON.
 
 For old and new code side by side: run it alternately from two checkouts (``PYTHONPATH=DIR:DIR/functions/shared``
 puts another checkout's code first) against one state directory whose local AWS was started in the
@@ -28,7 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("state_dir", type=Path)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--log", choices=["off", "background"], default="off", help="the prediction log")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="SECONDS",
+        help="sys.setswitchinterval for the run (default: Python's, 0.005): how long the log writer's thread may "
+        "hold the GIL while a call waits",
+    )
     args = parser.parse_args(argv)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     os.environ["STEPML_STATE_DIR"] = str(args.state_dir)
     import stepml
     from stepml.serve import FUNCTION_ID, LocalApi, proxy_event
@@ -45,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(300):  # warm: model loaded, caches filled
             invoke(event)
         timings = []
+        cpu_started = time.process_time()  # every thread of the process: the log writer's CPU counts too
         for _ in range(args.calls):
             started = time.perf_counter()
             answer = invoke(event)
@@ -57,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline_core.aws.prediction_log import close_background_writers
 
     close_background_writers(5.0)
+    cpu_per_call = (time.process_time() - cpu_started) / args.calls  # not slowed by other processes
     code = Path(stepml.__file__).resolve().parents[1]
     figures = {
         "code": str(code),
@@ -64,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         "calls": args.calls,
         "p50_ms": round(statistics.median(timings) * 1000, 3),
         "mean_ms": round(statistics.fmean(timings) * 1000, 3),
+        "cpu_ms_per_call": round(cpu_per_call * 1000, 3),
+        "p99_ms": round(statistics.quantiles(timings, n=100)[98] * 1000, 3),
+        "max_ms": round(max(timings) * 1000, 3),
+        "switch_interval_s": sys.getswitchinterval(),
         "load_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(figures))
