@@ -42,6 +42,15 @@ def client(service: str) -> Any:
     return boto3.client(service, config=_CONFIG)
 
 
+@functools.cache
+def unvalidated_client(service: str) -> Any:
+    """:func:`client` without botocore's client-side parameter validation, for requests this code builds in
+    bulk on a serving hot path (the prediction log's BatchWriteItem of 25 items): the validation walks every
+    nested attribute value and was ~30 % of the call's client CPU (7.0 -> 4.9 ms a batch, measured against the
+    local AWS); the service still validates every request and answers a bad one with a ValidationException."""
+    return boto3.client(service, config=_CONFIG.merge(Config(parameter_validation=False)))
+
+
 def is_transient(error: ClientError) -> bool:
     """Whether an AWS error is worth another attempt."""
     code = error.response.get("Error", {}).get("Code", "")

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline_core.aws.clients import client, transient_errors_as
+from pipeline_core.aws.clients import transient_errors_as, unvalidated_client
 from pipeline_core.errors import ConfigurationError
 from pipeline_core.settings import optional_env, require_env
 
@@ -189,7 +189,7 @@ class PredictionLog:
     @property
     def dynamodb(self) -> Any:
         if self._ddb is None:
-            self._ddb = client("dynamodb")
+            self._ddb = unvalidated_client("dynamodb")
         return self._ddb
 
     def sampled(self) -> bool:
