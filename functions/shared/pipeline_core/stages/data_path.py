@@ -114,8 +114,8 @@ def _memory_advice(settings: DataPathSettings, size_bytes: int) -> str:
     return f"raise DataStageMemorySize to at least {needed} MB"
 
 
-def _sharded(size_bytes: int, settings: DataPathSettings) -> tuple[DataPath, str]:
-    shard, capacity = settings.shard_threshold_bytes, settings.sharded_capacity_bytes
+def _sharded(size_bytes: int, shard: int, settings: DataPathSettings) -> tuple[DataPath, str]:
+    capacity = settings.sharded_capacity_bytes
     limits = (
         f"the sharded path takes a CSV up to {_size(capacity)} (WriteSplits' /tmp, {SHARDED_STORAGE_MB} MB, holds "
         f"about {SHARDED_DISK_FACTOR:g}x the file) and about {settings.sharded_capacity_rows:,} rows (PlanSplit and "
@@ -143,7 +143,7 @@ def choose_path(size_bytes: int, settings: DataPathSettings, file_format: str = 
     """
     shard = settings.shard_threshold_bytes
     if shard is not None and size_bytes > shard and file_format == "csv":
-        return _sharded(size_bytes, settings)
+        return _sharded(size_bytes, shard, settings)
     threshold, capacity = settings.large_dataset_threshold_bytes, settings.single_lambda_capacity_bytes
     holds = (
         f"ValidateData and Preprocess hold up to {_size(capacity)} with DataStageMemorySize "
