@@ -5,19 +5,34 @@ few bytes a row."""
 from __future__ import annotations
 
 import io
+import json
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from pipeline_core.aws.s3 import ObjectStore
 from pipeline_core.models import DataProfile, RunConfig
-from pipeline_core.stages.data_validation import Limits, load_table, profile_table
+from pipeline_core.stages.data_validation import Limits, load_table, profile_table, validate_data
+from pipeline_core.stages.preprocess import preprocess
 from pipeline_core.stages.preprocess_stream import Streamed, stream_preprocess
-from pipeline_core.stages.shard_preprocess import ShardPart, gather, plan_split, preprocess_shard
-from pipeline_core.stages.shards import split_csv
+from pipeline_core.stages.shard_preprocess import (
+    ShardPart,
+    gather,
+    plan_split,
+    plan_split_stage,
+    preprocess_shard,
+    preprocess_shard_stage,
+    write_splits_stage,
+)
+from pipeline_core.stages.shards import ShardItem, ShardSettings, split_csv, split_dataset
 
+from tests.unit.test_data_validation import aws, run_ingest
 from tests.unit.test_preprocess_stream import SHA, assert_same, config_for, mixed_frame
+
+__all__ = ["aws"]  # the module-scoped moto account, used here by name
 
 
 def _shards(data: bytes, shard_bytes: int, work: Path) -> list[Path]:
@@ -133,3 +148,39 @@ def test_plan_split_memory_is_a_few_bytes_a_row(tmp_path: Path) -> None:
     assert len(plan.targets.keep) == rows
     # keep mask, class codes, the split's permutations (int64): 10M rows stay well under 1 GB
     assert peak / rows < 40, f"{peak / rows:.1f} bytes a row"  # measured 30.8: 10M rows ~310 MB
+
+
+def test_the_three_states_on_s3_write_what_preprocess_writes(aws: Any) -> None:
+    data = mixed_frame(700).to_csv(index=False).encode()
+    config, ingested = run_ingest(aws, "data.csv", data, target="label")
+    store, limits = ObjectStore(aws.s3), Limits(chunk_bytes=4096)
+    profile = validate_data(config, ingested, store, limits)
+    settings = ShardSettings(10_000, 3)
+    split_dataset(ingested, store, settings, limits)
+
+    plan = plan_split_stage(config, ingested, profile, store, settings, limits)
+    assert plan.count >= 3 and plan.max_concurrency == 3 and plan.whole_file is None
+    items = [ShardItem.model_validate(i) for i in json.loads(store.read_bytes(f"s3://{plan.bucket}/{plan.key}"))]
+    parts = [preprocess_shard_stage(profile, plan, item, store, limits) for item in reversed(items)]  # any order
+    sharded = write_splits_stage(config, ingested, profile, plan, parts, store)
+    alone = config.model_copy(update={"processed_prefix": config.processed_prefix.rstrip("/") + "-single/"})
+    single = preprocess(alone, ingested, profile, store, limits)
+
+    uris = ("train_uri", "validation_uri", "test_uri", "baseline_uri")
+    assert sharded.model_dump(exclude=set(uris)) == single.model_dump(exclude=set(uris))
+    for name in ("train", "validation", "test"):
+        for file in (f"{name}.csv", "columns.json"):
+            ours, theirs = f"{getattr(sharded, f'{name}_uri')}{file}", f"{getattr(single, f'{name}_uri')}{file}"
+            assert store.read_bytes(ours) == store.read_bytes(theirs), file
+    assert store.read_bytes(sharded.baseline_uri) == store.read_bytes(single.baseline_uri)
+
+
+def test_without_a_manifest_plan_split_leaves_the_file_to_preprocess(aws: Any) -> None:
+    data = mixed_frame(100).to_csv(index=False).encode()
+    config, ingested = run_ingest(aws, "data.csv", data, target="label")
+    store = ObjectStore(aws.s3)
+    profile = validate_data(config, ingested, store, Limits())
+
+    plan = plan_split_stage(config, ingested, profile, store, ShardSettings(12_345, 2), Limits())
+
+    assert plan.count == 0 and plan.uri is None and plan.whole_file
