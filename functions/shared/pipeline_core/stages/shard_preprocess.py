@@ -20,6 +20,10 @@ here they are three states, each with the single path's own functions:
    is uploaded as Preprocess uploads it (:func:`~pipeline_core.stages.preprocess.publish`).
 
 Everything goes under the dataset's ``shards/`` prefix (``prep/<run id>/``), which the bucket expires.
+
+The embedded target runs the PreprocessShards map as it runs ValidateShards, differently from AWS (moto 5.2.5:
+the items are threads of the parent execution, not child executions; IAM is not enforced; no ResultWriter, so
+the results come back inline on every target): see :mod:`pipeline_core.stages.shards` and docs/data-scale.md.
 """
 
 from __future__ import annotations
