@@ -35,10 +35,10 @@ pytestmark = pytest.mark.slow
 ASL = load_asl()
 STATES: dict[str, Any] = ASL["States"]
 ALL_TASKS: dict[str, Any] = {name: state for name, state in STATES.items() if state["Type"] == "Task"}
-# The sharded validation's tasks run only for a CSV over ShardThresholdBytes (docs/data-scale.md), never for this
-# campaign's small datasets: their Retry, Catch and timeout are checked for shape below (ALL_TASKS) and the path
-# itself in test_sharded_validation.py.
-SHARDED_ONLY = {"SplitDataset", "MergeProfiles"}
+# The sharded validation's and sharded Preprocess's tasks run only for a CSV over ShardThresholdBytes
+# (docs/data-scale.md), never for this campaign's small datasets: their Retry, Catch and timeout are checked for
+# shape below (ALL_TASKS) and the path itself in test_sharded_validation.py.
+SHARDED_ONLY = {"SplitDataset", "MergeProfiles", "PlanSplit", "WriteSplits"}
 TASKS: dict[str, Any] = {name: state for name, state in ALL_TASKS.items() if name not in SHARDED_ONLY}
 # Matched by no Retry (only by the Catch's States.ALL): what a permanent failure looks like.
 PERMANENT = "InjectedPermanentError"
@@ -56,6 +56,7 @@ CREATE_PATH = [
     # the step cache's states around each cached step; the harness turns the cache off, so each misses
     "LookupPreprocess",
     "PreprocessCached",
+    "ChoosePreprocessPath",
     "Preprocess",
     "RememberPreprocess",
     "TrainerDefaults",

@@ -210,7 +210,7 @@ def test_the_templates_alarms_follow_the_functions_invocations(tmp_path: Path) -
         invocations.add(InvocationResult(model.functions["PreprocessFunction"].name, {}, None, 9.0, "r2"))
         shipper.ship()
         evaluations = evaluate_alarms(client("cloudwatch"))
-        assert len(evaluations) == 38
+        assert len(evaluations) == 44
         raised = [e.name for e in evaluations if e.state == "ALARM"]
         assert raised == ["stepml-local-IngestErrorsAlarm"]
         drift = "stepml-local-MonitorDriftAlarm"
@@ -222,4 +222,4 @@ def test_the_templates_alarms_follow_the_functions_invocations(tmp_path: Path) -
         assert table[0].split() == ["NAME", "STATE", "METRIC", "THRESHOLD", "REASON"]
         assert table[1].startswith("stepml-local-IngestErrorsAlarm") and "ALARM (was INSUFFICIENT_DATA)" in table[1]
         assert "AWS/Lambda Errors (Sum)" in table[1] and "> 0, 1 of 1 x 300s" in table[1]
-        assert len(table) == 39
+        assert len(table) == 45

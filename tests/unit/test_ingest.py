@@ -175,13 +175,13 @@ def test_a_dataset_within_the_threshold_takes_the_single_lambda_path_and_says_wh
     assert "hold up to 215.6 MiB (226050910 bytes) with DataStageMemorySize 2048 MB" in reason
 
 
-def test_over_the_threshold_the_message_says_the_large_data_path_is_not_built_and_names_the_setting() -> None:
+def test_over_the_threshold_without_sharding_the_message_names_both_ways_out() -> None:
     with pytest.raises(DatasetTooLargeError) as caught:
         choose_path(920 * 1000 * 1000, SETTINGS)
     message = str(caught.value)
-    assert "over LargeDatasetThresholdBytes (200.0 MiB (209715200 bytes))" in message
-    assert "large-data (sharded) path, which this version does not have yet" in message
-    assert "Use a sample of at most 200.0 MiB (209715200 bytes)." in message
+    assert "over LargeDatasetThresholdBytes (200.0 MiB (209715200 bytes)), the largest the single-Lambda" in message
+    assert "ShardThresholdBytes is not set, so it cannot take the sharded path: set it" in message
+    assert "use a sample of at most 200.0 MiB (209715200 bytes)." in message
     assert "raise the LargeDatasetThresholdBytes parameter to at least 920000000 and," in message
     assert message.endswith("raise DataStageMemorySize to at least 8336 MB - docs/data-scale.md")
 
@@ -191,9 +191,32 @@ def test_over_a_low_threshold_the_message_says_how_far_to_raise_it() -> None:
     with pytest.raises(DatasetTooLargeError) as caught:
         choose_path(3870, low)
     message = str(caught.value)
-    assert "Use a sample of at most 1000 bytes. To take it whole, raise the LargeDatasetThresholdBytes" in message
+    assert "use a sample of at most 1000 bytes. To take it whole, raise the LargeDatasetThresholdBytes" in message
     assert "parameter to at least 3870 (ValidateData and Preprocess hold up to 215.6 MiB" in message
     assert "raise DataStageMemorySize" not in message
+
+
+SHARDED = DataPathSettings(
+    large_dataset_threshold_bytes=200 * MIB,
+    data_stage_memory_mb=2048,
+    memory_factor=9.5,
+    shard_threshold_bytes=100 * MIB,
+)
+
+
+def test_a_csv_over_the_threshold_takes_the_sharded_path_up_to_what_writesplits_holds() -> None:
+    path, reason = choose_path(1600 * 1000 * 1000, SHARDED)  # issue 14's 10M rows
+    assert path == "sharded"
+    assert "validation and preprocessing are sharded on Distributed Maps" in reason
+    assert "takes a CSV up to 5120.0 MiB (5368709120 bytes)" in reason
+    assert "about 53,687,091 rows (PlanSplit and WriteSplits hold about 40 bytes a row" in reason
+    with pytest.raises(DatasetTooLargeError, match=r"Use a sample of at most 5120.0 MiB"):
+        choose_path(6 * 1024 * MIB, SHARDED)
+
+
+def test_parquet_over_the_threshold_is_still_refused_and_told_to_use_a_csv() -> None:
+    with pytest.raises(DatasetTooLargeError, match="only a CSV takes the sharded path, and this dataset is parquet"):
+        choose_path(300 * MIB, SHARDED, "parquet")
 
 
 def test_a_threshold_above_what_the_memory_holds_is_refused_naming_both_settings() -> None:
@@ -238,6 +261,24 @@ def test_the_templates_threshold_agrees_with_the_data_stages_memory() -> None:
     for stage in ("ValidateDataFunction", "PreprocessFunction"):
         assert functions[stage].memory_mb == settings.data_stage_memory_mb
         assert functions[stage].environment["MAX_DATASET_BYTES"] == ingest_env["LARGE_DATASET_THRESHOLD_BYTES"]
+
+
+def test_the_sharded_stages_have_what_the_sharded_limit_assumes() -> None:
+    """WriteSplits has the /tmp the sharded cap counts on, the sharded stages DataStageMemorySize (the row cap),
+    and PlanSplit finds SplitDataset's manifest by the same ShardSizeBytes."""
+    from pipeline_core.stages.data_path import SHARDED_STORAGE_MB
+
+    from tests.unit.test_template import load_template
+
+    resources = load_template()["Resources"]
+    assert resources["WriteSplitsFunction"]["Properties"]["EphemeralStorage"]["Size"] == SHARDED_STORAGE_MB
+    stack = stack_model(TEMPLATE, "stepml-local", {"Target": "local"})
+    functions = {spec.logical_id: spec for spec in stack.functions.values()}
+    memory = DataPathSettings.from_env(functions["IngestFunction"].environment).data_stage_memory_mb
+    for stage in ("PlanSplitFunction", "PreprocessShardFunction", "WriteSplitsFunction"):
+        assert functions[stage].memory_mb == memory, stage
+    shard_size = functions["SplitDatasetFunction"].environment["SHARD_SIZE_BYTES"]
+    assert functions["PlanSplitFunction"].environment["SHARD_SIZE_BYTES"] == shard_size
 
 
 def test_preprocess_has_the_tmp_space_any_admitted_dataset_needs() -> None:

@@ -37,9 +37,9 @@ def test_the_stack_is_visible_as_after_a_deploy(clients: Clients) -> None:
 
     functions = {f["FunctionName"]: f for f in _all(clients("lambda"), "list_functions", "Functions")}
     assert set(functions) == {spec.name for spec in model.functions.values()} == set(made.functions)
-    assert (
-        len(functions) == 24
-    )  # with the tuning stand-ins, StepCache, Monitor, BatchScoring and its stand-in, SplitDataset, ValidateShard
+    # with the tuning stand-ins, StepCache, Monitor, BatchScoring and its stand-in, SplitDataset, ValidateShard,
+    # PlanSplit, PreprocessShard, WriteSplits
+    assert len(functions) == 27
     ingest_spec = model.functions["IngestFunction"]
     ingest = clients("lambda").get_function(FunctionName=ingest_spec.name)["Configuration"]
     assert ingest["FunctionArn"] == ingest_spec.arn
@@ -58,7 +58,7 @@ def test_the_stack_is_visible_as_after_a_deploy(clients: Clients) -> None:
     assert {g.get("retentionInDays") for g in groups.values()} == {90}
 
     alarms = {a["AlarmName"]: a for a in _all(clients("cloudwatch"), "describe_alarms", "MetricAlarms")}
-    assert len(alarms) == 38 and set(alarms) == set(made.alarms)
+    assert len(alarms) == 44 and set(alarms) == set(made.alarms)
     assert f"{STACK}-EndpointModelLatencyAlarm" not in alarms  # Condition UseSageMaker: not on local targets
     errors = alarms[f"{STACK}-IngestErrorsAlarm"]
     assert (errors["Namespace"], errors["MetricName"], errors["Statistic"]) == ("AWS/Lambda", "Errors", "Sum")
@@ -90,8 +90,8 @@ def test_the_stack_is_visible_as_after_a_deploy(clients: Clients) -> None:
 def test_provisioning_again_leaves_one_of_each(clients: Clients) -> None:
     provision_stack_resources(clients, TEMPLATE, STACK, LOCAL)
     provision_stack_resources(clients, TEMPLATE, STACK, LOCAL)
-    assert len(_all(clients("lambda"), "list_functions", "Functions")) == 24
-    assert len(_all(clients("cloudwatch"), "describe_alarms", "MetricAlarms")) == 38
+    assert len(_all(clients("lambda"), "list_functions", "Functions")) == 27
+    assert len(_all(clients("cloudwatch"), "describe_alarms", "MetricAlarms")) == 44
 
 
 def test_rules_and_metric_math_alarms_declared_as_resources(clients: Clients, tmp_path: Path) -> None:

@@ -2,23 +2,26 @@
 
 Ingest learns the dataset's size (one HEAD) and, before copying or hashing it, answers one of:
 
-- ``single``: ValidateData and Preprocess each read the whole file in one Lambda (today's path);
-- ``sharded``: a CSV over ``ShardThresholdBytes``: its validation is sharded on a Distributed Map (SplitDataset,
-  ValidateShard per shard, ValidateData merging their states: :mod:`pipeline_core.stages.shards`); Preprocess
-  still reads it whole, so the memory limits below still apply;
+- ``single``: ValidateData and Preprocess each read the whole file in one Lambda;
+- ``sharded``: a CSV over ``ShardThresholdBytes``: validation and preprocessing are sharded on Distributed Maps
+  (SplitDataset, ValidateShard per shard, ValidateData merging their states:
+  :mod:`pipeline_core.stages.shards`; PlanSplit, PreprocessShard per shard, WriteSplits:
+  :mod:`pipeline_core.stages.shard_preprocess`). No stage holds the file, so LargeDatasetThresholdBytes and the
+  data stages' memory factor do not limit it; what does: WriteSplits' /tmp (the rows spooled, then the split
+  files: about twice the file in Lambda's largest EphemeralStorage) and, per row, PlanSplit's and WriteSplits'
+  memory (about 31 and 40 bytes a row of DataStageMemorySize);
 - too large: a clear :class:`DatasetTooLargeError` naming the setting to change.
 
-Two settings decide, both template parameters passed to Ingest as environment variables:
+The settings, template parameters passed to Ingest as environment variables:
 
-- ``LargeDatasetThresholdBytes`` (``LARGE_DATASET_THRESHOLD_BYTES``): above it a run takes the large-data
-  (sharded) path. That path is not built yet, so for now a dataset above it is refused with a message
-  saying so; the result's ``path`` field is the seam the sharded branch will use.
-- ``ShardThresholdBytes`` (``SHARD_THRESHOLD_BYTES``): above it (and within the threshold above) a CSV's
-  validation is sharded; unset: never (the single-Lambda path for every size, as before).
-- ``DataStageMemorySize`` (``DATA_STAGE_MEMORY_MB``): the MemorySize of ValidateData and Preprocess. With
-  ``DATA_STAGE_MEMORY_FACTOR`` (how many bytes of memory those stages need per byte of file) it says how
-  large a file the single-Lambda path can hold; a dataset under the threshold but over that would run out
-  of memory there, so it is refused too, naming both settings (they disagree).
+- ``LargeDatasetThresholdBytes`` (``LARGE_DATASET_THRESHOLD_BYTES``): the largest dataset the single-Lambda path
+  takes; a larger one must take the sharded path (a CSV with ShardThresholdBytes set) or is refused.
+- ``ShardThresholdBytes`` (``SHARD_THRESHOLD_BYTES``): above it a CSV takes the sharded path; unset: never (the
+  single-Lambda path for every size).
+- ``DataStageMemorySize`` (``DATA_STAGE_MEMORY_MB``): the MemorySize of ValidateData and Preprocess (and of the
+  sharded stages). With ``DATA_STAGE_MEMORY_FACTOR`` (how many bytes of memory the single-Lambda stages need
+  per byte of file) it says how large a file the single-Lambda path can hold; a dataset under the threshold
+  but over that would run out of memory there, so it is refused too, naming both settings (they disagree).
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ from pipeline_core.settings import require_env
 
 MIB = 1024 * 1024
 LAMBDA_MAX_MEMORY_MB = 10_240  # Lambda's largest MemorySize
+# The sharded path's limits (docs/data-scale.md): WriteSplits has Lambda's largest EphemeralStorage (the
+# template says so, tests/unit/test_ingest.py checks) and holds there the rows spooled, then the split files.
+SHARDED_STORAGE_MB = 10_240
+SHARDED_DISK_FACTOR = 2.0
+# PlanSplit's peak, measured 30.8 bytes a data row (tests/unit/test_shard_preprocess.py); WriteSplits holds
+# the line starts, row hashes and the split's orders (8 bytes each a kept row) and a copy while it sorts.
+SHARDED_BYTES_PER_ROW = 40
 
 DataPath = Literal["single", "sharded"]
 
@@ -69,6 +79,16 @@ class DataPathSettings:
         """The largest file ValidateData and Preprocess can hold in their MemorySize."""
         return int(self.data_stage_memory_mb * MIB / self.memory_factor)
 
+    @property
+    def sharded_capacity_bytes(self) -> int:
+        """The largest CSV the sharded path takes: what WriteSplits' /tmp holds."""
+        return int(SHARDED_STORAGE_MB * MIB / SHARDED_DISK_FACTOR)
+
+    @property
+    def sharded_capacity_rows(self) -> int:
+        """The most rows PlanSplit and WriteSplits hold in DataStageMemorySize."""
+        return self.data_stage_memory_mb * MIB // SHARDED_BYTES_PER_ROW
+
     def memory_mb_for(self, size_bytes: int) -> int:
         """The MemorySize (MB) the data stages would need for a file of ``size_bytes``."""
         return math.ceil(size_bytes * self.memory_factor / MIB)
@@ -89,18 +109,41 @@ def _memory_advice(settings: DataPathSettings, size_bytes: int) -> str:
     if needed > LAMBDA_MAX_MEMORY_MB:
         return (
             f"it would need about {needed} MB of memory, more than Lambda's largest MemorySize "
-            f"({LAMBDA_MAX_MEMORY_MB} MB): use a sample until the large-data path is built"
+            f"({LAMBDA_MAX_MEMORY_MB} MB): use a sample, or a CSV over ShardThresholdBytes (the sharded path)"
         )
     return f"raise DataStageMemorySize to at least {needed} MB"
+
+
+def _sharded(size_bytes: int, shard: int, settings: DataPathSettings) -> tuple[DataPath, str]:
+    capacity = settings.sharded_capacity_bytes
+    limits = (
+        f"the sharded path takes a CSV up to {_size(capacity)} (WriteSplits' /tmp, {SHARDED_STORAGE_MB} MB, holds "
+        f"about {SHARDED_DISK_FACTOR:g}x the file) and about {settings.sharded_capacity_rows:,} rows (PlanSplit and "
+        f"WriteSplits hold about {SHARDED_BYTES_PER_ROW} bytes a row in DataStageMemorySize "
+        f"{settings.data_stage_memory_mb} MB)"
+    )
+    if size_bytes > capacity:
+        raise DatasetTooLargeError(
+            f"the dataset is {_size(size_bytes)}, over what {limits}. Use a sample of at most {_size(capacity)} "
+            "- docs/data-scale.md"
+        )
+    return "sharded", (
+        f"the dataset is {_size(size_bytes)}, over ShardThresholdBytes ({_size(shard)}): its validation and "
+        "preprocessing are sharded on Distributed Maps (SplitDataset, ValidateShard on each shard, ValidateData "
+        f"merging them; PlanSplit, PreprocessShard on each shard, WriteSplits); no stage holds the file: {limits}"
+    )
 
 
 def choose_path(size_bytes: int, settings: DataPathSettings, file_format: str = "csv") -> tuple[DataPath, str]:
     """The path a dataset of ``size_bytes`` takes and one sentence saying why; too large is an error.
 
-    Raises :class:`DatasetTooLargeError` (message: the size, the limit, the setting to change) when the
-    dataset is over LargeDatasetThresholdBytes (the sharded path is not built yet) or over what the data
-    stages' MemorySize holds.
+    Raises :class:`DatasetTooLargeError` (message: the size, the limit, the setting to change) when a CSV on the
+    sharded path is over what WriteSplits' /tmp holds, or a dataset on the single-Lambda path is over
+    LargeDatasetThresholdBytes or over what the data stages' MemorySize holds.
     """
+    shard = settings.shard_threshold_bytes
+    if shard is not None and size_bytes > shard and file_format == "csv":
+        return _sharded(size_bytes, shard, settings)
     threshold, capacity = settings.large_dataset_threshold_bytes, settings.single_lambda_capacity_bytes
     holds = (
         f"ValidateData and Preprocess hold up to {_size(capacity)} with DataStageMemorySize "
@@ -114,10 +157,16 @@ def choose_path(size_bytes: int, settings: DataPathSettings, file_format: str = 
             fix += f" and, as {holds}, {_memory_advice(settings, size_bytes)}"
         else:
             fix += f" ({holds})"
+        if file_format != "csv":
+            sharded = f"only a CSV takes the sharded path, and this dataset is {file_format}: convert it to CSV, or"
+        else:
+            sharded = (
+                "ShardThresholdBytes is not set, so it cannot take the sharded path: set it (docs/data-scale.md), or"
+            )
         raise DatasetTooLargeError(
-            f"the dataset is {_size(size_bytes)}, over LargeDatasetThresholdBytes ({_size(threshold)}): a dataset "
-            "that large takes the large-data (sharded) path, which this version does not have yet, so it is too "
-            f"large for this deployment. Use a sample of at most {_size(threshold)}. {fix} - docs/data-scale.md"
+            f"the dataset is {_size(size_bytes)}, over LargeDatasetThresholdBytes ({_size(threshold)}), the largest "
+            f"the single-Lambda path takes; {sharded} use a sample of at most {_size(threshold)}. {fix} "
+            "- docs/data-scale.md"
         )
     if size_bytes > capacity:
         raise DatasetTooLargeError(
@@ -125,13 +174,6 @@ def choose_path(size_bytes: int, settings: DataPathSettings, file_format: str = 
             f"LargeDatasetThresholdBytes ({_size(threshold)}) is set above what DataStageMemorySize holds; make the "
             f"two agree: {_memory_advice(settings, size_bytes)}, or lower LargeDatasetThresholdBytes to "
             f"{capacity} or less - docs/data-scale.md"
-        )
-    shard = settings.shard_threshold_bytes
-    if shard is not None and size_bytes > shard and file_format == "csv":
-        return "sharded", (
-            f"the dataset is {_size(size_bytes)}, over ShardThresholdBytes ({_size(shard)}): ValidateData's work "
-            "is sharded on a Distributed Map (SplitDataset, ValidateShard on each shard, ValidateData merging "
-            f"them); Preprocess reads it whole in one Lambda ({holds})"
         )
     return "single", (
         f"the dataset is {_size(size_bytes)}, within LargeDatasetThresholdBytes ({_size(threshold)}): "

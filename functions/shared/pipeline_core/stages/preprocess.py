@@ -112,7 +112,6 @@ def preprocess(
     the file's width or values); a Parquet one, or a CSV the streaming reader cannot read as the whole-file
     reader does, is read whole as before. Both write the same bytes."""
     check_size(ingest.size_bytes, limits)
-    document = columns_document(profile)
     with tempfile.TemporaryDirectory(prefix="preprocess-") as work:
         workdir = Path(work)
         streamed = None
@@ -134,24 +133,31 @@ def preprocess(
         if streamed is None:
             streamed = _whole(data, ingest, profile, config, limits, workdir)
         del data
-        split = streamed.split
-        logger.info(
-            "split",
-            extra={
-                "split": split.reason,
-                "stratified": split.stratified,
-                "rows": {name: len(getattr(split, name)) for name in SPLITS},
-                "dropped_rows": streamed.dropped,
-                "duplicate_rows_kept": streamed.duplicate_rows,
-            },
-        )
-        uris = {}
-        for name in SPLITS:
-            prefix = f"{config.processed_prefix}{name}/"
-            # The split is seeded, so a retried Preprocess produces the same bytes and writes nothing new.
-            store.put_file_if_changed(f"{prefix}{name}.csv", streamed.files[name], content_type="text/csv")
-            store.put_if_changed(f"{prefix}columns.json", document, content_type="application/json")
-            uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
+        return publish(streamed, config, profile, store)
+
+
+def publish(streamed: Streamed, config: RunConfig, profile: DataProfile, store: ObjectStore) -> PreprocessResult:
+    """Upload the split files, columns.json and baseline.json under ``config.processed_prefix`` and describe
+    them (the single Preprocess and the sharded one's WriteSplits)."""
+    split = streamed.split
+    logger.info(
+        "split",
+        extra={
+            "split": split.reason,
+            "stratified": split.stratified,
+            "rows": {name: len(getattr(split, name)) for name in SPLITS},
+            "dropped_rows": streamed.dropped,
+            "duplicate_rows_kept": streamed.duplicate_rows,
+        },
+    )
+    document = columns_document(profile)
+    uris = {}
+    for name in SPLITS:
+        prefix = f"{config.processed_prefix}{name}/"
+        # The split is seeded, so a retried Preprocess produces the same bytes and writes nothing new.
+        store.put_file_if_changed(f"{prefix}{name}.csv", streamed.files[name], content_type="text/csv")
+        store.put_if_changed(f"{prefix}columns.json", document, content_type="application/json")
+        uris[name] = prefix  # SageMaker channels take the prefix (S3DataType S3Prefix)
     # Outside the channels: the training job downloads every object under a channel's prefix.
     baseline_uri = f"{config.processed_prefix}{BASELINE_NAME}"
     store.put_if_changed(baseline_uri, baseline_document(streamed.baseline), content_type="application/json")

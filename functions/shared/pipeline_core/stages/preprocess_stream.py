@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,7 @@ class Targets:
     codes: np.ndarray | None  # int, one per kept row; None for regression
     names: list[str]
     dropped: dict[str, int]
+    rows_per_file: tuple[int, ...] = ()  # data rows of each file read, in order (shards of one file)
 
 
 def _values_with_offsets(
@@ -95,26 +97,33 @@ def _values_with_offsets(
         offset += table.num_rows
 
 
-def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_CHUNK_BYTES) -> Targets:
-    """Pass 1 over the target column only."""
+def read_targets(paths: Path | Iterable[Path], profile: DataProfile, block_bytes: int = DEFAULT_CHUNK_BYTES) -> Targets:
+    """Pass 1 over the target column only, of one file or of a file's shards read in order (each with the
+    header): the labels are decided on the distinct values of all of them, as on the whole column."""
     target = profile.target
     column = next(c for c in profile.columns if c.name == target)
     classification = profile.problem_type != "regression"
     keep_parts: list[np.ndarray] = []
     raw_parts: list[np.ndarray] = []
     raw_index: dict[object, int] = {}  # distinct target value (as read) -> raw code
-    for _, chunk in _values_with_offsets(path, [column], block_bytes, only=[target]):
-        values = chunk[target]
-        has = values.notna().to_numpy()
-        keep_parts.append(has)
-        if classification:
-            local, uniques = pd.factorize(values[has], use_na_sentinel=True)
-            lut = np.array([raw_index.setdefault(u, len(raw_index)) for u in uniques], dtype=np.int64)
-            raw_parts.append(lut[local] if len(lut) else np.zeros(0, dtype=np.int64))
+    rows_per_file = []
+    for path in [paths] if isinstance(paths, Path) else paths:
+        rows = 0
+        for _, chunk in _values_with_offsets(path, [column], block_bytes, only=[target]):
+            values = chunk[target]
+            has = values.notna().to_numpy()
+            keep_parts.append(has)
+            rows += len(has)
+            if classification:
+                local, uniques = pd.factorize(values[has], use_na_sentinel=True)
+                lut = np.array([raw_index.setdefault(u, len(raw_index)) for u in uniques], dtype=np.int32)
+                raw_parts.append(lut[local] if len(lut) else np.zeros(0, dtype=np.int32))
+        rows_per_file.append(rows)
     keep = np.concatenate(keep_parts) if keep_parts else np.zeros(0, dtype=bool)
+    del keep_parts
     dropped = {EMPTY_TARGET: int((~keep).sum())}
     if not classification:
-        return Targets(keep, None, [], {k: v for k, v in dropped.items() if v})
+        return Targets(keep, None, [], {k: v for k, v in dropped.items() if v}, tuple(rows_per_file))
     # labels of the distinct values: target_labels decides "3" or "3.0" on the values present, as for the column
     distinct = pd.Series(list(raw_index), dtype=float if column.dtype == "numeric" else object)
     labels = target_labels(distinct, column.dtype).tolist()
@@ -122,17 +131,19 @@ def read_targets(path: Path, profile: DataProfile, block_bytes: int = DEFAULT_CH
     names = list(profile.class_labels)
     code_of = {name: i for i, name in enumerate(names)}
     final = np.array(
-        [code_of.get(MERGED_LABEL if label in merged else label, -1) for label in labels] or [0], dtype=np.int64
+        [code_of.get(MERGED_LABEL if label in merged else label, -1) for label in labels] or [0], dtype=np.int32
     )
-    raw = np.concatenate(raw_parts) if raw_parts else np.zeros(0, dtype=np.int64)
+    raw = np.concatenate(raw_parts) if raw_parts else np.zeros(0, dtype=np.int32)
+    del raw_parts
     codes = final[raw] if raw.size else raw
+    del raw
     rare = codes < 0
     dropped[RARE_DROPPED] = int(rare.sum())
     keep[np.flatnonzero(keep)[rare]] = False
-    return Targets(keep, codes[~rare], names, {k: v for k, v in dropped.items() if v})
+    return Targets(keep, codes[~rare], names, {k: v for k, v in dropped.items() if v}, tuple(rows_per_file))
 
 
-class _BaselineParts:
+class BaselineParts:
     """The train split's per-feature statistics, accumulated chunk by chunk (file order)."""
 
     def __init__(self, profile: DataProfile, workdir: Path) -> None:
@@ -165,6 +176,21 @@ class _BaselineParts:
                 with self.spools[column.name].open("ab") as out:
                     numbers.astype("<f8").tofile(out)
 
+    def counts(self) -> dict[str, object]:
+        """The counts (JSON-ready) a shard passes on; its numeric values are the files in ``spools``."""
+        return {"count": self.count, "missing": self.missing, "categories": self.categories}
+
+    def absorb(self, counts: dict[str, object], numeric: Mapping[str, np.ndarray]) -> None:
+        """Add the next shard's part: its :meth:`counts` and numeric train values (appended: file order)."""
+        self.count += int(counts["count"])  # type: ignore[call-overload]
+        for name, missing in counts["missing"].items():  # type: ignore[attr-defined]
+            self.missing[name] += int(missing)
+        for name, found in counts["categories"].items():  # type: ignore[attr-defined]
+            self.categories[name].update({str(k): int(v) for k, v in found.items()})
+        for name, spool in self.spools.items():
+            with spool.open("ab") as out:
+                numeric[name].astype("<f8").tofile(out)
+
     def baseline(self, order: np.ndarray, dataset_sha256: str) -> Baseline:
         """``order``: for each train row in split order, its position among the train rows in file order."""
         features = []
@@ -193,11 +219,73 @@ def _line_starts(rows: pd.DataFrame, body: bytes) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
 
 
-def _split_of(split: Split, n_kept: int) -> np.ndarray:
+def split_of(split: Split, n_kept: int) -> np.ndarray:
+    """Each kept row's split, as its index in ``SPLITS``."""
     which = np.empty(n_kept, dtype=np.int8)
     for i, name in enumerate(SPLITS):
         which[getattr(split, name)] = i
     return which
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """Pass 2 over one file: its kept rows' CSV lines went to a spool; where each starts, and their hashes."""
+
+    header: bytes  # b"" when the file has no kept row
+    starts: np.ndarray  # int64, one per kept row and one more: the spool's length
+    hashes: np.ndarray  # uint64, one per kept row (the duplicate count)
+
+
+def spool_rows(
+    path: Path,
+    profile: DataProfile,
+    keep: np.ndarray,
+    codes: np.ndarray | None,
+    names: list[str],
+    which: np.ndarray,
+    spool: BinaryIO,
+    parts: BaselineParts,
+    block_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Spooled:
+    """Pass 2 over ``path`` (the whole file, or one shard): its kept rows (``keep``, one per data row; ``codes``
+    and ``which``, the split index, one per kept row) rendered into ``spool``; the train rows into ``parts``."""
+    n_kept = int(keep.sum())
+    kept_before = np.concatenate(([0], np.cumsum(keep))).astype(np.int64)
+    columns = [*profile.feature_columns, profile.target]
+    starts = np.zeros(n_kept + 1, dtype=np.int64)
+    hashes = np.zeros(n_kept, dtype=np.uint64)
+    header = b""
+    written = 0
+    class_names = np.array(names, dtype=object)  # a kept row's class code -> its label
+    for offset, values in _values_with_offsets(path, profile.columns, block_bytes):
+        rows = values[keep[offset : offset + len(values)]].reset_index(drop=True)[columns]
+        first, last = int(kept_before[offset]), int(kept_before[offset + len(values)])
+        if codes is not None:
+            rows[profile.target] = class_names[codes[first:last]]
+        if not header:
+            header = rows.iloc[:0].to_csv(index=False, lineterminator="\n").encode("utf-8")
+        body = _csv_lines(rows)
+        starts[first:last] = _line_starts(rows, body) + written
+        spool.write(body)
+        written += len(body)
+        hashes[first:last] = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+        parts.add(rows[which[first:last] == 0])
+    starts[n_kept] = written
+    return Spooled(header, starts, hashes)
+
+
+def write_splits(spool_path: Path, starts: np.ndarray, header: bytes, split: Split, workdir: Path) -> dict[str, Path]:
+    """The three split files under ``workdir`` from the spool of every kept row (file order); deletes it."""
+    files = {name: workdir / f"{name}.csv" for name in SPLITS}
+    _write_in_order(spool_path, starts, {name: getattr(split, name) for name in SPLITS}, files, header)
+    spool_path.unlink()
+    return files
+
+
+def train_order(split: Split) -> np.ndarray:
+    """For each train row in split order, its position among the train rows in file order
+    (:meth:`BaselineParts.baseline`'s ``order``)."""
+    return np.searchsorted(np.sort(split.train), split.train)
 
 
 def stream_preprocess(
@@ -215,45 +303,22 @@ def stream_preprocess(
     targets = read_targets(path, profile, block_bytes)
     n_kept = int(targets.keep.sum())
     split = split_coded(n_kept, config.test_size, config.validation_size, config.seed, targets.codes, targets.names)
-    which = _split_of(split, n_kept)
-    kept_before = np.concatenate(([0], np.cumsum(targets.keep))).astype(np.int64)
-    columns = [*profile.feature_columns, profile.target]
-    parts = _BaselineParts(profile, workdir)
+    parts = BaselineParts(profile, workdir)
     spool_path = workdir / "rows.csv"
-    starts = np.zeros(n_kept + 1, dtype=np.int64)
-    hashes = np.zeros(n_kept, dtype=np.uint64)
-    header = b""
-    written = 0
-    class_names = np.array(targets.names, dtype=object)  # a kept row's class code -> its label
+    which = split_of(split, n_kept)
     with spool_path.open("wb") as spool:
-        for offset, values in _values_with_offsets(path, profile.columns, block_bytes):
-            keep = targets.keep[offset : offset + len(values)]
-            rows = values[keep].reset_index(drop=True)[columns]
-            first, last = int(kept_before[offset]), int(kept_before[offset + len(values)])
-            if targets.codes is not None:
-                rows[profile.target] = class_names[targets.codes[first:last]]
-            if not header:
-                header = rows.iloc[:0].to_csv(index=False, lineterminator="\n").encode("utf-8")
-            body = _csv_lines(rows)
-            starts[first:last] = _line_starts(rows, body) + written
-            spool.write(body)
-            written += len(body)
-            hashes[first:last] = pd.util.hash_pandas_object(rows, index=False).to_numpy()
-            parts.add(rows[which[first:last] == 0])
-    starts[n_kept] = written
+        spooled = spool_rows(
+            path, profile, targets.keep, targets.codes, targets.names, which, spool, parts, block_bytes
+        )
     if delete_source:
         path.unlink()
-    files = {name: workdir / f"{name}.csv" for name in SPLITS}
-    _write_in_order(spool_path, starts, {name: getattr(split, name) for name in SPLITS}, files, header)
-    spool_path.unlink()
-    train_in_file_order = np.sort(split.train)
-    baseline = parts.baseline(np.searchsorted(train_in_file_order, split.train), dataset_sha256)
+    files = write_splits(spool_path, spooled.starts, spooled.header, split, workdir)
     return Streamed(
         files=files,
         split=split,
         dropped=targets.dropped,
-        duplicate_rows=int(n_kept - np.unique(hashes).size),
-        baseline=baseline,
+        duplicate_rows=int(n_kept - np.unique(spooled.hashes).size),
+        baseline=parts.baseline(train_order(split), dataset_sha256),
     )
 
 
