@@ -162,6 +162,23 @@ def test_the_sharded_path_gives_the_single_paths_message_with_its_line(aws: Any)
     assert sharded == single
 
 
+def test_merging_the_shards_of_a_file_over_the_single_paths_cap_reads_no_file(aws: Any) -> None:
+    # MAX_DATASET_BYTES is what one Lambda reading the file can hold (LargeDatasetThresholdBytes); the merge reads
+    # only the shards' states, so a file over it, which Ingest sent to the sharded path, must not be refused there.
+    data = _tricky(3000).to_csv(index=False).encode()
+    config, ingested = run_ingest(aws, "data.csv", data)
+    store, limits = ObjectStore(aws.s3), Limits(max_dataset_bytes=len(data) // 2, chunk_bytes=4096)
+    split = split_dataset(ingested, store, ShardSettings(40_000, 4), limits)
+    manifest = json.loads(store.read_bytes(f"s3://{split.bucket}/{split.key}"))
+    results = [validate_shard(config, ShardItem.model_validate(item), store, limits) for item in manifest]
+
+    profile = validate_data(config, ingested, store, limits, shards=results)
+
+    assert profile.n_rows == 3000
+    with pytest.raises(DataValidationError, match="MAX_DATASET_BYTES"):  # the single path still refuses it
+        validate_data(config, ingested, store, limits)
+
+
 def test_a_shard_without_the_target_leaves_the_message_to_the_single_path(aws: Any) -> None:
     sharded, single = _sharded_and_single(aws, _tricky(600).to_csv(index=False).encode(), 20_000, target="absent")
 

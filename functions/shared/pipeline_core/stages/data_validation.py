@@ -254,8 +254,9 @@ def validate_data(
 ) -> DataProfile:
     """The ValidateData state: read ``ingest.raw_uri`` (never changing it) and profile it, or raise. With
     ``shards`` (the MergeProfiles state), the shards' states are merged instead of reading the file; a shard
-    that left the file to the whole-file reader, or a message the state cannot give, takes today's path."""
-    check_size(ingest.size_bytes, limits)  # before reading: a huge object must not exhaust memory
+    that left the file to the whole-file reader, or a message the state cannot give, takes today's path.
+    ``limits.max_dataset_bytes`` (what one Lambda reading the file holds) bounds that path only: the merge reads
+    the shards' states, and Ingest sends a CSV over that cap to the sharded path."""
     try:
         if shards is not None and ingest.format == "csv":
             try:
@@ -266,6 +267,7 @@ def validate_data(
             if merged is not None:
                 return merged
             logger.info("validating the dataset in one Lambda", extra={"shards": [s.whole_file for s in shards]})
+        check_size(ingest.size_bytes, limits)  # before reading: a huge object must not exhaust memory
         if ingest.format == "csv":
             with tempfile.TemporaryDirectory(prefix="validate-") as work:
                 path = Path(work) / "dataset.csv"
