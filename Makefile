@@ -54,9 +54,13 @@ run: $(STAMP)
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
 # The five environments install side by side, and lint runs as soon as the core one is ready: pip spends most
 # of its time on downloads and unpacking, so on a clean clone this takes about 4.5 minutes instead of 10.
+# PYTEST_WORKERS=N runs the test files in N worker processes (pytest-xdist, one file's tests in one worker, so a
+# module's fixtures are made once; session fixtures are made once per worker). Off by default: see the README.
+PYTEST_WORKERS ?=
+PYTEST_PARALLEL := $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --dist loadfile)
 test:
 	$(MAKE) --no-print-directory -j6 install lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
