@@ -69,6 +69,12 @@ def _run(data: bytes, name: str, shard_threshold: int | None = None) -> Ran:
         # 4 shards: each cut at a row boundary leaves less than a row of room unused
         for function in ("SplitDatasetFunction", "PlanSplitFunction"):  # both take ShardSizeBytes
             aws.stack.functions[function].environment["SHARD_SIZE_BYTES"] = str(len(data) // 4 + 200)
+        # and LargeDatasetThresholdBytes below the file, as for a file too large for one Lambda: only the whole-file
+        # fallbacks (ValidateData, Preprocess) are bound by it, so the sharded run must not meet it
+        single_cap = str(shard_threshold)
+        aws.stack.functions["IngestFunction"].environment["LARGE_DATASET_THRESHOLD_BYTES"] = single_cap
+        for function in ("ValidateDataFunction", "PreprocessFunction"):
+            aws.stack.functions[function].environment["MAX_DATASET_BYTES"] = single_cap
     with aws:
         harness = Harness(aws)
         uri = harness.upload(f"datasets/{name}/generated.csv", data)
