@@ -25,7 +25,7 @@ def test_the_fast_loader_reads_the_template_as_the_pure_python_one_does() -> Non
 def test_resources_whose_condition_fails_for_local_are_left_out() -> None:
     resources = evaluated_resources(TEMPLATE, "stepml-local", LOCAL, MONITORING)
     alarms = {r.logical_id for r in resources.values() if r.type == "AWS::CloudWatch::Alarm"}
-    assert len(alarms) == 38  # 40 in the template; the endpoint's two need SageMaker (Condition UseSageMaker)
+    assert len(alarms) == 44  # 46 in the template; the endpoint's two need SageMaker (Condition UseSageMaker)
     assert not alarms & {"EndpointInvocation5XXErrorsAlarm", "EndpointModelLatencyAlarm"}
     groups = sorted(r.name for r in resources.values() if r.type == "AWS::Logs::LogGroup")
     # the WAF log group exists only where the edge is deployed (Target=aws, us-east-1)
@@ -36,7 +36,7 @@ def test_resources_whose_condition_fails_for_local_are_left_out() -> None:
         "/stepml/dev/inference-api-access",
     ]
     aws_alarms = evaluated_resources(TEMPLATE, "stepml", {"Target": "aws"}, {"AWS::CloudWatch::Alarm"})
-    assert len(aws_alarms) == 40
+    assert len(aws_alarms) == 46
 
 
 def test_properties_are_evaluated_with_the_names_cloudformation_would_give() -> None:
