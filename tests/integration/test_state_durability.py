@@ -152,7 +152,9 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def test_a_killed_local_aws_leaves_earlier_runs_whole_and_the_cut_run_aborted(project: Project) -> None:
     first = project.run("--data", IRIS)
-    running = project.popen("run", "--json", "--data", IRIS, "--name", "cut-short")
+    # --no-cache: the first run's cached Preprocess, Train and Evaluate would make this one finish within seconds, and
+    # on a loaded machine it finished before the kill landed (SUCCEEDED, not ABORTED); it must still be running then
+    running = project.popen("run", "--json", "--data", IRIS, "--name", "cut-short", "--no-cache")
     try:
         _wait_for(lambda: any(r["name"] == "cut-short" for r in project.runs()), 120, "the second run to start")
         os.kill(_service(project)["pid"], signal.SIGKILL)  # a crash while the run writes
