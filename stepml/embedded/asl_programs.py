@@ -60,9 +60,6 @@ def install() -> None:
     with _INSTALLED:
         if _done:
             return
-        from stepml.embedded.moto_imports import load_batch_utils
-
-        load_batch_utils()  # the engine without moto's Batch and EC2 backends (~1.2 s of CPU at start)
         from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
         from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 

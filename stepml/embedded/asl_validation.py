@@ -541,9 +541,6 @@ def _has_path_key(node: Any) -> bool:
 def _engine_diagnostics(definition: str, machine_type: str) -> Iterator[Diagnostic]:
     """What moto's ASL parser refuses (CreateStateMachine on the embedded target refuses the same)."""
     # moto's Step Functions parser (an ANTLR grammar) takes seconds to import: only when it is needed.
-    from stepml.embedded.moto_imports import load_batch_utils
-
-    load_batch_utils()
     from moto.stepfunctions.parser.asl.static_analyser.express_static_analyser import ExpressStaticAnalyser
     from moto.stepfunctions.parser.asl.static_analyser.static_analyser import StaticAnalyser
 
