@@ -36,6 +36,7 @@ from stepml.embedded.lambda_memory import (
     peak_memory_mb,
     status_kb,
 )
+from stepml.embedded.lambda_pool import WorkerPools, idle_seconds
 from stepml.embedded.template import REGION, FunctionSpec
 
 # Imported once by the forkserver so that every worker starts with them already loaded.
@@ -258,6 +259,9 @@ class _Worker:
         self.process.start()
         child_conn.close()
 
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
     def stop(self) -> None:
         self.conn.close()
         self.process.join(timeout=2)
@@ -272,10 +276,8 @@ class LambdaRunner:
         self._functions = {spec.name: spec for spec in functions.values()}
         self._base_env = base_env
         self._log_dir = log_dir
-        self._idle: dict[str, list[_Worker]] = {name: [] for name in self._functions}
-        self._lock = threading.Lock()
-        self._closed = False
         self._limit_memory = memory_limit_enabled()
+        self._pools = WorkerPools(list(self._functions), idle_seconds())
         self.log = InvocationLog()
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -317,20 +319,13 @@ class LambdaRunner:
             if spec is None:
                 continue
             worker = _Worker(spec, self._environment(spec))
-            with self._lock:
-                if self._closed:
-                    worker.stop()
-                    return
-                self._idle[spec.name].append(worker)
+            if not self._pools.checkin(spec.name, worker):
+                worker.stop()
+                return
 
     def _checkout(self, spec: FunctionSpec) -> _Worker:
-        with self._lock:
-            idle = self._idle[spec.name]
-            while idle:
-                worker = idle.pop()
-                if worker.process.is_alive():
-                    return worker
-        return _Worker(spec, self._environment(spec))
+        idle = self._pools.checkout(spec.name)
+        return idle if isinstance(idle, _Worker) else _Worker(spec, self._environment(spec))
 
     def invoke(self, name_or_arn: str, event: Any) -> InvocationResult:
         """Run the function's handler on ``event`` in one of its workers and return what it returned."""
@@ -373,9 +368,8 @@ class LambdaRunner:
             )
         if reply is not None:
             body, error_type, duration_ms = reply
-            if error_type != "Runtime.ExitError":
-                with self._lock:
-                    self._idle[spec.name].append(worker)
+            if error_type != "Runtime.ExitError" and not self._pools.checkin(spec.name, worker):
+                worker.stop()
             result = InvocationResult(spec.name, json.loads(body), error_type, duration_ms, request_id)
         else:
             # Lambda kills an execution environment that runs past its timeout; so do we.
@@ -444,10 +438,5 @@ class LambdaRunner:
         return InvocationResult(spec.name, payload, "Runtime.OutOfMemory", elapsed_ms, request_id)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            workers = [w for pool in self._idle.values() for w in pool]
-            for pool in self._idle.values():
-                pool.clear()
-        for worker in workers:
+        for worker in self._pools.close():
             worker.stop()

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import re
 import textwrap
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -308,3 +309,53 @@ def test_a_wrong_memory_limit_switch_is_a_clear_error(tmp_path: Path, monkeypatc
     monkeypatch.setenv("STEPML_LAMBDA_MEMORY_LIMIT", "no")
     with pytest.raises(CliError, match="STEPML_LAMBDA_MEMORY_LIMIT must be 'on' or 'off', got 'no'"):
         _runner(tmp_path, [])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_idle_workers_beyond_one_per_function_are_reclaimed_as_lambda_reclaims_idle_environments(
+    tmp_path: Path, code_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Distributed Map fans a function out over ten workers; kept for ever, they held 5.7 GB after a 10M-row
+    # run's map had ended (docs/data-scale.md). One stays warm for the next invocation.
+    monkeypatch.setenv("STEPML_LAMBDA_IDLE_SECONDS", "0.5")
+    runner = _runner(tmp_path, [_spec(code_dir, "sleepy", timeout=5)])
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = pool.map(lambda _: runner.invoke("test-sleepy", {"seconds": 0.3}), range(3))
+            pids = {r.payload["pid"] for r in results}
+        assert len(pids) == 3
+        deadline = time.monotonic() + 30  # a wait for a condition, generous for a loaded machine
+        while sum(map(_alive, pids)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sum(map(_alive, pids)) == 1, "the idle workers beyond one were not reclaimed"
+        assert runner.invoke("test-sleepy", {}).payload["pid"] in pids  # the one kept is still warm
+    finally:
+        runner.close()
+
+
+def test_workers_stay_warm_while_inside_the_idle_time(tmp_path: Path, code_dir: Path) -> None:
+    runner = _runner(tmp_path, [_spec(code_dir, "sleepy", timeout=5)])
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pids = {
+                r.payload["pid"] for r in pool.map(lambda _: runner.invoke("test-sleepy", {"seconds": 0.3}), range(2))
+            }
+        assert len(pids) == 2 and all(map(_alive, pids))  # the default idle time is a minute
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_wrong_idle_time_is_a_clear_error(
+    tmp_path: Path, code_dir: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STEPML_LAMBDA_IDLE_SECONDS", value)
+    with pytest.raises(CliError, match="STEPML_LAMBDA_IDLE_SECONDS"):
+        _runner(tmp_path, [_spec(code_dir, "sleepy")])
