@@ -13,9 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
 from benchmarks.local_aws_objects import LocalAwsProcess
@@ -39,15 +37,6 @@ _MEASURED = (
 
 
 class Service(LocalAwsProcess):
-    def sfn(self) -> Any:
-        return boto3.client(
-            "stepfunctions",
-            endpoint_url=self.info()["endpoint_url"],
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
     def measured(self, *args: str) -> tuple[subprocess.CompletedProcess[str], int]:
         """``stepml ARGS`` in a process of its own, and that process's peak resident memory in bytes."""
         done = subprocess.run(
@@ -64,7 +53,7 @@ class Service(LocalAwsProcess):
 
     def stop_runs(self) -> None:
         """Stop what the commands started: the data is not meant to be trained on, only uploaded."""
-        sfn = self.sfn()
+        sfn = self.client("stepfunctions")
         for machine in sfn.list_state_machines()["stateMachines"]:
             for execution in sfn.list_executions(stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING")[
                 "executions"
