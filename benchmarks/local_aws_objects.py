@@ -41,8 +41,11 @@ class LocalAwsProcess:
         return dict(json.loads((self.state_dir / "local.json").read_text()))
 
     def s3(self) -> Any:
+        return self.client("s3")
+
+    def client(self, service: str) -> Any:
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.info()["endpoint_url"],
             region_name="us-east-1",
             aws_access_key_id="testing",

@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stepml.run_input import trainer_fields
     from stepml.session import execution_name_for, print_summary, start_and_follow
     from stepml.targets import TargetError
+    from stepml.uploads import upload_file
 
     layout = project_layout()
     dataset = _dataset_path(layout, args.data)
@@ -60,7 +61,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             check_name(target, name, execution_input)
             if faults:
                 target.control("POST", "/_stepml/faults", {"execution": name, "throws": faults.to_json()})
-            target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=dataset.read_bytes())
+            upload_file(target.client("s3"), dataset, target.outputs.data_bucket, key)
             if progress:
                 machine = target.outputs.state_machine_arn.rsplit(":", 1)[-1]
                 print(f"stepml run on the embedded target: {dataset.name} → {machine}", file=out)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stepml.targets import Target, TargetError
+from stepml.uploads import upload_file
 
 # The Monitor function may run up to its 300 s timeout; the CLI waits a little longer for its answer, and never
 # sends the request twice (a retried Invoke would run the monitor again).
@@ -70,7 +71,7 @@ def data_uri(target: Target, model_name: str, data: str) -> str:
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise TargetError(f"--data {path}: a .csv or .parquet file is needed")
     key = input_key(model_name, path.name)
-    target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=path.read_bytes())
+    upload_file(target.client("s3"), path, target.outputs.data_bucket, key)
     return f"s3://{target.outputs.data_bucket}/{key}"
 
 

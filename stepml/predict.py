@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stepml.targets import Target, TargetError
+from stepml.uploads import upload_file
 
 # Step Functions execution names are 1-80 characters.
 EXECUTION_NAME_MAX = 80
@@ -90,8 +91,7 @@ def stage_input(target: Target, data: str, name: str) -> str:
     if not path.is_file():
         raise PredictError(f"--data {path}: no such file")
     key = f"batch/{name}/input/{path.name}"
-    with path.open("rb") as handle:  # streamed from disk, not read into memory
-        s3.put_object(Bucket=bucket, Key=key, Body=handle)
+    upload_file(s3, path, bucket, key)
     return f"s3://{bucket}/{key}"
 
 

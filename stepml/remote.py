@@ -20,6 +20,7 @@ from stepml.session import (
     start_execution,
 )
 from stepml.targets import Target, TargetError
+from stepml.uploads import upload_file
 
 
 def execution_arn(target: Target, name_or_arn: str) -> str:
@@ -50,7 +51,7 @@ def stage_dataset(target: Target, data: str, name: str, prefix: str = "datasets"
     uri = dataset_uri(target, data, name, prefix)
     if not data.startswith("s3://"):
         key = uri.removeprefix(f"s3://{target.outputs.data_bucket}/")
-        target.client("s3").put_object(Bucket=target.outputs.data_bucket, Key=key, Body=_local_file(data).read_bytes())
+        upload_file(target.client("s3"), _local_file(data), target.outputs.data_bucket, key)
     return uri
 
 
@@ -170,9 +171,11 @@ def upload(target: Target, path: Path, out: TextIO, wait: bool) -> RunOutcome | 
     reason = ignore_reason(key, path.stat().st_size)
     if reason:
         raise TargetError(f"{path.name} would not start a run: {reason}")
-    put = target.client("s3").put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    # the stored object's VersionId and ETag, as the trigger's event reports them (a multipart upload's ETag is not
+    # the content's MD5)
+    stored = upload_file(target.client("s3"), path, bucket, key)
     print(f"Uploaded s3://{bucket}/{key}", file=out, flush=True)
-    name = execution_name(bucket, key, put.get("VersionId"), put.get("ETag", "").strip('"'))
+    name = execution_name(bucket, key, stored.get("VersionId"), stored.get("ETag", "").strip('"'))
     arn = execution_arn(target, name)
     if not wait_for_execution(target, arn):
         raise TargetError(f"the upload started no execution {name} within 30 s: is the S3 trigger deployed?")

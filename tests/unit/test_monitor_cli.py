@@ -41,16 +41,13 @@ def test_a_threshold_is_name_equals_number() -> None:
 
 
 class Outputs:
-    def __init__(self, monitor: str | None) -> None:
+    def __init__(self, monitor: str | None, s3: Any = None) -> None:
         self.outputs = StackOutputs("arn:sm", "bucket", "registry", "runs", monitor_function=monitor)
         self.name = "aws"
-        self.puts: list[dict[str, Any]] = []
+        self.s3 = s3
 
     def client(self, service: str) -> Any:
-        return self
-
-    def put_object(self, **kwargs: Any) -> None:
-        self.puts.append(kwargs)
+        return self.s3
 
 
 def test_a_stack_from_before_monitoring_is_named(tmp_path: Path) -> None:
@@ -59,14 +56,18 @@ def test_a_stack_from_before_monitoring_is_named(tmp_path: Path) -> None:
     assert monitor_function(Outputs("stepml-dev-Monitor")) == "stepml-dev-Monitor"
 
 
-def test_a_local_file_is_uploaded_under_the_models_prefix_and_others_are_refused(tmp_path: Path) -> None:
-    target = Outputs("fn")
+def test_a_local_file_is_uploaded_under_the_models_prefix_and_others_are_refused(
+    tmp_path: Path, moto_clients: Any
+) -> None:
+    s3 = moto_clients("s3")
+    s3.create_bucket(Bucket="bucket")
+    target = Outputs("fn", s3)
     path = tmp_path / "new.csv"
     path.write_text("a,b\n1,2\n")
     uri = data_uri(target, "shop", str(path))
-    (put,) = target.puts
-    assert uri == f"s3://bucket/{put['Key']}" and put["Key"].startswith("monitoring/shop/inputs/")
-    assert put["Key"].endswith("-new.csv") and put["Body"] == b"a,b\n1,2\n"
+    (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="bucket")["Contents"]]
+    assert uri == f"s3://bucket/{key}" and key.startswith("monitoring/shop/inputs/")
+    assert key.endswith("-new.csv") and s3.get_object(Bucket="bucket", Key=key)["Body"].read() == b"a,b\n1,2\n"
     assert data_uri(target, "shop", "s3://elsewhere/x.parquet") == "s3://elsewhere/x.parquet"
     with pytest.raises(TargetError, match="no such file"):
         data_uri(target, "shop", str(tmp_path / "missing.csv"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,48 @@ def test_plan_split_memory_is_a_few_bytes_a_row(tmp_path: Path) -> None:
     assert len(plan.targets.keep) == rows
     # keep mask, class codes, the split's permutations (int64): 10M rows stay well under 1 GB
     assert peak / rows < 40, f"{peak / rows:.1f} bytes a row"  # measured 30.8: 10M rows ~310 MB
+
+
+def _gather_peak(work: Path, rows: int) -> int:
+    """WriteSplits' gather over ``rows`` rows cut in 256 KiB shards: its peak of Python allocations."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.normal(size=rows).round(3), "label": rng.choice(["a", "b", "c"], rows)})
+    data = frame.to_csv(index=False).encode()
+    config = config_for(target="label")
+    profile = profile_table(load_table(data, "csv", Limits()), config)
+    shards = _shards(data, 256 * 1024, work / "shards")
+    plan = plan_split(iter(shards), profile, config, 64 * 1024)
+    parts = []
+    for index, (path, (kept, codes)) in enumerate(zip(shards, plan.shard_rows(), strict=True)):
+        (work / f"part-{index}").mkdir()
+        parts.append(preprocess_shard(path, kept, codes, plan.targets.names, profile, work / f"part-{index}"))
+
+    def loaded() -> Iterator[ShardPart]:  # as WriteSplits reads them: one part at a time, its arrays new
+        for part in parts:
+            numeric = {name: values.copy() for name, values in part.numeric.items()}
+            yield ShardPart(part.lines, part.starts.copy(), part.hashes.copy(), part.header, part.counts, numeric)
+
+    (work / "gather").mkdir()
+    tracemalloc.start()
+    gathered = gather(loaded(), plan.split, plan.targets.dropped, profile, work / "gather", SHA)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert gathered.duplicate_rows == len(frame) - len(frame.drop_duplicates())
+    return peak
+
+
+def test_write_splits_memory_grows_by_a_few_bytes_a_row(tmp_path: Path) -> None:
+    # the growth from 100k to 250k rows: what a part and a block of the split files' writes hold (65,536 rows,
+    # fewer than either size's 70% train rows) is the same in both
+    (tmp_path / "small").mkdir()
+    (tmp_path / "large").mkdir()
+    small, large = _gather_peak(tmp_path / "small", 100_000), _gather_peak(tmp_path / "large", 250_000)
+    per_row = (large - small) / 150_000
+    # WriteSplits peaked at 1,080 MB on 10M rows: each part's line starts and hashes kept in lists beside their
+    # concatenations, np.unique's sorted copy and result: 34.7 bytes a row here. Now the int64 starts and the
+    # uint64 hashes, sorted in place and dropped before the splits are written: 10.4 (the split's orders, 8 more,
+    # are read before this).
+    assert per_row < 24, f"{per_row:.1f} bytes a row"
 
 
 def test_the_three_states_on_s3_write_what_preprocess_writes(aws: Any) -> None:

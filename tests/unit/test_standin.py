@@ -328,6 +328,54 @@ def test_a_crashing_script_fails_with_the_end_of_its_stderr(aws: FakeAws, store:
     assert len(str(raised.value)) <= 4096
 
 
+def test_a_script_killed_by_sigkill_is_said_to_be_out_of_memory_with_its_peak_and_what_to_do(
+    aws: FakeAws, store: RecordStore, tmp_path: Path
+) -> None:
+    run = "killed"
+    upload_splits(aws, run, iris_splits())
+    script = """
+        import os, signal, sys, time
+        held = bytearray(96 << 20)  # resident: zero pages are not, written ones are
+        for i in range(0, len(held), 4096):
+            held[i] = 1
+        print("reading the channels", file=sys.stderr, flush=True)
+        time.sleep(1.5)  # the stand-in reads a small process's peak while it runs (an OOM-killed one's is exact)
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer sends
+    """
+    upload_source(aws, {"train.py": script}, tmp_path)
+
+    with pytest.raises(TrainingFailedError) as raised:
+        create_training_job(store, asl_request("Train", pipeline_state(aws, run)))
+
+    message = str(raised.value)
+    # SageMaker's own FailureReason for a job out of memory, then what the stand-in knows
+    assert message.startswith("ClientError: Please use an instance type with more memory"), message
+    assert "train.py was killed by signal 9 (SIGKILL)" in message
+    assert "out-of-memory killer" in message
+    assert "TrainingInstanceType" in message and "ml.m5.large" in message  # the instance the job asked for
+    assert "on the embedded target" in message and "sample" in message
+    peak = re.search(r"peak resident memory ([\d,]+) MiB", message)
+    assert peak and int(peak.group(1).replace(",", "")) >= 96, message
+    assert message.endswith("its stderr ended: reading the channels"), message
+    record = json.loads(aws.get(f"_sagemaker/training-jobs/stepml-{run}.json"))
+    assert record["TrainingJobStatus"] == "Failed" and record["FailureReason"] == message
+
+
+def test_a_script_killed_by_another_signal_names_it_without_blaming_memory(
+    aws: FakeAws, store: RecordStore, tmp_path: Path
+) -> None:
+    run = "terminated"
+    upload_splits(aws, run, iris_splits())
+    upload_source(aws, {"train.py": "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n"}, tmp_path)
+
+    with pytest.raises(TrainingFailedError) as raised:
+        create_training_job(store, asl_request("Train", pipeline_state(aws, run)))
+
+    message = str(raised.value)
+    assert message.startswith("train.py was killed by signal 15 (SIGTERM)"), message
+    assert "out-of-memory" not in message and "TrainingInstanceType" not in message
+
+
 def test_a_script_that_runs_too_long_is_stopped(aws: FakeAws, store: RecordStore, tmp_path: Path) -> None:
     run = "slow"
     upload_splits(aws, run, iris_splits())

@@ -136,29 +136,44 @@ def gather(
     appended, so the disk holds the spool, then the splits."""
     baseline = BaselineParts(profile, workdir)
     spool_path = workdir / "rows.csv"
-    starts: list[np.ndarray] = []
-    hashes: list[np.ndarray] = []
-    header, written = b"", 0
+    # Every kept row's line start and hash, filled part by part into arrays of the final size (a list of the
+    # parts' arrays and their concatenation held both, 32 bytes a row); the split names every kept row once.
+    n_kept = sum(len(getattr(split, name)) for name in SPLITS)
+    starts = np.empty(n_kept + 1, dtype=np.int64)
+    hashes = np.empty(n_kept, dtype=np.uint64)
+    header, written, filled = b"", 0, 0
     with spool_path.open("wb") as spool:
         for part in parts:
             with part.lines.open("rb") as lines:
                 shutil.copyfileobj(lines, spool, _COPY_BUFFER)
             part.lines.unlink()
-            starts.append(part.starts[:-1] + written)
-            written += int(part.starts[-1])
-            hashes.append(part.hashes)
+            rows = len(part.hashes)
+            starts[filled : filled + rows] = part.starts[:-1] + written
+            hashes[filled : filled + rows] = part.hashes
+            filled, written = filled + rows, written + int(part.starts[-1])
             header = header or part.header
             baseline.absorb(part.counts, part.numeric)
-    every_start = np.concatenate([*starts, np.array([written], dtype=np.int64)])
-    every_hash = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
-    files = write_splits(spool_path, every_start, header, split, workdir)
+    if filled != n_kept:
+        raise ValueError(f"the shards' parts hold {filled} kept rows, the split {n_kept}")
+    starts[n_kept] = written
+    duplicates = _duplicates(hashes)
+    del hashes  # before the splits and the baseline need their own memory
+    files = write_splits(spool_path, starts, header, split, workdir)
+    del starts
     return Streamed(
         files=files,
         split=split,
         dropped=dropped,
-        duplicate_rows=int(len(every_hash) - np.unique(every_hash).size),
+        duplicate_rows=duplicates,
         baseline=baseline.baseline(train_order(split), dataset_sha256),
     )
+
+
+def _duplicates(hashes: np.ndarray) -> int:
+    """How many rows repeat an earlier one: ``len - len(np.unique)``, sorting ``hashes`` in place (np.unique
+    sorts a copy and returns another)."""
+    hashes.sort()
+    return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
 
 
 # --------------------------------------------------------------------------- the three states, on S3

@@ -35,6 +35,7 @@ from pipeline_core.observability import logger
 from pipeline_core.standin import warm_interpreter
 from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
 from pipeline_core.standin.metrics import compile_definitions, final_metric_values
+from pipeline_core.standin.script_exit import signal_reason, wait_with_peak
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
 from pipeline_core.trainer_contract import empty_model_problem, entry_point_problem, predictions_problem
 
@@ -228,8 +229,9 @@ def training_interpreter(env: Mapping[str, str]) -> str:
 
 def _run_script(
     command: list[str], cwd: Path, env: dict[str, str], layout: _Layout, time_limit: float
-) -> tuple[int | None, Path, Path]:
-    """Run ``command``; the exit status, or None if it ran out of time and was killed."""
+) -> tuple[int | None, int | None, Path, Path]:
+    """Run ``command``; the exit status (None if it ran out of time and was killed) and the process's peak
+    resident memory in bytes (None where unknown)."""
     stdout_path, stderr_path = layout.logs / "stdout.log", layout.logs / "stderr.log"
     posix = os.name == "posix"
     warm = warm_interpreter.enabled(env)
@@ -239,24 +241,36 @@ def _run_script(
             # Its own session, so a timeout kills whatever the script started too (joblib workers).
             process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=posix)
     try:
-        return process.wait(timeout=time_limit), stdout_path, stderr_path
+        status, peak = wait_with_peak(process, time_limit)
+        return status, peak, stdout_path, stderr_path
     except subprocess.TimeoutExpired:
         if posix:
             os.killpg(process.pid, signal.SIGKILL)
         else:  # pragma: no cover - Windows has no process groups to kill
             process.kill()
         process.wait()
-        return None, stdout_path, stderr_path
+        return None, None, stdout_path, stderr_path
     finally:
         if warm:  # the next job's interpreter imports while the pipeline goes on
             warm_interpreter.interpreters.prepare(command[0], os.environ)
 
 
-def _failure_reason(layout: _Layout, stderr_tail: str, stdout_tail: str, program: str, status: int) -> str:
-    """What the script said went wrong: ``output/failure`` if written, else the end of its stderr."""
+def _failure_reason(
+    layout: _Layout, stderr_tail: str, stdout_tail: str, program: str, status: int, exit_details: Mapping[str, Any]
+) -> str:
+    """What the script said went wrong: ``output/failure`` if written, else the end of its stderr; for a
+    process a signal ended, that signal first (``exit_details``: ``peak_bytes``, ``instance_type``)."""
     failure = layout.output / "failure"
-    if failure.is_file() and failure.stat().st_size:
-        return _tail(failure, FAILURE_REASON_BYTES).strip()
+    said = _tail(failure, FAILURE_REASON_BYTES).strip() if failure.is_file() and failure.stat().st_size else ""
+    if status < 0:
+        reason = signal_reason(program, -status, exit_details.get("peak_bytes"), exit_details.get("instance_type"))
+        if said:
+            return f"{reason}; output/failure said: {said}"
+        if stderr_tail.strip():
+            return f"{reason}; its stderr ended: {stderr_tail.strip()}"
+        return f"{reason}; its output ended: {stdout_tail.strip()}" if stdout_tail.strip() else reason
+    if said:
+        return said
     if stderr_tail.strip():
         return stderr_tail.strip()
     return f"{program} exited with status {status} without an error message; its output ended: {stdout_tail}"
@@ -422,7 +436,7 @@ def create_training_job(
         logger.info("training started", extra={"training_job": name, "command": command})
         record.update(SecondaryStatus="Training", LastModifiedTime=now_iso())
         elapsed_before = time.monotonic() - started
-        status, stdout_path, stderr_path = _run_script(
+        status, peak_bytes, stdout_path, stderr_path = _run_script(
             command, layout.code, env, layout, max(1.0, time_limit - elapsed_before)
         )
         logs = {"stdout": _tail(stdout_path, LOG_TAIL_BYTES), "stderr": _tail(stderr_path, LOG_TAIL_BYTES)}
@@ -439,7 +453,8 @@ def create_training_job(
             finish("Stopped", "MaxRuntimeExceeded", FailureReason=reason, StandInLogs=logs)
             raise TrainingFailedError(reason)
         if status != 0:
-            reason = _failure_reason(layout, logs["stderr"], logs["stdout"], program, status)
+            exit_details = {"peak_bytes": peak_bytes, "instance_type": request["ResourceConfig"].get("InstanceType")}
+            reason = _failure_reason(layout, logs["stderr"], logs["stdout"], program, status, exit_details)
             finish("Failed", "Failed", FailureReason=reason, StandInLogs=logs)
             raise TrainingFailedError(reason)
         # the contract's outputs (docs/bring-your-model.md); SageMaker itself would upload whatever is there
