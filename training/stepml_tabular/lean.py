@@ -13,6 +13,9 @@ once (docs/data-scale.md, "The trainer's copies of the table"):
 * ``predict_blocks``: a pipeline's predictions on many rows, made block by block, so the pipeline's
   transformed matrix (dense float64 for gradient boosting: 8 bytes x one-hot width a row) exists for one
   block at a time. Each row's prediction depends on that row alone.
+* ``fit_transform_dense`` / ``transform_dense``: gradient boosting's ColumnTransformer fitted and its
+  matrix written block by block into one array, instead of ``fit_transform`` holding its transformers'
+  outputs and their stacked copy at once (the trainer's peak before).
 
 Python 3.9 and the SageMaker image's pandas 1.1 / scikit-learn 1.2 must run this (``train.py``'s contract).
 """
