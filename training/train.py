@@ -53,7 +53,6 @@ if _HERE not in sys.path:
 
 from stepml_tabular.channels import channel_csvs, read_split  # noqa: E402
 from stepml_tabular.columns import (  # noqa: E402
-    _as_label,
     feature_kinds,
     prepare_features,
     read_columns_file,
@@ -69,6 +68,7 @@ from stepml_tabular.estimators import (  # noqa: E402
     refit_checked,
     select,
 )
+from stepml_tabular.lean import concat_rows, labels_of, predict_blocks  # noqa: E402
 from stepml_tabular.metrics import PRIMARY_METRIC, PROBLEM_TYPES, check_finite, compute_metrics  # noqa: E402
 
 __all__ = ["HyperparameterError", "TrainingDataError", "feature_kinds", "prepare_features"]
@@ -208,7 +208,7 @@ def prepare_target(frame: pd.DataFrame, target: str, problem_type: str, split: s
             )
         result: np.ndarray = values.to_numpy(dtype="float64")
         return result
-    labels = np.array([_as_label(v) for v in series.tolist()], dtype=object)
+    labels = labels_of(series)  # one str per distinct label, shared by its rows
     missing = pd.isna(labels)
     if missing.any():
         rows = missing.nonzero()[0][:5].tolist()
@@ -339,11 +339,12 @@ def train_splits(
     splits.clear()
     _check_labels(y, target, problem_type)
 
-    x_all = pd.concat([x.pop("train"), x.pop("validation")], ignore_index=True)
+    x_all = concat_rows(x.pop("train"), x.pop("validation"))  # frees the two splits' columns as it goes
     y_all = np.concatenate([y["train"], y["validation"]])
     with _one_thread_for_small_data(len(x_all)):
         selection = select(x_all, y_all, rows["train"], kinds, problem_type, algorithm, estimator_params, seed)
         pipeline = refit_checked(x_all, y_all, kinds, problem_type, selection, estimator_params, seed)
+    del x_all  # not needed past the refit: the test split's predictions are made without it
     chosen = selection.chosen
     _log(f"selection: {selection.reason}; {chosen.detail}")
     for note in selection.notes:
@@ -357,8 +358,8 @@ def train_splits(
     check_finite(scores["validation"], "validation", len(scored_y))
     _log(_metrics_line("validation", scores["validation"]))
     with _one_thread_for_small_data(len(x["test"])):
-        y_pred = pipeline.predict(x["test"])
-        proba = pipeline.predict_proba(x["test"]) if class_labels else None
+        y_pred = predict_blocks(pipeline.predict, x["test"])
+        proba = predict_blocks(pipeline.predict_proba, x["test"]) if class_labels else None
     scores["test"] = compute_metrics(problem_type, y["test"], y_pred, proba, class_labels)
     check_finite(scores["test"], "test", len(x["test"]))
     _log(_metrics_line("test", scores["test"]))

@@ -129,6 +129,9 @@ def prepare_features(
     for column in feature_columns:
         series = frame[column]
         if kinds[column] == "numeric":
+            if series.dtype == np.float64:  # read as floats (NaN is the gap): the same array, no copy
+                columns[column] = series.to_numpy()
+                continue
             # Vectorised for large splits; the same values as _as_number for what read_csv gives.
             converted = pd.to_numeric(series, errors="coerce")
             bad = converted.isna() & series.notna()

@@ -31,6 +31,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from stepml_tabular.columns import build_preprocessor
 from stepml_tabular.errors import HyperparameterError, TrainingDataError
+from stepml_tabular.lean import fit_transform_dense, predict_blocks, rows, transform_dense
 from stepml_tabular.metrics import PRIMARY_METRIC, compute_metrics
 
 FAMILIES = ("gradient-boosting", "linear", "text")
@@ -245,9 +246,10 @@ def _score_boosting(
     curves: list[list[float]] = []
     for fit, scored in folds.splits:
         preprocess = build_preprocessor(kinds, "gradient-boosting", len(fit))
-        x_fit = preprocess.fit_transform(x.iloc[fit], y[fit])
-        x_scored = preprocess.transform(x.iloc[scored])
+        x_fit = fit_transform_dense(preprocess, rows(x, fit), y[fit], kinds)
         model = _boosting(problem_type, params, seed, budget).fit(x_fit, y[fit])
+        del x_fit  # before the scored rows' matrix is made: not both at once
+        x_scored = transform_dense(preprocess, rows(x, scored))
         if regression:
             curve = [mean_squared_error(y[scored], p) for p in model.staged_predict(x_scored)]
         else:
@@ -302,8 +304,8 @@ def _score_linear(
     classes: list[str] = []
     for fit, scored in folds.splits:
         preprocess = build_preprocessor(kinds, family, len(fit))
-        x_fit = preprocess.fit_transform(x.iloc[fit], y[fit])
-        x_scored = preprocess.transform(x.iloc[scored])
+        x_fit = preprocess.fit_transform(rows(x, fit), y[fit])
+        x_scored = preprocess.transform(rows(x, scored))
         for value in grid:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -436,8 +438,8 @@ def refit_checked(
         pipeline = refit(x, y, kinds, problem_type, candidate, params, seed)
         first = first or pipeline
         classes = [] if problem_type == "regression" else [str(c) for c in pipeline.named_steps["model"].classes_]
-        proba = pipeline.predict_proba(x) if classes else None
-        fitted = _score(problem_type, y, pipeline.predict(x), proba, classes)
+        proba = predict_blocks(pipeline.predict_proba, x) if classes else None
+        fitted = _score(problem_type, y, predict_blocks(pipeline.predict, x), proba, classes)
         if fitted >= candidate.score - REFIT_TOLERANCE:
             if candidate is not selection.chosen:
                 selection.chosen = candidate
@@ -466,6 +468,11 @@ def refit(
     if chosen.family != "gradient-boosting":
         settings = dict(chosen.settings)
     pipeline = build_pipeline(kinds, chosen.family, problem_type, seed, settings, len(y))
+    if chosen.family == "gradient-boosting":
+        # What pipeline.fit does (its steps fitted in place, in turn), without the transformed matrix twice.
+        x_model = fit_transform_dense(pipeline.named_steps["preprocess"], x, y, kinds)
+        pipeline.named_steps["model"].fit(x_model, y)
+        return pipeline
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         pipeline.fit(x, y)
