@@ -26,17 +26,20 @@ from stepml.embedded.template import ACCOUNT_ID
 PARTITION = "aws"
 
 
-class BlobValue:
-    """A read-only view of ``length`` bytes of a content file from ``offset``, with the file-object methods
-    moto's FakeKey calls on its value buffer. The file is opened per read, so that thousands of objects hold
-    no open files. A write (moto replacing the value) turns it into moto's own kind of buffer."""
+class ValueView:
+    """A read-only view of ``length`` bytes, with the file-object methods moto's FakeKey calls on its value
+    buffer; a subclass says where the bytes are (:meth:`_read_at`). A write (moto replacing the value) turns
+    it into moto's own kind of buffer."""
 
-    def __init__(self, path: Path, offset: int, length: int, max_buffer_size: int) -> None:
-        self.path, self.offset, self.length = path, offset, length
+    def __init__(self, length: int, max_buffer_size: int) -> None:
+        self.length = length
         self._position = 0
         self._max_buffer_size = max_buffer_size
         self._written: Any = None  # the buffer taking over after a write
         self.closed = False
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        raise NotImplementedError
 
     def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
         if self._written is not None:
@@ -57,11 +60,7 @@ class BlobValue:
         size = left if size is None or size < 0 else min(size, left)
         if size == 0:
             return b""
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset + self._position)
-            data = handle.read(size)
-        if len(data) != size:
-            raise OSError(f"{self.path} is shorter than the object it holds ({self.offset + self.length} bytes)")
+        data = self._read_at(self._position, size)
         self._position += size
         return data
 
@@ -87,6 +86,23 @@ class BlobValue:
         self.closed = True
         if self._written is not None:
             self._written.close()
+
+
+class BlobValue(ValueView):
+    """A view of ``length`` bytes of a content file from ``offset``. The file is opened per read, so that
+    thousands of objects hold no open files."""
+
+    def __init__(self, path: Path, offset: int, length: int, max_buffer_size: int) -> None:
+        super().__init__(length, max_buffer_size)
+        self.path, self.offset = path, offset
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + position)
+            data = handle.read(size)
+        if len(data) != size:
+            raise OSError(f"{self.path} is shorter than the object it holds ({self.offset + self.length} bytes)")
+        return data
 
 
 def s3_backend() -> Any:
