@@ -41,6 +41,10 @@ class ValueView:
     def _read_at(self, position: int, size: int) -> bytes:
         raise NotImplementedError
 
+    def blobs(self) -> set[str]:
+        """The names of the blobs the view reads (none once written)."""
+        return set()
+
     def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
         if self._written is not None:
             return int(self._written.seek(position, whence))
@@ -96,6 +100,9 @@ class BlobValue(ValueView):
         super().__init__(length, max_buffer_size)
         self.path, self.offset = path, offset
 
+    def blobs(self) -> set[str]:
+        return {self.path.name} if self._written is None else set()
+
     def _read_at(self, position: int, size: int) -> bytes:
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + position)
@@ -113,17 +120,19 @@ def s3_backend() -> Any:
 
 
 def blobs_in_use() -> set[str]:
-    """The names (SHA-256) of the blobs moto's objects read, noncurrent versions included: the store keeps
-    only current versions, and a garbage collection must not take the content of one moto still serves."""
+    """The names (SHA-256) of the blobs moto's objects read, noncurrent versions and the parts of uploads in
+    progress (UploadPartCopy's views) included: the store keeps only current versions, and a garbage
+    collection must not take the content of one moto still serves."""
     from moto.s3.models import FakeKey
 
     used: set[str] = set()
     for bucket in list(s3_backend().buckets.values()):
-        for _name, versions in list(bucket.keys.iterlists()):
-            for key in versions:
-                buffer = getattr(key, "_value_buffer", None) if isinstance(key, FakeKey) else None
-                if isinstance(buffer, BlobValue) and buffer._written is None:
-                    used.add(buffer.path.name)
+        keys = [key for _name, versions in list(bucket.keys.iterlists()) for key in versions]
+        keys += [part for upload in list(bucket.multiparts.values()) for part in list(upload.parts.values())]
+        for key in keys:
+            buffer = getattr(key, "_value_buffer", None) if isinstance(key, FakeKey) else None
+            if isinstance(buffer, ValueView):
+                used |= buffer.blobs()
     return used
 
 
@@ -137,6 +146,12 @@ def current_key(bucket: str, key: str) -> Any | None:
 
 def is_backed(key: Any) -> bool:
     return isinstance(key._value_buffer, BlobValue) and key._value_buffer._written is None
+
+
+def whole_blob(key: Any) -> Path | None:
+    """The blob file the key reads whole (from its start: a stored object, or a copy of one), or None."""
+    buffer = key._value_buffer
+    return buffer.path if is_backed(key) and buffer.offset == 0 else None
 
 
 def content_chunks(key: Any) -> Iterator[bytes]:

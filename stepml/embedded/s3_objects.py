@@ -143,6 +143,11 @@ class PartsValue(ValueView):
                 start = end
         return b"".join(pieces)
 
+    def blobs(self) -> set[str]:
+        if self._written is not None:
+            return set()
+        return {name for buffer, _length in self._buffers if isinstance(buffer, ValueView) for name in buffer.blobs()}
+
     def close(self) -> None:
         super().close()
         for buffer, _length in self._buffers:

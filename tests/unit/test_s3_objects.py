@@ -222,3 +222,45 @@ def test_only_gets_of_an_object_and_copies_take_a_view() -> None:
     assert not reads_one_object(environ("GET", "tagging"))
     assert not reads_one_object(environ("PUT"))
     assert not reads_one_object(environ("POST", "select&select-type=2"))
+
+
+def test_the_recorder_stores_a_copy_of_a_stored_object_as_a_row_for_the_same_blob_reading_nothing(
+    aws: FakeAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepml.embedded.durable import DurableStore
+    from stepml.embedded.recording import StateRecorder
+
+    store = DurableStore(tmp_path / "state")
+    recorder = StateRecorder(store, lambda _service: None, {aws.bucket}, {})
+    aws.s3.put_object(Bucket=aws.bucket, Key="src", Body=CONTENT, Metadata={"m": "v"})
+    recorder.sync_objects([(aws.bucket, "src")])
+    with lazy_read():
+        aws.s3.copy_object(Bucket=aws.bucket, Key="copy", CopySource={"Bucket": aws.bucket, "Key": "src"})
+
+    def refused(*_: Any) -> None:
+        raise AssertionError("the copy's content was read again")
+
+    monkeypatch.setattr(store, "put_object_from", refused)
+    recorder.sync_objects([(aws.bucket, "copy")])
+    source, copy = sorted(store.objects(), key=lambda stored: stored.key)[::-1]
+    assert (copy.key, copy.sha256, copy.size, copy.etag, copy.metadata) == (
+        "copy", source.sha256, SIZE, source.etag, {"m": "v"},
+    )  # fmt: skip
+    assert store.read_object(copy) == CONTENT
+
+
+def test_the_blobs_in_use_include_a_copied_part_of_an_upload_in_progress(aws: FakeAws, tmp_path: Path) -> None:
+    from stepml.embedded.blob_keys import blobs_in_use
+
+    key, blob = _stored(aws, tmp_path, "src")
+    back_with_blob(key, blob, SIZE)
+    upload = aws.s3.create_multipart_upload(Bucket=aws.bucket, Key="joined")["UploadId"]
+    with lazy_read():
+        aws.s3.upload_part_copy(
+            Bucket=aws.bucket, Key="joined", UploadId=upload, PartNumber=1,
+            CopySource={"Bucket": aws.bucket, "Key": "src"},
+        )  # fmt: skip
+    aws.s3.delete_object(Bucket=aws.bucket, Key="src")  # the bucket is not versioned: no version reads it
+    assert blob.name in blobs_in_use()
+    aws.s3.abort_multipart_upload(Bucket=aws.bucket, Key="joined", UploadId=upload)
+    assert blob.name not in blobs_in_use()
