@@ -5,9 +5,13 @@ moto keeps each object's content in a ``SpooledTemporaryFile`` (in memory up to 
 ``state/blobs/``), the object's buffer is swapped for a :class:`BlobValue` reading that file when moto
 asks; restoring a state directory registers each object this way without reading its content.
 
-moto's own code still reads a whole object at some points (GetObject with a Range, CopyObject,
-CompleteMultipartUpload, ListObjectVersions): those take the object's size in memory while they run, and
-give it back after.
+GetObject (ranges too), CopyObject and UploadPartCopy do not read a stored object whole, and
+CompleteMultipartUpload does not join the parts in memory: :mod:`stepml.embedded.s3_objects` gives moto's code
+a view of the blob, sent in pieces or taken as the copy's buffer, and the completed object reads its parts
+until it is stored. moto still reads a whole object for ListObjectVersions (it deep-copies every version),
+SelectObjectContent, a copy asked with ``x-amz-checksum-algorithm`` (the new checksum), and a GetObject of
+an object the recorder does not keep (a bucket outside the stack, the service's own writes); and werkzeug
+reads a PutObject's or UploadPart's body whole before moto sees it.
 """
 
 from __future__ import annotations
