@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from stepml.embedded.blob_keys import BlobValue, ValueView
 from stepml.embedded.durable import CHUNK
@@ -72,16 +72,12 @@ class BlobContent:
     """``length`` bytes of a blob from ``offset``, standing for an object's content in moto's code: it has a
     length, slices (a Range) into another view, and iterates in pieces (the web server's response body).
 
-    The file is opened once, when the view is made: a blob a garbage collection removes meanwhile (the object
-    was overwritten) is still read whole, as S3 finishes sending a replaced object. ``md5`` is the content's
-    MD5 when known (a copy's ETag, without reading the content again)."""
+    The file is opened when the sending starts, right after moto's answer: a blob a garbage collection removes
+    later (the object was overwritten) is still sent whole, as S3 finishes sending a replaced object. ``md5``
+    is the content's MD5 when known (a copy's ETag, without reading the content again)."""
 
-    def __init__(self, handle: BinaryIO, path: Path, offset: int, length: int, md5: str | None = None) -> None:
-        self._handle, self.path, self.offset, self.length, self.md5 = handle, path, offset, length, md5
-
-    @classmethod
-    def of(cls, value: BlobValue, md5: str | None) -> BlobContent:
-        return cls(open(value.path, "rb"), value.path, value.offset, value.length, md5)
+    def __init__(self, path: Path, offset: int, length: int, md5: str | None = None) -> None:
+        self.path, self.offset, self.length, self.md5 = path, offset, length, md5
 
     def __len__(self) -> int:
         return self.length
@@ -95,22 +91,20 @@ class BlobContent:
         start, stop, step = index.indices(self.length)
         if step != 1:
             raise ValueError("a blob's content is sliced with step 1")
-        return BlobContent(self._handle, self.path, self.offset + start, max(0, stop - start))
+        return BlobContent(self.path, self.offset + start, max(0, stop - start))
 
     def __copy__(self) -> BlobContent:
         return self
 
     def __iter__(self) -> Iterator[bytes]:
         position, end = self.offset, self.offset + self.length
-        while position < end:
-            data = os.pread(self._handle.fileno(), min(CHUNK, end - position), position)
-            if not data:
-                raise OSError(f"{self.path} is shorter than the object it holds ({end} bytes)")
-            position += len(data)
-            yield data
-
-    def close(self) -> None:
-        self._handle.close()
+        with open(self.path, "rb") as handle:
+            while position < end:
+                data = os.pread(handle.fileno(), min(CHUNK, end - position), position)
+                if not data:
+                    raise OSError(f"{self.path} is shorter than the object it holds ({end} bytes)")
+                position += len(data)
+                yield data
 
     def install(self, key: Any) -> None:
         """Make ``key`` (a new moto object) read this content from the blob."""
@@ -302,7 +296,7 @@ def install() -> None:
                     buffer = key._value_buffer
                     if isinstance(buffer, BlobValue) and buffer._written is None and not buffer.closed:
                         _pending.lazy = False
-                        return BlobContent.of(buffer, _plain_md5(key))
+                        return BlobContent(buffer.path, buffer.offset, buffer.length, _plain_md5(key))
             return moto_value.fget(key)  # type: ignore[misc]
 
         def set_value(key: Any, value: Any) -> None:
