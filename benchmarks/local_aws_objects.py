@@ -3,7 +3,8 @@
 Starts a real local AWS (``stepml local up --background``) on a fresh state directory, puts a generated object
 (PutObject from a file), reads it, copies it, uploads it again as a multipart upload, then restarts the
 service and reads each object back. Prints, after each step, the service process's resident and peak
-resident memory (VmRSS, VmHWM from /proc), the bytes of deleted /tmp files it holds open (moto's spilled
+resident memory (VmRSS, VmHWM from /proc), how much the peak grew during the step (VmHWM reset through
+``/proc/<pid>/clear_refs`` before it), the bytes of deleted /tmp files it holds open (moto's spilled
 buffers) and the state directory's size; and whether every read was byte-identical.
 Usage: ``python -m benchmarks.local_aws_objects [--mib 200] [--state-dir DIR] [--json]`` (Linux: reads /proc).
 """
@@ -57,6 +58,13 @@ class LocalAwsProcess:
         pid = self.info()["pid"]
         return status_kb(pid, "VmRSS") * 1024, status_kb(pid, "VmHWM") * 1024
 
+    def reset_peak(self) -> int:
+        """Reset the process's peak resident memory (VmHWM) to its resident memory now (Linux's ``clear_refs``:
+        writing 5 is allowed to the process's owner); the resident bytes it was reset to."""
+        pid = self.info()["pid"]
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return status_kb(pid, "VmRSS") * 1024
+
     def temporary_bytes(self) -> int:
         """Bytes of the deleted files under /tmp the process holds open (moto's spilled object buffers)."""
         held = 0
@@ -80,13 +88,15 @@ class Service(LocalAwsProcess):
             raise SystemExit(f"stepml {' '.join(args)} failed:\n{done.stderr[-2000:]}")
         return time.monotonic() - started
 
-    def sample(self, step: str) -> dict[str, Any]:
+    def sample(self, step: str, before: int = 0) -> dict[str, Any]:
+        """The figures after ``step``; ``before``: the resident bytes the peak was reset to when it began."""
         resident, peak = self.memory()
         state = sum(p.stat().st_size for p in self.state_dir.rglob("*") if p.is_file())
         return {
             "step": step,
             "rss_mib": resident // MIB,
             "peak_rss_mib": peak // MIB,
+            "step_peak_growth_mib": (peak - before) // MIB if before else None,
             "tmp_held_mib": self.temporary_bytes() // MIB,
             "state_dir_mib": state // MIB,
         }
@@ -119,23 +129,33 @@ def measure(mib: int, state_dir: Path, scratch: Path) -> dict[str, Any]:
     s3 = service.s3()
     bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "databucket" in b["Name"])
     try:
+        before = service.reset_peak()
         with open(source, "rb") as body:
             s3.put_object(Bucket=bucket, Key="large/put.bin", Body=body)
-        samples.append(service.sample("PutObject"))
+        samples.append(service.sample("PutObject", before))
+        before = service.reset_peak()
         identical["get"] = _sha256(s3, bucket, "large/put.bin") == expected
-        samples.append(service.sample("GetObject"))
+        samples.append(service.sample("GetObject", before))
+        before = service.reset_peak()
+        ranged = s3.get_object(Bucket=bucket, Key="large/put.bin", Range=f"bytes={MIB}-")["Body"].read()
+        identical["get with a range"] = ranged == source.read_bytes()[MIB:]
+        del ranged
+        samples.append(service.sample("GetObject, Range from 1 MiB", before))
+        before = service.reset_peak()
         s3.copy_object(Bucket=bucket, Key="large/copy.bin", CopySource={"Bucket": bucket, "Key": "large/put.bin"})
-        samples.append(service.sample("CopyObject"))
+        samples.append(service.sample("CopyObject", before))
+        before = service.reset_peak()
         parts = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=16 * MIB, max_concurrency=2)
         s3.upload_file(str(source), bucket, "large/multipart.bin", Config=parts)
-        samples.append(service.sample("multipart upload"))
+        samples.append(service.sample("multipart upload", before))
         service.cli("local", "down")
         restart_s = service.cli("local", "up", "--background")
         samples.append(service.sample("restarted"))
         s3 = service.s3()
+        before = service.reset_peak()
         for key in ("large/put.bin", "large/copy.bin", "large/multipart.bin"):
             identical[f"{key} after restart"] = _sha256(s3, bucket, key) == expected
-        samples.append(service.sample("GetObject of each after restart"))
+        samples.append(service.sample("GetObject of each after restart", before))
     finally:
         subprocess.run(
             [sys.executable, "-m", "stepml.cli", "local", "down"], env=service.env, capture_output=True, check=False
@@ -156,11 +176,12 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     print(f"{result['mib']} MiB object; start {result['start_s']:.1f} s, restart {result['restart_s']:.1f} s")
-    print(f"{'after':34} {'RSS':>7} {'peak':>7} {'/tmp':>7} {'state':>7}  (MiB)")
+    print(f"{'after':34} {'RSS':>7} {'peak':>7} {'+step':>7} {'/tmp':>7} {'state':>7}  (MiB)")
     for sample in result["samples"]:
+        growth = sample["step_peak_growth_mib"]
         print(
             f"{sample['step']:34} {sample['rss_mib']:7} {sample['peak_rss_mib']:7} "
-            f"{sample['tmp_held_mib']:7} {sample['state_dir_mib']:7}"
+            f"{'' if growth is None else growth:>7} {sample['tmp_held_mib']:7} {sample['state_dir_mib']:7}"
         )
     print("byte-identical:", ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["identical"].items()))
     return 0 if all(result["identical"].values()) else 1

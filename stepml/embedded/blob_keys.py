@@ -5,9 +5,13 @@ moto keeps each object's content in a ``SpooledTemporaryFile`` (in memory up to 
 ``state/blobs/``), the object's buffer is swapped for a :class:`BlobValue` reading that file when moto
 asks; restoring a state directory registers each object this way without reading its content.
 
-moto's own code still reads a whole object at some points (GetObject with a Range, CopyObject,
-CompleteMultipartUpload, ListObjectVersions): those take the object's size in memory while they run, and
-give it back after.
+GetObject (ranges too), CopyObject and UploadPartCopy do not read a stored object whole, and
+CompleteMultipartUpload does not join the parts in memory: :mod:`stepml.embedded.s3_objects` gives moto's code
+a view of the blob, sent in pieces or taken as the copy's buffer, and the completed object reads its parts
+until it is stored. moto still reads a whole object for ListObjectVersions (it deep-copies every version),
+SelectObjectContent, a copy asked with ``x-amz-checksum-algorithm`` (the new checksum), and a GetObject of
+an object the recorder does not keep (a bucket outside the stack, the service's own writes); and werkzeug
+reads a PutObject's or UploadPart's body whole before moto sees it.
 """
 
 from __future__ import annotations
@@ -26,17 +30,24 @@ from stepml.embedded.template import ACCOUNT_ID
 PARTITION = "aws"
 
 
-class BlobValue:
-    """A read-only view of ``length`` bytes of a content file from ``offset``, with the file-object methods
-    moto's FakeKey calls on its value buffer. The file is opened per read, so that thousands of objects hold
-    no open files. A write (moto replacing the value) turns it into moto's own kind of buffer."""
+class ValueView:
+    """A read-only view of ``length`` bytes, with the file-object methods moto's FakeKey calls on its value
+    buffer; a subclass says where the bytes are (:meth:`_read_at`). A write (moto replacing the value) turns
+    it into moto's own kind of buffer."""
 
-    def __init__(self, path: Path, offset: int, length: int, max_buffer_size: int) -> None:
-        self.path, self.offset, self.length = path, offset, length
+    def __init__(self, length: int, max_buffer_size: int) -> None:
+        self.length = length
         self._position = 0
         self._max_buffer_size = max_buffer_size
         self._written: Any = None  # the buffer taking over after a write
         self.closed = False
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        raise NotImplementedError
+
+    def blobs(self) -> set[str]:
+        """The names of the blobs the view reads (none once written)."""
+        return set()
 
     def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
         if self._written is not None:
@@ -57,11 +68,7 @@ class BlobValue:
         size = left if size is None or size < 0 else min(size, left)
         if size == 0:
             return b""
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset + self._position)
-            data = handle.read(size)
-        if len(data) != size:
-            raise OSError(f"{self.path} is shorter than the object it holds ({self.offset + self.length} bytes)")
+        data = self._read_at(self._position, size)
         self._position += size
         return data
 
@@ -89,6 +96,26 @@ class BlobValue:
             self._written.close()
 
 
+class BlobValue(ValueView):
+    """A view of ``length`` bytes of a content file from ``offset``. The file is opened per read, so that
+    thousands of objects hold no open files."""
+
+    def __init__(self, path: Path, offset: int, length: int, max_buffer_size: int) -> None:
+        super().__init__(length, max_buffer_size)
+        self.path, self.offset = path, offset
+
+    def blobs(self) -> set[str]:
+        return {self.path.name} if self._written is None else set()
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + position)
+            data = handle.read(size)
+        if len(data) != size:
+            raise OSError(f"{self.path} is shorter than the object it holds ({self.offset + self.length} bytes)")
+        return data
+
+
 def s3_backend() -> Any:
     """moto's S3 backend of the local AWS's account (in this process)."""
     from moto.s3.models import s3_backends
@@ -97,17 +124,19 @@ def s3_backend() -> Any:
 
 
 def blobs_in_use() -> set[str]:
-    """The names (SHA-256) of the blobs moto's objects read, noncurrent versions included: the store keeps
-    only current versions, and a garbage collection must not take the content of one moto still serves."""
+    """The names (SHA-256) of the blobs moto's objects read, noncurrent versions and the parts of uploads in
+    progress (UploadPartCopy's views) included: the store keeps only current versions, and a garbage
+    collection must not take the content of one moto still serves."""
     from moto.s3.models import FakeKey
 
     used: set[str] = set()
     for bucket in list(s3_backend().buckets.values()):
-        for _name, versions in list(bucket.keys.iterlists()):
-            for key in versions:
-                buffer = getattr(key, "_value_buffer", None) if isinstance(key, FakeKey) else None
-                if isinstance(buffer, BlobValue) and buffer._written is None:
-                    used.add(buffer.path.name)
+        keys = [key for _name, versions in list(bucket.keys.iterlists()) for key in versions]
+        keys += [part for upload in list(bucket.multiparts.values()) for part in list(upload.parts.values())]
+        for key in keys:
+            buffer = getattr(key, "_value_buffer", None) if isinstance(key, FakeKey) else None
+            if isinstance(buffer, ValueView):
+                used |= buffer.blobs()
     return used
 
 
@@ -121,6 +150,12 @@ def current_key(bucket: str, key: str) -> Any | None:
 
 def is_backed(key: Any) -> bool:
     return isinstance(key._value_buffer, BlobValue) and key._value_buffer._written is None
+
+
+def whole_blob(key: Any) -> Path | None:
+    """The blob file the key reads whole (from its start: a stored object, or a copy of one), or None."""
+    buffer = key._value_buffer
+    return buffer.path if is_backed(key) and buffer.offset == 0 else None
 
 
 def content_chunks(key: Any) -> Iterator[bytes]:

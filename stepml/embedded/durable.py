@@ -287,12 +287,31 @@ class DurableStore:
                 temporary.unlink(missing_ok=True)
                 raise StateWriteError(f"cannot write {path}: {error.strerror or error}") from error
             with self._transaction() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO objects (bucket, key, sha256, size, content_type, metadata, last_modified,"
-                    " etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (bucket, key, sha256, size, content_type, json.dumps(stored.metadata), stored.last_modified, etag),
-                )
+                _index(db, stored)
                 self._stamp(db, sha256, path)
+        return stored
+
+    def put_object_stored(
+        self,
+        sha256: str,
+        size: int,
+        bucket: str,
+        key: str,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        etag: str | None = None,
+    ) -> StoredObject | None:
+        """Keep an object whose content is a blob stored already (a copy of a stored object): only its row is
+        written. None when that blob is not there as it was written (the caller streams the content then)."""
+        path = self.blob_path(sha256)
+        with self._lock:
+            if not self._unchanged(sha256, path):
+                return None
+            stored = StoredObject(
+                bucket, key, sha256, path.stat().st_size, content_type, metadata or {}, time.time(), etag
+            )
+            with self._transaction() as db:
+                _index(db, stored)
         return stored
 
     def _stamped(self) -> set[str]:
@@ -458,6 +477,17 @@ class DurableStore:
         )
         blobs = sum(p.stat().st_size for p in self.blobs.glob("*/*")) if self.blobs.is_dir() else 0
         return {"database": database, "objects": blobs}
+
+
+def _index(db: sqlite3.Connection, stored: StoredObject) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO objects (bucket, key, sha256, size, content_type, metadata, last_modified, etag)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            stored.bucket, stored.key, stored.sha256, stored.size, stored.content_type,
+            json.dumps(stored.metadata), stored.last_modified, stored.etag,
+        ),
+    )  # fmt: skip
 
 
 def _create_schema(connection: sqlite3.Connection) -> None:

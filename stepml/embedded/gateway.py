@@ -1,6 +1,7 @@
 """The WSGI layer in front of moto: what the local AWS does that moto alone does not.
 
 * Lambda invocations run in the project's workers (moto would need Docker), with planned faults.
+* A stored S3 object is sent from its file in pieces, and copied as a view of it (:mod:`.s3_objects`).
 * Every accepted S3 and DynamoDB write is written through to the durable store before the caller hears
   back; when the disk refuses it the caller gets AWS's 500 InternalError, as for any write AWS could not
   complete, and nothing half-written is kept.
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -25,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 from stepml.embedded.durable import StateWriteError
 from stepml.embedded.executions import TERMINAL
 from stepml.embedded.recording import s3_location, s3_object_written
+from stepml.embedded.s3_objects import lazy_read, reads_one_object
 
 if TYPE_CHECKING:
     from stepml.embedded.runtime import EmbeddedAws
@@ -136,6 +139,9 @@ class Gateway:
                 return injected
         if method in {"PUT", "POST", "DELETE"} and not target:
             return self._s3_write(environ, start_response, internal)
+        if method == "GET" and not target and reads_one_object(environ):
+            with lazy_read():  # a stored object's content is sent from its blob in pieces
+                return self._moto_app(environ, start_response)
         return self._moto_app(environ, start_response)
 
     def _refusal(
@@ -160,7 +166,8 @@ class Gateway:
         # An upload's content (PUT) is moto's to read, once; the gateway needs only a POST's (DeleteObjects).
         body = _read_body(environ) if environ.get("REQUEST_METHOD") == "POST" else b""
         captured = _Captured()
-        answer = b"".join(self._moto_app(environ, captured))
+        with lazy_read() if reads_one_object(environ) else contextlib.nullcontext():  # a copy: a view of the blob
+            answer = b"".join(self._moto_app(environ, captured))
         if captured.ok and not internal:
             recorder = self._runtime.recorder
             if recorder is not None:

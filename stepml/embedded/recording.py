@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 from xml.etree import ElementTree
 
-from stepml.embedded.blob_keys import KeyReader, back_with_blob, current_key
+from stepml.embedded.blob_keys import KeyReader, back_with_blob, current_key, whole_blob
 from stepml.embedded.durable import DurableStore, item_key
 from stepml.embedded.template import ACCOUNT_ID, REGION, TableSpec
 
@@ -126,7 +126,14 @@ class StateRecorder:
                     for name, value in found.metadata.items()
                     if name.lower().startswith(_USER_METADATA)
                 }
-                stored = self.store.put_object_from(KeyReader(found), bucket, key, content_type, metadata, etag)
+                whole = whole_blob(found)  # a copy of a stored object reads the same blob: only a row to write
+                stored = (
+                    self.store.put_object_stored(whole.name, found.size, bucket, key, content_type, metadata, etag)
+                    if whole is not None and whole == self.store.blob_path(whole.name)
+                    else None
+                )
+                if stored is None:
+                    stored = self.store.put_object_from(KeyReader(found), bucket, key, content_type, metadata, etag)
                 back_with_blob(found, self.store.blob_path(stored.sha256), stored.size)
 
     # -- DynamoDB ---------------------------------------------------------------------------------------
