@@ -58,9 +58,11 @@ run: $(STAMP)
 # module's fixtures are made once; session fixtures are made once per worker). Off by default: see the README.
 PYTEST_WORKERS ?=
 PYTEST_PARALLEL := $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --dist loadfile)
+# The slowest tests are listed at the end of every run: where CI's time goes (it must stay well under 45 min).
+PYTEST_DURATIONS := --durations=40 --durations-min=10
 test:
 	$(MAKE) --no-print-directory -j6 install lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL) tests; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_DURATIONS) $(PYTEST_PARALLEL) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
