@@ -9,6 +9,7 @@ has already imported the heavy libraries, so a cold start costs milliseconds, no
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import importlib
 import json
@@ -55,6 +56,10 @@ PRELOAD = [
     "aws_xray_sdk.core",
     "stepml.embedded.prewarm",
 ]
+
+# What a worker sends once its handler is imported; Lambda limits that init phase to 10 s.
+_READY = "ready"
+INIT_LIMIT_SECONDS = 10
 
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
@@ -207,6 +212,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, spec: FunctionSpec
     except BaseException as error:  # reported on every invocation, as Lambda reports Runtime.ImportModuleError
         import_error = error
     init_duration_ms: float | None = (time.perf_counter() - init_started) * 1000  # REPORTed once, on a cold start
+    conn.send(_READY)
     while True:
         try:
             message = conn.recv()
@@ -258,9 +264,17 @@ class _Worker:
         )
         self.process.start()
         child_conn.close()
+        self.ready = False
 
     def alive(self) -> bool:
         return self.process.is_alive()
+
+    def wait_ready(self, limit: float) -> bool:
+        """Wait up to ``limit`` seconds for the worker's init (its handler's import) to end; whether it did."""
+        if not self.ready and self.conn.poll(limit):
+            with contextlib.suppress(EOFError):  # it died in its init; the invocation finds it dead
+                self.ready = self.conn.recv() == _READY
+        return self.ready
 
     def stop(self) -> None:
         self.conn.close()
@@ -334,9 +348,15 @@ class LambdaRunner:
             raise KeyError(f"no function {name_or_arn!r} in the embedded stack")
         request_id = str(uuid.uuid4())
         worker = self._checkout(spec)
+        # Lambda's init phase (up to 10 s) is not part of the function's timeout; a longer one is retried within
+        # the invocation, under its timeout. A worker whose init took longer than both fails as a timeout below.
+        initialised = worker.wait_ready(INIT_LIMIT_SECONDS + spec.timeout_seconds)
         started = time.perf_counter()
-        worker.conn.send((request_id, event))
-        answered, used_kb = self._await_reply(worker, spec)
+        if initialised or not worker.process.is_alive():
+            worker.conn.send((request_id, event))
+            answered, used_kb = self._await_reply(worker, spec)
+        else:  # still in its init: killed as a timeout
+            answered, used_kb = False, 0
         if used_kb:
             result = self._out_of_memory(worker, spec, request_id, started, used_kb)
             self.log.add(result)

@@ -359,3 +359,17 @@ def test_a_wrong_idle_time_is_a_clear_error(
     monkeypatch.setenv("STEPML_LAMBDA_IDLE_SECONDS", value)
     with pytest.raises(CliError, match="STEPML_LAMBDA_IDLE_SECONDS"):
         _runner(tmp_path, [_spec(code_dir, "sleepy")])
+
+
+def test_the_init_phase_is_not_part_of_the_functions_timeout(tmp_path: Path, code_dir: Path) -> None:
+    # Lambda runs the handler's import (init, up to 10 s) before the invocation's timeout starts; the embedded
+    # target counted it, so a 1 s function whose import took 2 s (or a cold start on a loaded machine) timed out.
+    (code_dir / "slow_import.py").write_text(
+        "import time\ntime.sleep(2)\ndef handler(event, context):\n    return 'ok'\n"
+    )
+    runner = _runner(tmp_path, [_spec(code_dir, "slow_import", timeout=1)])
+    try:
+        result = runner.invoke("test-slow_import", {})
+    finally:
+        runner.close()
+    assert (result.error_type, result.payload) == (None, "ok")
