@@ -15,6 +15,9 @@ a client sees:
   the object's content is a :class:`PartsValue` reading the parts, which the recorder streams into the
   store, then backs by the blob.
 
+And one fix of moto's CopyObject: the copy of a multipart upload keeps its COMPOSITE checksum's type with its
+value (moto kept the value alone, which botocore then refused as a whole-object checksum).
+
 Everything else (headers, errors, conditions, versions, ranges) is moto's own code answering.
 """
 
@@ -286,7 +289,7 @@ def install() -> None:
     with _INSTALLED:
         if _done:
             return
-        from moto.s3.models import FakeKey, FakeMultipart
+        from moto.s3.models import FakeKey, FakeMultipart, S3Backend
 
         moto_value: property = FakeKey.value  # type: ignore[assignment]
 
@@ -307,4 +310,19 @@ def install() -> None:
 
         FakeKey.value = property(get_value, set_value)  # type: ignore[method-assign,assignment]
         FakeMultipart.complete = complete  # type: ignore[method-assign,assignment]
+        moto_copy = S3Backend.copy_object
+
+        def copy_object(
+            backend: Any, src_key: Any, dest_bucket_name: str, dest_key_name: str, *args: Any, **kwargs: Any
+        ) -> None:
+            moto_copy(backend, src_key, dest_bucket_name, dest_key_name, *args, **kwargs)
+            copied = backend.get_object(dest_bucket_name, dest_key_name)
+            if copied is not None and src_key.checksum_value and src_key.checksum_type == "COMPOSITE":
+                # moto copies a checksum's value without its type: a multipart upload's COMPOSITE sum then went out
+                # as the copy's whole-object checksum, which botocore refuses. S3 computes the copy a checksum of
+                # its own; the local AWS keeps the composite one (GetObject sends it as "<sum>-<parts>", which
+                # botocore does not check), and reads no content for it.
+                copied.checksum_type, copied.checksum_parts = src_key.checksum_type, src_key.checksum_parts
+
+        S3Backend.copy_object = copy_object  # type: ignore[method-assign,assignment]
         _done = True

@@ -264,3 +264,33 @@ def test_the_blobs_in_use_include_a_copied_part_of_an_upload_in_progress(aws: Fa
     assert blob.name in blobs_in_use()
     aws.s3.abort_multipart_upload(Bucket=aws.bucket, Key="joined", UploadId=upload)
     assert blob.name not in blobs_in_use()
+
+
+def test_a_copy_of_a_multipart_upload_with_a_composite_checksum_reads_back_through_botocores_validation(
+    aws: FakeAws,
+) -> None:
+    # `stepml run --data` uploads a large CSV in parts (boto3 asks for CRC32, a COMPOSITE checksum) and Ingest copies
+    # it: moto's copy kept the checksum's value but not its type, so the copy's GetObject sent the composite value as
+    # a whole-object CRC32 and botocore refused the body (FlexibleChecksumError on a 1M-row run).
+    part = bytes(range(256)) * (5 * 4096 + 1)  # just over S3's 5 MiB minimum part size
+    upload = aws.s3.create_multipart_upload(Bucket=aws.bucket, Key="big.csv", ChecksumAlgorithm="CRC32")["UploadId"]
+    etags = [
+        aws.s3.upload_part(
+            Bucket=aws.bucket, Key="big.csv", UploadId=upload, PartNumber=n, Body=part, ChecksumAlgorithm="CRC32"
+        )
+        for n in (1, 2)
+    ]
+    aws.s3.complete_multipart_upload(
+        Bucket=aws.bucket,
+        Key="big.csv",
+        UploadId=upload,
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": n, "ETag": e["ETag"], "ChecksumCRC32": e["ChecksumCRC32"]}
+                for n, e in ((1, etags[0]), (2, etags[1]))
+            ]
+        },
+    )
+    aws.s3.copy_object(Bucket=aws.bucket, Key="copy.csv", CopySource={"Bucket": aws.bucket, "Key": "big.csv"})
+    for key in ("big.csv", "copy.csv"):
+        assert aws.s3.get_object(Bucket=aws.bucket, Key=key, ChecksumMode="ENABLED")["Body"].read() == part * 2, key
