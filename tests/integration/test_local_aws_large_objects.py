@@ -149,3 +149,19 @@ def test_get_copy_and_complete_multipart_of_a_large_object_do_not_hold_it_in_the
     # bytearray of the parts and a copy of it); a streamed one grows by a few pieces of 1 MiB.
     assert all(grown < BOUND for grown in growth.values()), {name: grown >> 20 for name, grown in growth.items()}
     assert service.temporary_bytes() < BOUND
+
+
+def test_a_dataset_the_cli_uploads_in_parts_reads_back_after_ingests_copy(
+    service: Service, large_file: tuple[Path, str]
+) -> None:
+    # The CLI uploads a dataset over 16 MiB in parts (boto3 asks for a CRC32: a COMPOSITE checksum) and Ingest copies
+    # it; the copy's GetObject failed botocore's checksum validation (FlexibleChecksumError) on every 1M-row run.
+    from stepml.uploads import upload_file
+
+    path, expected = large_file
+    s3 = service.s3()
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "databucket" in b["Name"])
+    upload_file(s3, path, bucket, "datasets/parts.csv")
+    s3.copy_object(Bucket=bucket, Key="raw/parts.csv", CopySource={"Bucket": bucket, "Key": "datasets/parts.csv"})
+    for key in ("datasets/parts.csv", "raw/parts.csv"):
+        assert _sha256(s3, bucket, key) == expected, key
