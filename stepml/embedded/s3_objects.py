@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stepml.embedded.blob_keys import BlobValue, ValueView
+from stepml.embedded.blob_keys import BlobValue, ValueView, content_chunks
 from stepml.embedded.durable import CHUNK
 
 _INSTALLED = threading.Lock()
@@ -184,19 +184,6 @@ class PartsContent:
         old.close()
 
 
-def _chunks(key: Any) -> Iterator[bytes]:
-    """A moto key's content in pieces, read under its lock."""
-    position = 0
-    while True:
-        with key.lock:
-            key._value_buffer.seek(position)
-            data = key._value_buffer.read(CHUNK)
-        if not data:
-            return
-        position += len(data)
-        yield data
-
-
 class _Checksum:
     """moto's ``compute_checksum`` of content given in pieces: the same algorithms, the same fallbacks when
     the optional libraries are missing (CRC32 for CRC32C without ``crc32c``, for CRC64NVME without awscrt)."""
@@ -262,9 +249,9 @@ def complete(multipart: Any, body: Iterable[tuple[int, str]]) -> tuple[Any, str,
             raise EntityTooSmall()
         md5s.extend(decode_hex(part_etag)[0])  # type: ignore[arg-type]
         if kind == "COMPOSITE":
-            sums.extend(_checksum(_chunks(part), algorithm))
+            sums.extend(_checksum(content_chunks(part), algorithm))
         else:
-            for data in _chunks(part):
+            for data in content_chunks(part):
                 whole.update(data)
         parts.append(part)
         last = part
