@@ -294,7 +294,6 @@ class DurableStore:
     def put_object_stored(
         self,
         sha256: str,
-        size: int,
         bucket: str,
         key: str,
         content_type: str | None = None,

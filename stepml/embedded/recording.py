@@ -128,7 +128,7 @@ class StateRecorder:
                 }
                 whole = whole_blob(found)  # a copy of a stored object reads the same blob: only a row to write
                 stored = (
-                    self.store.put_object_stored(whole.name, found.size, bucket, key, content_type, metadata, etag)
+                    self.store.put_object_stored(whole.name, bucket, key, content_type, metadata, etag)
                     if whole is not None and whole == self.store.blob_path(whole.name)
                     else None
                 )
