@@ -171,9 +171,11 @@ def upload(target: Target, path: Path, out: TextIO, wait: bool) -> RunOutcome | 
     reason = ignore_reason(key, path.stat().st_size)
     if reason:
         raise TargetError(f"{path.name} would not start a run: {reason}")
-    # the stored object's VersionId and ETag, as the trigger's event reports them (a multipart upload's ETag is not
-    # the content's MD5)
-    stored = upload_file(target.client("s3"), path, bucket, key)
+    s3 = target.client("s3")
+    upload_file(s3, path, bucket, key)
+    # the stored object's VersionId and ETag, as S3's "Object Created" event reports them to the trigger (a
+    # multipart upload's ETag is not the content's MD5); another upload of the key in between would be the one read
+    stored = s3.head_object(Bucket=bucket, Key=key)
     print(f"Uploaded s3://{bucket}/{key}", file=out, flush=True)
     name = execution_name(bucket, key, stored.get("VersionId"), stored.get("ETag", "").strip('"'))
     arn = execution_arn(target, name)

@@ -14,14 +14,13 @@ MULTIPART_BYTES = 16 * MIB
 PART_CONCURRENCY = 4
 
 
-def upload_file(s3: Any, path: Path, bucket: str, key: str) -> dict[str, Any]:
-    """Upload ``path`` to ``s3://bucket/key`` without reading it into memory; the stored object's HeadObject.
+def upload_file(s3: Any, path: Path, bucket: str, key: str) -> None:
+    """Upload ``path`` to ``s3://bucket/key`` without reading it into memory.
 
-    The head is what S3's "Object Created" event reports for the upload: its VersionId and ETag (a multipart
-    upload's ETag is ``"<md5 of the parts' md5s>-<parts>"``, not the content's MD5), from which the S3
-    trigger names its execution. The managed transfer does not return CompleteMultipartUpload's answer, hence
-    the HEAD; another upload of the same key between the two would be the one it describes.
-    ``s3`` may be a plain botocore client (the embedded target's): the transfer is built on it.
+    The managed transfer does not return PutObject's or CompleteMultipartUpload's answer: a caller that needs
+    the stored object's VersionId or ETag (a multipart upload's is ``"<md5 of the parts' md5s>-<parts>"``, not
+    the content's MD5) asks HeadObject after it. ``s3`` may be a plain botocore client (the embedded target's):
+    the transfer is built on it.
     """
     from boto3.s3.transfer import S3Transfer, TransferConfig
 
@@ -29,4 +28,3 @@ def upload_file(s3: Any, path: Path, bucket: str, key: str) -> dict[str, Any]:
         multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES, max_concurrency=PART_CONCURRENCY
     )
     S3Transfer(s3, config).upload_file(str(path), bucket, key)
-    return dict(s3.head_object(Bucket=bucket, Key=key))
