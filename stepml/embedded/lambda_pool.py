@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from stepml.errors import CliError
 
@@ -45,24 +45,27 @@ def idle_seconds(environ: dict[str, str] | None = None) -> float:
     return seconds
 
 
+W = TypeVar("W", bound=Stoppable)
+
+
 @dataclass
-class _Idle:
-    worker: Stoppable
+class _Idle(Generic[W]):
+    worker: W
     since: float
 
 
-class WorkerPools:
+class WorkerPools(Generic[W]):
     """Idle workers by function name. ``checkout`` takes the most recently used live one; ``checkin`` gives
     one back; a background thread, started with the first checkin, stops the extra ones idle too long."""
 
     def __init__(self, names: list[str], idle_for: float) -> None:
-        self._idle: dict[str, list[_Idle]] = {name: [] for name in names}
+        self._idle: dict[str, list[_Idle[W]]] = {name: [] for name in names}
         self._idle_for = idle_for
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._reaper: threading.Thread | None = None
 
-    def checkout(self, name: str) -> Stoppable | None:
+    def checkout(self, name: str) -> W | None:
         with self._lock:
             pool = self._idle[name]
             while pool:
@@ -71,7 +74,7 @@ class WorkerPools:
                     return worker
         return None
 
-    def checkin(self, name: str, worker: Stoppable) -> bool:
+    def checkin(self, name: str, worker: W) -> bool:
         """Keep ``worker`` idle for the next invocation; False (and nothing kept) once the pools are closed."""
         with self._lock:
             if self._closed.is_set():
@@ -89,17 +92,18 @@ class WorkerPools:
 
     def reap(self, now: float) -> int:
         """Stop each function's idle workers but its most recent one that have been idle ``idle_for`` or more."""
-        expired: list[Stoppable] = []
+        expired: list[W] = []
         with self._lock:
-            for name, pool in self._idle.items():
-                kept = [entry for entry in pool[:-1] if now - entry.since < self._idle_for]
-                expired.extend(entry.worker for entry in pool[:-1] if now - entry.since >= self._idle_for)
-                self._idle[name] = kept + pool[-1:]
+            for pool in self._idle.values():
+                for entry in pool[:-1]:  # a copy; the most recent one (the last) stays warm
+                    if now - entry.since >= self._idle_for:
+                        pool.remove(entry)
+                        expired.append(entry.worker)
         for worker in expired:  # outside the lock: a stop waits for the process to end
             worker.stop()
         return len(expired)
 
-    def close(self) -> list[Stoppable]:
+    def close(self) -> list[W]:
         """Close the pools and hand back every idle worker, for the caller to stop."""
         with self._lock:
             self._closed.set()

@@ -291,7 +291,7 @@ class LambdaRunner:
         self._base_env = base_env
         self._log_dir = log_dir
         self._limit_memory = memory_limit_enabled()
-        self._pools = WorkerPools(list(self._functions), idle_seconds())
+        self._pools: WorkerPools[_Worker] = WorkerPools(list(self._functions), idle_seconds())
         self.log = InvocationLog()
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -338,8 +338,7 @@ class LambdaRunner:
                 return
 
     def _checkout(self, spec: FunctionSpec) -> _Worker:
-        idle = self._pools.checkout(spec.name)
-        return idle if isinstance(idle, _Worker) else _Worker(spec, self._environment(spec))
+        return self._pools.checkout(spec.name) or _Worker(spec, self._environment(spec))
 
     def invoke(self, name_or_arn: str, event: Any) -> InvocationResult:
         """Run the function's handler on ``event`` in one of its workers and return what it returned."""
