@@ -256,14 +256,20 @@ def _run_script(
 
 
 def _failure_reason(
-    layout: _Layout, stderr_tail: str, stdout_tail: str, program: str, status: int, exit_details: Mapping[str, Any]
+    layout: _Layout,
+    stderr_tail: str,
+    stdout_tail: str,
+    program: str,
+    status: int,
+    peak_bytes: int | None = None,
+    instance_type: str | None = None,
 ) -> str:
     """What the script said went wrong: ``output/failure`` if written, else the end of its stderr; for a
-    process a signal ended, that signal first (``exit_details``: ``peak_bytes``, ``instance_type``)."""
+    process a signal ended, that signal first (with its peak memory and the job's instance type)."""
     failure = layout.output / "failure"
     said = _tail(failure, FAILURE_REASON_BYTES).strip() if failure.is_file() and failure.stat().st_size else ""
     if status < 0:
-        reason = signal_reason(program, -status, exit_details.get("peak_bytes"), exit_details.get("instance_type"))
+        reason = signal_reason(program, -status, peak_bytes, instance_type)
         if said:
             return f"{reason}; output/failure said: {said}"
         if stderr_tail.strip():
@@ -453,8 +459,8 @@ def create_training_job(
             finish("Stopped", "MaxRuntimeExceeded", FailureReason=reason, StandInLogs=logs)
             raise TrainingFailedError(reason)
         if status != 0:
-            exit_details = {"peak_bytes": peak_bytes, "instance_type": request["ResourceConfig"].get("InstanceType")}
-            reason = _failure_reason(layout, logs["stderr"], logs["stdout"], program, status, exit_details)
+            instance_type = request["ResourceConfig"].get("InstanceType")
+            reason = _failure_reason(layout, logs["stderr"], logs["stdout"], program, status, peak_bytes, instance_type)
             finish("Failed", "Failed", FailureReason=reason, StandInLogs=logs)
             raise TrainingFailedError(reason)
         # the contract's outputs (docs/bring-your-model.md); SageMaker itself would upload whatever is there
