@@ -16,6 +16,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from benchmarks.local_aws_objects import LocalAwsProcess
+from stepml.uploads import upload_file
 from tests.integration.conftest import stepml_command
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,10 @@ def large_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, digest.hexdigest()
 
 
+def _data_bucket(s3: Any) -> str:
+    return next(b["Name"] for b in s3.list_buckets()["Buckets"] if "databucket" in b["Name"])
+
+
 def _sha256(s3: Any, bucket: str, key: str) -> str:
     digest = hashlib.sha256()
     for chunk in s3.get_object(Bucket=bucket, Key=key)["Body"].iter_chunks(1 << 20):
@@ -62,7 +67,7 @@ def test_a_large_object_round_trips_through_put_copy_multipart_and_a_restart_sto
 ) -> None:
     path, expected = large_file
     s3 = service.s3()
-    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "databucket" in b["Name"])
+    bucket = _data_bucket(s3)
     with open(path, "rb") as body:
         s3.put_object(Bucket=bucket, Key="large/put.bin", Body=body)
     s3.copy_object(Bucket=bucket, Key="large/copy.bin", CopySource={"Bucket": bucket, "Key": "large/put.bin"})
@@ -102,7 +107,7 @@ def test_get_copy_and_complete_multipart_of_a_large_object_do_not_hold_it_in_the
     for GetObject (a range too), CopyObject and CompleteMultipartUpload; the local AWS now streams them."""
     path, expected = large_file
     s3 = service.s3()
-    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "databucket" in b["Name"])
+    bucket = _data_bucket(s3)
     with open(path, "rb") as body:
         s3.put_object(Bucket=bucket, Key="stream/put.bin", Body=body)
     growth: dict[str, int] = {}
@@ -156,11 +161,9 @@ def test_a_dataset_the_cli_uploads_in_parts_reads_back_after_ingests_copy(
 ) -> None:
     # The CLI uploads a dataset over 16 MiB in parts (boto3 asks for a CRC32: a COMPOSITE checksum) and Ingest copies
     # it; the copy's GetObject failed botocore's checksum validation (FlexibleChecksumError) on every 1M-row run.
-    from stepml.uploads import upload_file
-
     path, expected = large_file
     s3 = service.s3()
-    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "databucket" in b["Name"])
+    bucket = _data_bucket(s3)
     upload_file(s3, path, bucket, "datasets/parts.csv")
     s3.copy_object(Bucket=bucket, Key="raw/parts.csv", CopySource={"Bucket": bucket, "Key": "datasets/parts.csv"})
     for key in ("datasets/parts.csv", "raw/parts.csv"):

@@ -6,6 +6,7 @@ Each test writes tiny handler modules into a temporary code directory and runs t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -319,37 +320,43 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _running(tmp_path: Path, specs: list[FunctionSpec]) -> Iterator[LambdaRunner]:
+    runner = _runner(tmp_path, specs)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def _concurrent_pids(runner: LambdaRunner, count: int) -> set[int]:
+    """The workers' pids of ``count`` invocations of test-sleepy run at once (each gets its own worker)."""
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return {
+            r.payload["pid"] for r in pool.map(lambda _: runner.invoke("test-sleepy", {"seconds": 0.3}), range(count))
+        }
+
+
 def test_idle_workers_beyond_one_per_function_are_reclaimed_as_lambda_reclaims_idle_environments(
     tmp_path: Path, code_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A Distributed Map fans a function out over ten workers; kept for ever, they held 5.7 GB after a 10M-row
     # run's map had ended (docs/data-scale.md). One stays warm for the next invocation.
     monkeypatch.setenv("STEPML_LAMBDA_IDLE_SECONDS", "0.5")
-    runner = _runner(tmp_path, [_spec(code_dir, "sleepy", timeout=5)])
-    try:
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            results = pool.map(lambda _: runner.invoke("test-sleepy", {"seconds": 0.3}), range(3))
-            pids = {r.payload["pid"] for r in results}
+    with _running(tmp_path, [_spec(code_dir, "sleepy", timeout=5)]) as runner:
+        pids = _concurrent_pids(runner, 3)
         assert len(pids) == 3
         deadline = time.monotonic() + 30  # a wait for a condition, generous for a loaded machine
         while sum(map(_alive, pids)) > 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert sum(map(_alive, pids)) == 1, "the idle workers beyond one were not reclaimed"
         assert runner.invoke("test-sleepy", {}).payload["pid"] in pids  # the one kept is still warm
-    finally:
-        runner.close()
 
 
 def test_workers_stay_warm_while_inside_the_idle_time(tmp_path: Path, code_dir: Path) -> None:
-    runner = _runner(tmp_path, [_spec(code_dir, "sleepy", timeout=5)])
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            pids = {
-                r.payload["pid"] for r in pool.map(lambda _: runner.invoke("test-sleepy", {"seconds": 0.3}), range(2))
-            }
+    with _running(tmp_path, [_spec(code_dir, "sleepy", timeout=5)]) as runner:
+        pids = _concurrent_pids(runner, 2)
         assert len(pids) == 2 and all(map(_alive, pids))  # the default idle time is a minute
-    finally:
-        runner.close()
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "nan"])
@@ -367,9 +374,6 @@ def test_the_init_phase_is_not_part_of_the_functions_timeout(tmp_path: Path, cod
     (code_dir / "slow_import.py").write_text(
         "import time\ntime.sleep(2)\ndef handler(event, context):\n    return 'ok'\n"
     )
-    runner = _runner(tmp_path, [_spec(code_dir, "slow_import", timeout=1)])
-    try:
+    with _running(tmp_path, [_spec(code_dir, "slow_import", timeout=1)]) as runner:
         result = runner.invoke("test-slow_import", {})
-    finally:
-        runner.close()
     assert (result.error_type, result.payload) == (None, "ok")
