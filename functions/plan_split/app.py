@@ -22,6 +22,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> PlanResult:
         store=ObjectStore(),
         settings=ShardSettings.from_env(),
         limits=Limits.from_env(),
+        memory_mb=int(context.memory_limit_in_mb),  # the function's MemorySize, as Lambda reports it
     )
     logger.info("split planned", extra={"plan": result.uri, "whole_file": result.whole_file})
     return result

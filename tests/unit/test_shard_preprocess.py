@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pipeline_core.aws.s3 import ObjectStore
+from pipeline_core.errors import DatasetTooLargeError
 from pipeline_core.models import DataProfile, RunConfig
 from pipeline_core.stages.data_validation import Limits, load_table, profile_table, validate_data
 from pipeline_core.stages.preprocess import preprocess
@@ -28,7 +29,7 @@ from pipeline_core.stages.shard_preprocess import (
     preprocess_shard_stage,
     write_splits_stage,
 )
-from pipeline_core.stages.shards import ShardItem, ShardSettings, split_csv, split_dataset
+from pipeline_core.stages.shards import ShardItem, ShardSettings, shard_prefix, split_csv, split_dataset
 
 from tests.unit.test_data_validation import aws, run_ingest
 from tests.unit.test_preprocess_stream import SHA, assert_same, config_for, mixed_frame
@@ -201,7 +202,7 @@ def test_the_three_states_on_s3_write_what_preprocess_writes(aws: Any) -> None:
     settings = ShardSettings(10_000, 3)
     split_dataset(ingested, store, settings, limits)
 
-    plan = plan_split_stage(config, ingested, profile, store, settings, limits)
+    plan = plan_split_stage(config, ingested, profile, store, settings, limits, memory_mb=2048)
     assert plan.count >= 3 and plan.max_concurrency == 3 and plan.whole_file is None
     items = [ShardItem.model_validate(i) for i in json.loads(store.read_bytes(f"s3://{plan.bucket}/{plan.key}"))]
     parts = [preprocess_shard_stage(profile, plan, item, store, limits) for item in reversed(items)]  # any order
@@ -224,6 +225,28 @@ def test_without_a_manifest_plan_split_leaves_the_file_to_preprocess(aws: Any) -
     store = ObjectStore(aws.s3)
     profile = validate_data(config, ingested, store, Limits())
 
-    plan = plan_split_stage(config, ingested, profile, store, ShardSettings(12_345, 2), Limits())
+    plan = plan_split_stage(config, ingested, profile, store, ShardSettings(12_345, 2), Limits(), memory_mb=2048)
 
     assert plan.count == 0 and plan.uri is None and plan.whole_file
+
+
+def test_plan_split_refuses_more_rows_than_its_memory_holds_before_reading_them(aws: Any) -> None:
+    # Ingest routes by bytes; a file of short rows can hold more rows than PlanSplit and WriteSplits (~40 bytes a
+    # row) hold in DataStageMemorySize. PlanSplit knows the row count from the profile: it refuses before it
+    # reads a shard, naming the rows, the memory and the setting, instead of running out of memory on AWS.
+    data = mixed_frame(30_000).to_csv(index=False).encode()
+    config, ingested = run_ingest(aws, "rows.csv", data, target="label")
+    store, limits = ObjectStore(aws.s3), Limits(chunk_bytes=65_536)
+    profile = validate_data(config, ingested, store, limits)
+    settings = ShardSettings(200_000, 2)
+    split_dataset(ingested, store, settings, limits)
+
+    with pytest.raises(DatasetTooLargeError) as refused:
+        plan_split_stage(config, ingested, profile, store, settings, limits, memory_mb=1)  # holds ~26,000 rows
+
+    message = str(refused.value)
+    assert "30,000 data rows" in message and "DataStageMemorySize" in message and "1 MB" in message
+    assert "at least 2 MB" in message  # 30,000 rows x 40 bytes, rounded up to whole MB
+    assert store.list_uris(str(shard_prefix(ingested, settings.shard_bytes).child("prep", config.run_id))) == []
+    plan = plan_split_stage(config, ingested, profile, store, settings, limits, memory_mb=2)
+    assert plan.count >= 2

@@ -9,7 +9,8 @@ Ingest learns the dataset's size (one HEAD) and, before copying or hashing it, a
   :mod:`pipeline_core.stages.shard_preprocess`). No stage holds the file, so LargeDatasetThresholdBytes and the
   data stages' memory factor do not limit it; what does: WriteSplits' /tmp (the rows spooled, then the split
   files: about twice the file in Lambda's largest EphemeralStorage) and, per row, PlanSplit's and WriteSplits'
-  memory (about 31 and 40 bytes a row of DataStageMemorySize);
+  memory (about 31 and 40 bytes a row of DataStageMemorySize; Ingest sees no rows, so PlanSplit checks them:
+  :func:`check_sharded_rows`);
 - too large: a clear :class:`DatasetTooLargeError` naming the setting to change.
 
 The settings, template parameters passed to Ingest as environment variables:
@@ -87,11 +88,38 @@ class DataPathSettings:
     @property
     def sharded_capacity_rows(self) -> int:
         """The most rows PlanSplit and WriteSplits hold in DataStageMemorySize."""
-        return self.data_stage_memory_mb * MIB // SHARDED_BYTES_PER_ROW
+        return sharded_rows_held(self.data_stage_memory_mb)
 
     def memory_mb_for(self, size_bytes: int) -> int:
         """The MemorySize (MB) the data stages would need for a file of ``size_bytes``."""
         return math.ceil(size_bytes * self.memory_factor / MIB)
+
+
+def sharded_rows_held(memory_mb: int) -> int:
+    """The most data rows PlanSplit and WriteSplits hold in ``memory_mb`` of MemorySize."""
+    return memory_mb * MIB // SHARDED_BYTES_PER_ROW
+
+
+def check_sharded_rows(n_rows: int, memory_mb: int) -> None:
+    """Refuse, before any is read, more data rows than PlanSplit and WriteSplits hold in ``memory_mb``.
+
+    Ingest routes by bytes and cannot count rows; a file of short rows can pass its size check and still hold
+    more rows than these per-row arrays fit in. Raises :class:`DatasetTooLargeError` naming the rows, the
+    memory and the setting to change."""
+    held = sharded_rows_held(memory_mb)
+    if n_rows <= held:
+        return
+    needed = math.ceil(n_rows * SHARDED_BYTES_PER_ROW / MIB)
+    fix = (
+        f"raise DataStageMemorySize to at least {needed} MB"
+        if needed <= LAMBDA_MAX_MEMORY_MB
+        else f"use a sample of at most {sharded_rows_held(LAMBDA_MAX_MEMORY_MB):,} rows (Lambda's largest MemorySize, "
+        f"{LAMBDA_MAX_MEMORY_MB} MB, holds no more)"
+    )
+    raise DatasetTooLargeError(
+        f"the dataset has {n_rows:,} data rows; PlanSplit and WriteSplits hold about {SHARDED_BYTES_PER_ROW} bytes "
+        f"a row, so DataStageMemorySize {memory_mb} MB holds about {held:,} rows: {fix} - docs/data-scale.md"
+    )
 
 
 def _positive(name: str, text: str, kind: type[int] | type[float] = int) -> float:

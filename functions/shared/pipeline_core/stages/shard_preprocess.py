@@ -42,6 +42,7 @@ from pydantic import BaseModel
 from pipeline_core.aws.s3 import ObjectStore, S3Uri
 from pipeline_core.models import DataProfile, IngestResult, PreprocessResult, RunConfig
 from pipeline_core.stages.csv_chunks import ChunkError
+from pipeline_core.stages.data_path import check_sharded_rows
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Limits
 from pipeline_core.stages.preprocess import publish
 from pipeline_core.stages.preprocess_stream import (
@@ -261,15 +262,18 @@ def plan_split_stage(
     store: ObjectStore,
     settings: ShardSettings,
     limits: Limits,
+    memory_mb: int,
 ) -> PlanResult:
     """The PlanSplit state: the plan of every shard and the split's orders, under the dataset's shards/ prefix.
 
     The manifest is SplitDataset's, found where it writes it (named by the dataset's bytes and the shard size:
     UseModelIdentity rebuilds the state without ``$.shards``); none (SplitDataset left the file whole): the
-    single Preprocess reads the file."""
+    single Preprocess reads the file. ``memory_mb`` is the function's MemorySize: more data rows than it holds
+    are refused before any is read (:func:`~pipeline_core.stages.data_path.check_sharded_rows`)."""
     manifest = shard_prefix(ingest, settings.shard_bytes).child("manifest.json")
     if not store.exists(str(manifest)):
         return PlanResult(whole_file="SplitDataset did not cut the dataset into shards")
+    check_sharded_rows(profile.n_rows, memory_mb)
     items = _manifest(manifest, store)
     prefix = shard_prefix(ingest, settings.shard_bytes).child("prep", config.run_id)
     with tempfile.TemporaryDirectory(prefix="plan-") as work:
