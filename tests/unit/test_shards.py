@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pipeline_core.aws.s3 import ObjectStore, S3Uri
-from pipeline_core.errors import ConfigurationError, DataValidationError
+from pipeline_core.errors import ConfigurationError, DatasetTooLargeError, DataValidationError
 from pipeline_core.models import IngestResult, RunConfig
 from pipeline_core.stages.csv_chunks import ChunkError
 from pipeline_core.stages.data_path import DataPathSettings, choose_path
@@ -242,3 +242,30 @@ def test_ingest_says_which_path_a_large_csv_takes(aws: Any, monkeypatch: pytest.
 
     assert ingested.path == "sharded" and "ShardThresholdBytes" in str(ingested.path_reason)
     assert isinstance(ingested, IngestResult)
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ({"target": "absent"}, "absent"),  # a shard's state cannot give the message
+        ({"column_roles": {"x": "datetime"}}, "no format reads it"),  # nor this one
+    ],
+)
+def test_a_file_over_the_whole_file_cap_that_the_shards_cannot_decide_says_why(
+    aws: Any, given: dict[str, Any], reason: str
+) -> None:
+    # The sharded path leaves a few messages to the whole-file reader; over MAX_DATASET_BYTES that reader cannot
+    # run, and the user must hear what the shards could not decide, not only the file's size.
+    frame = _tricky(3000)
+    frame["id"] = [f"row-{i}" for i in range(len(frame))]
+    config, ingested = run_ingest(aws, "data.csv", frame.to_csv(index=False).encode(), **given)
+    store, limits = ObjectStore(aws.s3), Limits(chunk_bytes=4096, max_dataset_bytes=50_000)
+    split = split_dataset(ingested, store, ShardSettings(40_000, 4), limits)
+    manifest = json.loads(store.read_bytes(f"s3://{split.bucket}/{split.key}"))
+    results = [validate_shard(config, ShardItem.model_validate(item), store, limits) for item in manifest]
+
+    with pytest.raises(DatasetTooLargeError) as refused:  # the file is not bad: not quarantined
+        validate_data(config, ingested, store, limits, shards=results)
+
+    message = str(refused.value)
+    assert reason in message and "MAX_DATASET_BYTES" in message and "shard" in message

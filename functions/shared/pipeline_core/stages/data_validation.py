@@ -41,7 +41,7 @@ from pipeline_core.classes import (
     split_sizes,
     target_labels,
 )
-from pipeline_core.errors import DataValidationError
+from pipeline_core.errors import DatasetTooLargeError, DataValidationError
 from pipeline_core.models import ColumnProfile, DataProfile, IngestResult, RunConfig
 from pipeline_core.observability import logger
 from pipeline_core.stages.column_roles import (
@@ -54,7 +54,7 @@ from pipeline_core.stages.column_roles import (
     with_missing_counts,
 )
 from pipeline_core.stages.csv_chunks import ChunkError
-from pipeline_core.stages.dataset_file import MIB, Limits, Table, check_size, load_table, snippet
+from pipeline_core.stages.dataset_file import MIB, Limits, Table, check_size, load_table, size_text, snippet
 from pipeline_core.stages.profile_checks import (
     EMPTY_TARGET,
     MAX_EXAMPLES,
@@ -259,14 +259,16 @@ def validate_data(
     the shards' states, and Ingest sends a CSV over that cap to the sharded path."""
     try:
         if shards is not None and ingest.format == "csv":
+            why: str | None = None
             try:
                 merged = merged_profile(shards, config, ingest, store)
             except NeedsWholeTable as reason:
-                merged = None
+                merged, why = None, f"the shards' merged state cannot decide it: {reason}"
                 logger.info("reading the dataset whole", extra={"reason": str(reason)})
             if merged is not None:
                 return merged
             logger.info("validating the dataset in one Lambda", extra={"shards": [s.whole_file for s in shards]})
+            check_whole_file_fallback(ingest.size_bytes, limits, why or _shards_left_whole(shards))
         check_size(ingest.size_bytes, limits)  # before reading: a huge object must not exhaust memory
         if ingest.format == "csv":
             with tempfile.TemporaryDirectory(prefix="validate-") as work:
@@ -282,6 +284,29 @@ def validate_data(
         return profile_table(load_table(data, ingest.format, limits), config)
     except DataValidationError as error:
         raise DataValidationError(f"dataset {ingest.raw_uri} (from {ingest.source_uri}): {error}") from None
+
+
+def _shards_left_whole(shards: Sequence[ShardResult]) -> str:
+    left = [shard for shard in sorted(shards, key=lambda shard: shard.index) if shard.whole_file is not None]
+    if not left:
+        return "SplitDataset did not cut the dataset into shards"
+    first = left[0]
+    return f"the streaming reader left shard {first.index} to the whole-file reader ({first.whole_file})"
+
+
+def check_whole_file_fallback(size_bytes: int, limits: Limits, why: str) -> None:
+    """Refuse, naming ``why``, a sharded dataset the whole-file reader must read but one Lambda cannot hold.
+
+    Without this the user heard only the file's size against MAX_DATASET_BYTES, not what the shards could not
+    decide (a target or column role the states cannot settle, a row the streaming reader refuses)."""
+    if size_bytes <= limits.max_dataset_bytes:
+        return
+    raise DatasetTooLargeError(
+        f"{why}; the whole-file reader that could is limited to {size_text(limits.max_dataset_bytes)} "
+        f"(MAX_DATASET_BYTES) and the dataset is {size_text(size_bytes)}. Fix what the reason names (the input's "
+        "target and column_roles, or the file's rows), or validate a sample under the limit to see the "
+        "whole-file reader's own message - docs/data-scale.md"
+    )
 
 
 def describe(profile: DataProfile) -> dict[str, Any]:

@@ -91,7 +91,8 @@ class Table:
         return f"row {position + 1}"
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """A byte count for messages: bytes under 1 MiB, else MiB with the exact bytes."""
     return f"{n} bytes" if n < MIB else f"{n / MIB:.1f} MiB ({n} bytes)"
 
 
@@ -112,7 +113,7 @@ def check_size(size: int, limits: Limits) -> None:
     """Reject a dataset larger than the configured limit before reading it."""
     if size > limits.max_dataset_bytes:
         raise DataValidationError(
-            f"the dataset is {_size(size)}; the limit is {_size(limits.max_dataset_bytes)} "
+            f"the dataset is {size_text(size)}; the limit is {size_text(limits.max_dataset_bytes)} "
             "(MAX_DATASET_BYTES): use a sample, or raise the limit and the function's memory"
         )
 
