@@ -256,10 +256,22 @@ class DurableStore:
         metadata: dict[str, str] | None,
         etag: str | None,
     ) -> StoredObject:
+        sha256, size = self._write(temporary, iter(lambda: source.read(CHUNK), b""))
+        stored = StoredObject(bucket, key, sha256, size, content_type, metadata or {}, time.time(), etag)
+        # Under the store's lock from blob to row, so a garbage collection never sees the blob unreferenced.
+        with self._lock:
+            path = self._place(temporary, sha256)
+            with self._transaction() as db:
+                _index(db, stored)
+                self._stamp(db, sha256, path)
+        return stored
+
+    def _write(self, temporary: Path, pieces: Iterator[bytes]) -> tuple[str, int]:
+        """Write the pieces to ``temporary``, fsynced; their SHA-256 and size."""
         digest, size = hashlib.sha256(), 0
         try:
             with open(temporary, "wb") as handle:
-                while chunk := source.read(CHUNK):
+                for chunk in pieces:
                     digest.update(chunk)
                     handle.write(chunk)
                     size += len(chunk)
@@ -271,25 +283,46 @@ class DurableStore:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        sha256 = digest.hexdigest()
+        return digest.hexdigest(), size
+
+    def _place(self, temporary: Path, sha256: str) -> Path:
+        """Move a written content into its blob (under the store's lock); its path."""
         path = self.blob_path(sha256)
-        stored = StoredObject(bucket, key, sha256, size, content_type, metadata or {}, time.time(), etag)
-        # Under the store's lock from blob to row, so a garbage collection never sees the blob unreferenced.
+        try:
+            if self._unchanged(sha256, path):
+                temporary.unlink()  # the content is stored (and checked) already: one copy of it
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary, path)
+                _fsync_dir(path.parent)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise StateWriteError(f"cannot write {path}: {error.strerror or error}") from error
+        return path
+
+    @contextlib.contextmanager
+    def held_blob(self, pieces: Iterator[bytes]) -> Iterator[tuple[Path, int]]:
+        """Write the pieces as a blob (no object points at it yet) and yield its path and size; no garbage
+        collection removes it while the context lasts (the caller gives it to an object meanwhile)."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        temporary = self.blobs / f".incoming.{uuid.uuid4().hex}.tmp"
         with self._lock:
-            try:
-                if self._unchanged(sha256, path):
-                    temporary.unlink()  # the content is stored (and checked) already: one copy of it
-                else:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(temporary, path)
-                    _fsync_dir(path.parent)
-            except OSError as error:
-                temporary.unlink(missing_ok=True)
-                raise StateWriteError(f"cannot write {path}: {error.strerror or error}") from error
-            with self._transaction() as db:
-                _index(db, stored)
-                self._stamp(db, sha256, path)
-        return stored
+            self._writing.add(temporary)
+        try:
+            sha256, size = self._write(temporary, pieces)
+            with self._lock:
+                path = self._place(temporary, sha256)
+                with self._transaction() as db:
+                    self._stamp(db, sha256, path)
+                self._writing.add(path)
+        finally:
+            with self._lock:
+                self._writing.discard(temporary)
+        try:
+            yield path, size
+        finally:
+            with self._lock:
+                self._writing.discard(path)
 
     def put_object_stored(
         self,

@@ -28,6 +28,7 @@ from stepml.embedded.durable import StateWriteError
 from stepml.embedded.executions import TERMINAL
 from stepml.embedded.recording import s3_location, s3_object_written
 from stepml.embedded.s3_objects import lazy_read, reads_one_object
+from stepml.embedded.s3_uploads import IncompleteBody, streamable, streamed
 
 if TYPE_CHECKING:
     from stepml.embedded.runtime import EmbeddedAws
@@ -166,10 +167,21 @@ class Gateway:
         # An upload's content (PUT) is moto's to read, once; the gateway needs only a POST's (DeleteObjects).
         body = _read_body(environ) if environ.get("REQUEST_METHOD") == "POST" else b""
         captured = _Captured()
-        with lazy_read() if reads_one_object(environ) else contextlib.nullcontext():  # a copy: a view of the blob
-            answer = b"".join(self._moto_app(environ, captured))
+        recorder = self._runtime.recorder
+        # A large PutObject's or UploadPart's body goes from the socket into a blob of the store, which moto's key
+        # then reads (a bucket the store does not keep, or the service's own writes, keep moto's path).
+        location = s3_location(environ, recorder.buckets) if recorder is not None and not internal else None
+        upload: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if recorder is not None and location is not None and location[1] and streamable(environ):
+            upload = streamed(environ, recorder.store.held_blob)
+        try:
+            with upload, lazy_read() if reads_one_object(environ) else contextlib.nullcontext():  # a copy: a view
+                answer = b"".join(self._moto_app(environ, captured))
+        except IncompleteBody as error:
+            return xml_error(start_response, "400 Bad Request", "IncompleteBody", str(error))
+        except StateWriteError as error:
+            return xml_error(start_response, "500 Internal Server Error", "InternalError", str(error))
         if captured.ok and not internal:
-            recorder = self._runtime.recorder
             if recorder is not None:
                 try:
                     recorder.sync_objects(recorder.s3_keys_changed(environ, body))

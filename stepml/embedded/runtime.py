@@ -233,11 +233,13 @@ class EmbeddedAws:
         from stepml.embedded.gateway import Gateway
         from stepml.embedded.moto_dispatch import install as install_dispatch_listing
         from stepml.embedded.s3_objects import install as install_s3_objects
+        from stepml.embedded.s3_uploads import install as install_s3_uploads
 
         install_alarm_history()  # DescribeAlarmHistory, which the rollouts' alarm checks ask
         install_program_cache()  # each execution's program copied from one parse of its definition
         install_dispatch_listing()  # moto's folder listed once, not per request
         install_s3_objects()  # large objects read, copied and joined without their content in memory
+        install_s3_uploads()  # and put, or uploaded in parts, without their body in memory
         app = Gateway(DomainDispatcherApplication(create_backend_app), self)
         # 127.0.0.1 only: the local AWS has no authentication and is never reachable from another machine.
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler)
