@@ -10,8 +10,8 @@ CompleteMultipartUpload does not join the parts in memory: :mod:`stepml.embedded
 a view of the blob, sent in pieces or taken as the copy's buffer, and the completed object reads its parts
 until it is stored. moto still reads a whole object for ListObjectVersions (it deep-copies every version),
 SelectObjectContent, a copy asked with ``x-amz-checksum-algorithm`` (the new checksum), and a GetObject of
-an object the recorder does not keep (a bucket outside the stack, the service's own writes); and werkzeug
-reads a PutObject's or UploadPart's body whole before moto sees it.
+an object the recorder does not keep (a bucket outside the stack, the service's own writes). A large PutObject's
+or UploadPart's body is streamed into a blob before moto sees it (:mod:`stepml.embedded.s3_uploads`).
 """
 
 from __future__ import annotations
@@ -138,6 +138,16 @@ def blobs_in_use() -> set[str]:
             if isinstance(buffer, ValueView):
                 used |= buffer.blobs()
     return used
+
+
+def upload_blobs(bucket: str, upload_id: str) -> set[str]:
+    """The names of the blobs a multipart upload's parts read (parts streamed into the store, or copied)."""
+    found = s3_backend().buckets.get(bucket)
+    upload = found.multiparts.get(upload_id) if found is not None else None
+    if upload is None:
+        return set()
+    buffers = [getattr(part, "_value_buffer", None) for part in list(upload.parts.values())]
+    return {name for buffer in buffers if isinstance(buffer, ValueView) for name in buffer.blobs()}
 
 
 def current_key(bucket: str, key: str) -> Any | None:

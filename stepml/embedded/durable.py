@@ -419,6 +419,18 @@ class DurableStore:
             self._stamp(db, stored.sha256, path)
         return path
 
+    def release(self, names: set[str], in_use: Callable[[], set[str]] = set) -> None:
+        """Delete those of the named blobs no object points at nor ``in_use()`` names (a completed or aborted
+        upload's parts), without a whole collection."""
+        with self._lock:
+            rows = {row[0] for row in self._db.execute("SELECT DISTINCT sha256 FROM objects")}
+            for name in names - rows - in_use():
+                path = self.blob_path(name)
+                if path not in self._writing:
+                    path.unlink(missing_ok=True)
+                    with contextlib.suppress(StateWriteError), self._transaction() as db:
+                        db.execute("DELETE FROM blobs WHERE sha256 = ?", (name,))
+
     def collect_garbage(self, in_use: Callable[[], set[str]] = set) -> int:
         """Delete the blobs no object points at any more, nor ``in_use()`` names (contents the caller still
         reads); the bytes freed."""

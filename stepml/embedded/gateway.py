@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote
 
+from stepml.embedded.blob_keys import blobs_in_use, upload_blobs
 from stepml.embedded.durable import StateWriteError
 from stepml.embedded.executions import TERMINAL
 from stepml.embedded.recording import s3_location, s3_object_written
@@ -174,6 +175,13 @@ class Gateway:
         upload: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if recorder is not None and location is not None and location[1] and streamable(environ):
             upload = streamed(environ, recorder.store.held_blob)
+        # The blobs of an upload's streamed parts, which its completion (written as one blob) or abort leaves unused.
+        upload_id = parse_qs(environ.get("QUERY_STRING", "")).get("uploadId", [""])[0]
+        parts = (
+            upload_blobs(location[0], upload_id)
+            if location is not None and upload_id and environ.get("REQUEST_METHOD") in {"POST", "DELETE"}
+            else set()
+        )
         try:
             with upload, lazy_read() if reads_one_object(environ) else contextlib.nullcontext():  # a copy: a view
                 answer = b"".join(self._moto_app(environ, captured))
@@ -187,6 +195,8 @@ class Gateway:
                     recorder.sync_objects(recorder.s3_keys_changed(environ, body))
                 except StateWriteError as error:
                     return xml_error(start_response, "500 Internal Server Error", "InternalError", str(error))
+                if parts:
+                    recorder.store.release(parts, blobs_in_use)
             if self._runtime.notifications_enabled and s3_object_written(environ):
                 location = s3_location(environ, set(self._runtime.stack.buckets.values()))
                 if location and location[1]:

@@ -326,3 +326,21 @@ def test_the_sweep_stores_what_moto_holds_as_ended_and_agrees_with_list_executio
         assert {r["executionArn"] for r in store.executions()} == listed
         assert {r["status"] for r in store.executions()} == {"SUCCEEDED"}
         sfn.stop_execution(executionArn=machines[0].replace(":stateMachine:", ":execution:") + ":long")
+
+
+def test_a_held_blob_is_spared_by_garbage_collection_and_released_once_nothing_reads_it(tmp_path: Path) -> None:
+    # A streamed UploadPart's body is a blob no object points at: kept while the request gives it to moto's part,
+    # then while the part reads it; its upload's completion or abort releases it, unless an object holds it.
+    store = DurableStore(tmp_path / "state")
+    with store.held_blob(iter([b"part ", b"one"])) as (path, size):
+        assert (path.read_bytes(), size) == (b"part one", 8)
+        store.collect_garbage()
+        assert path.exists()
+    store.release({path.name}, lambda: {path.name})
+    assert path.exists()  # a part still reads it
+    kept = store.put_object("b", "k", b"part one")
+    store.release({path.name})
+    assert path.exists() and store.read_object(kept) == b"part one"  # an object holds the same content
+    store.delete_object("b", "k")
+    store.release({path.name})
+    assert not path.exists()
