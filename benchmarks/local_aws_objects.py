@@ -5,7 +5,8 @@ Starts a real local AWS (``stepml local up --background``) on a fresh state dire
 service and reads each object back. Prints, after each step, the service process's resident and peak
 resident memory (VmRSS, VmHWM from /proc), how much the peak grew during the step (VmHWM reset through
 ``/proc/<pid>/clear_refs`` before it), the bytes of deleted /tmp files it holds open (moto's spilled
-buffers) and the state directory's size; and whether every read was byte-identical.
+buffers), the state directory's size and the CPU seconds the process spent in the step (user + system, from
+/proc/<pid>/stat); and whether every read was byte-identical.
 Usage: ``python -m benchmarks.local_aws_objects [--mib 200] [--state-dir DIR] [--json]`` (Linux: reads /proc).
 """
 
@@ -58,6 +59,11 @@ class LocalAwsProcess:
         pid = self.info()["pid"]
         return status_kb(pid, "VmRSS") * 1024, status_kb(pid, "VmHWM") * 1024
 
+    def cpu_seconds(self) -> float:
+        """The process's CPU time so far (user + system), in seconds."""
+        fields = Path(f"/proc/{self.info()['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset_peak(self) -> int:
         """Reset the process's peak resident memory (VmHWM) to its resident memory now (Linux's ``clear_refs``:
         writing 5 is allowed to the process's owner); the resident bytes it was reset to."""
@@ -88,9 +94,16 @@ class Service(LocalAwsProcess):
             raise SystemExit(f"stepml {' '.join(args)} failed:\n{done.stderr[-2000:]}")
         return time.monotonic() - started
 
+    cpu_mark = 0.0
+
+    def reset_peak(self) -> int:
+        self.cpu_mark = self.cpu_seconds()
+        return super().reset_peak()
+
     def sample(self, step: str, before: int = 0) -> dict[str, Any]:
         """The figures after ``step``; ``before``: the resident bytes the peak was reset to when it began."""
         resident, peak = self.memory()
+        cpu = self.cpu_seconds()
         state = sum(p.stat().st_size for p in self.state_dir.rglob("*") if p.is_file())
         return {
             "step": step,
@@ -99,6 +112,7 @@ class Service(LocalAwsProcess):
             "step_peak_growth_mib": (peak - before) // MIB if before else None,
             "tmp_held_mib": self.temporary_bytes() // MIB,
             "state_dir_mib": state // MIB,
+            "step_cpu_s": round(cpu - self.cpu_mark, 2) if before else None,
         }
 
 
@@ -176,12 +190,13 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     print(f"{result['mib']} MiB object; start {result['start_s']:.1f} s, restart {result['restart_s']:.1f} s")
-    print(f"{'after':34} {'RSS':>7} {'peak':>7} {'+step':>7} {'/tmp':>7} {'state':>7}  (MiB)")
+    print(f"{'after':34} {'RSS':>7} {'peak':>7} {'+step':>7} {'/tmp':>7} {'state':>7}  (MiB) {'CPU s':>6}")
     for sample in result["samples"]:
         growth = sample["step_peak_growth_mib"]
         print(
             f"{sample['step']:34} {sample['rss_mib']:7} {sample['peak_rss_mib']:7} "
             f"{'' if growth is None else growth:>7} {sample['tmp_held_mib']:7} {sample['state_dir_mib']:7}"
+            f"       {'' if sample['step_cpu_s'] is None else sample['step_cpu_s']:>6}"
         )
     print("byte-identical:", ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["identical"].items()))
     return 0 if all(result["identical"].values()) else 1
