@@ -32,6 +32,7 @@ from pipeline_core.errors import DataValidationError
 from pipeline_core.models import DataProfile, RunConfig
 from pipeline_core.stages.csv_chunks import STRICT_MISSING_TEXTS, ChunkError, needs_strip, read_options, row_pieces
 from pipeline_core.stages.dataset_file import _MAGIC, Limits, check_header
+from pipeline_core.stages.numeric_pieces import feed_plain_numbers
 from pipeline_core.stages.profile_accumulator import ProfileState
 from pipeline_core.stages.profile_checks import choose_target
 from pipeline_core.stages.profile_from_state import profile_state
@@ -122,7 +123,10 @@ def accumulate(path: Path, names: list[str], target: str, limits: Limits) -> Pro
                 continue
             strip = needs_strip(piece)
             for i, name in enumerate(names):
-                codes, texts, lowered = _normalized_codes(table.column(i).combine_chunks(), strip)
+                column = table.column(i).combine_chunks()
+                if not strip and name != target and feed_plain_numbers(state.columns[name], column, state.rows):
+                    continue  # a numeric column's piece of plain numbers: only its counts change
+                codes, texts, lowered = _normalized_codes(column, strip)
                 state.feed_codes(name, codes, texts, lowered)
             state.advance(table.num_rows)
     if state.rows == 0:
