@@ -64,10 +64,12 @@ def text_hashes(values: Texts) -> np.ndarray:
     if not len(values):
         return np.zeros(0, dtype=np.uint64)
     if isinstance(values, pa.Array):  # its bytes as they are: no Python string is made
-        array = values.cast(pa.large_string())
+        array = values if values.type in (pa.string(), pa.large_string()) else values.cast(pa.large_string())
     else:
         array = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    width = np.int32 if array.type == pa.string() else np.int64  # read the offsets in place, not a cast copy
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+    offsets = offsets.astype(np.int64)
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
     if (lengths == 0).any():
@@ -127,6 +129,23 @@ class HashSet:
         return cls(_array(data, np.dtype("<u8").type).astype(np.uint64))
 
 
+def _gather(parts: list[Texts], at: np.ndarray) -> np.ndarray:
+    """The texts at positions ``at`` of the parts laid end to end, as an object array of ``str``: only those
+    texts become Python strings."""
+    result = np.empty(len(at), dtype=object)
+    bounds = np.cumsum([0, *(len(p) for p in parts)])
+    part_of = np.searchsorted(bounds, at, side="right") - 1
+    for i, part in enumerate(parts):
+        mine = np.flatnonzero(part_of == i)
+        if len(mine):
+            where = at[mine] - bounds[i]
+            if isinstance(part, pa.Array):
+                result[mine] = objects(part.take(pa.array(where, type=pa.int64())))
+            else:
+                result[mine] = np.asarray(part, dtype=object)[where]
+    return result
+
+
 @dataclass
 class Sample:
     """Bottom-k value counts: the ``size`` distinct values with the smallest hashes, count and first row.
@@ -140,7 +159,7 @@ class Sample:
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     first_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     cut: bool = False  # values were left out: the sample holds ``size`` of more distinct values
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(
+    pending: list[tuple[np.ndarray, Texts, np.ndarray, np.ndarray]] = field(
         default_factory=list, repr=False, compare=False
     )
     pending_size: int = field(default=0, repr=False, compare=False)
@@ -165,7 +184,7 @@ class Sample:
             self.cut = True
         if not len(hashes):
             return
-        self.pending.append((hashes, objects(texts), counts, first_rows))
+        self.pending.append((hashes, texts, counts, first_rows))  # strings made at compact, for the kept only
         self.pending_size += len(hashes)
         if self.pending_size >= self.size:
             self.compact()
@@ -183,15 +202,14 @@ class Sample:
         starts = np.flatnonzero(np.concatenate(([True], all_hashes[1:] != all_hashes[:-1])))
         all_counts = np.concatenate([p[2] for p in parts])[order]
         all_rows = np.concatenate([p[3] for p in parts])[order]
-        all_texts = np.concatenate([p[1] for p in parts])[order]
         new_hashes = all_hashes[starts]
         new_counts = np.add.reduceat(all_counts, starts) if len(starts) else all_counts
         new_rows = np.minimum.reduceat(all_rows, starts) if len(starts) else all_rows
-        new_texts = all_texts[starts]
         if len(new_hashes) > self.size:
             self.cut = True
-            new_hashes, new_texts = new_hashes[: self.size], new_texts[: self.size]
+            new_hashes, starts = new_hashes[: self.size], starts[: self.size]
             new_counts, new_rows = new_counts[: self.size], new_rows[: self.size]
+        new_texts = _gather([p[1] for p in parts], order[starts])
         self.hashes, self.texts, self.counts, self.first_rows = new_hashes, new_texts, new_counts, new_rows
 
     def merged(self, other: Sample, offset: int) -> Sample:

@@ -57,7 +57,8 @@ STATE_FORMAT = 1
 Example = tuple[int, str]  # (row position from 0, the value as read)
 
 
-def _first(a: Example | None, b: Example | None) -> Example | None:
+def merge_first(a: Example | None, b: Example | None) -> Example | None:
+    """The earlier of two examples (None: none)."""
     if a is None:
         return b
     if b is None:
@@ -113,7 +114,7 @@ FACTS_KEPT = 4_096  # texts whose facts a column remembers (a categorical column
 _GAPS = re.compile(r"\s+")  # what pandas' str.count(r"\s+") counts on text
 
 
-def _first_rows(present_codes: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+def first_rows_of(present_codes: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
     """Each of ``n`` distinct values' first position among ``positions`` (the rows with a value,
     ``present_codes`` their codes)."""
     if len(present_codes):
@@ -189,11 +190,11 @@ class ColumnState:
             return
         present_codes = codes[positions]
         counts = np.bincount(present_codes, minlength=len(texts)).astype(np.int64)
-        rows = _first_rows(present_codes, positions, len(texts)) + row0  # first row of each distinct value
+        rows = first_rows_of(present_codes, positions, len(texts)) + row0  # first row of each distinct value
         lowered = pc.utf8_lower(texts) if lowered is None else lowered
         soft = _among(lowered, SOFT_MISSING_TEXTS)
         first = int(np.argmin(rows))
-        self.first_any = _first(self.first_any, (int(rows[first]), texts[first].as_py()))
+        self.first_any = merge_first(self.first_any, (int(rows[first]), texts[first].as_py()))
         keep = ~soft
         if soft.any():
             for i in np.flatnonzero(soft):
@@ -204,7 +205,7 @@ class ColumnState:
             texts, lowered, counts, rows = take(texts, keep), take(lowered, keep), counts[keep], rows[keep]
         self.present += int(counts.sum())
         first = int(np.argmin(rows))
-        self.first_value = _first(self.first_value, (int(rows[first]), texts[first].as_py()))
+        self.first_value = merge_first(self.first_value, (int(rows[first]), texts[first].as_py()))
         numbers, plain = _plain_numbers(texts)
         others = np.flatnonzero(~plain)  # texts that are not plain numbers: few, or few distinct
         facts = self._facts(objects(take(texts, ~plain))) if len(others) else []
@@ -215,13 +216,13 @@ class ColumnState:
         self.numbers += int(counts[is_number].sum())
         if len(non_numbers):
             at = int(np.argmin(np.where(is_number, np.iinfo(np.int64).max, rows)))
-            self.first_non_number = _first(self.first_non_number, (int(rows[at]), texts[at].as_py()))
+            self.first_non_number = merge_first(self.first_non_number, (int(rows[at]), texts[at].as_py()))
         if self.all_boolean_tokens:
             self.all_boolean_tokens = bool(_among(lowered, _BOOLEAN).all())
         wrong = ~_among(lowered, _TRUE_FALSE) if self.first_not_boolean is None else None  # later rows come later
         if wrong is not None and wrong.any():
             at = int(np.argmin(np.where(wrong, rows, np.iinfo(np.int64).max)))
-            self.first_not_boolean = _first(self.first_not_boolean, (int(rows[at]), texts[at].as_py()))
+            self.first_not_boolean = merge_first(self.first_not_boolean, (int(rows[at]), texts[at].as_py()))
         if keep.all():
             row_codes = np.full(len(codes), -1, dtype=np.int64)  # per row: index into texts (-1: no value)
             row_codes[positions] = present_codes
@@ -304,10 +305,10 @@ class ColumnState:
             words=self.words + other.words,
             all_boolean_tokens=self.all_boolean_tokens and other.all_boolean_tokens,
             grouped=self.grouped + other.grouped,
-            first_value=_first(self.first_value, shift(other.first_value)),
-            first_any=_first(self.first_any, shift(other.first_any)),
-            first_non_number=_first(self.first_non_number, shift(other.first_non_number)),
-            first_not_boolean=_first(self.first_not_boolean, shift(other.first_not_boolean)),
+            first_value=merge_first(self.first_value, shift(other.first_value)),
+            first_any=merge_first(self.first_any, shift(other.first_any)),
+            first_non_number=merge_first(self.first_non_number, shift(other.first_non_number)),
+            first_not_boolean=merge_first(self.first_not_boolean, shift(other.first_not_boolean)),
             uncoercible=self.uncoercible + other.uncoercible,
             uncoercible_examples=(self.uncoercible_examples + [(r + offset, v) for r, v in other.uncoercible_examples])[
                 :MAX_EXAMPLES
