@@ -8,8 +8,9 @@ Two passes over the local copy of the dataset (:mod:`pipeline_core.stages.csv_ch
    without ``.0`` only when every value is whole); rare classes are dropped or merged as the profile says
    (ValidateData applied ``rare_classes`` to the same bytes: Ingest's hash names them).
 2. every column, a chunk at a time: values read with their roles (:func:`apply_schema`), the kept rows
-   rendered as CSV lines (``DataFrame.to_csv``, so each value is written exactly as the whole-frame write
-   would) into one spool file, with each line's offset; the train rows' baseline statistics accumulated.
+   rendered as CSV lines (:func:`~pipeline_core.stages.csv_lines.csv_lines`: the bytes ``DataFrame.to_csv``
+   writes, so each value is written exactly as the whole-frame write would) into one spool file, with each
+   line's offset; the train rows' baseline statistics accumulated.
 
 The split is :func:`~pipeline_core.stages.splitting.split_coded`, the seeded permutation Preprocess has
 always used, over the kept rows' class codes: each split file is then written by copying the spooled lines
@@ -47,6 +48,7 @@ from pipeline_core.stages.baseline import (
 )
 from pipeline_core.stages.column_roles import typed
 from pipeline_core.stages.csv_chunks import frame_of, iter_tables, needs_strip
+from pipeline_core.stages.csv_lines import csv_lines
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, apply_schema
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Table
 from pipeline_core.stages.preprocess_values import piece_values
@@ -205,20 +207,6 @@ class BaselineParts:
         return baseline_of(features, self.profile, dataset_sha256, self.count)
 
 
-def _csv_lines(rows: pd.DataFrame) -> bytes:
-    """The rows as CSV lines, no header, each value written as ``to_csv`` writes the whole frame."""
-    return rows.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
-
-
-def _line_starts(rows: pd.DataFrame, body: bytes) -> np.ndarray:
-    """The byte offset in ``body`` where each row's line starts (a quoted value may hold a line break)."""
-    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
-    if len(ends) == len(rows):
-        return np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
-    lengths = [len(_csv_lines(rows.iloc[i : i + 1])) for i in range(len(rows))]
-    return np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-
-
 def split_of(split: Split, n_kept: int) -> np.ndarray:
     """Each kept row's split, as its index in ``SPLITS``."""
     which = np.empty(n_kept, dtype=np.int8)
@@ -264,8 +252,8 @@ def spool_rows(
             rows[profile.target] = class_names[codes[first:last]]
         if not header:
             header = rows.iloc[:0].to_csv(index=False, lineterminator="\n").encode("utf-8")
-        body = _csv_lines(rows)
-        starts[first:last] = _line_starts(rows, body) + written
+        body, line_starts = csv_lines(rows)
+        starts[first:last] = line_starts + written
         spool.write(body)
         written += len(body)
         hashes[first:last] = pd.util.hash_pandas_object(rows, index=False).to_numpy()
