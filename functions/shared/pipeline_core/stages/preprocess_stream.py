@@ -171,8 +171,12 @@ class BaselineParts:
             values = rows[column.name]
             self.missing[column.name] += int(values.isna().sum())
             if column.name in self.categories:
-                counts = category_text(values).dropna().value_counts()
-                self.categories[column.name].update({str(k): int(v) for k, v in counts.items()})
+                # count the values, then name the distinct ones (category_text per distinct value, not per row)
+                counts = values.value_counts(dropna=True)
+                texts = category_text(pd.Series(counts.index, dtype=counts.index.dtype)).tolist()
+                found = self.categories[column.name]
+                for text, count in zip(texts, counts.tolist(), strict=True):
+                    found[str(text)] += int(count)
             elif column.name in self.spools:
                 numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
                 with self.spools[column.name].open("ab") as out:
