@@ -170,12 +170,18 @@ class BaselineParts:
             if column.name in self.categories:
                 # count the values, then name the distinct ones (category_text per distinct value, not per row)
                 counts = values.value_counts(dropna=True)
-                texts = category_text(pd.Series(counts.index, dtype=counts.index.dtype)).tolist()
+                if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+                    texts = category_text(pd.Series(counts.index, dtype=counts.index.dtype)).tolist()
+                else:  # category_text of any other value is str(value)
+                    texts = [str(value) for value in counts.index]
                 found = self.categories[column.name]
                 for text, count in zip(texts, counts.tolist(), strict=True):
                     found[str(text)] += int(count)
             elif column.name in self.spools:
-                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+                if values.dtype == np.float64:
+                    numbers = values.to_numpy()
+                else:
+                    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
                 with self.spools[column.name].open("ab") as out:
                     numbers.astype("<f8").tofile(out)
 
