@@ -17,7 +17,6 @@ import pytest
 from pipeline_core.aws.s3 import ObjectStore
 from pipeline_core.errors import DatasetTooLargeError
 from pipeline_core.models import DataProfile, RunConfig
-from pipeline_core.stages import split_copy
 from pipeline_core.stages.data_validation import Limits, load_table, profile_table, validate_data
 from pipeline_core.stages.preprocess import preprocess
 from pipeline_core.stages.preprocess_stream import Streamed, stream_preprocess
@@ -181,10 +180,9 @@ def _gather_peak(work: Path, rows: int) -> int:
     return peak
 
 
-def test_write_splits_memory_grows_by_a_few_bytes_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the growth from 100k to 250k rows: what a part and a window of the split files' writes hold is the same in
-    # both (a 64 KiB window: the 4 MiB one would hold the whole of these ~2 MB files, as it holds 4 MiB of any)
-    monkeypatch.setattr(split_copy, "WINDOW_BYTES", 64 * 1024)
+def test_write_splits_memory_grows_by_a_few_bytes_a_row(tmp_path: Path) -> None:
+    # the growth from 100k to 250k rows: what a part and a block of the split files' writes hold (65,536 rows,
+    # fewer than either size's 70% train rows) is the same in both
     (tmp_path / "small").mkdir()
     (tmp_path / "large").mkdir()
     small, large = _gather_peak(tmp_path / "small", 100_000), _gather_peak(tmp_path / "large", 250_000)

@@ -22,6 +22,7 @@ column and read back one column at a time for the exact quantiles of the baselin
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ from pipeline_core.stages.csv_lines import csv_lines
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, apply_schema
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Table
 from pipeline_core.stages.preprocess_values import piece_values
-from pipeline_core.stages.split_copy import write_in_order
 from pipeline_core.stages.splitting import SPLITS, Split, split_coded
+
+_COPY_BUFFER = 1024 * 1024
+_ORDER_BLOCK = 65536
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,7 @@ def spool_rows(
 def write_splits(spool_path: Path, starts: np.ndarray, header: bytes, split: Split, workdir: Path) -> dict[str, Path]:
     """The three split files under ``workdir`` from the spool of every kept row (file order); deletes it."""
     files = {name: workdir / f"{name}.csv" for name in SPLITS}
-    write_in_order(spool_path, starts, {name: getattr(split, name) for name in SPLITS}, files, header)
+    _write_in_order(spool_path, starts, {name: getattr(split, name) for name in SPLITS}, files, header)
     spool_path.unlink()
     return files
 
@@ -315,3 +318,20 @@ def stream_preprocess(
         duplicate_rows=int(n_kept - np.unique(spooled.hashes).size),
         baseline=parts.baseline(train_order(split), dataset_sha256),
     )
+
+
+def _write_in_order(
+    spool_path: Path, starts: np.ndarray, orders: dict[str, np.ndarray], files: dict[str, Path], header: bytes
+) -> None:
+    """Each split file: the header, then the spooled lines of its rows in the split's order."""
+    fd = os.open(spool_path, os.O_RDONLY)
+    try:
+        for name, order in orders.items():
+            with files[name].open("wb", buffering=_COPY_BUFFER) as out:
+                out.write(header)
+                for block in range(0, len(order), _ORDER_BLOCK):  # Python ints for a block at a time
+                    rows = order[block : block + _ORDER_BLOCK]
+                    for b, e in zip(starts[rows].tolist(), starts[rows + 1].tolist(), strict=True):
+                        out.write(os.pread(fd, e - b, b))
+    finally:
+        os.close(fd)
