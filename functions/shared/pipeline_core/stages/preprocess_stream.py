@@ -8,8 +8,9 @@ Two passes over the local copy of the dataset (:mod:`pipeline_core.stages.csv_ch
    without ``.0`` only when every value is whole); rare classes are dropped or merged as the profile says
    (ValidateData applied ``rare_classes`` to the same bytes: Ingest's hash names them).
 2. every column, a chunk at a time: values read with their roles (:func:`apply_schema`), the kept rows
-   rendered as CSV lines (``DataFrame.to_csv``, so each value is written exactly as the whole-frame write
-   would) into one spool file, with each line's offset; the train rows' baseline statistics accumulated.
+   rendered as CSV lines (:func:`~pipeline_core.stages.csv_lines.csv_lines`: the bytes ``DataFrame.to_csv``
+   writes, so each value is written exactly as the whole-frame write would) into one spool file, with each
+   line's offset; the train rows' baseline statistics accumulated.
 
 The split is :func:`~pipeline_core.stages.splitting.split_coded`, the seeded permutation Preprocess has
 always used, over the kept rows' class codes: each split file is then written by copying the spooled lines
@@ -47,6 +48,7 @@ from pipeline_core.stages.baseline import (
 )
 from pipeline_core.stages.column_roles import typed
 from pipeline_core.stages.csv_chunks import frame_of, iter_tables, needs_strip
+from pipeline_core.stages.csv_lines import csv_lines
 from pipeline_core.stages.data_validation import EMPTY_TARGET, RARE_DROPPED, apply_schema
 from pipeline_core.stages.dataset_file import DEFAULT_CHUNK_BYTES, Table
 from pipeline_core.stages.preprocess_values import piece_values
@@ -169,10 +171,20 @@ class BaselineParts:
             values = rows[column.name]
             self.missing[column.name] += int(values.isna().sum())
             if column.name in self.categories:
-                counts = category_text(values).dropna().value_counts()
-                self.categories[column.name].update({str(k): int(v) for k, v in counts.items()})
+                # count the values, then name the distinct ones (category_text per distinct value, not per row)
+                counts = values.value_counts(dropna=True)
+                if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+                    texts = category_text(pd.Series(counts.index, dtype=counts.index.dtype)).tolist()
+                else:  # category_text of any other value is str(value)
+                    texts = [str(value) for value in counts.index]
+                found = self.categories[column.name]
+                for text, count in zip(texts, counts.tolist(), strict=True):
+                    found[str(text)] += int(count)
             elif column.name in self.spools:
-                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+                if values.dtype == np.float64:
+                    numbers = values.to_numpy()
+                else:
+                    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
                 with self.spools[column.name].open("ab") as out:
                     numbers.astype("<f8").tofile(out)
 
@@ -203,20 +215,6 @@ class BaselineParts:
                 categorical = categorical_stats_from_counts(self.categories[column.name], MAX_CATEGORIES)
             features.append(feature_of(column, self.count, self.missing[column.name], numeric, categorical))
         return baseline_of(features, self.profile, dataset_sha256, self.count)
-
-
-def _csv_lines(rows: pd.DataFrame) -> bytes:
-    """The rows as CSV lines, no header, each value written as ``to_csv`` writes the whole frame."""
-    return rows.to_csv(index=False, header=False, lineterminator="\n").encode("utf-8")
-
-
-def _line_starts(rows: pd.DataFrame, body: bytes) -> np.ndarray:
-    """The byte offset in ``body`` where each row's line starts (a quoted value may hold a line break)."""
-    ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
-    if len(ends) == len(rows):
-        return np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
-    lengths = [len(_csv_lines(rows.iloc[i : i + 1])) for i in range(len(rows))]
-    return np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
 
 
 def split_of(split: Split, n_kept: int) -> np.ndarray:
@@ -264,8 +262,8 @@ def spool_rows(
             rows[profile.target] = class_names[codes[first:last]]
         if not header:
             header = rows.iloc[:0].to_csv(index=False, lineterminator="\n").encode("utf-8")
-        body = _csv_lines(rows)
-        starts[first:last] = _line_starts(rows, body) + written
+        body, line_starts = csv_lines(rows)
+        starts[first:last] = line_starts + written
         spool.write(body)
         written += len(body)
         hashes[first:last] = pd.util.hash_pandas_object(rows, index=False).to_numpy()
