@@ -17,8 +17,8 @@ so. Then, alternating A B C A B C … ``--runs`` times so that the machine's dri
   function logs. The sampler's own CPU time is reported too (it competes with the run for the CPUs).
 - (B) ``benchmarks/plain_script.py FILE``: the same ML work as a plain script (pandas read, the same split,
   HistGradientBoosting with train.py's defaults, Evaluate's metrics); its peak RSS from ``wait4``. (The pipeline's
-  default trainer, ``auto``, also fits a linear model and keeps the better on validation: it does a little more
-  work than the script.)
+  default trainer, ``auto``, also fits a linear model and keeps the better on validation: more work than the
+  script, most of stepml's wall at 1M rows; ``--trainer gradient-boosting`` gives the like-for-like ratio.)
 - (C) ``pyarrow.csv.read_csv`` of the same file in a fresh process: the bare parse rate that ValidateData +
   Preprocess's throughput (CSV bytes / the two stages' REPORT durations) is held against.
 
@@ -137,8 +137,8 @@ def _tail(path: Path, limit: int = 2000) -> str:
     return text[-limit:]
 
 
-def run_stepml(data: Path, work: Path, timeout: float) -> dict[str, Any]:
-    """(A): one ``stepml run --json`` with a fresh state directory; its figures, or its error."""
+def run_stepml(data: Path, work: Path, timeout: float, trainer: str = "auto") -> dict[str, Any]:
+    """(A): one ``stepml run --json --trainer TRAINER`` with a fresh state directory; its figures, or its error."""
     state_dir = Path(tempfile.mkdtemp(prefix="state-", dir=work))
     env = {**os.environ, "STEPML_STATE_DIR": str(state_dir)}
     out_path, err_path = work / "stepml.out", work / "stepml.err"
@@ -156,7 +156,7 @@ def run_stepml(data: Path, work: Path, timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     with out_path.open("wb") as out, err_path.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "stepml.cli", "run", "--json", "--data", str(data)],
+            [sys.executable, "-m", "stepml.cli", "run", "--json", "--data", str(data), "--trainer", trainer],
             stdout=out,
             stderr=err,
             env=env,
@@ -312,11 +312,14 @@ def summarise(size: dict[str, Any]) -> dict[str, Any]:
 # ---- the benchmark -----------------------------------------------------------------------------------------
 
 
-def measure(sizes: list[int], runs: int, seed: int, work: Path, timeout: float) -> dict[str, Any]:
+def measure(
+    sizes: list[int], runs: int, seed: int, work: Path, timeout: float, trainer: str = "auto"
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "seed": seed,
+        "trainer": trainer,
         "load_start": list(os.getloadavg()),
         "sizes": [],
     }
@@ -340,7 +343,7 @@ def measure(sizes: list[int], runs: int, seed: int, work: Path, timeout: float) 
         try:
             for index in range(runs):
                 pair = {
-                    "stepml": run_stepml(data, work, timeout),
+                    "stepml": run_stepml(data, work, timeout, trainer),
                     "plain": run_plain(data, work, timeout),
                     "parse": parse_rate(data, timeout),
                 }
@@ -434,11 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="where the files and state directories go (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed (default 3600)")
     parser.add_argument("--out", type=Path, help="write the raw figures as JSON here")
+    parser.add_argument(
+        "--trainer",
+        default="auto",
+        help="stepml's built-in trainer (default auto, the pipeline's default: it fits a linear model and gradient "
+        "boosting and keeps the better); gradient-boosting does the plain script's ML work, the like-for-like ratio",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     with tempfile.TemporaryDirectory(prefix="stepml-scale-", dir=args.work_dir) as work:
-        result = measure(args.rows, args.runs, args.seed, Path(work), args.timeout)
+        result = measure(args.rows, args.runs, args.seed, Path(work), args.timeout, args.trainer)
     print()
     print(markdown(result))
     if args.out:
