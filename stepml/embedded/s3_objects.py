@@ -184,7 +184,7 @@ class PartsContent:
         old.close()
 
 
-class _Checksum:
+class Checksum:
     """moto's ``compute_checksum`` of content given in pieces: the same algorithms, the same fallbacks when
     the optional libraries are missing (CRC32 for CRC32C without ``crc32c``, for CRC64NVME without awscrt)."""
 
@@ -219,7 +219,7 @@ class _Checksum:
 
 
 def _checksum(pieces: Iterable[bytes], algorithm: str) -> bytes:
-    summed = _Checksum(algorithm)
+    summed = Checksum(algorithm)
     for piece in pieces:
         summed.update(piece)
     return summed.digest()
@@ -235,7 +235,7 @@ def complete(multipart: Any, body: Iterable[tuple[int, str]]) -> tuple[Any, str,
 
     algorithm = multipart.metadata.get("x-amz-checksum-algorithm") or "CRC64NVME"
     kind = multipart.metadata.get("x-amz-checksum-type") or ("FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE")
-    whole, sums = _Checksum(algorithm), bytearray()
+    whole, sums = Checksum(algorithm), bytearray()
     decode_hex = codecs.getdecoder("hex_codec")
     md5s, parts, last = bytearray(), [], None
     for number, etag in body:

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from stepml.embedded.durable import CHUNK
-from stepml.embedded.s3_objects import BlobContent, _Checksum
+from stepml.embedded.s3_objects import BlobContent, Checksum
 
 # Below this a body keeps moto's path: it is small, and moto's buffer keeps it in memory anyway.
 STREAM_MIN = 1 << 20
 # The x-amz-content-sha256 values whose body is aws-chunked, as moto decodes them.
 _SIGNED_CHUNKS = frozenset({"STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"})
 _UNSIGNED_CHUNKS = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-_PLAIN_PAYLOADS = frozenset({"UNSIGNED-PAYLOAD"})
 # A chunk's header line or a trailer line is short; a longer one is not aws-chunked.
 _LINE_LIMIT = 8192
 # The query of a PutObject or UploadPart (presigned URLs add X-Amz-* parameters); anything else (acl, tagging,

@@ -17,7 +17,7 @@ from werkzeug.test import Client
 
 from stepml.embedded import s3_objects, s3_uploads
 from stepml.embedded.blob_keys import BlobValue, current_key
-from stepml.embedded.s3_objects import _Checksum
+from stepml.embedded.s3_objects import Checksum
 from stepml.embedded.s3_uploads import STREAM_MIN, IncompleteBody, streamable, streamed
 from tests.conftest import FakeAws
 
@@ -63,7 +63,7 @@ def _b64(digest: bytes) -> str:
 
 
 def _summed(algorithm: str, content: bytes = CONTENT) -> str:
-    checksum = _Checksum(algorithm)
+    checksum = Checksum(algorithm)
     checksum.update(content)
     return _b64(checksum.digest())
 
