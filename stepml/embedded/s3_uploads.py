@@ -86,14 +86,18 @@ class _Body:
         self._stream, self._left = stream, length
         self._chunked = payload in _SIGNED_CHUNKS or payload == _UNSIGNED_CHUNKS
         self.md5 = hashlib.md5(usedforsecurity=False)
-        self.summed = _Checksum(algorithm) if algorithm else None
+        self.summed = Checksum(algorithm) if algorithm else None
         self.trailer: dict[str, str] = {}
 
-    def _read(self, size: int) -> bytes:
+    def _read(self, size: int, line: bool = False) -> bytes:
+        """Up to ``size`` bytes of the body (``line``: up to and with the next line break)."""
         from werkzeug.exceptions import ClientDisconnected
 
+        if self._left <= 0:
+            return b""
         try:
-            data = self._stream.read(min(size, self._left)) if self._left > 0 else b""
+            read = self._stream.readline if line else self._stream.read
+            data = read(min(size, self._left))
         except ClientDisconnected as error:
             raise IncompleteBody("the request body ended before its Content-Length") from error
         self._left -= len(data)
@@ -108,15 +112,10 @@ class _Body:
             yield data
 
     def _line(self) -> bytes:
-        line = bytearray()
-        while not line.endswith(b"\n"):
-            if len(line) > _LINE_LIMIT:
-                raise IncompleteBody("an aws-chunked line is too long")
-            byte = self._read(1) if self._left > 0 else b""
-            if not byte:
-                break
-            line += byte
-        return bytes(line)
+        line = self._read(_LINE_LIMIT + 1, line=True)
+        if len(line) > _LINE_LIMIT and not line.endswith(b"\n"):
+            raise IncompleteBody("an aws-chunked line is too long")
+        return line
 
     def _chunks(self) -> Iterator[bytes]:
         while True:
