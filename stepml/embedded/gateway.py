@@ -176,12 +176,10 @@ class Gateway:
         if recorder is not None and location is not None and location[1] and streamable(environ):
             upload = streamed(environ, recorder.store.held_blob)
         # The blobs of an upload's streamed parts, which its completion (written as one blob) or abort leaves unused.
-        upload_id = parse_qs(environ.get("QUERY_STRING", "")).get("uploadId", [""])[0]
-        parts = (
-            upload_blobs(location[0], upload_id)
-            if location is not None and upload_id and environ.get("REQUEST_METHOD") in {"POST", "DELETE"}
-            else set()
-        )
+        parts: set[str] = set()
+        if location is not None and environ.get("REQUEST_METHOD") in {"POST", "DELETE"}:
+            upload_id = parse_qs(environ.get("QUERY_STRING", "")).get("uploadId", [""])[0]
+            parts = upload_blobs(location[0], upload_id) if upload_id else set()
         try:
             with upload, lazy_read() if reads_one_object(environ) else contextlib.nullcontext():  # a copy: a view
                 answer = b"".join(self._moto_app(environ, captured))
