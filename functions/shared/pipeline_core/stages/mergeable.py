@@ -69,7 +69,7 @@ def text_hashes(values: Texts) -> np.ndarray:
         array = pa.array(np.asarray(values, dtype=object), type=pa.large_string())
     width = np.int32 if array.type == pa.string() else np.int64  # read the offsets in place, not a cast copy
     offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
-    offsets = offsets.astype(np.int64)
+    offsets = offsets.astype(np.int64, copy=False)
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
     if (lengths == 0).any():
