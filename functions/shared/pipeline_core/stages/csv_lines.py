@@ -67,9 +67,14 @@ def _lines_of_frame(rows: pd.DataFrame) -> bytes:
 
 def csv_lines(rows: pd.DataFrame) -> tuple[bytes, np.ndarray]:
     """The rows as CSV lines (no header) as ``to_csv`` writes them, and the byte offset where each starts."""
-    columns = [_column_texts(rows.iloc[:, i]) for i in range(rows.shape[1])] if len(rows) else []
-    if len(rows) and rows.shape[1] > 1 and all(column is not None for column in columns):
-        filled = [pc.fill_null(column, _EMPTY) for column in columns]
+    filled: list[pa.Array] = []
+    for i in range(rows.shape[1] if len(rows) and rows.shape[1] > 1 else 0):
+        column = _column_texts(rows.iloc[:, i])
+        if column is None:  # to_csv writes the piece: the other columns need not be formatted
+            filled = []
+            break
+        filled.append(pc.fill_null(column, _EMPTY))
+    if filled:
         joined = pc.binary_join_element_wise(pc.binary_join_element_wise(*filled, ","), _EMPTY, "\n")
         joined = joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
         offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset : joined.offset + len(joined) + 1]
