@@ -143,6 +143,28 @@ def test_a_trainer_that_breaks_the_contract_fails_naming_what_is_missing(
     assert record["TrainingJobStatus"] == "Failed" and expected in record["FailureReason"]
 
 
+REPORTS_WAIT_POLICY = 'import os, sys\nsys.exit("policy " + os.environ.get("OMP_WAIT_POLICY", "unset"))\n'
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "policy PASSIVE"), ("ACTIVE", "policy ACTIVE")])
+def test_the_training_process_waits_passively_in_openmp_unless_told_otherwise(
+    aws: FakeAws, store: RecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
+    """The stand-in's job shares the machine: OpenMP's spinning waits slowed a fit 1.6x beside busy processes."""
+    if given is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", given)
+    run = "policy"
+    upload_splits(aws, run, iris_splits())
+    source = put_trainer(aws, tmp_path, "policy", {"train.py": REPORTS_WAIT_POLICY})
+
+    with pytest.raises(TrainingFailedError) as raised:
+        create_training_job(store, asl_request("Train", user_state(aws, run, source)))
+
+    assert expected in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("code", "expected"),
     [

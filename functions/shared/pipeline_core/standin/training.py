@@ -207,6 +207,11 @@ def script_environment(
             "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
+    # A SageMaker instance is the job's alone; the stand-in's job shares the machine with the local AWS, its
+    # workers and whatever else runs there. OpenMP's default wait spins: a HistGradientBoosting fit (1M rows,
+    # 2 threads) beside two busy processes took 1.6x the wall of the same fit with passive waits, which on an
+    # idle machine cost nothing (docs/data-scale.md). So passive, unless the environment chose a policy.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for name in channels:
         env[f"SM_CHANNEL_{name.upper()}"] = str(layout.channel(name))
     for name, value in hyperparameters.items():
