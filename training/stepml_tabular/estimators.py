@@ -257,9 +257,17 @@ def _score_boosting(
     seed: int,
 ) -> Scored:
     """Fit the whole ``max_iter`` budget per fold, choose the iteration with the least mean validation loss."""
-    if folds.keeps_fit:
-        return _boosting_kept(x, y, folds, kinds, problem_type, params, seed)
     budget = int(params["max_iter"])
+    if folds.keeps_fit:  # large data: one fit on the train split, stopped early on validation, and kept
+        ((fit, scored),) = folds.splits
+        preprocess = build_preprocessor(kinds, "gradient-boosting", len(fit))
+        x_fit = fit_transform_dense(preprocess, rows(x, fit), y[fit], kinds)
+        x_scored = transform_dense(preprocess, rows(x, scored))
+        model = _boosting(problem_type, params, seed, budget, stops_early=True)
+        model.fit(x_fit, y[fit], X_val=x_scored, y_val=y[scored])
+        del x_fit
+        pipeline = Pipeline([("preprocess", preprocess), ("model", model)])
+        return _kept_boosting(pipeline, x_scored, y[scored], problem_type, budget)
     regression = problem_type == "regression"
     fitted: list[tuple[Any, np.ndarray]] = []
     curves: list[list[float]] = []
@@ -304,24 +312,11 @@ def _score_boosting(
     )
 
 
-def _boosting_kept(
-    x: pd.DataFrame,
-    y: np.ndarray,
-    folds: Folds,
-    kinds: dict[str, str],
-    problem_type: str,
-    params: dict[str, Any],
-    seed: int,
+def _kept_boosting(
+    pipeline: Pipeline, x_scored: np.ndarray, y_scored: np.ndarray, problem_type: str, budget: int
 ) -> Scored:
-    """Large data: fit on the train split, stopping early on the validation split's loss; that model is kept."""
-    budget = int(params["max_iter"])
-    ((fit, scored),) = folds.splits
-    preprocess = build_preprocessor(kinds, "gradient-boosting", len(fit))
-    x_fit = fit_transform_dense(preprocess, rows(x, fit), y[fit], kinds)
-    x_scored = transform_dense(preprocess, rows(x, scored))
-    model = _boosting(problem_type, params, seed, budget, stops_early=True)
-    model.fit(x_fit, y[fit], X_val=x_scored, y_val=y[scored])
-    del x_fit
+    """The candidate of a boosting fit stopped early on the validation rows (``x_scored``), kept as it is."""
+    model = pipeline.named_steps["model"]
     if problem_type == "regression":
         proba = None
         predictions = model.predict(x_scored)
@@ -336,11 +331,11 @@ def _boosting_kept(
     return Scored(
         "gradient-boosting",
         {"max_iter": int(model.n_iter_)},
-        _score(problem_type, y[scored], predictions, proba, classes),
+        _score(problem_type, y_scored, predictions, proba, classes),
         predictions,
         proba,
         f"{stopped} of {budget} iterations (least validation loss after {best}); the train split's fit is kept",
-        Pipeline([("preprocess", preprocess), ("model", model)]),
+        pipeline,
     )
 
 
