@@ -45,7 +45,7 @@ def parse_hyperparameters(pairs: list[str] | None) -> dict[str, Any]:
 
 def trainer_archive(directory: Path, entry_point: str, serving_entry_point: str | None) -> bytes:
     """The trainer directory as its deterministic tar.gz, once it is seen to honour the contract."""
-    from pipeline_core.standin.training import package_training_source
+    from pipeline_core.standin.archives import package_training_source
 
     problems = [
         entry_point_problem(directory, entry_point),

@@ -451,7 +451,7 @@ class EmbeddedAws:
 
     def upload_training_source(self) -> str:
         """Put training/ where the definition's TrainingSourceUri points (what a deploy step does on AWS)."""
-        from pipeline_core.standin.training import package_training_source
+        from pipeline_core.standin.archives import package_training_source
 
         uri = self.stack.substitutions["TrainingSourceUri"]
         bucket, key = uri.removeprefix("s3://").split("/", 1)

@@ -23,10 +23,11 @@ import pandas as pd
 import pytest
 from pipeline_core.errors import ConfigurationError, TrainingFailedError
 from pipeline_core.standin import endpoints
+from pipeline_core.standin.archives import package_training_source
 from pipeline_core.standin.errors import ModelError, ResourceInUse, ValidationException
 from pipeline_core.standin.runtime import ModelServer, invoke_endpoint, reset_model_cache
 from pipeline_core.standin.store import RecordStore
-from pipeline_core.standin.training import create_training_job, package_training_source
+from pipeline_core.standin.training import create_training_job
 from sklearn.datasets import load_iris
 
 from tests.conftest import FakeAws

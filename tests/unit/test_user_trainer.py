@@ -16,10 +16,11 @@ import pytest
 from pipeline_core.errors import TrainingFailedError
 from pipeline_core.stages.trainer_input import UserTrainer, trainer_config
 from pipeline_core.standin import endpoints
+from pipeline_core.standin.archives import package_training_source
 from pipeline_core.standin.errors import ModelError, ValidationException
 from pipeline_core.standin.runtime import invoke_endpoint, reset_model_cache
 from pipeline_core.standin.store import RecordStore
-from pipeline_core.standin.training import create_training_job, package_training_source
+from pipeline_core.standin.training import create_training_job
 from pipeline_core.trainer_contract import serving_problem
 
 from tests.conftest import FakeAws

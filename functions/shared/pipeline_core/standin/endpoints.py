@@ -20,9 +20,9 @@ from typing import Any
 from pipeline_core.aws.cloudwatch import CloudWatch
 from pipeline_core.errors import DatasetNotFoundError, TrainingFailedError
 from pipeline_core.standin import rollout
+from pipeline_core.standin.archives import extract_tar_gz
 from pipeline_core.standin.errors import ValidationException
 from pipeline_core.standin.store import RecordStore, check_name, now_iso, same_request, validate_request
-from pipeline_core.standin.training import extract_tar_gz
 from pipeline_core.trainer_contract import serving_problem
 
 

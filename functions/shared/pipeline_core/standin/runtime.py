@@ -40,11 +40,11 @@ from pipeline_core.errors import ConfigurationError
 from pipeline_core.observability import logger
 from pipeline_core.settings import optional_env
 from pipeline_core.standin import rollout
+from pipeline_core.standin.archives import extract_tar_gz
 from pipeline_core.standin.endpoints import describe_endpoint_config, describe_model
 from pipeline_core.standin.errors import ModelError, ValidationException
 from pipeline_core.standin.invocation_metrics import InvocationMetrics
 from pipeline_core.standin.store import RecordStore
-from pipeline_core.standin.training import extract_tar_gz
 from pipeline_core.trainer_contract import serving_problem
 
 DEFAULT_REFRESH_SECONDS = 1.0

@@ -15,14 +15,11 @@ What the scikit-learn container does, reproduced on local targets:
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -33,6 +30,7 @@ from pipeline_core.aws.s3 import S3Uri
 from pipeline_core.errors import ConfigurationError, DatasetNotFoundError, TrainingFailedError
 from pipeline_core.observability import logger
 from pipeline_core.standin import warm_interpreter
+from pipeline_core.standin.archives import extract_tar_gz, files_under, tar_gz
 from pipeline_core.standin.errors import ResourceInUse, ResourceNotFound, ValidationException
 from pipeline_core.standin.metrics import compile_definitions, final_metric_values
 from pipeline_core.standin.script_exit import signal_reason, wait_with_peak
@@ -43,62 +41,7 @@ from pipeline_core.trainer_contract import empty_model_problem, entry_point_prob
 LOG_TAIL_BYTES = 4096
 # A failure reason longer than this is cut to its end, where a traceback's last line is.
 FAILURE_REASON_BYTES = 8192
-# 1980-01-01: a fixed mtime so the same training/ folder always packs to the same bytes (zip-safe too).
-_FIXED_MTIME = 315532800
-_SKIPPED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints"})
-_SKIPPED_SUFFIXES = (".pyc", ".pyo")
 _CURRENT_HOST = "algo-1"
-
-
-def _tar_gz(files: Iterable[tuple[str, Path]]) -> bytes:
-    """A tar.gz of ``(name in archive, file)`` pairs with normalised metadata and no gzip timestamp."""
-    buffer = io.BytesIO()
-    with (
-        # mtime=0 and no file name keep the gzip header, and so the bytes, reproducible
-        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for name, path in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size = path.stat().st_size
-            info.mtime = _FIXED_MTIME
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with path.open("rb") as handle:
-                tar.addfile(info, handle)
-    return buffer.getvalue()
-
-
-def _files_under(directory: Path) -> list[tuple[str, Path]]:
-    """Every regular file under ``directory`` as ``(relative posix name, path)``, skipping caches."""
-    found = []
-    for path in directory.rglob("*"):
-        relative = path.relative_to(directory)
-        if any(part in _SKIPPED_DIRS for part in relative.parts) or path.suffix in _SKIPPED_SUFFIXES:
-            continue
-        if path.is_file():
-            found.append((relative.as_posix(), path))
-    return found
-
-
-def package_training_source(training_dir: Path) -> bytes:
-    """``training_dir`` as the deterministic tar.gz SageMaker takes as ``sagemaker_submit_directory``:
-    files at the archive's root, sorted, fixed mtimes and owners, without ``__pycache__``."""
-    if not training_dir.is_dir():
-        raise FileNotFoundError(f"no training source folder at {training_dir}")
-    return _tar_gz(_files_under(training_dir))
-
-
-def extract_tar_gz(data: bytes, directory: Path, what: str) -> Path:
-    """Extract ``data`` into ``directory``; the "data" filter refuses absolute paths and ``..`` entries."""
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            tar.extractall(directory, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as error:
-        raise TrainingFailedError(f"{what} is not a readable tar.gz: {error}") from error
-    return directory
 
 
 def decode_hyperparameter(value: str) -> Any:
@@ -472,7 +415,7 @@ def create_training_job(
         # and leave Evaluate or the endpoint to fail later, less clearly
         reason = (
             empty_model_problem(program)
-            if not _files_under(layout.model)
+            if not files_under(layout.model)
             else predictions_problem(layout.output_data, program)
         )
         if reason:
@@ -480,8 +423,8 @@ def create_training_job(
             raise TrainingFailedError(reason)
 
         record.update(SecondaryStatus="Uploading", LastModifiedTime=now_iso())
-        store.objects.write_bytes(model_uri, _tar_gz(_files_under(layout.model)), "application/x-gzip")
-        store.objects.write_bytes(output_uri, _tar_gz(_files_under(layout.output_data)), "application/x-gzip")
+        store.objects.write_bytes(model_uri, tar_gz(files_under(layout.model)), "application/x-gzip")
+        store.objects.write_bytes(output_uri, tar_gz(files_under(layout.output_data)), "application/x-gzip")
     described = finish(
         "Completed", "Completed", ModelArtifacts={"S3ModelArtifacts": model_uri}, StandInLogs=logs, **final_metrics
     )
