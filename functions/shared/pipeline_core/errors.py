@@ -19,6 +19,11 @@ class TransientError(PipelineError):
     """An error worth retrying (a throttled or briefly unavailable dependency)."""
 
 
+class StillRunning(TransientError):
+    """Work the invocation started goes on beyond it: not a failure, the state retries to wait again (logged
+    without a traceback and not counted as the stage failing)."""
+
+
 class ConfigurationError(PermanentError):
     """A required setting (environment variable, resource name) is missing or invalid."""
 

@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from pydantic import BaseModel
 
+from pipeline_core.errors import StillRunning
 from pipeline_core.settings import require_env
 
 T = TypeVar("T")
@@ -91,6 +92,9 @@ def stage_handler(stage: str) -> Callable[[Callable[[dict[str, Any], Any], BaseM
             try:
                 with tracer.provider.in_subsegment(f"## {stage}"):
                     result = func(event, context)
+            except StillRunning as running:
+                logger.info("stage still running", extra={"error_type": type(running).__name__, "reason": str(running)})
+                raise
             except Exception as error:
                 logger.exception("stage failed", extra={"error_type": type(error).__name__})
                 metrics.add_metric(name=f"{stage}Failed", unit=MetricUnit.Count, value=1)
