@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # SageMaker's FailureReason for a job whose algorithm ran out of memory (its process killed by the kernel's
@@ -19,16 +20,18 @@ SAGEMAKER_OUT_OF_MEMORY = (
 )
 
 
-def wait_with_peak(process: subprocess.Popen[bytes], timeout: float) -> tuple[int, int | None]:
-    """Wait for ``process`` (TimeoutExpired after ``timeout``): its exit status and its peak resident memory
-    in bytes (None where unknown: not Linux).
+def wait_with_peak(
+    process: subprocess.Popen[bytes], timeout: float, should_stop: Callable[[], bool] | None = None
+) -> tuple[int, int | None]:
+    """Wait for ``process`` (TimeoutExpired after ``timeout``, or as soon as ``should_stop`` says True): its
+    exit status and its peak resident memory in bytes (None where unknown: not Linux).
 
     The kernel's count for the reaped process (``wait4``'s ``ru_maxrss``) is exact, and known for a process the
     out-of-memory killer ended, but at ``exec`` it also takes the peak of the memory the process was forked
     from (this one's). So it is the peak only when it exceeds this process's own peak; otherwise the peak is
     the highest of the process's ``VmHWM`` read while it ran (every poll, as ``Popen.wait`` polls).
     """
-    if sys.platform != "linux":
+    if sys.platform != "linux":  # should_stop is not asked there (the stand-in runs its jobs detached on Linux)
         return process.wait(timeout=timeout), None
     deadline, delay, sampled = time.monotonic() + timeout, 0.001, 0
     while True:
@@ -39,7 +42,7 @@ def wait_with_peak(process: subprocess.Popen[bytes], timeout: float) -> tuple[in
             return process.returncode, (counted if counted > _status_bytes("self", "VmHWM") else sampled) or None
         sampled = max(sampled, _status_bytes(process.pid, "VmHWM"))
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or (should_stop is not None and should_stop()):
             raise subprocess.TimeoutExpired(process.args, timeout)
         delay = min(delay * 2, remaining, 0.05)
         time.sleep(delay)

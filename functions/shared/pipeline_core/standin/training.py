@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +176,16 @@ def training_interpreter(env: Mapping[str, str]) -> str:
 
 
 def _run_script(
-    command: list[str], cwd: Path, env: dict[str, str], layout: _Layout, time_limit: float
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    layout: _Layout,
+    time_limit: float,
+    should_stop: Callable[[], bool] | None = None,
+    prepare_next: bool = True,
 ) -> tuple[int | None, int | None, Path, Path]:
-    """Run ``command``; the exit status (None if it ran out of time and was killed) and the process's peak
-    resident memory in bytes (None where unknown)."""
+    """Run ``command``; the exit status (None if it ran out of time, or ``should_stop`` said so, and was
+    killed) and the process's peak resident memory in bytes (None where unknown)."""
     stdout_path, stderr_path = layout.logs / "stdout.log", layout.logs / "stderr.log"
     posix = os.name == "posix"
     warm = warm_interpreter.enabled(env)
@@ -189,7 +195,7 @@ def _run_script(
             # Its own session, so a timeout kills whatever the script started too (joblib workers).
             process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=posix)
     try:
-        status, peak = wait_with_peak(process, time_limit)
+        status, peak = wait_with_peak(process, time_limit, should_stop)
         return status, peak, stdout_path, stderr_path
     except subprocess.TimeoutExpired:
         if posix:
@@ -199,7 +205,7 @@ def _run_script(
         process.wait()
         return None, None, stdout_path, stderr_path
     finally:
-        if warm:  # the next job's interpreter imports while the pipeline goes on
+        if warm and prepare_next:  # the next job's interpreter imports while the pipeline goes on
             warm_interpreter.interpreters.prepare(command[0], os.environ)
 
 
@@ -290,39 +296,46 @@ def artifact_uris(request: Mapping[str, Any]) -> tuple[str, str]:
     return str(output.child("model.tar.gz")), str(output.child("output.tar.gz"))
 
 
-def create_training_job(
-    store: RecordStore,
-    request: dict[str, Any],
-    time_budget_seconds: float | None = None,
-    base_env: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """CreateTrainingJob run to the end: returns DescribeTrainingJob with status ``Completed`` (what the
-    ``createTrainingJob.sync`` integration returns), or raises TrainingFailedError with the script's reason.
+class PreparedJob:
+    """A CreateTrainingJob request checked and recorded: either already ``completed`` (its record is the
+    answer), or ``record`` holds the job as InProgress, ready for :func:`run_job`."""
 
-    ``time_budget_seconds`` caps the run below ``StoppingCondition.MaxRuntimeInSeconds`` (the handler
-    passes what is left of the Lambda's own timeout). A Completed job with the same name and request whose
-    model artifact exists is returned as it is: a retry of the task must not train again.
+    def __init__(self, record: dict[str, Any], completed: bool) -> None:
+        self.record = record
+        self.completed = completed
+
+    @property
+    def name(self) -> str:
+        return str(self.record["TrainingJobName"])
+
+
+def prepare_job(store: RecordStore, request: dict[str, Any], existing: dict[str, Any] | None = None) -> PreparedJob:
+    """Check ``request`` as CreateTrainingJob does and record the job as InProgress.
+
+    A Completed job with the same name and request whose model artifact exists is returned as it is: a retry
+    of the task must not train again. A job of that name from a different request is ResourceInUse; one
+    that failed or was cut off is recorded anew, to run again under the same name. ``existing`` is the
+    job's record when the caller has just read it.
     """
     validate_request("CreateTrainingJob", request)
     name = check_name("training-jobs", request["TrainingJobName"])
     _check_channels(request)
     compile_definitions(request["AlgorithmSpecification"].get("MetricDefinitions") or [])
-    user_hps, framework = split_hyperparameters(request.get("HyperParameters", {}))
+    _user_hps, framework = split_hyperparameters(request.get("HyperParameters", {}))
     for required in ("sagemaker_program", "sagemaker_submit_directory"):
         if not framework.get(required):
             raise ValidationException(
                 f"training job {name}: HyperParameters has no {required}; the stand-in runs script mode only"
             )
-    model_uri, output_uri = artifact_uris(request)
+    model_uri, _output_uri = artifact_uris(request)
 
-    existing = store.get("training-jobs", name)
+    existing = existing if existing is not None else store.get("training-jobs", name)
     if existing is not None:
         if not same_request(existing, request):
             raise ResourceInUse(f"Training job names must be unique within an AWS account and region: {name}")
         if existing["TrainingJobStatus"] == "Completed" and store.objects.exists(model_uri):
             logger.info("training job already completed; returning it", extra={"training_job": name})
-            return existing
-        # Otherwise an earlier attempt was cut off or failed: run it again under the same name.
+            return PreparedJob(existing, completed=True)
 
     created = existing["CreationTime"] if existing else now_iso()
     record: dict[str, Any] = {
@@ -331,10 +344,50 @@ def create_training_job(
         "TrainingJobStatus": "InProgress",
         "SecondaryStatus": "Starting",
         "CreationTime": created,
-        "LastModifiedTime": created,
+        "LastModifiedTime": now_iso(),  # a job run again is modified now (training_runner reads it as a sign of life)
     }
     store.put("training-jobs", name, record)
+    return PreparedJob(record, completed=False)
 
+
+def create_training_job(
+    store: RecordStore,
+    request: dict[str, Any],
+    time_budget_seconds: float | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """CreateTrainingJob run to the end in this process: returns DescribeTrainingJob with status
+    ``Completed`` (what the ``createTrainingJob.sync`` integration returns), or raises TrainingFailedError
+    with the script's reason.
+
+    ``time_budget_seconds`` caps the run below ``StoppingCondition.MaxRuntimeInSeconds`` (a tuning job passes
+    what is left of its own time). The pipeline's Train state goes through ``training_runner``, whose job runs
+    in a process of its own for as long as MaxRuntimeInSeconds allows.
+    """
+    prepared = prepare_job(store, request)
+    if prepared.completed:
+        return prepared.record
+    return run_job(store, prepared.record, time_budget_seconds=time_budget_seconds, base_env=base_env)
+
+
+def run_job(
+    store: RecordStore,
+    record: dict[str, Any],
+    time_budget_seconds: float | None = None,
+    base_env: Mapping[str, str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    prepare_next: bool = True,
+) -> dict[str, Any]:
+    """Run the InProgress job ``record`` (from :func:`prepare_job`): download, train, upload, and record how it
+    ended. Returns the Completed record or raises TrainingFailedError (the record says the same).
+
+    ``should_stop`` is asked while the script runs; True stops it as running out of time would.
+    ``prepare_next`` has a warm interpreter importing for the next job once this one's script ends.
+    """
+    request = record
+    name = str(record["TrainingJobName"])
+    user_hps, framework = split_hyperparameters(request.get("HyperParameters", {}))
+    model_uri, output_uri = artifact_uris(request)
     max_runtime = float(request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400))
     time_limit = max_runtime if time_budget_seconds is None else min(max_runtime, time_budget_seconds)
     started_at, started = now_iso(), time.monotonic()
@@ -391,12 +444,16 @@ def create_training_job(
         record.update(SecondaryStatus="Training", LastModifiedTime=now_iso())
         elapsed_before = time.monotonic() - started
         status, peak_bytes, stdout_path, stderr_path = _run_script(
-            command, layout.code, env, layout, max(1.0, time_limit - elapsed_before)
+            command, layout.code, env, layout, max(1.0, time_limit - elapsed_before), should_stop, prepare_next
         )
         logs = {"stdout": _tail(stdout_path, LOG_TAIL_BYTES), "stderr": _tail(stderr_path, LOG_TAIL_BYTES)}
         final_metrics = _final_metric_data(request, (stdout_path, stderr_path))
         logger.info("training process output", extra={"training_job": name, "exit_status": status, **logs})
 
+        if status is None and should_stop is not None and should_stop():
+            reason = f"training job {name} was stopped: {program} was killed because the local AWS stopped answering"
+            finish("Stopped", "Stopped", FailureReason=reason, StandInLogs=logs)
+            raise TrainingFailedError(reason)
         if status is None:
             limit = (
                 f"StoppingCondition.MaxRuntimeInSeconds={max_runtime:g}"

@@ -21,7 +21,7 @@ import os
 import select
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 # What train.py and the common trainers import; a module an interpreter lacks is skipped.
@@ -60,17 +60,27 @@ def enabled(env: Mapping[str, str]) -> bool:
     return env.get("STANDIN_WARM_TRAINING", "1") not in {"0", "false", "no"}
 
 
-class WarmInterpreters:
-    """One waiting interpreter per Python executable; :meth:`start_job` takes it (or starts a cold one)."""
+def script_boot(python: str) -> list[str]:
+    """The command of an interpreter that imports :data:`PRELOAD`, says "ready" and runs one script."""
+    return [python, "-c", _BOOT, *PRELOAD]
 
-    def __init__(self) -> None:
+
+class WarmInterpreters:
+    """One waiting interpreter per Python executable; :meth:`start_job` takes it (or starts a cold one).
+
+    ``boot`` gives the command of a waiting process for a Python executable: by default one that runs a
+    training script; ``training_runner`` keeps processes that run a whole training job the same way.
+    """
+
+    def __init__(self, boot: Callable[[str], list[str]] = script_boot) -> None:
+        self._boot = boot
         self._waiting: dict[str, subprocess.Popen[bytes]] = {}
         self._ready: set[int] = set()  # pids of waiting interpreters that said "ready"
         self._lock = threading.Lock()
 
     def _spawn(self, python: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [python, "-c", _BOOT, *PRELOAD],
+            self._boot(python),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -92,12 +102,16 @@ class WarmInterpreters:
         """Run ``command`` (``[python, script, *args]``) in the interpreter waiting for ``python``; None when
         none waits (the caller starts the script itself: a cold job must not pay for imports it may not use)."""
         python, *argv = command
+        job = {"argv": argv, "cwd": str(cwd), "env": dict(env), "stdout": str(stdout), "stderr": str(stderr)}
+        return self.hand(python, job)
+
+    def hand(self, python: str, job: Mapping[str, object]) -> subprocess.Popen[bytes] | None:
+        """Give ``job`` (one JSON line) to the interpreter waiting for ``python``; None when none waits ready."""
         with self._lock:
             # Only one that has finished its imports: a job's time limit must not pay for them.
             if not self._is_ready(python):
                 return None
             process = self._waiting.pop(python)
-        job = {"argv": argv, "cwd": str(cwd), "env": dict(env), "stdout": str(stdout), "stderr": str(stderr)}
         assert process.stdin is not None
         process.stdin.write(json.dumps(job).encode() + b"\n")
         process.stdin.close()
