@@ -6,13 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline_core.errors import ConfigurationError
-from pipeline_core.standin import endpoints, training, transform, tuning
+from pipeline_core.standin import endpoints, training, training_runner, transform, tuning
 from pipeline_core.standin.store import RecordStore
 
 Action = Callable[[RecordStore, dict[str, Any]], dict[str, Any]]
 
 ACTIONS: dict[str, Action] = {
-    "CreateTrainingJob": training.create_training_job,
+    "CreateTrainingJob": training_runner.start_training_job,
     "DescribeTrainingJob": training.describe_training_job,
     "CreateHyperParameterTuningJob": tuning.create_hyper_parameter_tuning_job,
     "DescribeHyperParameterTuningJob": tuning.describe_hyper_parameter_tuning_job,
@@ -44,7 +44,7 @@ def run_action(
 ) -> dict[str, Any]:
     """Run SageMaker API ``name`` on ``request`` (``time_budget_seconds`` bounds the jobs that train or transform)."""
     if name == "CreateTrainingJob":
-        return training.create_training_job(store, request, time_budget_seconds=time_budget_seconds)
+        return training_runner.start_training_job(store, request, time_budget_seconds=time_budget_seconds)
     if name == "CreateHyperParameterTuningJob":
         return tuning.create_hyper_parameter_tuning_job(store, request, time_budget_seconds=time_budget_seconds)
     if name == "CreateTransformJob":
