@@ -61,20 +61,21 @@ RUNNER_LOG_TAIL_BYTES = 4096
 _ENDED = frozenset({"Completed", "Failed", "Stopped"})
 
 
+# The runner's entry: the shared layer goes on sys.path here, not in PYTHONPATH, which the training interpreter
+# it keeps warm would inherit (a script must not import pipeline_core locally when it cannot on SageMaker).
+_RUNNER_MAIN = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from pipeline_core.standin.training_runner import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def _runner_boot(python: str) -> list[str]:
     # this interpreter runs the job (it has boto3 and pipeline_core); ``python`` runs the training script
-    return [sys.executable, "-m", "pipeline_core.standin.training_runner", python]
+    shared = str(Path(pipeline_core.__file__).resolve().parent.parent)
+    return [sys.executable, "-c", _RUNNER_MAIN, shared, python]
 
 
 runners = warm_interpreter.WarmInterpreters(boot=_runner_boot)
-
-
-def _runner_env(base: Mapping[str, str]) -> dict[str, str]:
-    """``base`` with pipeline_core importable in the runner (a Lambda worker may have it on sys.path only)."""
-    shared = str(Path(pipeline_core.__file__).resolve().parent.parent)
-    env = dict(base)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (shared, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def _heartbeat_uri(store: RecordStore, name: str) -> str:
@@ -131,7 +132,7 @@ def start_training_job(
 def _start_runner(store: RecordStore, record: dict[str, Any], base_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     name = str(record["TrainingJobName"])
     python = training.training_interpreter(base_env)
-    log = Path(tempfile.gettempdir()) / f"stepml-training-runner-{name}.log"
+    log = _runner_log(name)
     job = {
         "bucket": store.bucket,
         "region": store.region,
@@ -142,7 +143,7 @@ def _start_runner(store: RecordStore, record: dict[str, Any], base_env: Mapping[
         "heartbeat_seconds": HEARTBEAT_SECONDS,
         "stale_after_seconds": STALE_AFTER_SECONDS,
     }
-    env = _runner_env(os.environ)
+    env = dict(os.environ)
     process = runners.hand(python, job) if warm_interpreter.enabled(base_env) else None
     if process is None:
         try:
@@ -178,8 +179,13 @@ def _record_failure(store: RecordStore, name: str, reason: str) -> None:
         store.put("training-jobs", name, record)
 
 
+def _runner_log(name: str) -> Path:
+    """Where a runner writes its own output (the job's script writes to the job's directory)."""
+    return Path(tempfile.gettempdir()) / f"stepml-training-runner-{name}.log"
+
+
 def _runner_log_tail(name: str) -> str:
-    log = Path(tempfile.gettempdir()) / f"stepml-training-runner-{name}.log"
+    log = _runner_log(name)
     try:
         with log.open("rb") as handle:
             handle.seek(max(0, log.stat().st_size - RUNNER_LOG_TAIL_BYTES))
@@ -313,9 +319,12 @@ def main(argv: list[str]) -> int:
         os.dup2(log, fd)
     os.close(log)
     try:
-        return run(job)
+        status = run(job)
     finally:
         warm_interpreter.interpreters.close()
+    if status == 0:  # the job's record holds what its log said; a runner that failed keeps its log for the waiter
+        Path(job["log"]).unlink(missing_ok=True)
+    return status
 
 
 if __name__ == "__main__":
