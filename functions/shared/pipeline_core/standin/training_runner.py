@@ -32,17 +32,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pipeline_core
+from pipeline_core.aws.clients import client
 from pipeline_core.errors import DatasetNotFoundError, TrainingFailedError
 from pipeline_core.observability import logger
 from pipeline_core.standin import training, warm_interpreter
@@ -59,6 +61,8 @@ POLL_SECONDS = 2.0
 RUNNER_LOG_TAIL_BYTES = 4096
 
 _ENDED = frozenset({"Completed", "Failed", "Stopped"})
+# What a runner writes on its output once the job's final record is written.
+_DONE = b"done\n"
 
 
 # The runner's entry: the shared layer goes on sys.path here, not in PYTHONPATH, which the training interpreter
@@ -126,7 +130,14 @@ def start_training_job(
         if prepared.completed:
             return prepared.record
         process = _start_runner(store, prepared.record, os.environ if base_env is None else base_env)
-    return _wait(store, name, process, deadline)
+    try:
+        return _wait(store, name, process, deadline)
+    finally:
+        env = os.environ if base_env is None else base_env
+        if warm_interpreter.enabled(env):
+            # the next job's runner imports now, not while this job trained: on 2 cores its imports (and its
+            # training interpreter's) slowed a small job by a third
+            runners.prepare(training.training_interpreter(env), dict(os.environ))
 
 
 def _start_runner(store: RecordStore, record: dict[str, Any], base_env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -150,7 +161,7 @@ def _start_runner(store: RecordStore, record: dict[str, Any], base_env: Mapping[
             process = subprocess.Popen(
                 [*_runner_boot(python), "--cold"],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 env=env,
                 start_new_session=os.name == "posix",
@@ -162,8 +173,6 @@ def _start_runner(store: RecordStore, record: dict[str, Any], base_env: Mapping[
         assert process.stdin is not None
         process.stdin.write(json.dumps(job).encode() + b"\n")
         process.stdin.close()
-    if warm_interpreter.enabled(base_env):  # the next job's runner imports while this one trains
-        runners.prepare(python, env)
     logger.info("training job handed to its runner", extra={"training_job": name, "runner_pid": process.pid})
     return process
 
@@ -200,8 +209,7 @@ def _wait(
     """Wait for job ``name`` to end; its runner is ``process`` when this invocation started it."""
     while True:
         if process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):  # it exits right after writing how the job ended
-                process.wait(timeout=_left(deadline, 3600.0))
+            _wait_for_word(process, _left(deadline, 3600.0))
         record = store.get("training-jobs", name)
         if record is None:  # deleted under us: nothing more to wait for
             raise TrainingFailedError(f"training job {name} disappeared while the stand-in waited for it")
@@ -210,7 +218,7 @@ def _wait(
             return record
         if status in _ENDED:
             raise TrainingFailedError(str(record.get("FailureReason") or f"training job {name} ended {status}"))
-        if process is not None and process.poll() is not None:
+        if process is not None and _exited(process):
             reason = f"the stand-in's process for training job {name} exited with status {process.returncode} "
             reason += f"before the job ended; its log ended: {_runner_log_tail(name)}"
             _record_failure(store, name, reason)
@@ -229,6 +237,32 @@ def _wait(
             )
         if process is None:
             time.sleep(min(POLL_SECONDS, _left(deadline, POLL_SECONDS)))
+
+
+def _wait_for_word(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the runner says the job's record is written (its "done" line, :data:`_DONE`), closes its output
+    (it exited), or ``timeout`` passes. Its clean-up and exit come after the word, unwaited for."""
+    pipe = process.stdout
+    if pipe is None or pipe.closed:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+        return
+    readable, _, _ = select.select([pipe], [], [], timeout)
+    if readable:
+        line = pipe.readline()  # a cold runner's "ready" first (a warm one's was read before it got the job)
+        if not line:  # it exited without the word
+            pipe.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+
+
+def _exited(process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        return True
+    if process.stdout is not None and process.stdout.closed:  # its output ended: give it a moment to be reaped
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+    return process.poll() is not None
 
 
 def _left(deadline: float | None, default: float) -> float:
@@ -253,7 +287,7 @@ class _Heartbeat:
         body = json.dumps({"time": now_iso(), "pid": os.getpid()}).encode()
         self._store.objects.write_bytes(self._uri, body, "application/json")
 
-    def _run(self) -> None:
+    def _run(self) -> None:  # the first beat at once: a waiter reads the record's time until then
         failing_since: float | None = None
         while not self._done.is_set():
             try:
@@ -268,7 +302,6 @@ class _Heartbeat:
             self._done.wait(self._every)
 
     def __enter__(self) -> _Heartbeat:
-        self._beat()
         self._thread.start()
         return self
 
@@ -279,8 +312,9 @@ class _Heartbeat:
             self._store.objects.delete(self._uri)
 
 
-def run(job: Mapping[str, Any]) -> int:
-    """Run the recorded job ``job["name"]`` to its end (in the runner process); the process's exit status."""
+def run(job: Mapping[str, Any], done: Callable[[], None] = lambda: None) -> int:
+    """Run the recorded job ``job["name"]`` to its end (in the runner process); the process's exit status.
+    ``done`` is called once the job's final record is written, before the runner cleans up."""
     store = RecordStore(str(job["bucket"]), region=str(job["region"]), account=str(job["account"]))
     name = str(job["name"])
     record = store.get("training-jobs", name)
@@ -291,9 +325,11 @@ def run(job: Mapping[str, Any]) -> int:
         every = float(job.get("heartbeat_seconds", HEARTBEAT_SECONDS))
         stale_after = float(job.get("stale_after_seconds", STALE_AFTER_SECONDS))
         with _Heartbeat(store, name, every, stale_after) as heartbeat:
-            training.run_job(store, record, base_env=dict(job["env"]), should_stop=heartbeat.lost, prepare_next=False)
-    except TrainingFailedError:
-        return 0  # the job's record says how it failed
+            with contextlib.suppress(TrainingFailedError):  # the job's record says how it failed
+                training.run_job(
+                    store, record, base_env=dict(job["env"]), should_stop=heartbeat.lost, prepare_next=False
+                )
+            done()
     except Exception as error:
         _record_failure(store, name, f"the stand-in's process for training job {name} failed: {error!r}")
         raise
@@ -307,19 +343,27 @@ def main(argv: list[str]) -> int:
     python, cold = argv[0], "--cold" in argv[1:]
     if not cold:
         warm_interpreter.interpreters.prepare(python, os.environ)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+    client("s3")  # built (service model loaded) before the job comes: the record store's client
+    with contextlib.suppress(OSError):  # a waiter that gave up before this runner was ready closed the pipe
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
     line = sys.stdin.readline()
     if not line:  # the worker that kept this runner warm is gone
         warm_interpreter.interpreters.close()
         return 0
     job = json.loads(line)
+    word = os.dup(1)  # the pipe to the worker that waits, kept for the one word (not inherited by the script)
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    for fd in (1, 2):  # the worker's pipe may close while the job runs
+    for fd in (1, 2):  # the worker's pipe may close while the job runs: prints go to the log
         os.dup2(log, fd)
     os.close(log)
+
+    def done() -> None:
+        with contextlib.suppress(OSError):  # the waiter is gone: the record says it all
+            os.write(word, _DONE)
+
     try:
-        status = run(job)
+        status = run(job, done)
     finally:
         warm_interpreter.interpreters.close()
     if status == 0:  # the job's record holds what its log said; a runner that failed keeps its log for the waiter
