@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +30,21 @@ def stepml_command(env: dict[str, str], *args: str, timeout: float = 300) -> sub
         timeout=timeout,
         check=False,
     )
+
+
+def project_with_template_change(root: Path, pattern: str, replacement: str, what: str) -> Path:
+    """A copy of the project at ``root`` (linked, but for infra/) whose infra/template.yaml has ``pattern``
+    replaced once by ``replacement``; ``what`` names the change for the message when the pattern is gone."""
+    root.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in {"infra", ".stepml", ".git", ".venv"}:
+            (root / entry.name).symlink_to(entry)
+    shutil.copytree(REPO / "infra", root / "infra", symlinks=True)
+    template = (root / "infra" / "template.yaml").read_text()
+    changed, found = re.subn(pattern, replacement, template, count=1)
+    assert found == 1, f"the template's {what} moved: update this test"
+    (root / "infra" / "template.yaml").write_text(changed)
+    return root
 
 
 @dataclass

@@ -14,32 +14,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, stepml_command
+from tests.integration.conftest import REPO, project_with_template_change, stepml_command
 
 pytestmark = pytest.mark.slow
 
 
 def _project_with_small_data_stages(root: Path) -> Path:
     """The project, linked, with infra/template.yaml's DataStageMemorySize default at 128."""
-    root.mkdir()
-    for entry in REPO.iterdir():
-        if entry.name not in {"infra", ".stepml", ".git", ".venv"}:
-            (root / entry.name).symlink_to(entry)
-    shutil.copytree(REPO / "infra", root / "infra", symlinks=True)
-    template = (root / "infra" / "template.yaml").read_text()
-    small, found = re.subn(
-        r"(  DataStageMemorySize:\n    Type: Number\n    Default: )2048\n", r"\g<1>128\n", template, count=1
+    return project_with_template_change(
+        root,
+        r"(  DataStageMemorySize:\n    Type: Number\n    Default: )2048\n",
+        r"\g<1>128\n",
+        "DataStageMemorySize parameter",
     )
-    assert found == 1, "the template's DataStageMemorySize parameter moved: update this test"
-    (root / "infra" / "template.yaml").write_text(small)
-    return root
 
 
 @pytest.fixture(scope="module")

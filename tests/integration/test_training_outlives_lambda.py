@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, stepml_command
+from tests.integration.conftest import REPO, project_with_template_change, stepml_command
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +27,13 @@ SLEEP_SECONDS = 40
 
 
 def _project_with_a_short_training_lambda(root: Path) -> Path:
-    root.mkdir()
-    for entry in REPO.iterdir():
-        if entry.name not in {"infra", ".stepml", ".git", ".venv"}:
-            (root / entry.name).symlink_to(entry)
-    shutil.copytree(REPO / "infra", root / "infra", symlinks=True)
-    template = (root / "infra" / "template.yaml").read_text()
-    short, found = re.subn(
+    return project_with_template_change(
+        root,
         r"(      Description: SageMaker stand-in - CreateTrainingJob \(local targets only\)\n"
         r"      CodeUri: \.\./functions/local_sagemaker/\n      Handler: app\.lambda_handler\n      Timeout: )900\n",
         r"\g<1>45\n",
-        template,
-        count=1,
+        "CreateTrainingJob function",
     )
-    assert found == 1, "the template's CreateTrainingJob function moved: update this test"
-    (root / "infra" / "template.yaml").write_text(short)
-    return root
 
 
 def _slow_trainer(folder: Path, marker: Path) -> Path:
