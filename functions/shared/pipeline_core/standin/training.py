@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def _env_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _tail(path: Path, limit: int) -> str:
+def file_tail(path: Path, limit: int) -> str:
+    """The last ``limit`` bytes of ``path`` as text (undecodable bytes replaced)."""
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - limit))
         return handle.read().decode("utf-8", errors="replace")
@@ -221,7 +223,7 @@ def _failure_reason(
     """What the script said went wrong: ``output/failure`` if written, else the end of its stderr; for a
     process a signal ended, that signal first (with its peak memory and the job's instance type)."""
     failure = layout.output / "failure"
-    said = _tail(failure, FAILURE_REASON_BYTES).strip() if failure.is_file() and failure.stat().st_size else ""
+    said = file_tail(failure, FAILURE_REASON_BYTES).strip() if failure.is_file() and failure.stat().st_size else ""
     if status < 0:
         reason = signal_reason(program, -status, peak_bytes, instance_type)
         if said:
@@ -296,17 +298,13 @@ def artifact_uris(request: Mapping[str, Any]) -> tuple[str, str]:
     return str(output.child("model.tar.gz")), str(output.child("output.tar.gz"))
 
 
+@dataclass
 class PreparedJob:
     """A CreateTrainingJob request checked and recorded: either already ``completed`` (its record is the
     answer), or ``record`` holds the job as InProgress, ready for :func:`run_job`."""
 
-    def __init__(self, record: dict[str, Any], completed: bool) -> None:
-        self.record = record
-        self.completed = completed
-
-    @property
-    def name(self) -> str:
-        return str(self.record["TrainingJobName"])
+    record: dict[str, Any]
+    completed: bool
 
 
 def prepare_job(store: RecordStore, request: dict[str, Any], existing: dict[str, Any] | None = None) -> PreparedJob:
@@ -446,7 +444,7 @@ def run_job(
         status, peak_bytes, stdout_path, stderr_path = _run_script(
             command, layout.code, env, layout, max(1.0, time_limit - elapsed_before), should_stop, prepare_next
         )
-        logs = {"stdout": _tail(stdout_path, LOG_TAIL_BYTES), "stderr": _tail(stderr_path, LOG_TAIL_BYTES)}
+        logs = {"stdout": file_tail(stdout_path, LOG_TAIL_BYTES), "stderr": file_tail(stderr_path, LOG_TAIL_BYTES)}
         final_metrics = _final_metric_data(request, (stdout_path, stderr_path))
         logger.info("training process output", extra={"training_job": name, "exit_status": status, **logs})
 

@@ -195,12 +195,7 @@ def _runner_log(name: str) -> Path:
 
 def _runner_log_tail(name: str) -> str:
     log = _runner_log(name)
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - RUNNER_LOG_TAIL_BYTES))
-            return handle.read().decode("utf-8", errors="replace").strip()
-    except OSError:
-        return ""
+    return training.file_tail(log, RUNNER_LOG_TAIL_BYTES).strip() if log.is_file() else ""
 
 
 def _wait(
