@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from pipeline_core.aws.registry import ModelRegistry
 from pipeline_core.aws.sagemaker import StandInEndpoints
 from pipeline_core.standin.runtime import reset_model_cache
 from pipeline_core.standin.store import RecordStore
@@ -61,8 +62,15 @@ def predict_cli(*args: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def model(iris_run: PipelineRun) -> dict[str, Any]:
+    """The iris model's champion as this module starts: the session's run registered a version, and a test
+    file that ran earlier in this process (which files, depends on how they were dealt to workers) may have
+    registered a later one, which the endpoint and `stepml predict` then serve."""
     assert iris_run.exit_code == 0, iris_run.output
-    return dict(iris_run.result["registry"])
+    target = embedded_target(project_layout())
+    registry = ModelRegistry(target.outputs.registry_table, target.client("dynamodb"))
+    champion = registry.champion(iris_run.result["registry"]["model_name"], consistent=True)
+    assert champion is not None, "the session's iris run registered no champion"
+    return champion.model_dump()
 
 
 @pytest.fixture(scope="module")
