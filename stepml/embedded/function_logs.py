@@ -15,7 +15,7 @@ import math
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +36,6 @@ _MAX_EVENT_BYTES = 256 * 1024 - _EVENT_OVERHEAD
 _MAX_BATCH_BYTES = 1_048_576
 _MAX_BATCH_EVENTS = 10_000
 _MAX_METRIC_DATA = 1000  # PutMetricData: metrics per request
-_MAX_DISTINCT_VALUES = 150  # PutMetricData: distinct values in one datum's Values
 # EMF specification: per directive at most 100 metrics, per dimension set 30 keys, per metric 100 values.
 _MAX_EMF_METRICS = 100
 _MAX_EMF_DIMENSIONS = 30
@@ -65,6 +64,11 @@ class EmfError(ValueError):
 
 
 MetricData = list[tuple[str, dict[str, Any]]]  # (namespace, PutMetricData MetricDatum)
+
+
+def statistic_set(values: list[float]) -> dict[str, float]:
+    """PutMetricData's StatisticValues of ``values`` (at least one)."""
+    return {"SampleCount": float(len(values)), "Sum": sum(values), "Minimum": min(values), "Maximum": max(values)}
 
 
 def emf_metric_data(message: str) -> MetricData | None:
@@ -102,13 +106,12 @@ def emf_metric_data(message: str) -> MetricData | None:
             _require(unit in _UNITS, f"{unit!r} is not a CloudWatch unit")
             resolution = metric.get("StorageResolution", 60)
             _require(resolution in (1, 60), "StorageResolution must be 1 or 60")
-            values = _metric_values(document, name)
+            statistics = statistic_set(_metric_values(document, name))
             for dimension_set in dimensions:  # every dimension set makes a metric of its own
                 datum: dict[str, Any] = {"MetricName": name, "Timestamp": at, "Unit": unit}
                 datum.update({"StorageResolution": resolution} if resolution == 1 else {})
                 datum.update({"Dimensions": dimension_set} if dimension_set else {})
-                counts = Counter(values)
-                datum.update({"Values": list(counts), "Counts": [float(c) for c in counts.values()]})
+                datum["StatisticValues"] = statistics
                 found.append((namespace, datum))
     return found
 
@@ -155,39 +158,39 @@ def invocation_metric_data(results: Iterable[InvocationResult], at: datetime) ->
             ("Errors", "Count", [1.0 if c.failed else 0.0 for c in calls]),
             ("Duration", "Milliseconds", [round(c.duration_ms, 2) for c in calls]),
         ):
-            counts = Counter(values)
             datum = {"MetricName": metric, "Dimensions": dimensions, "Timestamp": at, "Unit": unit}
-            found.append(
-                ("AWS/Lambda", {**datum, "Values": list(counts), "Counts": [float(n) for n in counts.values()]})
-            )
+            found.append(("AWS/Lambda", {**datum, "StatisticValues": statistic_set(values)}))
     return found
 
 
 def merged_by_second(data: MetricData) -> MetricData:
-    """The same metrics with each second's datapoints of one metric (namespace, name, dimensions, unit,
-    resolution) in one datum of values and counts, timestamped at the second's start.
+    """The same metrics with each second's statistic sets of one metric (namespace, name, dimensions, unit,
+    resolution) merged into one, timestamped at the second's start.
 
-    CloudWatch keeps nothing finer than a second and rounds a query's start down, so nothing a query can
-    ask tells the two apart; a busy function's EMF lines (the inference API writes one per request) would
-    otherwise be one datum per metric per request, each serialised by boto3 and parsed by moto again.
+    CloudWatch keeps nothing finer than a second and rounds a query's start down, so nothing a query can ask
+    tells the two apart. A busy function's EMF lines (the inference API writes one per request) would
+    otherwise be one datum per metric per request: moto keeps every datum in memory for as long as the local
+    AWS runs (and scans them all on every GetMetricData an alarm makes), and PutMetricData's Values and
+    Counts are stored one datum per count. Where this differs from AWS: CloudWatch keeps EMF values as a
+    distribution, so percentiles of them can be asked; a statistic set has SampleCount, Sum, Minimum and
+    Maximum (and so Average) only, which is all moto computes anyway (the local alarms read a pNN statistic
+    as Maximum, see :mod:`stepml.embedded.alarms`).
     """
-    merged: dict[tuple[Any, ...], tuple[str, dict[str, Any], Counter[float]]] = {}
+    merged: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
     for namespace, datum in data:
         second = datum["Timestamp"].replace(microsecond=0)
-        dimensions = tuple((d["Name"], d["Value"]) for d in datum.get("Dimensions", []))
+        dimensions = tuple((d["Name"], d["Value"]) for d in datum.get("Dimensions", ()))
         key = (namespace, datum["MetricName"], dimensions, datum["Unit"], datum.get("StorageResolution"), second)
+        statistics = datum["StatisticValues"]
         if key not in merged:
-            merged[key] = (namespace, {**datum, "Timestamp": second}, Counter())
-        counts = merged[key][2]
-        for value, count in zip(datum["Values"], datum["Counts"], strict=True):
-            counts[value] += count
-    found: MetricData = []
-    for namespace, datum, counts in merged.values():
-        values = list(counts.items())
-        for start in range(0, len(values), _MAX_DISTINCT_VALUES):
-            chunk = values[start : start + _MAX_DISTINCT_VALUES]
-            found.append((namespace, {**datum, "Values": [v for v, _ in chunk], "Counts": [c for _, c in chunk]}))
-    return found
+            merged[key] = (namespace, {**datum, "Timestamp": second, "StatisticValues": dict(statistics)})
+            continue
+        total = merged[key][1]["StatisticValues"]
+        total["SampleCount"] += statistics["SampleCount"]
+        total["Sum"] += statistics["Sum"]
+        total["Minimum"] = min(total["Minimum"], statistics["Minimum"])
+        total["Maximum"] = max(total["Maximum"], statistics["Maximum"])
+    return list(merged.values())
 
 
 def put_metric_data(cloudwatch: Any, data: MetricData) -> None:
@@ -261,7 +264,7 @@ class FunctionLogShipper:
                 with self._invocations.lock:
                     new = self._invocations.entries[self._invocations_seen :]
                 if new:
-                    data = invocation_metric_data(new, datetime.now(UTC))
+                    data = merged_by_second(invocation_metric_data(new, datetime.now(UTC)))
                     put_metric_data(self._client("cloudwatch"), data)
                     result.metrics += len(data)
                 self._invocations_seen += len(new)

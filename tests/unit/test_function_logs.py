@@ -17,7 +17,13 @@ import pytest
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
 
-from stepml.embedded.function_logs import EmfError, FunctionLogShipper, emf_metric_data, merged_by_second
+from stepml.embedded.function_logs import (
+    EmfError,
+    FunctionLogShipper,
+    emf_metric_data,
+    merged_by_second,
+    statistic_set,
+)
 from stepml.embedded.lambda_runner import InvocationLog, InvocationResult
 from stepml.embedded.template import ACCOUNT_ID, REGION, FunctionSpec
 
@@ -139,22 +145,23 @@ def test_a_seconds_datapoints_of_one_metric_are_sent_as_one_datum() -> None:
     second = datetime(2026, 11, 30, 12, 0, 5, tzinfo=UTC)
     dims = [{"Name": "service", "Value": "stepml"}]
 
-    def datum(value: float, at: datetime, dimensions: list[dict[str, str]] = dims) -> tuple[str, dict[str, Any]]:
+    def datum(values: list[float], at: datetime, dimensions: list[dict[str, str]] = dims) -> tuple[str, dict[str, Any]]:
         return ("stepml", {"MetricName": "Latency", "Timestamp": at, "Unit": "Milliseconds",
-                           "Dimensions": dimensions, "Values": [value], "Counts": [1.0]})  # fmt: skip
+                           "Dimensions": dimensions, "StatisticValues": statistic_set(values)})  # fmt: skip
 
-    data = [datum(float(i % 200), second + timedelta(microseconds=i * 3000)) for i in range(300)]
-    data += [datum(1.0, second + timedelta(seconds=1)), datum(1.0, second, [{"Name": "stage", "Value": "x"}])]
+    data = [datum([float(i % 200), 7.0], second + timedelta(microseconds=i * 3000)) for i in range(300)]
+    data += [datum([1.0], second + timedelta(seconds=1)), datum([1.0], second, [{"Name": "stage", "Value": "x"}])]
     merged = merged_by_second(data)
-    this_second = [d for n, d in merged if d["Timestamp"] == second and d["Dimensions"] == dims]
-    # 200 distinct values: PutMetricData takes at most 150 in one datum, so two datums, 300 samples in all
-    assert [len(d["Values"]) for d in this_second] == [150, 50]
-    assert sum(sum(d["Counts"]) for d in this_second) == 300.0
-    assert sum(v * c for d in this_second for v, c in zip(d["Values"], d["Counts"], strict=True)) == sum(
-        float(i % 200) for i in range(300)
-    )
+    (this_second,) = [d for n, d in merged if d["Timestamp"] == second and d["Dimensions"] == dims]
+    assert this_second["StatisticValues"] == {
+        "SampleCount": 600.0,
+        "Sum": sum(float(i % 200) for i in range(300)) + 7.0 * 300,
+        "Minimum": 0.0,
+        "Maximum": 199.0,
+    }
+    assert data[0][1]["StatisticValues"]["SampleCount"] == 2.0  # the inputs are left as they were
     # another second or another dimension set is another datum
-    assert len(merged) == 4
+    assert len(merged) == 3
 
 
 def test_many_emf_lines_of_one_second_keep_their_statistics(clients: Clients, tmp_path: Path) -> None:
@@ -186,6 +193,44 @@ def test_many_emf_lines_of_one_second_keep_their_statistics(clients: Clients, tm
     assert (stats["SampleCount"], stats["Sum"], stats["Minimum"], stats["Maximum"]) == (120.0, 7140.0, 0.0, 119.0)
 
 
+def test_a_busy_functions_metrics_cost_the_local_aws_one_datapoint_per_metric_and_second(
+    clients: Clients, tmp_path: Path
+) -> None:
+    """The inference API prints an EMF line per request: the local CloudWatch (moto, which keeps every datapoint
+    in memory for as long as it runs, and scans them all on every alarm's GetMetricData) must hold a second's
+    values of one metric as one datapoint, whatever the request rate, with the statistics unchanged."""
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    shipper = FunctionLogShipper(tmp_path, [_spec("fn")], clients, from_start=True)
+    at = int(time.time()) * 1000
+    directive = {"Namespace": "stepml", "Dimensions": [["service"]], "Metrics": [{"Name": "Latency"}, {"Name": "Hits"}]}
+    lines = [
+        json.dumps(
+            {
+                "_aws": {"Timestamp": at + i, "CloudWatchMetrics": [directive]},
+                "service": "s",
+                "Latency": float(i),
+                "Hits": 1,
+            }
+        )
+        for i in range(900)  # 900 requests within one second
+    ]
+    (tmp_path / "fn.log").write_text("\n".join(lines) + "\n")
+    stored = cloudwatch_backends[ACCOUNT_ID][REGION].metric_data
+    before = len(stored)
+    shipper.ship()
+    assert len(stored) - before == 2  # Latency and Hits, one second each
+    now = datetime.now(UTC)
+    (stats,) = clients("cloudwatch").get_metric_statistics(
+        Namespace="stepml", MetricName="Latency", Dimensions=[{"Name": "service", "Value": "s"}],
+        StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=5), Period=600,
+        Statistics=["SampleCount", "Sum", "Minimum", "Maximum", "Average"],
+    )["Datapoints"]  # fmt: skip
+    assert (stats["SampleCount"], stats["Sum"], stats["Minimum"], stats["Maximum"]) == (900.0, 404550.0, 0.0, 899.0)
+    assert stats["Average"] == 449.5
+    assert _sum(clients, "stepml", "Hits", [{"Name": "service", "Value": "s"}]) == 900.0
+
+
 def test_emf_extraction_follows_the_specification() -> None:
     document: dict[str, Any] = {
         "_aws": {
@@ -208,7 +253,7 @@ def test_emf_extraction_follows_the_specification() -> None:
     namespace, latency = data[0]
     assert namespace == "app"
     assert latency["Dimensions"] == [{"Name": "Operation", "Value": "predict"}]
-    assert (latency["Values"], latency["Counts"]) == ([12.0, 30.0], [2.0, 1.0])
+    assert latency["StatisticValues"] == {"SampleCount": 3.0, "Sum": 54.0, "Minimum": 12.0, "Maximum": 30.0}
     assert (latency["Unit"], latency["StorageResolution"]) == ("Milliseconds", 1)
     assert latency["Timestamp"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
     assert "Dimensions" not in data[1][1]  # the empty dimension set: a metric without dimensions
